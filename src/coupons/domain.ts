@@ -1,0 +1,98 @@
+// The coupon domain: what a campaign is, the rules every strategy obeys, and the outcomes of an
+// issue attempt. Expected outcomes (sold out, duplicate, window) are values, never exceptions.
+
+export type DiscountType = 'AMOUNT' | 'PERCENT';
+
+/** A campaign. Immutable once created, except for its issued count (not part of this type). */
+export interface Coupon {
+  readonly id: number;
+  readonly name: string;
+  readonly totalQuantity: number;
+  readonly issueStartsAt: Date;
+  readonly issueEndsAt: Date;
+  readonly strategy: string;
+  readonly discountType: DiscountType | null;
+  readonly discountValue: number | null;
+  readonly minOrderAmount: number | null;
+}
+
+export interface CouponWithStock extends Coupon {
+  readonly issuedCount: number;
+}
+
+export interface NewCoupon {
+  name: string;
+  totalQuantity: number;
+  issueStartsAt: Date;
+  issueEndsAt: Date;
+  strategy: string;
+  discountType: DiscountType | null;
+  discountValue: number | null;
+  minOrderAmount: number | null;
+}
+
+/**
+ * The result of one issue attempt. `ISSUED`: the row is committed (201). `ACCEPTED`: admitted
+ * and durably queued, the row follows (202). `UNAVAILABLE`: a dependency failed or contention
+ * could not be resolved in time; nothing was issued, the client may retry (503).
+ */
+export type IssueOutcome =
+  | { readonly kind: 'ISSUED' }
+  | { readonly kind: 'ACCEPTED' }
+  | { readonly kind: 'ALREADY_ISSUED' }
+  | { readonly kind: 'SOLD_OUT' }
+  | { readonly kind: 'WINDOW_NOT_OPEN' }
+  | { readonly kind: 'WINDOW_CLOSED' }
+  | { readonly kind: 'COUPON_NOT_FOUND' }
+  | { readonly kind: 'UNAVAILABLE'; readonly reason: string };
+
+export type IssueOutcomeKind = IssueOutcome['kind'];
+
+// Frozen singletons: the hot path returns these instead of allocating.
+export const ISSUED: IssueOutcome = Object.freeze({ kind: 'ISSUED' });
+export const ACCEPTED: IssueOutcome = Object.freeze({ kind: 'ACCEPTED' });
+export const ALREADY_ISSUED: IssueOutcome = Object.freeze({ kind: 'ALREADY_ISSUED' });
+export const SOLD_OUT: IssueOutcome = Object.freeze({ kind: 'SOLD_OUT' });
+export const WINDOW_NOT_OPEN: IssueOutcome = Object.freeze({ kind: 'WINDOW_NOT_OPEN' });
+export const WINDOW_CLOSED: IssueOutcome = Object.freeze({ kind: 'WINDOW_CLOSED' });
+export const COUPON_NOT_FOUND: IssueOutcome = Object.freeze({ kind: 'COUPON_NOT_FOUND' });
+export const unavailable = (reason: string): IssueOutcome => ({ kind: 'UNAVAILABLE', reason });
+
+/** The window is half-open: [issueStartsAt, issueEndsAt). */
+export function windowOutcome(coupon: Coupon, nowMs: number): IssueOutcome | undefined {
+  if (nowMs < coupon.issueStartsAt.getTime()) return WINDOW_NOT_OPEN;
+  if (nowMs >= coupon.issueEndsAt.getTime()) return WINDOW_CLOSED;
+  return undefined;
+}
+
+export type CampaignStatus = 'UPCOMING' | 'OPEN' | 'ENDED';
+
+export function campaignStatus(coupon: Coupon, nowMs: number): CampaignStatus {
+  const w = windowOutcome(coupon, nowMs);
+  return w === WINDOW_NOT_OPEN ? 'UPCOMING' : w === WINDOW_CLOSED ? 'ENDED' : 'OPEN';
+}
+
+/** User ids are opaque strings chosen by the caller's identity provider. */
+export const USER_ID_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/;
+
+export function isValidUserId(value: unknown): value is string {
+  return typeof value === 'string' && USER_ID_PATTERN.test(value);
+}
+
+/** Coupon ids are PostgreSQL `integer` identities. */
+export const MAX_COUPON_ID = 2_147_483_647;
+export const MAX_TOTAL_QUANTITY = 10_000_000;
+
+/** Rules a new campaign must satisfy beyond its JSON shape; returns a reason or undefined. */
+export function newCouponProblem(c: NewCoupon): string | undefined {
+  if (Number.isNaN(c.issueStartsAt.getTime())) return 'issueStartsAt is not a valid date-time';
+  if (Number.isNaN(c.issueEndsAt.getTime())) return 'issueEndsAt is not a valid date-time';
+  if (c.issueEndsAt.getTime() <= c.issueStartsAt.getTime()) return 'issueEndsAt must be after issueStartsAt';
+  if ((c.discountType === null) !== (c.discountValue === null)) {
+    return 'discountType and discountValue go together';
+  }
+  if (c.discountType === 'PERCENT' && c.discountValue !== null && c.discountValue > 100) {
+    return 'a PERCENT discountValue is at most 100';
+  }
+  return undefined;
+}

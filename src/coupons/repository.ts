@@ -1,0 +1,121 @@
+// Coupon persistence: plain functions taking a Queryable (db or transaction) first, plain SQL.
+// Statements that decide correctness (locks, conditional updates) live in the strategy modules.
+import type { Queryable } from '../db/index.js';
+import type { CouponWithStock, DiscountType, NewCoupon } from './domain.js';
+
+/** Columns of `coupons`, as the driver returns them. */
+export interface CouponsTable {
+  id: number;
+  name: string;
+  total_quantity: number;
+  issued_quantity: number;
+  issue_starts_at: Date;
+  issue_ends_at: Date;
+  strategy: string;
+  discount_type: DiscountType | null;
+  discount_value: number | null;
+  min_order_amount: number | null;
+  version: number;
+  created_at: Date;
+}
+
+/** Columns of `coupon_issues`. */
+export interface CouponIssuesTable {
+  id: string;
+  coupon_id: number;
+  user_id: string;
+  issued_at: Date;
+}
+
+type CouponRow = Omit<CouponsTable, 'version' | 'created_at'>;
+
+const COUPON_COLUMNS = `id, name, total_quantity, issued_quantity, issue_starts_at, issue_ends_at, strategy,
+  discount_type, discount_value, min_order_amount`;
+
+function toCoupon(row: CouponRow): CouponWithStock {
+  return {
+    id: row.id,
+    name: row.name,
+    totalQuantity: row.total_quantity,
+    issuedCount: row.issued_quantity,
+    issueStartsAt: row.issue_starts_at,
+    issueEndsAt: row.issue_ends_at,
+    strategy: row.strategy,
+    discountType: row.discount_type,
+    discountValue: row.discount_value,
+    minOrderAmount: row.min_order_amount,
+  };
+}
+
+export async function insertCoupon(db: Queryable, c: NewCoupon): Promise<CouponWithStock> {
+  const { rows } = await db.query<CouponRow>(
+    `INSERT INTO coupons (name, total_quantity, issue_starts_at, issue_ends_at, strategy,
+                          discount_type, discount_value, min_order_amount)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+     RETURNING ${COUPON_COLUMNS}`,
+    [c.name, c.totalQuantity, c.issueStartsAt, c.issueEndsAt, c.strategy, c.discountType, c.discountValue, c.minOrderAmount],
+  );
+  return toCoupon(rows[0]!);
+}
+
+export async function findCoupon(db: Queryable, id: number): Promise<CouponWithStock | undefined> {
+  const { rows } = await db.query<CouponRow>(`SELECT ${COUPON_COLUMNS} FROM coupons WHERE id = $1`, [id]);
+  return rows[0] === undefined ? undefined : toCoupon(rows[0]);
+}
+
+/** Campaigns whose window has not ended yet (open now or upcoming), soonest first. */
+export async function listCurrentCoupons(db: Queryable, now: Date, limit = 100): Promise<CouponWithStock[]> {
+  const { rows } = await db.query<CouponRow>(
+    `SELECT ${COUPON_COLUMNS} FROM coupons WHERE issue_ends_at > $1 ORDER BY issue_starts_at, id LIMIT $2`,
+    [now, limit],
+  );
+  return rows.map(toCoupon);
+}
+
+export async function findIssue(db: Queryable, couponId: number, userId: string): Promise<{ issuedAt: Date } | undefined> {
+  const { rows } = await db.query<Pick<CouponIssuesTable, 'issued_at'>>(
+    'SELECT issued_at FROM coupon_issues WHERE coupon_id = $1 AND user_id = $2',
+    [couponId, userId],
+  );
+  return rows[0] === undefined ? undefined : { issuedAt: rows[0].issued_at };
+}
+
+export interface UserCoupon {
+  coupon: CouponWithStock;
+  issuedAt: Date;
+}
+
+export async function listUserIssues(db: Queryable, userId: string): Promise<UserCoupon[]> {
+  const { rows } = await db.query<CouponRow & Pick<CouponIssuesTable, 'issued_at'>>(
+    `SELECT c.id, c.name, c.total_quantity, c.issued_quantity, c.issue_starts_at, c.issue_ends_at, c.strategy,
+            c.discount_type, c.discount_value, c.min_order_amount, i.issued_at
+       FROM coupon_issues i JOIN coupons c ON c.id = i.coupon_id
+      WHERE i.user_id = $1
+      ORDER BY i.issued_at DESC
+      LIMIT 1000`,
+    [userId],
+  );
+  return rows.map((row) => ({ coupon: toCoupon(row), issuedAt: row.issued_at }));
+}
+
+/**
+ * Inserts one issuance unless the user already has one. Returns false for a duplicate.
+ * The UNIQUE (coupon_id, user_id) constraint decides, not a prior read.
+ */
+export async function insertIssueIfAbsent(tx: Queryable, couponId: number, userId: string, issuedAt: Date): Promise<boolean> {
+  const { rowCount } = await tx.query(
+    `INSERT INTO coupon_issues (coupon_id, user_id, issued_at) VALUES ($1, $2, $3)
+     ON CONFLICT ON CONSTRAINT coupon_issues_one_per_user DO NOTHING`,
+    [couponId, userId, issuedAt],
+  );
+  return rowCount === 1;
+}
+
+/** Counts issued rows and users for a coupon: used to rebuild in-memory or Redis state. */
+export async function loadIssuedUsers(db: Queryable, couponId: number): Promise<string[]> {
+  const { rows } = await db.query<Pick<CouponIssuesTable, 'user_id'>>(
+    'SELECT user_id FROM coupon_issues WHERE coupon_id = $1',
+    [couponId],
+  );
+  return rows.map((r) => r.user_id);
+}

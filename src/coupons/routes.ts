@@ -1,0 +1,231 @@
+// HTTP routes of the coupon domain: campaign admin, campaign reads, and the issue hot path.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import Type, { type Static } from 'typebox';
+import { HttpProblem, outcomeProblem } from '../http/problem.js';
+import { campaignStatus, MAX_COUPON_ID, MAX_TOTAL_QUANTITY, USER_ID_PATTERN, type CouponWithStock } from './domain.js';
+import type { CouponService } from './service.js';
+import { STRATEGY_NAMES } from './strategies/index.js';
+
+export interface CouponRouteOptions {
+  service: CouponService;
+  requireUser: (request: FastifyRequest) => string;
+  requireAdmin: (request: FastifyRequest) => void;
+}
+
+const Problem = Type.Object(
+  {
+    type: Type.String(),
+    title: Type.String(),
+    status: Type.Integer(),
+    code: Type.String(),
+    detail: Type.Optional(Type.String()),
+  },
+  { $id: 'Problem', description: 'RFC 9457 problem details (application/problem+json)' },
+);
+const problemRef = Type.Ref('Problem');
+
+const CreateCouponBody = Type.Object(
+  {
+    name: Type.String({ minLength: 1, maxLength: 200 }),
+    totalQuantity: Type.Integer({ minimum: 1, maximum: MAX_TOTAL_QUANTITY }),
+    issueStartsAt: Type.String({ format: 'date-time' }),
+    issueEndsAt: Type.String({ format: 'date-time', description: 'exclusive; must be after issueStartsAt' }),
+    strategy: Type.Optional(Type.Enum(STRATEGY_NAMES, { description: 'defaults to the server DEFAULT_STRATEGY' })),
+    discountType: Type.Optional(Type.Enum(['AMOUNT', 'PERCENT'])),
+    discountValue: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000_000 })),
+    minOrderAmount: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000_000 })),
+  },
+  { additionalProperties: false },
+);
+
+const CouponView = Type.Object({
+  id: Type.Integer(),
+  name: Type.String(),
+  totalQuantity: Type.Integer(),
+  issuedCount: Type.Integer({ description: 'rows committed to the database' }),
+  remaining: Type.Integer(),
+  issueStartsAt: Type.String({ format: 'date-time' }),
+  issueEndsAt: Type.String({ format: 'date-time' }),
+  status: Type.Enum(['UPCOMING', 'OPEN', 'ENDED']),
+  strategy: Type.String(),
+  discountType: Type.Union([Type.Enum(['AMOUNT', 'PERCENT']), Type.Null()]),
+  discountValue: Type.Union([Type.Integer(), Type.Null()]),
+  minOrderAmount: Type.Union([Type.Integer(), Type.Null()]),
+});
+
+const IdParams = Type.Object({ id: Type.String({ pattern: '^[1-9][0-9]{0,9}$', description: 'coupon id' }) });
+
+const IssueResult = Type.Object({
+  couponId: Type.Integer(),
+  userId: Type.String({ pattern: USER_ID_PATTERN.source }),
+  status: Type.Enum(['ISSUED', 'PENDING']),
+});
+
+const userSecurity: Array<Record<string, string[]>> = [{ bearerAuth: [] }, { userIdHeader: [] }];
+const adminSecurity: Array<Record<string, string[]>> = [{ bearerAuth: [] }];
+
+function couponId(params: Static<typeof IdParams>): number {
+  const id = Number(params.id);
+  if (id > MAX_COUPON_ID) throw new HttpProblem(404, 'COUPON_NOT_FOUND');
+  return id;
+}
+
+function view(c: CouponWithStock, nowMs = Date.now()): Static<typeof CouponView> {
+  return {
+    id: c.id,
+    name: c.name,
+    totalQuantity: c.totalQuantity,
+    issuedCount: c.issuedCount,
+    remaining: Math.max(0, c.totalQuantity - c.issuedCount),
+    issueStartsAt: c.issueStartsAt.toISOString(),
+    issueEndsAt: c.issueEndsAt.toISOString(),
+    status: campaignStatus(c, nowMs),
+    strategy: c.strategy,
+    discountType: c.discountType,
+    discountValue: c.discountValue,
+    minOrderAmount: c.minOrderAmount,
+  };
+}
+
+export async function couponRoutes(app: FastifyInstance, { service, requireUser, requireAdmin }: CouponRouteOptions): Promise<void> {
+  app.addSchema(Problem);
+
+  const adminOnly = async (request: FastifyRequest) => requireAdmin(request);
+
+  app.post<{ Body: Static<typeof CreateCouponBody> }>(
+    '/admin/coupons',
+    {
+      onRequest: adminOnly,
+      schema: {
+        tags: ['admin'],
+        summary: 'Create a campaign',
+        security: adminSecurity,
+        body: CreateCouponBody,
+        response: { 201: CouponView, 400: problemRef, 401: problemRef, 403: problemRef },
+      },
+    },
+    async (request, reply) => {
+      const b = request.body;
+      const result = await service.create({
+        name: b.name,
+        totalQuantity: b.totalQuantity,
+        issueStartsAt: new Date(b.issueStartsAt),
+        issueEndsAt: new Date(b.issueEndsAt),
+        strategy: b.strategy,
+        discountType: b.discountType ?? null,
+        discountValue: b.discountValue ?? null,
+        minOrderAmount: b.minOrderAmount ?? null,
+      });
+      if (!result.ok) throw new HttpProblem(400, result.code, result.detail);
+      return reply.code(201).header('location', `/coupons/${result.coupon.id}`).send(view(result.coupon));
+    },
+  );
+
+  app.get(
+    '/coupons',
+    {
+      schema: {
+        tags: ['coupons'],
+        summary: 'Campaigns that are open now or upcoming',
+        response: { 200: Type.Object({ items: Type.Array(CouponView) }) },
+      },
+    },
+    async () => {
+      const nowMs = Date.now();
+      return { items: (await service.listCurrent(new Date(nowMs))).map((c) => view(c, nowMs)) };
+    },
+  );
+
+  app.get<{ Params: Static<typeof IdParams> }>(
+    '/coupons/:id',
+    {
+      schema: { tags: ['coupons'], summary: 'One campaign with its stock', params: IdParams, response: { 200: CouponView, 404: problemRef } },
+    },
+    async (request) => {
+      const coupon = await service.get(couponId(request.params));
+      if (coupon === undefined) throw new HttpProblem(404, 'COUPON_NOT_FOUND');
+      return view(coupon);
+    },
+  );
+
+  // The hot path: authenticate, decide, answer. No per-request logging here.
+  app.post<{ Params: Static<typeof IdParams> }>(
+    '/coupons/:id/issues',
+    {
+      schema: {
+        tags: ['coupons'],
+        summary: 'Claim the coupon for the calling user (first come, first served)',
+        description:
+          '201: issued and committed. 202: admitted and durably queued, the row follows (async strategies). ' +
+          'Refusals: 409 ALREADY_ISSUED, 410 SOLD_OUT, 422 ISSUE_WINDOW_NOT_OPEN / ISSUE_WINDOW_CLOSED, 404 COUPON_NOT_FOUND.',
+        security: userSecurity,
+        params: IdParams,
+        response: {
+          201: IssueResult,
+          202: IssueResult,
+          400: problemRef,
+          401: problemRef,
+          404: problemRef,
+          409: problemRef,
+          410: problemRef,
+          422: problemRef,
+          503: problemRef,
+        },
+      },
+    },
+    async (request, reply: FastifyReply) => {
+      const userId = requireUser(request);
+      const id = couponId(request.params);
+      const outcome = await service.issue(id, userId);
+      switch (outcome.kind) {
+        case 'ISSUED':
+          return reply.code(201).send({ couponId: id, userId, status: 'ISSUED' });
+        case 'ACCEPTED':
+          return reply.code(202).send({ couponId: id, userId, status: 'PENDING' });
+        default:
+          throw outcomeProblem(outcome);
+      }
+    },
+  );
+
+  app.get<{ Params: Static<typeof IdParams> }>(
+    '/coupons/:id/issues/me',
+    {
+      schema: {
+        tags: ['coupons'],
+        summary: "The calling user's issue status for this coupon",
+        security: userSecurity,
+        params: IdParams,
+        response: { 200: Type.Object({ status: Type.Enum(['ISSUED', 'PENDING']) }), 401: problemRef, 404: problemRef },
+      },
+    },
+    async (request) => {
+      const userId = requireUser(request);
+      const status = await service.status(couponId(request.params), userId);
+      if (status === 'COUPON_NOT_FOUND') throw new HttpProblem(404, 'COUPON_NOT_FOUND');
+      if (status === 'NOT_ISSUED') throw new HttpProblem(404, 'NOT_ISSUED');
+      return { status };
+    },
+  );
+
+  app.get(
+    '/me/coupons',
+    {
+      schema: {
+        tags: ['coupons'],
+        summary: "The calling user's coupons",
+        security: userSecurity,
+        response: {
+          200: Type.Object({ items: Type.Array(Type.Object({ coupon: CouponView, issuedAt: Type.String({ format: 'date-time' }) })) }),
+          401: problemRef,
+        },
+      },
+    },
+    async (request) => {
+      const userId = requireUser(request);
+      const nowMs = Date.now();
+      const items = await service.userCoupons(userId);
+      return { items: items.map((i) => ({ coupon: view(i.coupon, nowMs), issuedAt: i.issuedAt.toISOString() })) };
+    },
+  );
+}

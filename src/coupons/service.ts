@@ -1,0 +1,97 @@
+// The coupon service: creates campaigns, resolves a coupon to its strategy, applies the window
+// rule at the admission instant and hands the attempt to the strategy.
+import type { Db } from '../db/index.js';
+import {
+  COUPON_NOT_FOUND,
+  newCouponProblem,
+  unavailable,
+  windowOutcome,
+  type Coupon,
+  type CouponWithStock,
+  type IssueOutcome,
+  type NewCoupon,
+} from './domain.js';
+import { findCoupon, findIssue, insertCoupon, listCurrentCoupons, listUserIssues, type UserCoupon } from './repository.js';
+import { isStrategyName, unavailableReason, type StrategyName, type StrategySet } from './strategies/index.js';
+import type { IssueStrategy } from './strategies/types.js';
+
+/** Coupons are immutable, so their metadata is cached for the life of the process. */
+const COUPON_CACHE_LIMIT = 10_000;
+
+export type CreateCouponResult = { ok: true; coupon: CouponWithStock } | { ok: false; code: 'VALIDATION_FAILED' | 'STRATEGY_UNAVAILABLE'; detail: string };
+
+export type IssueStatus = 'ISSUED' | 'PENDING' | 'NOT_ISSUED' | 'COUPON_NOT_FOUND';
+
+export class CouponService {
+  private readonly coupons = new Map<number, Coupon>();
+
+  constructor(
+    private readonly db: Db,
+    private readonly strategies: StrategySet,
+    readonly defaultStrategy: StrategyName,
+  ) {}
+
+  async create(input: Omit<NewCoupon, 'strategy'> & { strategy?: string | undefined }): Promise<CreateCouponResult> {
+    const strategy = input.strategy ?? this.defaultStrategy;
+    if (!isStrategyName(strategy)) return { ok: false, code: 'VALIDATION_FAILED', detail: `unknown strategy ${strategy}` };
+    const reason = unavailableReason(strategy, this.strategies.available);
+    if (reason !== undefined) return { ok: false, code: 'STRATEGY_UNAVAILABLE', detail: reason };
+    const candidate: NewCoupon = { ...input, strategy };
+    const problem = newCouponProblem(candidate);
+    if (problem !== undefined) return { ok: false, code: 'VALIDATION_FAILED', detail: problem };
+    const coupon = await insertCoupon(this.db, candidate);
+    await this.strategies.get(strategy).prepare?.(coupon);
+    this.remember(coupon);
+    return { ok: true, coupon };
+  }
+
+  get(id: number): Promise<CouponWithStock | undefined> {
+    return findCoupon(this.db, id);
+  }
+
+  listCurrent(now = new Date()): Promise<CouponWithStock[]> {
+    return listCurrentCoupons(this.db, now);
+  }
+
+  async issue(couponId: number, userId: string): Promise<IssueOutcome> {
+    const coupon = this.coupons.get(couponId) ?? (await this.resolve(couponId));
+    if (coupon === undefined) return COUPON_NOT_FOUND;
+    const nowMs = Date.now();
+    const closed = windowOutcome(coupon, nowMs);
+    if (closed !== undefined) return closed;
+    const strategy = this.strategyFor(coupon);
+    if (strategy === undefined) return unavailable(`strategy ${coupon.strategy} is not available on this instance`);
+    return strategy.issue(coupon, userId, new Date(nowMs));
+  }
+
+  async status(couponId: number, userId: string): Promise<IssueStatus> {
+    const coupon = this.coupons.get(couponId) ?? (await this.resolve(couponId));
+    if (coupon === undefined) return 'COUPON_NOT_FOUND';
+    if ((await findIssue(this.db, couponId, userId)) !== undefined) return 'ISSUED';
+    const pending = await this.strategyFor(coupon)?.isPending?.(coupon, userId);
+    return pending === true ? 'PENDING' : 'NOT_ISSUED';
+  }
+
+  userCoupons(userId: string): Promise<UserCoupon[]> {
+    return listUserIssues(this.db, userId);
+  }
+
+  private strategyFor(coupon: Coupon): IssueStrategy | undefined {
+    if (!isStrategyName(coupon.strategy)) return undefined;
+    if (unavailableReason(coupon.strategy, this.strategies.available) !== undefined) return undefined;
+    return this.strategies.get(coupon.strategy);
+  }
+
+  private async resolve(couponId: number): Promise<Coupon | undefined> {
+    const coupon = await findCoupon(this.db, couponId);
+    if (coupon !== undefined) this.remember(coupon);
+    return coupon;
+  }
+
+  private remember(coupon: CouponWithStock): void {
+    if (this.coupons.size >= COUPON_CACHE_LIMIT) this.coupons.clear();
+    // Keep only the immutable part; the issued count changes and is always read fresh.
+    const { issuedCount: _issued, ...metadata } = coupon;
+    this.coupons.set(coupon.id, metadata);
+  }
+}

@@ -1,0 +1,26 @@
+// db-naive: read, check, insert — no lock. Kept to demonstrate the race every seed started from:
+// concurrent requests read the same count and all pass the check, so it over-issues. The
+// coupons_not_over_issued CHECK exempts this strategy on purpose; UNIQUE still stops doubles.
+import { ALREADY_ISSUED, ISSUED, SOLD_OUT } from '../domain.js';
+import { insertIssueIfAbsent } from '../repository.js';
+import type { StrategyModule } from './types.js';
+
+export const dbNaive: StrategyModule = {
+  summary: 'read, check, insert with no locking — over-issues under concurrency; a demonstration, never for production',
+  requires: [],
+  create: ({ db }) => ({
+    async issue(coupon, userId, now) {
+      const { rows } = await db.query<{ issued_quantity: number }>(
+        'SELECT issued_quantity FROM coupons WHERE id = $1',
+        [coupon.id],
+      );
+      // The race: between this read and the update below, others read the same count.
+      if ((rows[0]?.issued_quantity ?? 0) >= coupon.totalQuantity) return SOLD_OUT;
+      return db.transaction(async (tx) => {
+        if (!(await insertIssueIfAbsent(tx, coupon.id, userId, now))) return ALREADY_ISSUED;
+        await tx.query('UPDATE coupons SET issued_quantity = issued_quantity + 1 WHERE id = $1', [coupon.id]);
+        return ISSUED;
+      });
+    },
+  }),
+};

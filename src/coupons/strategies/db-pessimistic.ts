@@ -1,0 +1,25 @@
+// db-pessimistic: SELECT … FOR UPDATE on the coupon row (the seeds' V0 / record lock). Exact
+// with any number of API processes; every request for the coupon queues on one row lock while
+// holding a pooled connection, which is why it is slow under a stampede.
+import { ALREADY_ISSUED, ISSUED } from '../domain.js';
+import { insertIssueIfAbsent } from '../repository.js';
+import { soldOutUnlessHeld } from './shared.js';
+import type { StrategyModule } from './types.js';
+
+export const dbPessimistic: StrategyModule = {
+  summary: 'SELECT … FOR UPDATE on the coupon row — exact with any number of instances, one request at a time per coupon',
+  requires: [],
+  create: ({ db }) => ({
+    issue: (coupon, userId, now) =>
+      db.transaction(async (tx) => {
+        const { rows } = await tx.query<{ issued_quantity: number }>(
+          'SELECT issued_quantity FROM coupons WHERE id = $1 FOR UPDATE',
+          [coupon.id],
+        );
+        if ((rows[0]?.issued_quantity ?? 0) >= coupon.totalQuantity) return soldOutUnlessHeld(tx, coupon.id, userId);
+        if (!(await insertIssueIfAbsent(tx, coupon.id, userId, now))) return ALREADY_ISSUED;
+        await tx.query('UPDATE coupons SET issued_quantity = issued_quantity + 1 WHERE id = $1', [coupon.id]);
+        return ISSUED;
+      }),
+  }),
+};

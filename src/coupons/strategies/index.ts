@@ -1,0 +1,60 @@
+// The strategy registry. Adding a strategy: write its module, add one line here.
+import { dbAtomic } from './db-atomic.js';
+import { dbNaive } from './db-naive.js';
+import { dbOptimistic } from './db-optimistic.js';
+import { dbPessimistic } from './db-pessimistic.js';
+import { local } from './local.js';
+import { processMutex } from './process-mutex.js';
+import type { IssueStrategy, StrategyContext, StrategyModule } from './types.js';
+
+export const strategyModules = {
+  'db-naive': dbNaive,
+  'process-mutex': processMutex,
+  'db-pessimistic': dbPessimistic,
+  'db-optimistic': dbOptimistic,
+  'db-atomic': dbAtomic,
+  local: local,
+} as const satisfies Record<string, StrategyModule>;
+
+export type StrategyName = keyof typeof strategyModules;
+export const STRATEGY_NAMES = Object.keys(strategyModules) as StrategyName[];
+
+export function isStrategyName(value: string): value is StrategyName {
+  return Object.hasOwn(strategyModules, value);
+}
+
+export interface Available {
+  redis: boolean;
+}
+
+/** Why a strategy cannot run with this configuration, or undefined when it can. */
+export function unavailableReason(name: StrategyName, available: Available): string | undefined {
+  const missing = strategyModules[name].requires.filter((r) => !available[r]);
+  return missing.length === 0 ? undefined : `strategy ${name} needs ${missing.map((m) => m.toUpperCase() + '_URL').join(', ')}`;
+}
+
+/** The strategies of one process, created on first use and closed together. */
+export class StrategySet {
+  private readonly instances = new Map<StrategyName, IssueStrategy>();
+
+  constructor(
+    private readonly ctx: StrategyContext,
+    readonly available: Available,
+  ) {}
+
+  get(name: StrategyName): IssueStrategy {
+    let s = this.instances.get(name);
+    if (s === undefined) {
+      const reason = unavailableReason(name, this.available);
+      if (reason !== undefined) throw new Error(reason);
+      s = strategyModules[name].create(this.ctx);
+      this.instances.set(name, s);
+    }
+    return s;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.instances.values()].map((s) => s.close?.()));
+    this.instances.clear();
+  }
+}

@@ -1,0 +1,36 @@
+// process-mutex: one in-process mutex per coupon serialises the read-check-write (the seeds'
+// `synchronized` / ReentrantLock). Exact with ONE API process; a second process has its own
+// mutexes, and then only the database constraints stand between it and an over-issue.
+import { Mutex } from 'async-mutex';
+import { ALREADY_ISSUED, ISSUED } from '../domain.js';
+import { insertIssueIfAbsent } from '../repository.js';
+import { soldOutUnlessHeld } from './shared.js';
+import type { StrategyModule } from './types.js';
+
+export const processMutex: StrategyModule = {
+  summary: 'per-coupon mutex inside the API process — exact with one process only, serialises every request',
+  requires: [],
+  create: ({ db }) => {
+    const mutexes = new Map<number, Mutex>();
+    const mutexFor = (couponId: number) => {
+      let m = mutexes.get(couponId);
+      if (m === undefined) mutexes.set(couponId, (m = new Mutex()));
+      return m;
+    };
+    return {
+      issue: (coupon, userId, now) =>
+        mutexFor(coupon.id).runExclusive(async () => {
+          const { rows } = await db.query<{ issued_quantity: number }>(
+            'SELECT issued_quantity FROM coupons WHERE id = $1',
+            [coupon.id],
+          );
+          if ((rows[0]?.issued_quantity ?? 0) >= coupon.totalQuantity) return soldOutUnlessHeld(db, coupon.id, userId);
+          return db.transaction(async (tx) => {
+            if (!(await insertIssueIfAbsent(tx, coupon.id, userId, now))) return ALREADY_ISSUED;
+            await tx.query('UPDATE coupons SET issued_quantity = issued_quantity + 1 WHERE id = $1', [coupon.id]);
+            return ISSUED;
+          });
+        }),
+    };
+  },
+};

@@ -1,0 +1,32 @@
+// The contract every issuance strategy implements. The service has already resolved the coupon
+// and checked its window at `now`; a strategy decides duplicate and stock, and records the issue.
+import type { FastifyBaseLogger } from 'fastify';
+import type { Db } from '../../db/index.js';
+import type { Coupon, IssueOutcome } from '../domain.js';
+
+export interface StrategyContext {
+  readonly db: Db;
+  readonly log: FastifyBaseLogger;
+}
+
+export interface IssueStrategy {
+  /**
+   * Decide and record one issue attempt. Precedence of refusals: duplicate before sold out
+   * (a user who holds the coupon hears ALREADY_ISSUED even after the stock is gone).
+   */
+  issue(coupon: Coupon, userId: string, now: Date): Promise<IssueOutcome>;
+  /** Set up per-campaign state right after the campaign is created (e.g. Redis keys). */
+  prepare?(coupon: Coupon): Promise<void>;
+  /** True when the user was admitted but the row is not in the database yet (async strategies). */
+  isPending?(coupon: Coupon, userId: string): Promise<boolean>;
+  /** Finish in-flight work and release resources. */
+  close?(): Promise<void>;
+}
+
+export interface StrategyModule {
+  /** One line for the README and the docs. */
+  readonly summary: string;
+  /** Services that must be configured for this strategy; campaigns cannot pick it without them. */
+  readonly requires: readonly 'redis'[];
+  create(ctx: StrategyContext): IssueStrategy;
+}

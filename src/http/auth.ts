@@ -1,0 +1,70 @@
+// Who is calling: users by HS256 JWT (`sub` = user id) or, behind an authenticating gateway, by a
+// trusted X-User-Id header; operators by the admin bearer token.
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { createSigner, createVerifier } from 'fast-jwt';
+import type { FastifyRequest } from 'fastify';
+import type { AuthMode } from '../config.js';
+import { isValidUserId } from '../coupons/domain.js';
+import { HttpProblem } from './problem.js';
+
+export const USER_ID_HEADER = 'x-user-id';
+
+/** Returns the caller's user id or throws a 401 problem. */
+export type UserAuthenticator = (request: FastifyRequest) => string;
+
+function bearer(request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization;
+  if (header === undefined) return undefined;
+  const match = /^Bearer ([^\s]+)$/i.exec(header);
+  return match?.[1];
+}
+
+const unauthenticated = (detail: string) => new HttpProblem(401, 'UNAUTHENTICATED', detail, { 'www-authenticate': 'Bearer' });
+
+export function createUserAuthenticator(mode: AuthMode, jwtSecret: string): UserAuthenticator {
+  if (mode === 'header') {
+    return (request) => {
+      const userId = request.headers[USER_ID_HEADER];
+      if (userId === undefined) throw unauthenticated(`missing ${USER_ID_HEADER} header`);
+      if (!isValidUserId(userId)) throw unauthenticated(`${USER_ID_HEADER} must be 1-64 characters of [A-Za-z0-9._:-]`);
+      return userId;
+    };
+  }
+  const verify = createVerifier({
+    key: jwtSecret,
+    algorithms: ['HS256'],
+    requiredClaims: ['sub', 'exp'],
+    // Verified tokens are remembered (until they expire): a retrying user costs one HMAC, not many.
+    cache: 100_000,
+  });
+  return (request) => {
+    const token = bearer(request);
+    if (token === undefined) throw unauthenticated('missing Authorization: Bearer <token> header');
+    let payload: { sub?: unknown };
+    try {
+      payload = verify(token) as { sub?: unknown };
+    } catch (err) {
+      throw unauthenticated(`invalid token: ${(err as Error).message}`);
+    }
+    if (!isValidUserId(payload.sub)) throw unauthenticated('token sub must be 1-64 characters of [A-Za-z0-9._:-]');
+    return payload.sub;
+  };
+}
+
+/** Throws 401 unless the request carries the admin token (compared in constant time). */
+export function createAdminAuthenticator(adminToken: string): (request: FastifyRequest) => void {
+  const expected = createHash('sha256').update(adminToken).digest();
+  return (request) => {
+    const token = bearer(request);
+    if (token === undefined) throw unauthenticated('missing Authorization: Bearer <admin token> header');
+    const given = createHash('sha256').update(token).digest();
+    if (!timingSafeEqual(given, expected)) throw new HttpProblem(403, 'FORBIDDEN', 'admin token required');
+  };
+}
+
+/** Mints a user JWT (`couponrush token`, tests, the bench). */
+export function signUserToken(jwtSecret: string, userId: string, ttlSeconds = 24 * 3600): string {
+  if (jwtSecret === '') throw new Error('JWT_SECRET is not set');
+  if (!isValidUserId(userId)) throw new Error('user id must be 1-64 characters of [A-Za-z0-9._:-]');
+  return createSigner({ key: jwtSecret, algorithm: 'HS256', expiresIn: ttlSeconds * 1000 })({ sub: userId });
+}

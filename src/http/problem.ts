@@ -1,0 +1,139 @@
+// RFC 9457 problem details: the one place that turns refusals and errors into HTTP responses
+// with a stable machine-readable `code`. A 5xx never carries internals.
+import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
+import type { IssueOutcome } from '../coupons/domain.js';
+
+export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
+
+export type ProblemCode =
+  | 'VALIDATION_FAILED'
+  | 'MALFORMED_JSON'
+  | 'PAYLOAD_TOO_LARGE'
+  | 'UNSUPPORTED_MEDIA_TYPE'
+  | 'UNAUTHENTICATED'
+  | 'FORBIDDEN'
+  | 'NOT_FOUND'
+  | 'METHOD_NOT_ALLOWED'
+  | 'COUPON_NOT_FOUND'
+  | 'NOT_ISSUED'
+  | 'ALREADY_ISSUED'
+  | 'SOLD_OUT'
+  | 'ISSUE_WINDOW_NOT_OPEN'
+  | 'ISSUE_WINDOW_CLOSED'
+  | 'STRATEGY_UNAVAILABLE'
+  | 'SERVICE_UNAVAILABLE'
+  | 'INTERNAL_ERROR';
+
+const TITLES: Record<ProblemCode, string> = {
+  VALIDATION_FAILED: 'The request is not valid',
+  MALFORMED_JSON: 'The request body is not valid JSON',
+  PAYLOAD_TOO_LARGE: 'The request body is too large',
+  UNSUPPORTED_MEDIA_TYPE: 'The request body has an unsupported media type',
+  UNAUTHENTICATED: 'Authentication is required',
+  FORBIDDEN: 'Not allowed',
+  NOT_FOUND: 'No such resource',
+  METHOD_NOT_ALLOWED: 'Method not allowed',
+  COUPON_NOT_FOUND: 'No such coupon',
+  NOT_ISSUED: 'This user has not been issued this coupon',
+  ALREADY_ISSUED: 'This user already has this coupon',
+  SOLD_OUT: 'The coupon is sold out',
+  ISSUE_WINDOW_NOT_OPEN: 'The issue window has not opened yet',
+  ISSUE_WINDOW_CLOSED: 'The issue window has closed',
+  STRATEGY_UNAVAILABLE: 'The requested strategy is not available with this configuration',
+  SERVICE_UNAVAILABLE: 'Temporarily unavailable, retry shortly',
+  INTERNAL_ERROR: 'Internal error',
+};
+
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  code: ProblemCode;
+  detail?: string;
+}
+
+/** Thrown from handlers and hooks for an expected refusal; the error handler renders it. */
+export class HttpProblem extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: ProblemCode,
+    readonly detail?: string,
+    readonly headers?: Readonly<Record<string, string>>,
+  ) {
+    super(detail ?? TITLES[code]);
+    this.name = 'HttpProblem';
+  }
+}
+
+export function problemBody(status: number, code: ProblemCode, detail?: string): Problem {
+  const body: Problem = { type: `urn:couponrush:problem:${code}`, title: TITLES[code], status, code };
+  if (detail !== undefined) body.detail = detail;
+  return body;
+}
+
+export function sendProblem(reply: FastifyReply, status: number, code: ProblemCode, detail?: string): FastifyReply {
+  return reply.code(status).type(PROBLEM_CONTENT_TYPE).send(problemBody(status, code, detail));
+}
+
+/** Refusal outcomes of an issue attempt → status and code. Successes are handled by the route. */
+export function outcomeProblem(outcome: Exclude<IssueOutcome, { kind: 'ISSUED' | 'ACCEPTED' }>): HttpProblem {
+  switch (outcome.kind) {
+    case 'ALREADY_ISSUED':
+      return new HttpProblem(409, 'ALREADY_ISSUED');
+    case 'SOLD_OUT':
+      return new HttpProblem(410, 'SOLD_OUT');
+    case 'WINDOW_NOT_OPEN':
+      return new HttpProblem(422, 'ISSUE_WINDOW_NOT_OPEN');
+    case 'WINDOW_CLOSED':
+      return new HttpProblem(422, 'ISSUE_WINDOW_CLOSED');
+    case 'COUPON_NOT_FOUND':
+      return new HttpProblem(404, 'COUPON_NOT_FOUND');
+    case 'UNAVAILABLE':
+      return new HttpProblem(503, 'SERVICE_UNAVAILABLE', outcome.reason, { 'retry-after': '1' });
+  }
+}
+
+const UNAVAILABLE_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN']);
+
+/** Errors that mean a dependency (database, Redis) is down or overloaded, not a bug. */
+export function isDependencyUnavailable(err: unknown): boolean {
+  if (err === null || typeof err !== 'object') return false;
+  const { code, message } = err as { code?: unknown; message?: unknown };
+  if (typeof code === 'string') {
+    if (UNAVAILABLE_ERRNOS.has(code)) return true;
+    // PostgreSQL: 08xxx connection exceptions, 57P0x shutdown, 53xxx insufficient resources,
+    // 57014 statement timeout (query_canceled).
+    if (/^(08|53|57P0)/.test(code) || code === '57014') return true;
+  }
+  return typeof message === 'string' && /timeout exceeded when trying to connect|Connection terminated|connection is closed|Connection is closed/i.test(message);
+}
+
+export function registerProblemHandlers(app: FastifyInstance): void {
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    if (error instanceof HttpProblem) {
+      if (error.headers !== undefined) void reply.headers(error.headers);
+      return sendProblem(reply, error.status, error.code, error.detail);
+    }
+    if (error.validation !== undefined) {
+      return sendProblem(reply, 400, 'VALIDATION_FAILED', error.message);
+    }
+    const status = error.statusCode ?? 500;
+    if (status >= 400 && status < 500) {
+      if (status === 413) return sendProblem(reply, 413, 'PAYLOAD_TOO_LARGE');
+      if (status === 415) return sendProblem(reply, 415, 'UNSUPPORTED_MEDIA_TYPE', error.message);
+      if (error instanceof SyntaxError || error.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || error.code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
+        return sendProblem(reply, 400, 'MALFORMED_JSON', error.message);
+      }
+      return sendProblem(reply, status, 'VALIDATION_FAILED', error.message);
+    }
+    if (isDependencyUnavailable(error)) {
+      request.log.warn({ err: error }, 'dependency unavailable');
+      void reply.header('retry-after', '1');
+      return sendProblem(reply, 503, 'SERVICE_UNAVAILABLE');
+    }
+    request.log.error({ err: error }, 'unhandled error');
+    return sendProblem(reply, 500, 'INTERNAL_ERROR');
+  });
+
+  app.setNotFoundHandler((request, reply) => sendProblem(reply, 404, 'NOT_FOUND', `${request.method} ${request.url.split('?')[0]}`));
+}

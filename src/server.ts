@@ -1,0 +1,114 @@
+// Runs the HTTP API: picks the logger, listens, prints how to use it, closes gracefully on
+// SIGTERM/SIGINT (in-flight requests finish, queued group commits flush).
+import type { FastifyInstance } from 'fastify';
+import { pino } from 'pino';
+import { buildApp } from './app.js';
+import type { Config } from './config.js';
+import { insertCoupon, listCurrentCoupons } from './coupons/repository.js';
+import { signUserToken } from './http/auth.js';
+import { createRuntime, type Runtime } from './runtime.js';
+
+export interface ServeOptions {
+  migrate?: boolean;
+}
+
+export interface RunningServer {
+  app: FastifyInstance;
+  runtime: Runtime;
+  url: string;
+  close(): Promise<void>;
+}
+
+export async function startServer(config: Config, options: ServeOptions = {}): Promise<RunningServer> {
+  const log = pino({ level: config.logLevel });
+  const runtime = await createRuntime(config, log, { migrate: options.migrate === true });
+  const app = await buildApp(runtime, { logger: log });
+  let url: string;
+  try {
+    url = await app.listen({ port: config.port, host: config.host });
+  } catch (err) {
+    await app.close();
+    await runtime.close();
+    throw err;
+  }
+  if (config.authMode === 'header') {
+    log.warn('AUTH_MODE=header: X-User-Id is trusted as the user id; run this only behind a gateway that authenticates users and strips the header from clients');
+  }
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      await app.close();
+      await runtime.close();
+    })());
+  return { app, runtime, url, close };
+}
+
+/** In embedded mode, a first start gets one open demo campaign so the printed curl works as is. */
+async function demoCouponId(runtime: Runtime): Promise<number | undefined> {
+  if (!runtime.config.embedded) return undefined;
+  const now = new Date();
+  const open = (await listCurrentCoupons(runtime.db, now)).find((c) => c.issueStartsAt <= now);
+  if (open !== undefined) return open.id;
+  const { rows } = await runtime.db.query<{ n: number }>('SELECT count(*)::int AS n FROM coupons');
+  if ((rows[0]?.n ?? 0) > 0) return undefined;
+  const demo = await insertCoupon(runtime.db, {
+    name: 'Demo: 100 chicken coupons',
+    totalQuantity: 100,
+    issueStartsAt: now,
+    issueEndsAt: new Date(now.getTime() + 7 * 24 * 3600 * 1000),
+    strategy: runtime.config.defaultStrategy,
+    discountType: 'AMOUNT',
+    discountValue: 3000,
+    minOrderAmount: 15000,
+  });
+  return demo.id;
+}
+
+export async function printBanner(server: RunningServer): Promise<void> {
+  const { config } = server.runtime;
+  const url = server.url.replace('[::1]', 'localhost');
+  const where = config.embedded ? `embedded PostgreSQL in ${config.dataDir}` : 'PostgreSQL at DATABASE_URL';
+  const lines = [
+    '',
+    `couponrush is listening on ${url} (${where}, default strategy ${config.defaultStrategy})`,
+    `  API docs     ${url}/docs   (OpenAPI: ${url}/openapi.json)`,
+  ];
+  if (config.generatedSecrets) lines.push(`  Admin token  ${config.adminToken}   (generated; kept in ${config.dataDir}/secrets.json)`);
+  const couponId = await demoCouponId(server.runtime);
+  if (config.authMode === 'jwt' && config.jwtSecret !== '') {
+    const token = signUserToken(config.jwtSecret, 'demo-user');
+    const id = couponId ?? '<couponId>';
+    lines.push(
+      '',
+      `  Issue a coupon as user "demo-user" (mint tokens for others with \`npx couponrush token <userId>\`):`,
+      `    curl -i -X POST ${url}/coupons/${id}/issues -H 'authorization: Bearer ${token}'`,
+    );
+  }
+  lines.push(
+    '',
+    '  Create a campaign:',
+    `    curl -i -X POST ${url}/admin/coupons -H 'authorization: Bearer ${config.generatedSecrets ? config.adminToken : '$ADMIN_TOKEN'}' \\`,
+    `      -H 'content-type: application/json' \\`,
+    `      -d '{"name":"Chicken","totalQuantity":10000,"issueStartsAt":"${new Date().toISOString()}","issueEndsAt":"${new Date(Date.now() + 3600_000).toISOString()}"}'`,
+    '',
+  );
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+export function closeOnSignals(close: () => Promise<void>, log: { info(msg: string): void; error(obj: unknown, msg: string): void }): void {
+  let signalled = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signalled) return;
+    signalled = true;
+    log.info(`${signal}: draining in-flight work, then exiting`);
+    close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+}
