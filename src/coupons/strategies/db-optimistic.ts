@@ -18,13 +18,15 @@ export const dbOptimistic: StrategyModule = {
   create: ({ db }) => ({
     async issue(coupon, userId, now) {
       for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
-        const { rows } = await db.query<{ issued_quantity: number; version: number }>(
-          'SELECT issued_quantity, version FROM coupons WHERE id = $1',
-          [coupon.id],
-        );
-        const row = rows[0];
-        if (row === undefined || row.issued_quantity >= coupon.totalQuantity) return soldOutUnlessHeld(db, coupon.id, userId);
+        // Read and compare-and-set on one connection: reading on another pooled connection would
+        // let the version go stale while waiting for the pool, and nearly every CAS would lose.
         const outcome = await transactionOutcome(db, async (tx) => {
+          const { rows } = await tx.query<{ issued_quantity: number; version: number }>(
+            'SELECT issued_quantity, version FROM coupons WHERE id = $1',
+            [coupon.id],
+          );
+          const row = rows[0];
+          if (row === undefined || row.issued_quantity >= coupon.totalQuantity) return soldOutUnlessHeld(tx, coupon.id, userId);
           if (!(await insertIssueIfAbsent(tx, coupon.id, userId, now))) return ALREADY_ISSUED;
           const cas = await tx.query(
             `UPDATE coupons SET issued_quantity = issued_quantity + 1, version = version + 1

@@ -1,0 +1,263 @@
+// Test harness: real servers, real HTTP. Every test gets its own PostgreSQL database (or
+// in-memory PGlite) and cleans it up. A missing server skips loudly — except under CI=true.
+import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import type { TestContext } from 'node:test';
+import pg from 'pg';
+import { buildApp } from '../src/app.js';
+import { loadConfig, type Config } from '../src/config.js';
+import { createPgliteDb, createPostgresDb, type Db } from '../src/db/index.js';
+import { signUserToken } from '../src/http/auth.js';
+import { createRuntime, type Runtime } from '../src/runtime.js';
+import type { FastifyInstance } from 'fastify';
+import { pino } from 'pino';
+
+export const ADMIN_TOKEN = 'test-admin-token-0123456789';
+export const JWT_SECRET = 'test-jwt-secret-0123456789abcdef0123456789';
+export const PG_ADMIN_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+const reachable = new Map<string, Promise<boolean>>();
+
+/** True when host:port accepts TCP within a second. */
+export function canConnect(host: string, port: number): Promise<boolean> {
+  const key = `${host}:${port}`;
+  let p = reachable.get(key);
+  if (p === undefined) {
+    p = new Promise<boolean>((resolve) => {
+      const socket = net.connect({ host, port, timeout: 1000 });
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('timeout', () => {
+        socket.destroy();
+        resolve(false);
+      });
+      socket.once('error', () => resolve(false));
+    });
+    reachable.set(key, p);
+  }
+  return p;
+}
+
+/**
+ * Skips the test (loudly) when a server it needs is missing; under CI=true a missing server
+ * fails the test instead, because CI must exercise the real thing.
+ */
+export async function needServer(t: TestContext, name: string, url: string): Promise<boolean> {
+  const u = new URL(url);
+  const port = Number(u.port || (u.protocol.startsWith('redis') ? 6379 : 5432));
+  if (await canConnect(u.hostname, port)) return true;
+  const message = `${name} is not reachable at ${u.hostname}:${port}`;
+  if (process.env.CI === 'true') throw new Error(`${message} (CI=true: a missing server is a failure)`);
+  process.stderr.write(`\n*** SKIPPING: ${message}. Start it to run this test. ***\n`);
+  t.skip(`${message} — start it to run this test`);
+  return false;
+}
+
+export interface TestDatabase {
+  url: string;
+  name: string;
+  drop(): Promise<void>;
+}
+
+/** Creates a fresh, uniquely named PostgreSQL database. */
+export async function createTestDatabase(): Promise<TestDatabase> {
+  const name = `couponrush_test_${Date.now().toString(36)}_${randomBytes(4).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(PG_ADMIN_URL);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    name,
+    async drop() {
+      const c = new pg.Client({ connectionString: PG_ADMIN_URL });
+      await c.connect();
+      try {
+        await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      } finally {
+        await c.end();
+      }
+    },
+  };
+}
+
+export type DbKind = 'postgres' | 'pglite';
+
+export interface TestServerOptions {
+  db: DbKind;
+  env?: Record<string, string>;
+}
+
+export interface TestServer {
+  url: string;
+  app: FastifyInstance;
+  runtime: Runtime;
+  config: Config;
+  db: Db;
+  tokenFor(userId: string): string;
+  createCoupon(body?: Partial<CouponBody>): Promise<{ id: number }>;
+  close(): Promise<void>;
+}
+
+export interface CouponBody {
+  name: string;
+  totalQuantity: number;
+  issueStartsAt: string;
+  issueEndsAt: string;
+  strategy: string;
+}
+
+/**
+ * Starts the real app on an ephemeral port over a fresh database: a new PostgreSQL database
+ * (needs the server; check with `needServer` first) or an in-memory PGlite.
+ */
+export async function startTestServer(options: TestServerOptions): Promise<TestServer> {
+  const testDb = options.db === 'postgres' ? await createTestDatabase() : undefined;
+  const env: Record<string, string> = {
+    ADMIN_TOKEN,
+    JWT_SECRET,
+    LOG_LEVEL: 'silent',
+    PORT: '0',
+    ...(testDb === undefined ? {} : { DATABASE_URL: testDb.url }),
+    ...options.env,
+  };
+  const config = loadConfig(env);
+  const db = testDb === undefined ? await createPgliteDb(undefined) : createPostgresDb(testDb.url, { poolSize: config.dbPoolSize });
+  const runtime = await createRuntime(config, pino({ level: 'silent' }), { migrate: true, db });
+  const app = await buildApp(runtime);
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  const { port } = app.server.address() as AddressInfo;
+  const url = `http://127.0.0.1:${port}`;
+  return {
+    url,
+    app,
+    runtime,
+    config,
+    db,
+    tokenFor: (userId) => signUserToken(JWT_SECRET, userId),
+    async createCoupon(body = {}) {
+      const now = Date.now();
+      const res = await request(url, 'POST', '/admin/coupons', {
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+        json: {
+          name: 'test coupon',
+          totalQuantity: 500,
+          issueStartsAt: new Date(now - 60_000).toISOString(),
+          issueEndsAt: new Date(now + 3600_000).toISOString(),
+          ...body,
+        },
+      });
+      if (res.status !== 201) throw new Error(`create coupon failed: ${res.status} ${res.text}`);
+      return res.json as { id: number };
+    },
+    async close() {
+      await app.close();
+      await runtime.close();
+      await db.close();
+      await testDb?.drop();
+    },
+  };
+}
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
+
+export interface Response {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  text: string;
+  json: unknown;
+}
+
+export interface RequestOptions {
+  headers?: Record<string, string>;
+  json?: unknown;
+  /** Sent as is (for malformed bodies). */
+  body?: string;
+}
+
+/** One real HTTP request over a shared keep-alive agent. */
+export function request(base: string, method: string, path: string, options: RequestOptions = {}): Promise<Response> {
+  const body = options.body ?? (options.json === undefined ? undefined : JSON.stringify(options.json));
+  const headers: Record<string, string> = { ...options.headers };
+  if (body !== undefined) {
+    headers['content-type'] ??= 'application/json';
+    headers['content-length'] = String(Buffer.byteLength(body));
+  }
+  return new Promise((resolve, reject) => {
+    const req = http.request(new URL(path, base), { method, headers, agent }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let json: unknown;
+        try {
+          json = text === '' ? undefined : JSON.parse(text);
+        } catch {
+          json = undefined;
+        }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json });
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    if (body !== undefined) req.write(body);
+    req.end();
+  });
+}
+
+export interface StampedeResult {
+  /** HTTP status → count. */
+  statuses: Map<number, number>;
+  /** Users that got a 201/202. */
+  winners: string[];
+  total: number;
+}
+
+/**
+ * Fires `requests` real concurrent POST /coupons/:id/issues from `users` distinct users (the
+ * first requests cover every user once, the rest are repeats by the same users), shuffled.
+ */
+export async function stampede(
+  server: Pick<TestServer, 'url' | 'tokenFor'>,
+  couponId: number,
+  users: number,
+  requests: number,
+  concurrency = 256,
+): Promise<StampedeResult> {
+  const tokens = Array.from({ length: users }, (_, i) => ({ user: `user-${i}`, token: server.tokenFor(`user-${i}`) }));
+  const plan = Array.from({ length: requests }, (_, i) => tokens[i % users]!);
+  for (let i = plan.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [plan[i], plan[j]] = [plan[j]!, plan[i]!];
+  }
+  const statuses = new Map<number, number>();
+  const winners: string[] = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < plan.length) {
+      const { user, token } = plan[next++]!;
+      const res = await request(server.url, 'POST', `/coupons/${couponId}/issues`, { headers: { authorization: `Bearer ${token}` } });
+      statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+      if (res.status === 201 || res.status === 202) winners.push(user);
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return { statuses, winners, total: plan.length };
+}
+
+/** Rows actually in the database for a coupon. */
+export async function issuedRows(db: Db, couponId: number): Promise<{ rows: number; distinctUsers: number; counter: number; users: string[] }> {
+  const { rows } = await db.query<{ user_id: string }>('SELECT user_id FROM coupon_issues WHERE coupon_id = $1', [couponId]);
+  const c = await db.query<{ issued_quantity: number }>('SELECT issued_quantity FROM coupons WHERE id = $1', [couponId]);
+  const users = rows.map((r) => r.user_id);
+  return { rows: users.length, distinctUsers: new Set(users).size, counter: c.rows[0]?.issued_quantity ?? -1, users };
+}
