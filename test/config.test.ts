@@ -1,0 +1,89 @@
+// Configuration is validated at start-up with an error naming the variable, both as a function
+// and as the real `couponrush serve` process.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { ConfigError, loadConfig } from '../src/config.js';
+
+const PG = 'postgres://postgres@127.0.0.1:5432/test';
+const SECRET = 'x'.repeat(32);
+const base = { DATABASE_URL: PG, ADMIN_TOKEN: 'a'.repeat(20), JWT_SECRET: SECRET };
+
+function throwsNaming(env: Record<string, string>, variable: string): void {
+  assert.throws(
+    () => loadConfig(env),
+    (err: unknown) => err instanceof ConfigError && err.variable === variable && err.message.startsWith(`${variable}:`),
+    `expected a ConfigError naming ${variable}`,
+  );
+}
+
+describe('loadConfig', () => {
+  it('requires ADMIN_TOKEN when DATABASE_URL is set', () => throwsNaming({ DATABASE_URL: PG, JWT_SECRET: SECRET }, 'ADMIN_TOKEN'));
+  it('requires JWT_SECRET when DATABASE_URL is set and AUTH_MODE=jwt', () => throwsNaming({ DATABASE_URL: PG, ADMIN_TOKEN: 'a'.repeat(20) }, 'JWT_SECRET'));
+  it('does not require JWT_SECRET with AUTH_MODE=header', () => {
+    assert.equal(loadConfig({ DATABASE_URL: PG, ADMIN_TOKEN: 'a'.repeat(20), AUTH_MODE: 'header' }).authMode, 'header');
+  });
+  it('rejects a short JWT_SECRET', () => throwsNaming({ ...base, JWT_SECRET: 'short' }, 'JWT_SECRET'));
+  it('rejects a short ADMIN_TOKEN', () => throwsNaming({ ...base, ADMIN_TOKEN: 'short' }, 'ADMIN_TOKEN'));
+  it('rejects a non-numeric PORT', () => throwsNaming({ ...base, PORT: 'eighty' }, 'PORT'));
+  it('rejects an out-of-range PORT', () => throwsNaming({ ...base, PORT: '70000' }, 'PORT'));
+  it('rejects an unknown AUTH_MODE', () => throwsNaming({ ...base, AUTH_MODE: 'oauth' }, 'AUTH_MODE'));
+  it('rejects an unknown DEFAULT_STRATEGY', () => throwsNaming({ ...base, DEFAULT_STRATEGY: 'fastest' }, 'DEFAULT_STRATEGY'));
+  it('rejects an unknown LOG_LEVEL', () => throwsNaming({ ...base, LOG_LEVEL: 'loud' }, 'LOG_LEVEL'));
+  it('rejects a DATABASE_URL that is not postgres://', () => throwsNaming({ ...base, DATABASE_URL: 'mysql://root@localhost/x' }, 'DATABASE_URL'));
+  it('rejects a DB_POOL_SIZE of 0', () => throwsNaming({ ...base, DB_POOL_SIZE: '0' }, 'DB_POOL_SIZE'));
+
+  it('defaults to db-atomic on a real PostgreSQL, port 3000 on 127.0.0.1', () => {
+    const c = loadConfig(base);
+    assert.equal(c.defaultStrategy, 'db-atomic');
+    assert.equal(c.port, 3000);
+    assert.equal(c.host, '127.0.0.1');
+    assert.equal(c.embedded, false);
+    assert.ok(Object.isFrozen(c));
+  });
+
+  it('embedded: generates secrets once, keeps them in DATA_DIR, defaults to local', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'couponrush-config-'));
+    try {
+      const first = loadConfig({ DATA_DIR: dir });
+      assert.equal(first.embedded, true);
+      assert.equal(first.defaultStrategy, 'local');
+      assert.equal(first.generatedSecrets, true);
+      assert.ok(first.adminToken.length >= 16 && first.jwtSecret.length >= 32);
+      const second = loadConfig({ DATA_DIR: dir });
+      assert.equal(second.adminToken, first.adminToken);
+      assert.equal(second.jwtSecret, first.jwtSecret);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+function runCli(args: string[], env: Record<string, string>): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], {
+      env: { PATH: process.env.PATH ?? '', ...env },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('exit', (code) => resolve({ code, stderr }));
+  });
+}
+
+describe('couponrush serve start-up', () => {
+  it('exits non-zero naming ADMIN_TOKEN when it is missing with DATABASE_URL', async () => {
+    const { code, stderr } = await runCli(['serve'], { DATABASE_URL: PG, JWT_SECRET: SECRET });
+    assert.equal(code, 2);
+    assert.match(stderr, /configuration error: ADMIN_TOKEN: is required/);
+  });
+
+  it('exits non-zero naming PORT when it is invalid', async () => {
+    const { code, stderr } = await runCli(['serve'], { ...base, PORT: 'x' });
+    assert.equal(code, 2);
+    assert.match(stderr, /configuration error: PORT:/);
+  });
+});

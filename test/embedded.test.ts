@@ -1,0 +1,83 @@
+// The newcomer's path: `couponrush serve` with no environment starts on embedded PostgreSQL,
+// migrates, prints the URL, docs, admin token and a curl that really issues a coupon.
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { request } from './helpers.js';
+
+const CLI = ['--import', 'tsx', 'src/cli.ts'];
+
+describe('embedded mode (no DATABASE_URL)', () => {
+  it('starts, prints a working curl, and keeps data across restarts', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'couponrush-embedded-'));
+    const env = { PATH: process.env.PATH ?? '', DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'warn' };
+    const start = () => {
+      const child = spawn(process.execPath, [...CLI, 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      const banner = new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no banner within 60 s:\n${out}`)), 60_000);
+        child.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          if (/Create a campaign:[\s\S]*-d '/.test(out)) {
+            clearTimeout(timer);
+            resolve(out);
+          }
+        });
+        child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+        child.on('exit', (code) => reject(new Error(`serve exited with ${code}:\n${out}`)));
+      });
+      const stop = () =>
+        new Promise<number | null>((resolve) => {
+          child.removeAllListeners('exit');
+          child.on('exit', (code) => resolve(code));
+          child.kill('SIGTERM');
+        });
+      return { banner, stop };
+    };
+
+    try {
+      const first = start();
+      const banner = await first.banner;
+      const url = /listening on (http:\/\/\S+)/.exec(banner)?.[1];
+      assert.ok(url, 'the banner shows the URL');
+      assert.match(banner, new RegExp(`API docs\\s+${url}/docs`));
+      const adminToken = /Admin token\s+(\S+)/.exec(banner)?.[1];
+      assert.ok(adminToken, 'the banner shows the generated admin token');
+
+      // The printed issue curl, run as printed.
+      const curl = /curl -i -X POST (\S+\/coupons\/(\d+)\/issues) -H 'authorization: Bearer (\S+)'/.exec(banner);
+      assert.ok(curl, 'the banner shows a curl that issues a coupon');
+      const issued = await request(curl[1]!, 'POST', '', { headers: { authorization: `Bearer ${curl[3]}` } });
+      assert.equal(issued.status, 201, issued.text);
+      assert.equal((issued.json as { userId: string }).userId, 'demo-user');
+
+      // `couponrush token` mints a token the server accepts (same dev secret from DATA_DIR).
+      const token = execFileSync(process.execPath, [...CLI, 'token', 'newcomer'], { env }).toString().trim();
+      const second = await request(url, 'POST', `/coupons/${curl[2]}/issues`, { headers: { authorization: `Bearer ${token}` } });
+      assert.equal(second.status, 201, second.text);
+
+      // The admin token works for creating campaigns.
+      const created = await request(url, 'POST', '/admin/coupons', {
+        headers: { authorization: `Bearer ${adminToken}` },
+        json: { name: 'x', totalQuantity: 1, issueStartsAt: new Date().toISOString(), issueEndsAt: new Date(Date.now() + 60_000).toISOString() },
+      });
+      assert.equal(created.status, 201, created.text);
+      assert.equal(await first.stop(), 0, 'SIGTERM exits cleanly');
+
+      // Restart on the same data directory: the issuance is still there, same secrets.
+      const again = start();
+      const banner2 = await again.banner;
+      const url2 = /listening on (http:\/\/\S+)/.exec(banner2)?.[1]!;
+      const me = await request(url2, 'GET', `/coupons/${curl[2]}/issues/me`, { headers: { authorization: `Bearer ${token}` } });
+      assert.deepEqual(me.json, { status: 'ISSUED' });
+      const dup = await request(url2, 'POST', `/coupons/${curl[2]}/issues`, { headers: { authorization: `Bearer ${token}` } });
+      assert.equal(dup.status, 409, 'the rebuilt in-memory gate remembers the holder');
+      assert.equal(await again.stop(), 0);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
