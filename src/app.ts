@@ -3,8 +3,11 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { couponRoutes } from './coupons/routes.js';
+import { guardAdminRoutes } from './http/admin-listener.js';
 import { createAdminAuthenticator, createUserAuthenticator, USER_ID_HEADER } from './http/auth.js';
 import { registerProblemHandlers, sendProblem } from './http/problem.js';
+import { echoRequestId, issueRateLimits, loadShedding, MAX_HEADER_BYTES, MAX_HEADERS_COUNT, RECEIVE_TIMEOUT_MS, requestId } from './http/protection.js';
+import { instrumentRoutes, metricsRoute } from './metrics/http.js';
 import type { Runtime } from './runtime.js';
 
 export const BODY_LIMIT_BYTES = 16 * 1024;
@@ -16,13 +19,19 @@ export interface AppOptions {
 }
 
 export async function buildApp(runtime: Runtime, options: AppOptions = {}): Promise<FastifyInstance> {
-  const { config, service, db } = runtime;
+  const { config, service, db, metrics } = runtime;
   const app = Fastify({
     ...(options.logger === undefined ? { logger: false } : { loggerInstance: options.logger }),
     bodyLimit: BODY_LIMIT_BYTES,
     // No per-request log lines: at 10k req/s they would cost more than the issue itself.
     logController: new LogController({ disableRequestLogging: true }),
-    requestIdHeader: 'x-request-id',
+    // Validated incoming x-request-id or a fresh UUID (protection.ts); echoed in the response.
+    requestIdHeader: false,
+    genReqId: requestId,
+    trustProxy: config.trustProxy ?? false,
+    handlerTimeout: config.requestTimeoutMs,
+    requestTimeout: RECEIVE_TIMEOUT_MS,
+    http: { maxHeaderSize: MAX_HEADER_BYTES },
     ajv: {
       // Reject instead of silently fixing: unknown fields and wrong types are a 400.
       customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false },
@@ -30,6 +39,19 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
   });
 
   registerProblemHandlers(app);
+  app.server.maxHeadersCount = MAX_HEADERS_COUNT;
+  // Hooks that attach to routes by pattern come first: they see every route added below.
+  instrumentRoutes(app, metrics);
+  if (config.adminPort !== undefined) guardAdminRoutes(app);
+  echoRequestId(app);
+  const onShed = metrics.requestShed.bind(metrics);
+  await loadShedding(app, config.shedEventLoopDelayMs, onShed);
+  const requireUser = await issueRateLimits(app, {
+    user: config.rateLimitUser,
+    ip: config.rateLimitIp,
+    authenticate: createUserAuthenticator(config.authMode, config.jwtSecret),
+    onShed,
+  });
 
   await app.register(swagger, {
     openapi: {
@@ -65,9 +87,11 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
     }
   });
 
+  metricsRoute(app, metrics);
+
   await app.register(couponRoutes, {
     service,
-    requireUser: createUserAuthenticator(config.authMode, config.jwtSecret),
+    requireUser,
     requireAdmin: createAdminAuthenticator(config.adminToken),
   });
 

@@ -2,11 +2,21 @@
 // a bad or missing value fails start-up with a message naming the variable.
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import { STRATEGY_NAMES, type StrategyName } from './coupons/strategies/index.js';
 
 export type AuthMode = 'jwt' | 'header';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+/** A fixed-window limit: at most `max` requests per `windowMs`. */
+export interface RateLimit {
+  readonly max: number;
+  readonly windowMs: number;
+}
+
+/** Fastify's trustProxy: false (the TCP peer is the client) or the proxies' addresses/CIDRs. */
+export type TrustProxy = false | string;
 
 export interface Config {
   readonly port: number;
@@ -23,6 +33,19 @@ export interface Config {
   readonly defaultStrategy: StrategyName;
   readonly logLevel: LogLevel;
   readonly dbPoolSize: number;
+  /** Per-user limit on the issue route; undefined = off. */
+  readonly rateLimitUser: RateLimit | undefined;
+  /** Per-client-address limit on the issue route; undefined = off (needs TRUST_PROXY). */
+  readonly rateLimitIp: RateLimit | undefined;
+  /** undefined = TRUST_PROXY not set (treated as false). */
+  readonly trustProxy: TrustProxy | undefined;
+  /** Shed load (503 OVERLOADED) above this mean event-loop delay; 0 = off. */
+  readonly shedEventLoopDelayMs: number;
+  /** Answer 504 TIMEOUT when a handler runs longer; 0 = off. */
+  readonly requestTimeoutMs: number;
+  /** Set → /admin/* and /metrics answer only on this port (ADMIN_HOST), not on PORT. */
+  readonly adminPort: number | undefined;
+  readonly adminHost: string;
 }
 
 export class ConfigError extends Error {
@@ -106,6 +129,65 @@ export function defaultStrategyFor(databaseUrl: string | undefined): StrategyNam
   return 'local';
 }
 
+function rateLimitVar(env: Env, name: string, fallback: string): RateLimit | undefined {
+  const raw = nonEmpty(env, name) ?? fallback;
+  if (raw === 'off') return undefined;
+  const m = /^(\d+)\s*\/\s*(\d+)(ms|s|m)$/.exec(raw);
+  if (m === null) throw new ConfigError(name, `must be "<max>/<window>" like "20/10s" (ms, s or m), or "off"; got "${raw}"`);
+  const max = Number(m[1]);
+  const windowMs = Number(m[2]) * (m[3] === 'ms' ? 1 : m[3] === 's' ? 1000 : 60_000);
+  if (max < 1 || max > 1_000_000) throw new ConfigError(name, `max must be between 1 and 1000000, got ${max}`);
+  if (windowMs < 100 || windowMs > 3600_000) throw new ConfigError(name, 'window must be between 100ms and 60m');
+  return Object.freeze({ max, windowMs });
+}
+
+const PROXY_KEYWORDS = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+function trustProxyVar(env: Env): TrustProxy | undefined {
+  const raw = nonEmpty(env, 'TRUST_PROXY');
+  if (raw === undefined) return undefined;
+  if (raw === 'false' || raw === 'none') return false;
+  // `true` would believe any X-Forwarded-For a client sends, so anyone could pick their address.
+  // A hop count is not offered: Fastify cannot check that the nearest hop is a proxy.
+  if (raw === 'true') throw new ConfigError('TRUST_PROXY', 'name the proxies (addresses or CIDRs) instead of "true"');
+  for (const entry of raw.split(',').map((e) => e.trim())) {
+    const [address = '', prefix] = entry.split('/');
+    const family = isIP(address);
+    const prefixOk = prefix === undefined || (/^\d+$/.test(prefix) && Number(prefix) <= (family === 6 ? 128 : 32));
+    if (!PROXY_KEYWORDS.has(entry) && (family === 0 || !prefixOk)) {
+      throw new ConfigError('TRUST_PROXY', `"${entry}" is not an IP address, a CIDR, loopback, linklocal or uniquelocal`);
+    }
+  }
+  return raw;
+}
+
+/** Overload protection, rate limits and the admin listener. */
+function protectionConfig(env: Env, port: number): Pick<
+  Config,
+  'rateLimitUser' | 'rateLimitIp' | 'trustProxy' | 'shedEventLoopDelayMs' | 'requestTimeoutMs' | 'adminPort' | 'adminHost'
+> {
+  const trustProxy = trustProxyVar(env);
+  const rateLimitIp = rateLimitVar(env, 'RATE_LIMIT_IP', 'off');
+  if (rateLimitIp !== undefined && trustProxy === undefined) {
+    // Behind nginx every request comes from nginx's address: an IP limit without the proxy
+    // setting would throttle everyone together.
+    throw new ConfigError('RATE_LIMIT_IP', 'needs TRUST_PROXY too: the proxies\' addresses, or "false" when clients connect directly');
+  }
+  const requestTimeoutMs = intVar(env, 'REQUEST_TIMEOUT_MS', 10_000, 0, 600_000);
+  if (requestTimeoutMs > 0 && requestTimeoutMs < 100) throw new ConfigError('REQUEST_TIMEOUT_MS', 'must be 0 (off) or at least 100');
+  const adminPort = nonEmpty(env, 'ADMIN_PORT') === undefined ? undefined : intVar(env, 'ADMIN_PORT', 0, 0, 65535);
+  if (adminPort !== undefined && adminPort !== 0 && adminPort === port) throw new ConfigError('ADMIN_PORT', 'must differ from PORT');
+  return {
+    rateLimitUser: rateLimitVar(env, 'RATE_LIMIT_USER', '20/10s'),
+    rateLimitIp,
+    trustProxy,
+    shedEventLoopDelayMs: intVar(env, 'SHED_EVENT_LOOP_DELAY_MS', 200, 0, 60_000),
+    requestTimeoutMs,
+    adminPort,
+    adminHost: nonEmpty(env, 'ADMIN_HOST') ?? '127.0.0.1',
+  };
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const databaseUrl = urlVar(env, 'DATABASE_URL', ['postgres:', 'postgresql:']);
   const embedded = databaseUrl === undefined;
@@ -135,8 +217,9 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError('JWT_SECRET', `must be at least ${MIN_SECRET_LENGTH} characters for HS256`);
   }
 
+  const port = intVar(env, 'PORT', 3000, 0, 65535);
   return Object.freeze({
-    port: intVar(env, 'PORT', 3000, 0, 65535),
+    port,
     host: nonEmpty(env, 'HOST') ?? '127.0.0.1',
     databaseUrl,
     dataDir,
@@ -148,5 +231,6 @@ export function loadConfig(env: Env = process.env): Config {
     defaultStrategy: oneOf(env, 'DEFAULT_STRATEGY', STRATEGY_NAMES, defaultStrategyFor(databaseUrl)),
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
     dbPoolSize: intVar(env, 'DB_POOL_SIZE', 20, 1, 1000),
+    ...protectionConfig(env, port),
   });
 }

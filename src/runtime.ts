@@ -7,12 +7,15 @@ import { CouponService } from './coupons/service.js';
 import { StrategySet } from './coupons/strategies/index.js';
 import { createPgliteDb, createPostgresDb, type Db } from './db/index.js';
 import { migrate, pendingMigrations } from './db/migrate.js';
+import { Metrics } from './metrics/index.js';
 
 export interface Runtime {
   readonly config: Config;
   readonly db: Db;
   readonly strategies: StrategySet;
   readonly service: CouponService;
+  /** This process's Prometheus series (GET /metrics). */
+  readonly metrics: Metrics;
   close(): Promise<void>;
 }
 
@@ -46,12 +49,14 @@ export async function createRuntime(config: Config, log: FastifyBaseLogger, opti
     throw err;
   }
   const strategies = new StrategySet({ db, log }, { redis: false });
-  const service = new CouponService(db, strategies, config.defaultStrategy);
+  const metrics = new Metrics({ db, processMetrics: true });
+  const service = new CouponService(db, strategies, config.defaultStrategy, metrics);
   return {
     config,
     db,
     strategies,
     service,
+    metrics,
     async close() {
       await strategies.close();
       if (options.db === undefined) await db.close();

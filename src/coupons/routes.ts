@@ -6,6 +6,9 @@ import { campaignStatus, MAX_COUPON_ID, MAX_TOTAL_QUANTITY, USER_ID_PATTERN, typ
 import type { CouponService } from './service.js';
 import { STRATEGY_NAMES } from './strategies/index.js';
 
+/** The issue hot path; protections and metrics attach to it by this pattern. */
+export const ISSUE_ROUTE_URL = '/coupons/:id/issues';
+
 export interface CouponRouteOptions {
   service: CouponService;
   requireUser: (request: FastifyRequest) => string;
@@ -150,7 +153,7 @@ export async function couponRoutes(app: FastifyInstance, { service, requireUser,
 
   // The hot path: authenticate, decide, answer. No per-request logging here.
   app.post<{ Params: Static<typeof IdParams> }>(
-    '/coupons/:id/issues',
+    ISSUE_ROUTE_URL,
     {
       schema: {
         tags: ['coupons'],

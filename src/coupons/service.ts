@@ -22,6 +22,14 @@ export type CreateCouponResult = { ok: true; coupon: CouponWithStock } | { ok: f
 
 export type IssueStatus = 'ISSUED' | 'PENDING' | 'NOT_ISSUED' | 'COUPON_NOT_FOUND';
 
+/**
+ * Told about every decided issue attempt (not about exceptions: those surface as HTTP errors).
+ * Metrics implement it; the domain never sees Prometheus. Must be cheap and must not throw.
+ */
+export interface IssueObserver {
+  issueDecided(coupon: Coupon | undefined, outcome: IssueOutcome): void;
+}
+
 export class CouponService {
   private readonly coupons = new Map<number, Coupon>();
 
@@ -29,6 +37,7 @@ export class CouponService {
     private readonly db: Db,
     private readonly strategies: StrategySet,
     readonly defaultStrategy: StrategyName,
+    private readonly observer?: IssueObserver,
   ) {}
 
   async create(input: Omit<NewCoupon, 'strategy'> & { strategy?: string | undefined }): Promise<CreateCouponResult> {
@@ -55,7 +64,12 @@ export class CouponService {
 
   async issue(couponId: number, userId: string): Promise<IssueOutcome> {
     const coupon = this.coupons.get(couponId) ?? (await this.resolve(couponId));
-    if (coupon === undefined) return COUPON_NOT_FOUND;
+    const outcome = coupon === undefined ? COUPON_NOT_FOUND : await this.decide(coupon, userId);
+    this.observer?.issueDecided(coupon, outcome);
+    return outcome;
+  }
+
+  private async decide(coupon: Coupon, userId: string): Promise<IssueOutcome> {
     const nowMs = Date.now();
     const closed = windowOutcome(coupon, nowMs);
     if (closed !== undefined) return closed;

@@ -22,6 +22,9 @@ export type ProblemCode =
   | 'ISSUE_WINDOW_CLOSED'
   | 'STRATEGY_UNAVAILABLE'
   | 'SERVICE_UNAVAILABLE'
+  | 'RATE_LIMITED'
+  | 'OVERLOADED'
+  | 'TIMEOUT'
   | 'INTERNAL_ERROR';
 
 const TITLES: Record<ProblemCode, string> = {
@@ -41,6 +44,9 @@ const TITLES: Record<ProblemCode, string> = {
   ISSUE_WINDOW_CLOSED: 'The issue window has closed',
   STRATEGY_UNAVAILABLE: 'The requested strategy is not available with this configuration',
   SERVICE_UNAVAILABLE: 'Temporarily unavailable, retry shortly',
+  RATE_LIMITED: 'Too many requests, retry after the given delay',
+  OVERLOADED: 'The server is overloaded, retry after the given delay',
+  TIMEOUT: 'The request took too long; its outcome is unknown',
   INTERNAL_ERROR: 'Internal error',
 };
 
@@ -105,7 +111,12 @@ export function isDependencyUnavailable(err: unknown): boolean {
     // 57014 statement timeout (query_canceled).
     if (/^(08|53|57P0)/.test(code) || code === '57014') return true;
   }
-  return typeof message === 'string' && /timeout exceeded when trying to connect|Connection terminated|connection is closed|Connection is closed/i.test(message);
+  // pg: pool/connect timeouts and dropped connections; ioredis: a closed connection, a command
+  // timeout, retries exhausted, or the offline queue disabled while disconnected.
+  return (
+    typeof message === 'string' &&
+    /timeout exceeded when trying to connect|Connection terminated|connection is closed|Command timed out|max retries per request|Stream isn't writeable/i.test(message)
+  );
 }
 
 export function registerProblemHandlers(app: FastifyInstance): void {
@@ -113,6 +124,10 @@ export function registerProblemHandlers(app: FastifyInstance): void {
     if (error instanceof HttpProblem) {
       if (error.headers !== undefined) void reply.headers(error.headers);
       return sendProblem(reply, error.status, error.code, error.detail);
+    }
+    if (error.code === 'FST_ERR_HANDLER_TIMEOUT') {
+      // The handler may still finish (and on the issue route, issue): never claim nothing happened.
+      return sendProblem(reply, 504, 'TIMEOUT', 'the outcome is unknown; GET /coupons/{id}/issues/me tells whether the coupon was issued');
     }
     if (error.validation !== undefined) {
       return sendProblem(reply, 400, 'VALIDATION_FAILED', error.message);

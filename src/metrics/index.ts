@@ -1,0 +1,273 @@
+// Prometheus series of one process: the only module that knows prom-client. The domain reports
+// outcomes through `IssueObserver`, HTTP hooks report route + status + time, protections report
+// what they shed, and gauges (pool, stock) are read at scrape time, never on the hot path.
+// Label children are created once and kept, so recording is a map lookup and an add.
+import cluster from 'node:cluster';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
+import type { Coupon, IssueOutcome, IssueOutcomeKind } from '../coupons/domain.js';
+import type { IssueObserver } from '../coupons/service.js';
+import { STRATEGY_NAMES } from '../coupons/strategies/index.js';
+import type { Db } from '../db/index.js';
+import type { ShedReason } from '../http/protection.js';
+import { installWorkerResponder, renderClusterMetrics } from './cluster.js';
+
+export const METRICS_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE;
+
+const OUTCOME_KINDS = [
+  'ISSUED',
+  'ACCEPTED',
+  'ALREADY_ISSUED',
+  'SOLD_OUT',
+  'WINDOW_NOT_OPEN',
+  'WINDOW_CLOSED',
+  'COUPON_NOT_FOUND',
+  'UNAVAILABLE',
+] as const satisfies readonly IssueOutcomeKind[];
+
+const SHED_REASONS: readonly ShedReason[] = ['overloaded', 'rate_limited_user', 'rate_limited_ip'];
+
+/** Issue-route latency buckets (seconds): the interesting range is 1 ms – 1 s. */
+const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** Campaigns shown by the stock gauges: open now, or ended/starting within this margin. */
+const STOCK_WINDOW_MS = 3600_000;
+const STOCK_QUERY_LIMIT = 200;
+/** A scrape must answer even when the database does not. */
+const SCRAPE_QUERY_TIMEOUT_MS = 1_000;
+
+/** Remaining stock per coupon id, from wherever admission is decided (Redis for async strategies). */
+export type StockReader = (coupons: readonly number[]) => Promise<ReadonlyMap<number, number>>;
+
+type CounterChild = { inc(value?: number): void };
+
+interface StockRow {
+  id: number;
+  total: number;
+  remaining: number;
+}
+
+export interface MetricsOptions {
+  db: Db;
+  /** Adds the prom-client process/runtime series (off in tests that build many apps). */
+  processMetrics?: boolean;
+}
+
+export type RouteRecorder = (statusCode: number, seconds: number) => void;
+
+export class Metrics implements IssueObserver {
+  readonly registry = new Registry();
+  private readonly outcomes: Counter<'strategy' | 'outcome'>;
+  private readonly outcomeChildren = new Map<string, Record<IssueOutcomeKind, CounterChild>>();
+  private readonly admitted: Counter<'coupon'>;
+  private readonly persisted: Counter<'coupon'>;
+  private readonly admittedChildren = new Map<number, CounterChild>();
+  private readonly persistedChildren = new Map<number, CounterChild>();
+  private readonly httpResponses: Counter<'route' | 'method' | 'status'>;
+  private readonly issueLatency: Histogram;
+  private readonly shed: Record<ShedReason, CounterChild>;
+  private readonly stockReaders: StockReader[] = [];
+
+  constructor(private readonly options: MetricsOptions) {
+    const registers = [this.registry];
+    this.outcomes = new Counter({
+      name: 'couponrush_issue_outcomes_total',
+      help: 'Decided issue attempts by the campaign strategy and the outcome',
+      labelNames: ['strategy', 'outcome'],
+      registers,
+    });
+    for (const strategy of STRATEGY_NAMES) this.outcomeChildrenFor(strategy);
+    this.admitted = new Counter({
+      name: 'couponrush_campaign_admitted_total',
+      help: 'Issue attempts answered 201/202 (admitted), per campaign',
+      labelNames: ['coupon'],
+      registers,
+    });
+    this.persisted = new Counter({
+      name: 'couponrush_campaign_persisted_total',
+      help: 'Issuances committed to the database, per campaign (API for synchronous strategies, the worker for async ones)',
+      labelNames: ['coupon'],
+      registers,
+    });
+    this.httpResponses = new Counter({
+      name: 'couponrush_http_responses_total',
+      help: 'HTTP responses by route pattern, method and status code',
+      labelNames: ['route', 'method', 'status'],
+      registers,
+    });
+    this.issueLatency = new Histogram({
+      name: 'couponrush_issue_request_duration_seconds',
+      help: 'Time from receiving POST /coupons/:id/issues to answering it, any status',
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    const shedCounter = new Counter({
+      name: 'couponrush_requests_shed_total',
+      help: 'Requests refused before reaching the domain: overload (503 OVERLOADED) or rate limits (429 RATE_LIMITED)',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.shed = Object.fromEntries(SHED_REASONS.map((r) => [r, shedCounter.labels(r)])) as Record<ShedReason, CounterChild>;
+    for (const r of SHED_REASONS) this.shed[r].inc(0);
+
+    const db = options.db;
+    new Gauge({
+      name: 'couponrush_db_pool_connections',
+      help: 'Database connections of this process by state (in_use, idle)',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        const s = db.poolStats();
+        this.set({ state: 'in_use' }, s.total - s.idle);
+        this.set({ state: 'idle' }, s.idle);
+      },
+    });
+    new Gauge({
+      name: 'couponrush_db_pool_waiting',
+      help: 'Queries/transactions waiting for a database connection in this process',
+      registers,
+      collect() {
+        this.set(db.poolStats().waiting);
+      },
+    });
+    // Both gauges are collected in parallel within one scrape: they share one stock query.
+    const stock = () => this.stockForScrape();
+    new Gauge({
+      name: 'couponrush_campaign_stock_total',
+      help: 'Total quantity of campaigns open now or within an hour of their window',
+      labelNames: ['coupon'],
+      registers,
+      // Identical in every process: a cluster scrape keeps one value instead of summing.
+      aggregator: 'max',
+      async collect() {
+        const rows = await stock();
+        this.reset();
+        for (const c of rows) this.set({ coupon: String(c.id) }, c.total);
+      },
+    });
+    new Gauge({
+      name: 'couponrush_campaign_remaining',
+      help: 'Stock not yet admitted (Redis strategies) or not yet committed (database strategies)',
+      labelNames: ['coupon'],
+      registers,
+      aggregator: 'min',
+      async collect() {
+        const rows = await stock();
+        this.reset();
+        for (const c of rows) this.set({ coupon: String(c.id) }, c.remaining);
+      },
+    });
+    if (options.processMetrics === true) collectDefaultMetrics({ register: this.registry });
+    if (cluster.isWorker) installWorkerResponder(this.registry);
+  }
+
+  /** Registers a metric defined elsewhere (the worker's and Redis layers') on this registry. */
+  register(metric: Metric): void {
+    this.registry.registerMetric(metric);
+  }
+
+  /** A better source of remaining stock than the database (e.g. Redis counters); first answer wins. */
+  addStockReader(reader: StockReader): void {
+    this.stockReaders.push(reader);
+  }
+
+  issueDecided(coupon: Coupon | undefined, outcome: IssueOutcome): void {
+    const kind = outcome.kind;
+    this.outcomeChildrenFor(coupon?.strategy ?? 'none')[kind].inc();
+    if (coupon === undefined || (kind !== 'ISSUED' && kind !== 'ACCEPTED')) return;
+    childFor(this.admittedChildren, this.admitted, coupon.id).inc();
+    if (kind === 'ISSUED') childFor(this.persistedChildren, this.persisted, coupon.id).inc();
+  }
+
+  /** Rows the worker committed for a campaign. */
+  persistedRows(couponId: number, rows: number): void {
+    if (rows > 0) childFor(this.persistedChildren, this.persisted, couponId).inc(rows);
+  }
+
+  requestShed(reason: ShedReason): void {
+    this.shed[reason].inc();
+  }
+
+  /** Called once per route at start-up; the returned function runs once per response. */
+  routeRecorder(method: string, route: string, isIssueRoute: boolean): RouteRecorder {
+    const byStatus = new Map<number, CounterChild>();
+    const responses = this.httpResponses;
+    const latency = this.issueLatency;
+    const count = (statusCode: number) => {
+      let child = byStatus.get(statusCode);
+      if (child === undefined) {
+        child = responses.labels(route, method, String(statusCode));
+        byStatus.set(statusCode, child);
+      }
+      child.inc();
+    };
+    if (!isIssueRoute) return count;
+    return (statusCode, seconds) => {
+      count(statusCode);
+      latency.observe(seconds);
+    };
+  }
+
+  /** The exposition text; in a cluster worker, the sum over every worker of the cluster. */
+  async render(): Promise<string> {
+    return cluster.isWorker ? renderClusterMetrics() : this.registry.metrics();
+  }
+
+  private outcomeChildrenFor(strategy: string): Record<IssueOutcomeKind, CounterChild> {
+    let children = this.outcomeChildren.get(strategy);
+    if (children === undefined) {
+      children = Object.fromEntries(OUTCOME_KINDS.map((k) => [k, this.outcomes.labels(strategy, k)])) as Record<IssueOutcomeKind, CounterChild>;
+      // Exported at 0 from the start, so rate() and dashboards see every series before it moves.
+      for (const k of OUTCOME_KINDS) children[k].inc(0);
+      this.outcomeChildren.set(strategy, children);
+    }
+    return children;
+  }
+
+  private stockSnapshot: Promise<StockRow[]> | undefined;
+
+  private stockForScrape(): Promise<StockRow[]> {
+    if (this.stockSnapshot === undefined) {
+      this.stockSnapshot = this.readStock();
+      void this.stockSnapshot.finally(() => setImmediate(() => (this.stockSnapshot = undefined)));
+    }
+    return this.stockSnapshot;
+  }
+
+  private async readStock(): Promise<StockRow[]> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('stock query timed out')), SCRAPE_QUERY_TIMEOUT_MS);
+    });
+    try {
+      return await Promise.race([this.queryStock(), timeout]);
+    } catch {
+      return []; // the scrape still answers; the gap in the series shows the outage
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async queryStock(): Promise<StockRow[]> {
+    const { rows } = await this.options.db.query<{ id: number; total: number; issued: number }>(
+      `SELECT id, total_quantity AS total, issued_quantity AS issued FROM coupons
+        WHERE issue_starts_at < $1 AND issue_ends_at > $2
+        ORDER BY id DESC LIMIT ${STOCK_QUERY_LIMIT}`,
+      [new Date(Date.now() + STOCK_WINDOW_MS), new Date(Date.now() - STOCK_WINDOW_MS)],
+    );
+    const fromReaders = new Map<number, number>();
+    const ids = rows.map((r) => r.id);
+    for (const reader of this.stockReaders) {
+      for (const [id, remaining] of await reader(ids)) if (!fromReaders.has(id)) fromReaders.set(id, remaining);
+    }
+    return rows.map((r) => ({ id: r.id, total: r.total, remaining: fromReaders.get(r.id) ?? Math.max(0, r.total - r.issued) }));
+  }
+}
+
+function childFor(cache: Map<number, CounterChild>, counter: Counter<'coupon'>, couponId: number): CounterChild {
+  let child = cache.get(couponId);
+  if (child === undefined) {
+    child = counter.labels(String(couponId));
+    cache.set(couponId, child);
+  }
+  return child;
+}
