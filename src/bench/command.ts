@@ -1,0 +1,97 @@
+// The `couponrush bench` command: flags (commander), then the runner, loaded lazily so that
+// `serve` never pays for the load generator and the chart renderer.
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { BenchOptionsError, DEFAULTS, parseStrategyList, resolveBenchOptions, type BenchFlags, type BenchOptions } from './options.js';
+import { STRATEGY_NAMES, type StrategyName } from '../coupons/strategies/index.js';
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError('must be a positive whole number');
+  return n;
+}
+
+function wholeNumber(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n)) throw new InvalidArgumentError('must be a whole number (0 or more)');
+  return n;
+}
+
+function strategyList(value: string): StrategyName[] {
+  try {
+    return parseStrategyList(value);
+  } catch (err) {
+    if (err instanceof BenchOptionsError) throw new InvalidArgumentError(err.message);
+    throw err;
+  }
+}
+
+function shellQuote(arg: string): string {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`;
+}
+
+export function benchCommand(): Command {
+  const cmd = new Command('bench')
+    .description(
+      'stampede every strategy (or --strategies) with the same requests, verify every issuance against the database, ' +
+        'and compare them with a bare node:http ceiling; writes Markdown, JSON and an SVG chart under --out',
+    )
+    .showHelpAfterError()
+    .option('--strategies <list>', `comma-separated strategies (default: all — ${STRATEGY_NAMES.join(', ')})`, strategyList)
+    .option('--stock <n>', 'coupons per campaign', positiveInt, DEFAULTS.stock)
+    .option('--users <n>', 'distinct users; each sends at least once', positiveInt, DEFAULTS.users)
+    .addOption(new Option('--requests <n>', `requests per strategy (default: ${DEFAULTS.retryFactor} × users)`).argParser(positiveInt).conflicts('duration'))
+    .addOption(new Option('--duration <seconds>', 'run each stampede this long instead, cycling through the requests').argParser(positiveInt))
+    .option('--connections <n>', 'concurrent keep-alive connections', positiveInt, DEFAULTS.connections)
+    .option('--url <url>', 'bench a running server instead of starting one (needs --admin-token, --jwt-secret and its DATABASE_URL)')
+    .option('--admin-token <token>', 'with --url: the target\'s ADMIN_TOKEN (default: env ADMIN_TOKEN)')
+    .option('--jwt-secret <secret>', 'with --url: the target\'s JWT_SECRET (default: env JWT_SECRET)')
+    .option('--out <dir>', 'where the report files go', DEFAULTS.out)
+    .option('--warmup <n>', 'unmeasured requests to each target first (JIT, connection pools); 0 to skip', wholeNumber, DEFAULTS.warmupRequests)
+    .option('--no-ceiling', 'skip the bare node:http ceiling run (no ratio column)')
+    .option('--drain-timeout <seconds>', 'how long to wait for admitted issuances to reach the database', positiveInt, DEFAULTS.drainTimeoutSeconds)
+    .option('--timeout <seconds>', 'per-request timeout of the load generator', positiveInt, DEFAULTS.requestTimeoutSeconds)
+    .option('--cpu-prof', 'write a V8 CPU profile of each API process to <out>/profiles/')
+    .option('--keep', 'keep the scratch database, Redis keys and process logs')
+    .option('--json', 'print the JSON report on stdout instead of the table')
+    .option('--no-progress', 'no live progress bars')
+    .addHelpText(
+      'after',
+      '\nEnvironment:\n' +
+        '  DATABASE_URL  PostgreSQL server for a scratch database (dropped afterwards unless --keep); with --url, the target\'s database\n' +
+        '  REDIS_URL     enables the Redis strategies (keys under a unique prefix, deleted afterwards)\n' +
+        'Exit status: 0 when every invariant held, 1 when one broke or a strategy failed, 2 for bad flags, 130 when interrupted.\n',
+    )
+    .action(async (flags: BenchFlags) => {
+      let options: BenchOptions;
+      try {
+        options = resolveBenchOptions(flags, process.env, {
+          commandLine: ['couponrush', ...process.argv.slice(2)].map(shellQuote).join(' '),
+          color: process.stdout.isTTY === true && process.env.NO_COLOR === undefined,
+          interactive: process.stderr.isTTY === true,
+        });
+      } catch (err) {
+        if (err instanceof BenchOptionsError) cmd.error(`couponrush bench: ${err.message}`, { exitCode: 2 });
+        throw err;
+      }
+      const [{ runBench }, { renderTerminal }] = await Promise.all([import('./index.js'), import('./report.js')]);
+      const controller = new AbortController();
+      const onSigint = () => {
+        if (controller.signal.aborted) process.exit(130);
+        process.stderr.write('\ninterrupted: stopping the stampede and cleaning up (Ctrl-C again to quit at once)\n');
+        controller.abort();
+      };
+      process.on('SIGINT', onSigint);
+      try {
+        const run = await runBench(options, { signal: controller.signal });
+        if (options.json) process.stdout.write(JSON.stringify(run.report, null, 2) + '\n');
+        else {
+          process.stdout.write(renderTerminal(run.report, options.color));
+          process.stdout.write(`report: ${run.files.markdown}${run.files.chart === undefined ? '' : `, chart: ${run.files.chart}`}, data: ${run.files.json}\n`);
+        }
+        process.exitCode = run.report.interrupted ? 130 : run.report.ok ? 0 : 1;
+      } finally {
+        process.removeListener('SIGINT', onSigint);
+      }
+    });
+  return cmd;
+}

@@ -1,0 +1,476 @@
+// `couponrush bench`: measures every strategy under the same stampede and checks the product's
+// promises while it does. Starts the API itself (one fresh process per strategy, on a scratch
+// database) or targets --url; runs a bare node:http server under the same load as the ceiling;
+// writes the report as Markdown, JSON and an SVG chart.
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join, resolve } from 'node:path';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { STRATEGY_NAMES, unavailableReason, type StrategyName } from '../coupons/strategies/index.js';
+import { renderChart } from './chart.js';
+import { startLoad, type LoadResult, type RunningLoad } from './load.js';
+import type { BenchOptions } from './options.js';
+import { buildOrder, mintUsers, type RequestPlan } from './plan.js';
+import {
+  PeakRss,
+  createScratchDatabase,
+  deleteRedisPrefix,
+  detectServeFeatures,
+  entrypoints,
+  freePort,
+  startApi,
+  startCeiling,
+  startCommand,
+  type Child,
+  type Entrypoints,
+  type ScratchDatabase,
+  type ServeFeatures,
+} from './processes.js';
+import { Progress, type Phase } from './progress.js';
+import { renderMarkdown, type BenchReport, type StrategyResult } from './report.js';
+import { verify, waitForDrain } from './verify.js';
+
+export interface BenchRun {
+  readonly report: BenchReport;
+  /** Written report files (absolute paths). */
+  readonly files: { readonly markdown: string; readonly json: string; readonly chart: string | undefined };
+}
+
+export interface RunControl {
+  /** Abort (Ctrl-C): the current stampede stops, the rest is skipped, scratch state is removed. */
+  readonly signal?: AbortSignal;
+}
+
+/** The only strategy expected to over-issue; the catalog keeps it to show the race. */
+const RACY_STRATEGY = 'db-naive';
+
+/**
+ * Strategies whose rows are written by the Redis Streams worker after the 202. The registry has
+ * no flag for this, so the catalog's naming (`*-async*`) decides.
+ */
+function needsWorker(name: StrategyName): boolean {
+  return name.includes('async');
+}
+
+function runStamp(date: Date): string {
+  return date.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+}
+
+async function postgresVersion(db: pg.Pool): Promise<string> {
+  const { rows } = await db.query<{ v: string }>("SELECT current_setting('server_version') AS v");
+  return rows[0]?.v.split(' ')[0] ?? 'unknown';
+}
+
+async function redisVersion(url: string): Promise<string> {
+  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await redis.connect();
+    const info = await redis.info('server');
+    return /redis_version:(\S+)/.exec(info)?.[1] ?? 'unknown';
+  } finally {
+    redis.disconnect();
+  }
+}
+
+interface Target {
+  readonly baseUrl: string;
+  readonly adminToken: string;
+  /** The API process (self-managed mode), for its RSS and a clean stop. */
+  readonly api: Child | undefined;
+  readonly extra: readonly Child[];
+}
+
+type CreateCampaign = { ok: true; id: number } | { ok: false; unavailable: boolean; detail: string };
+
+async function createCampaign(target: Target, strategy: StrategyName, stock: number, runId: string): Promise<CreateCampaign> {
+  const now = Date.now();
+  const res = await fetch(`${target.baseUrl}/admin/coupons`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${target.adminToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify({
+      name: `bench ${runId} ${strategy}`,
+      totalQuantity: stock,
+      issueStartsAt: new Date(now - 60_000).toISOString(),
+      issueEndsAt: new Date(now + 24 * 3600_000).toISOString(),
+      strategy,
+    }),
+  });
+  const body = (await res.json().catch(() => ({}))) as { id?: unknown; code?: unknown; detail?: unknown };
+  if (res.status === 201 && typeof body.id === 'number') return { ok: true, id: body.id };
+  const detail = typeof body.detail === 'string' ? body.detail : `HTTP ${res.status}`;
+  return { ok: false, unavailable: body.code === 'STRATEGY_UNAVAILABLE', detail };
+}
+
+function statusRecord(statuses: ReadonlyMap<number, number>): Record<string, number> {
+  return Object.fromEntries([...statuses].sort(([a], [b]) => a - b).map(([s, n]) => [String(s), n]));
+}
+
+/** Users with at least one 201/202: the rows the database must end up with. */
+function countAcknowledged(ackedByUser: Uint32Array): number {
+  let n = 0;
+  for (const acks of ackedByUser) if (acks > 0) n++;
+  return n;
+}
+
+export async function runBench(options: BenchOptions, control: RunControl = {}): Promise<BenchRun> {
+  const startedAt = new Date();
+  const runId = `${runStamp(startedAt)}-${randomBytes(2).toString('hex')}`;
+  const progress = new Progress(options.progress, false);
+  const outDir = resolve(options.out);
+  mkdirSync(outDir, { recursive: true });
+  const workDir = mkdtempSync(join(os.tmpdir(), 'couponrush-bench-'));
+  const entry: Entrypoints = entrypoints();
+  const selfManaged = options.url === undefined;
+  const children = new Set<Child>();
+  const killAll = () => children.forEach((c) => c.killNow());
+  process.once('exit', killAll);
+
+  let current: RunningLoad | undefined;
+  const onAbort = () => current?.stop();
+  control.signal?.addEventListener('abort', onAbort);
+  const aborted = () => control.signal?.aborted === true;
+
+  let scratch: ScratchDatabase | undefined;
+  let verifyDb: pg.Pool | undefined;
+  const redisPrefix = selfManaged && options.redisUrl !== undefined ? `couponrush-bench-${runId}:` : undefined;
+  let keepWorkDir = options.keep;
+  const results: StrategyResult[] = [];
+  let ceiling: StrategyResult | null = null;
+  let services: BenchReport['services'] = { postgres: 'unknown', redis: null };
+
+  try {
+    const adminToken = options.adminToken ?? randomBytes(24).toString('base64url');
+    const jwtSecret = options.jwtSecret ?? randomBytes(32).toString('base64url');
+    if (selfManaged) {
+      scratch = await createScratchDatabase(options.databaseUrl, `couponrush_bench_${runId.replace(/-/g, '_')}`);
+      progress.say(`scratch database ${scratch.name} created${options.keep ? ' (kept: --keep)' : ' (dropped at the end)'}`);
+    }
+    // Idle connections stay open through a stampede, so the first drain poll costs no connect.
+    verifyDb = new pg.Pool({ connectionString: scratch?.url ?? options.databaseUrl, max: 2, idleTimeoutMillis: 0 });
+    services = {
+      postgres: await postgresVersion(verifyDb),
+      redis: options.redisUrl === undefined ? null : await redisVersion(options.redisUrl).catch(() => 'unreachable'),
+    };
+
+    // Which strategies can run here, and why the others cannot.
+    const features: ServeFeatures =
+      selfManaged && options.redisUrl !== undefined ? detectServeFeatures(entry, { ...options.env }) : { withWorkerFlag: false, workerCommand: false };
+    const runnable: StrategyName[] = [];
+    for (const name of options.strategies) {
+      let reason: string | undefined;
+      if (selfManaged) {
+        reason = unavailableReason(name, { redis: options.redisUrl !== undefined });
+        if (reason !== undefined) reason += ' (not set in the environment)';
+        else if (needsWorker(name) && !features.withWorkerFlag && !features.workerCommand) {
+          reason = `strategy ${name} needs the Redis worker (\`couponrush serve --with-worker\` or \`couponrush worker\`), which this build does not have`;
+        }
+      }
+      if (reason === undefined) runnable.push(name);
+      else {
+        results.push({ name, verdict: 'skipped', reason, violations: [], notes: [] });
+        progress.say(`skipping ${name}: ${reason}`);
+      }
+    }
+
+    // Users and the one request plan every target gets.
+    const mint = progress.phase('minting user tokens', options.users, 'users');
+    const t0 = performance.now();
+    const users = mintUsers(jwtSecret, options.users, (n) => mint.update(n));
+    const plan: RequestPlan = { users, order: buildOrder(options.users, options.requests) };
+    mint.done(`${options.users} JWTs in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+
+    /**
+     * Fires the plan at one target. `afterLastResponse` starts the moment the last response is
+     * in (the drain clock), while autocannon is still wrapping up; its promise is handed back.
+     */
+    const stampede = async <T>(
+      label: string,
+      baseUrl: string,
+      couponId: number,
+      rssPid: number | undefined,
+      afterLastResponse: (running: RunningLoad) => Promise<T>,
+    ): Promise<{ load: LoadResult; peakRss: number | undefined; after: Promise<T> }> => {
+      const total = options.durationSeconds === undefined ? options.requests : 0;
+      const phase = progress.phase(`${label}: stampede`, total, 'responses');
+      const rss = rssPid === undefined ? undefined : new PeakRss(rssPid);
+      rss?.start();
+      const running = startLoad({
+        baseUrl,
+        path: `/coupons/${couponId}/issues`,
+        plan,
+        connections: options.connections,
+        durationSeconds: options.durationSeconds,
+        timeoutSeconds: options.requestTimeoutSeconds,
+        onProgress: (n) => phase.update(n),
+      });
+      current = running;
+      try {
+        await running.finished;
+        const peakRss = rss?.stop();
+        const after = afterLastResponse(running);
+        // Awaited by the caller; keep an early rejection from being reported as unhandled.
+        after.catch(() => {});
+        const load = await running.done;
+        phase.done(`${Math.round(load.requestsPerSecond)} req/s, p99 ${load.latencyMs.p99.toFixed(1)} ms`);
+        return { load, peakRss, after };
+      } finally {
+        rss?.stop();
+        current = undefined;
+      }
+    };
+
+    /** Unmeasured requests first, so JIT, connection pools and caches are warm when measuring. */
+    const warmUp = async (label: string, baseUrl: string, couponId: number): Promise<LoadResult | undefined> => {
+      if (options.warmupRequests === 0) return undefined;
+      const phase = progress.phase(`${label}: warm-up`, options.warmupRequests, 'responses');
+      current = startLoad({
+        baseUrl,
+        path: `/coupons/${couponId}/issues`,
+        plan: { users: plan.users, order: plan.order.subarray(0, options.warmupRequests) },
+        connections: Math.min(options.connections, options.warmupRequests),
+        durationSeconds: undefined,
+        timeoutSeconds: options.requestTimeoutSeconds,
+        onProgress: (n) => phase.update(n),
+      });
+      try {
+        const load = await current.done;
+        phase.done(`${Math.round(load.requestsPerSecond)} req/s (not measured)`);
+        return load;
+      } finally {
+        current = undefined;
+      }
+    };
+
+    // The ceiling: same plan, same connections, a server that does nothing but answer.
+    if (options.ceiling && !aborted()) {
+      const bodyBytes = Buffer.byteLength(JSON.stringify({ couponId: 1, userId: users[0]!.id, status: 'ISSUED' }));
+      const { child, baseUrl } = await startCeiling(entry, bodyBytes, join(workDir, 'ceiling.log'));
+      children.add(child);
+      try {
+        await warmUp('ceiling (node:http)', baseUrl, 1);
+        const { load, peakRss: peak } = await stampede('ceiling (node:http)', baseUrl, 1, child.pid, async () => undefined);
+        ceiling = {
+          name: 'ceiling',
+          verdict: 'ok',
+          requests: load.completed,
+          durationMs: Math.round(load.durationMs),
+          requestsPerSecond: load.requestsPerSecond,
+          latencyMs: load.latencyMs,
+          statuses: statusRecord(load.statuses),
+          errors: load.errors,
+          ...(peak === undefined ? {} : { peakRssBytes: peak }),
+          violations: [],
+          notes: [],
+        };
+      } finally {
+        await child.stop();
+        children.delete(child);
+      }
+    }
+
+    const sharedTarget: Target | undefined =
+      selfManaged ? undefined : { baseUrl: options.url!.replace(/\/+$/, ''), adminToken, api: undefined, extra: [] };
+
+    for (const name of runnable) {
+      if (aborted()) {
+        results.push({ name, verdict: 'skipped', reason: 'interrupted', violations: [], notes: [] });
+        continue;
+      }
+      let target: Target | undefined = sharedTarget;
+      const started: Child[] = [];
+      try {
+        if (selfManaged) {
+          const port = await freePort();
+          const env: NodeJS.ProcessEnv = {
+            ...options.env,
+            DATABASE_URL: scratch!.url,
+            PORT: String(port),
+            HOST: '127.0.0.1',
+            ADMIN_TOKEN: adminToken,
+            JWT_SECRET: jwtSecret,
+            AUTH_MODE: 'jwt',
+            LOG_LEVEL: options.env.LOG_LEVEL ?? 'warn',
+            // The per-user limit protects production from scripted retries; the bench measures
+            // the strategies (set RATE_LIMIT_USER to measure with a limit).
+            RATE_LIMIT_USER: options.env.RATE_LIMIT_USER ?? 'off',
+          };
+          // The bench talks to admin routes on PORT.
+          delete env.ADMIN_PORT;
+          delete env.REDIS_URL;
+          delete env.REDIS_PREFIX;
+          if (options.redisUrl !== undefined) {
+            env.REDIS_URL = options.redisUrl;
+            env.REDIS_PREFIX = redisPrefix;
+          }
+          const nodeFlags = options.cpuProf ? ['--cpu-prof', '--cpu-prof-dir', join(outDir, 'profiles'), '--cpu-prof-name', `${runId}-${name}.cpuprofile`] : [];
+          const logFile = join(workDir, `${name}.log`);
+          const withWorker = options.redisUrl !== undefined && features.withWorkerFlag;
+          const api = await startApi({ entry, env, port, args: ['serve', '--migrate', ...(withWorker ? ['--with-worker'] : [])], nodeFlags, logFile });
+          started.push(api.child);
+          children.add(api.child);
+          const extra: Child[] = [];
+          if (options.redisUrl !== undefined && !withWorker && features.workerCommand && needsWorker(name)) {
+            const worker = startCommand('worker', { entry, env, args: ['worker'], nodeFlags: [], logFile: join(workDir, `${name}-worker.log`) });
+            started.push(worker);
+            children.add(worker);
+            extra.push(worker);
+          }
+          target = { baseUrl: api.baseUrl, adminToken, api: api.child, extra };
+        }
+        const t = target!;
+        if (options.warmupRequests > 0) {
+          // A throwaway campaign of the same strategy; its queue must be empty before measuring.
+          const warm = await createCampaign(t, name, Math.max(1, Math.floor(options.warmupRequests / 4)), `${runId} warm-up`);
+          if (warm.ok) {
+            const load = await warmUp(name, t.baseUrl, warm.id);
+            if (load !== undefined) {
+              await waitForDrain(verifyDb, warm.id, countAcknowledged(load.ackedByUser), performance.now(), options.drainTimeoutMs);
+            }
+          }
+        }
+        const campaign = await createCampaign(t, name, options.stock, runId);
+        if (!campaign.ok) {
+          if (campaign.unavailable) {
+            results.push({ name, verdict: 'skipped', reason: campaign.detail, violations: [], notes: [] });
+            progress.say(`skipping ${name}: ${campaign.detail}`);
+          } else {
+            results.push({ name, verdict: 'FAIL', reason: `could not create the campaign: ${campaign.detail}`, violations: [`could not create the campaign: ${campaign.detail}`], notes: [] });
+          }
+          continue;
+        }
+
+        let acknowledgedUsers = 0;
+        let drainPhase: Phase | undefined;
+        let rowsSoFar = 0;
+        const db = verifyDb;
+        const { load, peakRss: peak, after } = await stampede(name, t.baseUrl, campaign.id, t.api?.pid, (running) => {
+          acknowledgedUsers = countAcknowledged(running.ackedByUser);
+          return waitForDrain(db, campaign.id, acknowledgedUsers, running.lastResponseAt(), options.drainTimeoutMs, (n) => {
+            rowsSoFar = n;
+            drainPhase?.update(n);
+          });
+        });
+        drainPhase = progress.phase(`${name}: drain to PostgreSQL`, acknowledgedUsers, 'rows');
+        drainPhase.update(rowsSoFar);
+        const drain = await after;
+        drainPhase.done(drain.drainMs === undefined ? 'TIMEOUT' : `${Math.round(drain.drainMs)} ms after the last response`);
+
+        // Stop the API before judging: a graceful stop flushes queues, so a late row shows up.
+        if (selfManaged) {
+          for (const c of [t.api, ...t.extra]) {
+            if (c === undefined) continue;
+            const code = await c.stop();
+            children.delete(c);
+            if (code !== 0 && code !== null) progress.say(`${name}: the ${c.name} process exited with ${code}; log: ${c.logFile}`);
+          }
+        }
+
+        const v = await verify({
+          db: verifyDb,
+          couponId: campaign.id,
+          stock: options.stock,
+          overIssueExpected: name === RACY_STRATEGY,
+          users,
+          load,
+          drain,
+          drainTimeoutMs: options.drainTimeoutMs,
+        });
+        const verdict = v.violations.length > 0 ? 'FAIL' : v.overIssue > 0 ? 'expected over-issue' : 'ok';
+        if (verdict === 'FAIL') keepWorkDir = true;
+        results.push({
+          name,
+          verdict,
+          couponId: campaign.id,
+          requests: load.completed,
+          durationMs: Math.round(load.durationMs),
+          requestsPerSecond: load.requestsPerSecond,
+          ...(ceiling?.requestsPerSecond === undefined ? {} : { ratioToCeiling: load.requestsPerSecond / ceiling.requestsPerSecond }),
+          latencyMs: load.latencyMs,
+          statuses: statusRecord(load.statuses),
+          errors: load.errors,
+          rows: v.rows,
+          overIssue: v.overIssue,
+          duplicates: v.duplicates,
+          drainMs: drain.drainMs === undefined ? null : Math.round(drain.drainMs),
+          ...(peak === undefined ? {} : { peakRssBytes: peak }),
+          violations: v.violations,
+          notes: v.notes,
+        });
+      } catch (err) {
+        keepWorkDir = true;
+        const message = (err as Error).message;
+        results.push({ name, verdict: 'FAIL', reason: message, violations: [`the run failed: ${message}`], notes: [] });
+      } finally {
+        for (const c of started) {
+          await c.stop();
+          children.delete(c);
+        }
+      }
+    }
+  } finally {
+    control.signal?.removeEventListener('abort', onAbort);
+    for (const c of children) await c.stop();
+    process.removeListener('exit', killAll);
+    await verifyDb?.end();
+    if (!options.keep) {
+      await scratch?.drop().catch((err: unknown) => progress.say(`could not drop ${scratch?.name}: ${(err as Error).message}`));
+      if (redisPrefix !== undefined && options.redisUrl !== undefined) {
+        await deleteRedisPrefix(options.redisUrl, redisPrefix).catch((err: unknown) => progress.say(`could not delete Redis keys ${redisPrefix}*: ${(err as Error).message}`));
+      }
+    }
+    if (keepWorkDir) progress.say(`process logs kept in ${workDir}`);
+    else rmSync(workDir, { recursive: true, force: true });
+  }
+
+  // Report order follows the catalog, whatever order the flags gave.
+  results.sort((a, b) => STRATEGY_NAMES.indexOf(a.name as StrategyName) - STRATEGY_NAMES.indexOf(b.name as StrategyName));
+  const cpus = os.cpus();
+  const report: BenchReport = {
+    schema: 'couponrush-bench/1',
+    startedAt: startedAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    command: options.commandLine,
+    machine: {
+      cpuModel: cpus[0]?.model.trim() ?? 'unknown CPU',
+      cpus: cpus.length,
+      memoryBytes: os.totalmem(),
+      os: `${os.type()} ${os.release()}`,
+      node: process.version,
+    },
+    services,
+    config: {
+      target: selfManaged ? 'API started by the bench (one fresh process per strategy, scratch database)' : options.url!,
+      stock: options.stock,
+      users: options.users,
+      requests: options.requests,
+      durationSeconds: options.durationSeconds ?? null,
+      connections: options.connections,
+      warmupRequests: options.warmupRequests,
+    },
+    ceiling,
+    strategies: results,
+    ok: results.every((r) => r.verdict !== 'FAIL') && results.some((r) => r.verdict !== 'skipped') && !aborted(),
+    interrupted: aborted(),
+  };
+  return { report, files: await writeReport(report, outDir, `bench-${runId}`) };
+}
+
+/** Writes <base>.md/.json/.svg and the same as latest.* (what the README links). */
+export async function writeReport(report: BenchReport, outDir: string, base: string): Promise<BenchRun['files']> {
+  const svg = await renderChart(report);
+  const write = (name: string) => {
+    const chart = svg === undefined ? undefined : `${name}.svg`;
+    if (svg !== undefined) writeFileSync(join(outDir, `${name}.svg`), svg);
+    writeFileSync(join(outDir, `${name}.md`), renderMarkdown(report, chart));
+    writeFileSync(join(outDir, `${name}.json`), JSON.stringify(report, null, 2) + '\n');
+  };
+  write(base);
+  write('latest');
+  return {
+    markdown: join(outDir, `${base}.md`),
+    json: join(outDir, `${base}.json`),
+    chart: svg === undefined ? undefined : join(outDir, `${base}.svg`),
+  };
+}

@@ -1,0 +1,207 @@
+// What one `couponrush bench` run does: flags and environment resolved once into a frozen
+// BenchOptions, with a clear message for every value that cannot work.
+import { MAX_TOTAL_QUANTITY } from '../coupons/domain.js';
+import { isStrategyName, STRATEGY_NAMES, type StrategyName } from '../coupons/strategies/index.js';
+
+export const DEFAULTS = Object.freeze({
+  stock: 10_000,
+  users: 40_000,
+  connections: 64,
+  /** Requests per user on average when --requests is not given: every user once, one in four again (40,000 users → 50,000 requests). */
+  retryFactor: 1.25,
+  drainTimeoutSeconds: 30,
+  requestTimeoutSeconds: 30,
+  /** Requests sent to each target before it is measured, so JIT and connection pools are warm. */
+  warmupRequests: 2_000,
+  out: 'bench-results',
+});
+
+/** Bounds that keep one run's memory (tokens, plan, per-user counters) reasonable. */
+export const MAX_USERS = 2_000_000;
+export const MAX_REQUESTS = 20_000_000;
+export const MAX_CONNECTIONS = 10_000;
+
+export interface BenchOptions {
+  readonly strategies: readonly StrategyName[];
+  /** True when the user named the strategies: a skipped one is then worth a warning. */
+  readonly strategiesExplicit: boolean;
+  readonly stock: number;
+  readonly users: number;
+  /** Size of the request plan (every user once, the rest repeats); the run length unless `durationSeconds`. */
+  readonly requests: number;
+  /** Run each stampede for this long instead, cycling through the plan. */
+  readonly durationSeconds: number | undefined;
+  readonly connections: number;
+  /** Target an already running server instead of starting one. */
+  readonly url: string | undefined;
+  readonly adminToken: string | undefined;
+  readonly jwtSecret: string | undefined;
+  /** Self-managed: the server a scratch database is created on. With --url: the target's database. */
+  readonly databaseUrl: string;
+  readonly redisUrl: string | undefined;
+  readonly out: string;
+  readonly keep: boolean;
+  readonly ceiling: boolean;
+  /** Unmeasured requests to each target first (a throwaway campaign for strategies). */
+  readonly warmupRequests: number;
+  readonly drainTimeoutMs: number;
+  readonly requestTimeoutSeconds: number;
+  /** Write a V8 CPU profile of each API process (self-managed mode only). */
+  readonly cpuProf: boolean;
+  /** Print the JSON report on stdout instead of the table. */
+  readonly json: boolean;
+  readonly color: boolean;
+  readonly progress: boolean;
+  /** The command as typed, for the report header. */
+  readonly commandLine: string;
+  /** The environment children inherit (PATH, DB_POOL_SIZE and the like). */
+  readonly env: Readonly<Record<string, string | undefined>>;
+}
+
+/** Raw flags as commander hands them over (already type-checked by the parsers below). */
+export interface BenchFlags {
+  strategies?: StrategyName[];
+  stock?: number;
+  users?: number;
+  requests?: number;
+  duration?: number;
+  connections?: number;
+  url?: string;
+  adminToken?: string;
+  jwtSecret?: string;
+  out?: string;
+  keep?: boolean;
+  ceiling?: boolean;
+  warmup?: number;
+  drainTimeout?: number;
+  timeout?: number;
+  cpuProf?: boolean;
+  json?: boolean;
+  progress?: boolean;
+}
+
+export class BenchOptionsError extends Error {
+  override name = 'BenchOptionsError';
+}
+
+/** Parses `a,b,c` into known strategy names; throws with the list of valid ones. */
+export function parseStrategyList(value: string): StrategyName[] {
+  const names = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  if (names.length === 0) throw new BenchOptionsError('give at least one strategy');
+  const unknown = names.filter((n) => !isStrategyName(n));
+  if (unknown.length > 0) {
+    throw new BenchOptionsError(`unknown strateg${unknown.length === 1 ? 'y' : 'ies'} ${unknown.join(', ')}; known: ${STRATEGY_NAMES.join(', ')}`);
+  }
+  return [...new Set(names)] as StrategyName[];
+}
+
+export function defaultRequests(users: number): number {
+  return Math.ceil(users * DEFAULTS.retryFactor);
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  const v = value?.trim();
+  return v === undefined || v === '' ? undefined : v;
+}
+
+function postgresUrl(raw: string): string {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new BenchOptionsError('DATABASE_URL is not a valid URL');
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
+    throw new BenchOptionsError('DATABASE_URL must start with postgres:// or postgresql://');
+  }
+  return raw;
+}
+
+export function resolveBenchOptions(
+  flags: BenchFlags,
+  env: Readonly<Record<string, string | undefined>>,
+  extra: { commandLine: string; color: boolean; interactive: boolean },
+): BenchOptions {
+  const users = flags.users ?? DEFAULTS.users;
+  const stock = flags.stock ?? DEFAULTS.stock;
+  const connections = flags.connections ?? DEFAULTS.connections;
+  if (users > MAX_USERS) throw new BenchOptionsError(`--users is at most ${MAX_USERS}`);
+  if (stock > MAX_TOTAL_QUANTITY) throw new BenchOptionsError(`--stock is at most ${MAX_TOTAL_QUANTITY}`);
+  if (connections > MAX_CONNECTIONS) throw new BenchOptionsError(`--connections is at most ${MAX_CONNECTIONS}`);
+  if (flags.requests !== undefined && flags.duration !== undefined) {
+    throw new BenchOptionsError('give --requests or --duration, not both');
+  }
+  const requests = flags.requests ?? defaultRequests(users);
+  if (requests < users) {
+    throw new BenchOptionsError(`--requests (${requests}) must be at least --users (${users}): every user sends at least once`);
+  }
+  if (requests > MAX_REQUESTS) throw new BenchOptionsError(`--requests is at most ${MAX_REQUESTS}`);
+  if (connections > requests) {
+    throw new BenchOptionsError(`--connections (${connections}) cannot exceed the number of requests (${requests})`);
+  }
+
+  const url = nonEmpty(flags.url);
+  if (url !== undefined) {
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw new BenchOptionsError(`--url ${url} is not a valid URL`);
+    }
+    if (parsed.protocol !== 'http:') throw new BenchOptionsError('--url must be an http:// URL');
+  }
+  const adminToken = nonEmpty(flags.adminToken) ?? (url === undefined ? undefined : nonEmpty(env.ADMIN_TOKEN));
+  const jwtSecret = nonEmpty(flags.jwtSecret) ?? (url === undefined ? undefined : nonEmpty(env.JWT_SECRET));
+  if (url !== undefined && adminToken === undefined) {
+    throw new BenchOptionsError('--url needs the target\'s admin token: --admin-token or ADMIN_TOKEN');
+  }
+  if (url !== undefined && jwtSecret === undefined) {
+    throw new BenchOptionsError('--url needs the target\'s JWT secret to mint user tokens: --jwt-secret or JWT_SECRET');
+  }
+  if (url === undefined && (flags.adminToken !== undefined || flags.jwtSecret !== undefined)) {
+    throw new BenchOptionsError('--admin-token and --jwt-secret only make sense with --url (the bench generates its own otherwise)');
+  }
+  if (url !== undefined && flags.cpuProf === true) {
+    throw new BenchOptionsError('--cpu-prof profiles the API process the bench starts; it cannot with --url');
+  }
+
+  const rawDb = nonEmpty(env.DATABASE_URL);
+  if (rawDb === undefined) {
+    throw new BenchOptionsError(
+      url === undefined
+        ? 'DATABASE_URL is required: the bench creates a scratch database on that PostgreSQL server and verifies every issuance in it, ' +
+            'e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres'
+        : 'DATABASE_URL is required with --url: the database the target server writes to, to verify the issuances',
+    );
+  }
+
+  return Object.freeze({
+    strategies: flags.strategies ?? STRATEGY_NAMES,
+    strategiesExplicit: flags.strategies !== undefined,
+    stock,
+    users,
+    requests,
+    durationSeconds: flags.duration,
+    connections,
+    url,
+    adminToken,
+    jwtSecret,
+    databaseUrl: postgresUrl(rawDb),
+    redisUrl: nonEmpty(env.REDIS_URL),
+    out: flags.out ?? DEFAULTS.out,
+    keep: flags.keep === true,
+    ceiling: flags.ceiling !== false,
+    warmupRequests: Math.min(flags.warmup ?? DEFAULTS.warmupRequests, requests),
+    drainTimeoutMs: (flags.drainTimeout ?? DEFAULTS.drainTimeoutSeconds) * 1000,
+    requestTimeoutSeconds: flags.timeout ?? DEFAULTS.requestTimeoutSeconds,
+    cpuProf: flags.cpuProf === true,
+    json: flags.json === true,
+    color: extra.color && flags.json !== true,
+    progress: flags.progress !== false && extra.interactive,
+    commandLine: extra.commandLine,
+    env,
+  });
+}

@@ -1,0 +1,300 @@
+// The processes and scratch state a bench run owns: the API server it starts per strategy, the
+// bare ceiling server, a scratch PostgreSQL database and a Redis key prefix — each created here
+// and removed here. Also the peak-RSS probe of a child process (Linux /proc).
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { dirname, extname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+
+const READY_TIMEOUT_MS = 60_000;
+const STOP_TIMEOUT_MS = 20_000;
+const RSS_POLL_MS = 50;
+
+/** How to run this package's own entry points: from dist/ (plain node) or from src/ (tsx, tests). */
+export interface Entrypoints {
+  readonly nodeArgs: readonly string[];
+  readonly cli: string;
+  readonly ceiling: string;
+}
+
+export function entrypoints(): Entrypoints {
+  const here = fileURLToPath(import.meta.url);
+  const ext = extname(here);
+  return {
+    nodeArgs: ext === '.ts' ? ['--import', 'tsx'] : [],
+    cli: join(dirname(here), '..', `cli${ext}`),
+    ceiling: join(dirname(here), `ceiling-server${ext}`),
+  };
+}
+
+/** What this build's `serve` and `worker` commands offer (the Redis worker lands separately). */
+export interface ServeFeatures {
+  readonly withWorkerFlag: boolean;
+  readonly workerCommand: boolean;
+}
+
+export function detectServeFeatures(entry: Entrypoints, env: NodeJS.ProcessEnv): ServeFeatures {
+  const help = (args: string[]) =>
+    spawnSync(process.execPath, [...entry.nodeArgs, entry.cli, ...args], { env, encoding: 'utf8', timeout: 30_000 }).stdout ?? '';
+  const serveHelp = help(['serve', '--help']);
+  const topHelp = help(['--help']);
+  return { withWorkerFlag: /--with-worker\b/.test(serveHelp), workerCommand: /^\s+worker\b/m.test(topHelp) };
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function tail(file: string, lines = 20): string {
+  try {
+    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '';
+  }
+}
+
+/** A child process the bench started; `stop` ends it gracefully (SIGTERM), then forcefully. */
+export class Child {
+  readonly exited: Promise<number | null>;
+  private exitCode: number | null | undefined;
+
+  constructor(
+    readonly name: string,
+    readonly process: ChildProcess,
+    readonly logFile: string,
+  ) {
+    this.exited = new Promise((resolve) => {
+      process.once('exit', (code, signal) => {
+        this.exitCode = code ?? (signal === null ? null : -1);
+        resolve(this.exitCode);
+      });
+    });
+  }
+
+  get pid(): number {
+    return this.process.pid ?? -1;
+  }
+
+  get running(): boolean {
+    return this.exitCode === undefined;
+  }
+
+  logTail(lines?: number): string {
+    return tail(this.logFile, lines);
+  }
+
+  async stop(): Promise<number | null> {
+    if (!this.running) return this.exitCode ?? null;
+    this.process.kill('SIGTERM');
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), STOP_TIMEOUT_MS);
+    });
+    const first = await Promise.race([this.exited, timedOut]);
+    clearTimeout(timer);
+    if (first !== 'timeout') return first;
+    this.process.kill('SIGKILL');
+    return this.exited;
+  }
+
+  /** Last resort on the way out (process 'exit' handler): no waiting possible. */
+  killNow(): void {
+    if (this.running) this.process.kill('SIGKILL');
+  }
+}
+
+export interface ApiSpec {
+  readonly entry: Entrypoints;
+  readonly env: NodeJS.ProcessEnv;
+  readonly port: number;
+  readonly args: readonly string[];
+  /** Extra node flags (--cpu-prof …). */
+  readonly nodeFlags: readonly string[];
+  readonly logFile: string;
+}
+
+/** Starts `couponrush <args>` and waits until GET /readyz answers 200. */
+export async function startApi(spec: ApiSpec): Promise<{ child: Child; baseUrl: string }> {
+  const log = openSync(spec.logFile, 'a');
+  let proc: ChildProcess;
+  try {
+    proc = spawn(process.execPath, [...spec.nodeFlags, ...spec.entry.nodeArgs, spec.entry.cli, ...spec.args], {
+      env: spec.env,
+      stdio: ['ignore', log, log],
+    });
+  } finally {
+    closeSync(log);
+  }
+  const child = new Child('api', proc, spec.logFile);
+  const baseUrl = `http://127.0.0.1:${spec.port}`;
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (!child.running) {
+      throw new Error(`the API process exited during start-up (exit ${await child.exited}); its log (${spec.logFile}):\n${child.logTail()}`);
+    }
+    try {
+      const res = await fetch(`${baseUrl}/readyz`, { signal: AbortSignal.timeout(2_000) });
+      await res.arrayBuffer();
+      if (res.status === 200) return { child, baseUrl };
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await child.stop();
+  throw new Error(`the API did not become ready within ${READY_TIMEOUT_MS / 1000} s; its log (${spec.logFile}):\n${child.logTail()}`);
+}
+
+/** Starts an extra long-running `couponrush` command (the Redis worker) next to the API. */
+export function startCommand(name: string, spec: Omit<ApiSpec, 'port'>): Child {
+  const log = openSync(spec.logFile, 'a');
+  try {
+    const proc = spawn(process.execPath, [...spec.nodeFlags, ...spec.entry.nodeArgs, spec.entry.cli, ...spec.args], {
+      env: spec.env,
+      stdio: ['ignore', log, log],
+    });
+    return new Child(name, proc, spec.logFile);
+  } finally {
+    closeSync(log);
+  }
+}
+
+/** Starts the bare node:http ceiling server and waits for the port it prints. */
+export async function startCeiling(entry: Entrypoints, bodyBytes: number, logFile: string): Promise<{ child: Child; baseUrl: string }> {
+  const log = openSync(logFile, 'a');
+  let proc: ChildProcess;
+  try {
+    proc = spawn(process.execPath, [...entry.nodeArgs, entry.ceiling, String(bodyBytes)], { stdio: ['ignore', 'pipe', log] });
+  } finally {
+    closeSync(log);
+  }
+  const child = new Child('ceiling', proc, logFile);
+  const lines = createInterface({ input: proc.stdout! });
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the ceiling server did not start; its log (${logFile}):\n${child.logTail()}`)), READY_TIMEOUT_MS);
+    lines.once('line', (line) => {
+      clearTimeout(timer);
+      const parsed = JSON.parse(line) as { port?: unknown };
+      if (typeof parsed.port === 'number' && parsed.port > 0) resolve(parsed.port);
+      else reject(new Error(`the ceiling server printed ${line}`));
+    });
+    void child.exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`the ceiling server exited (${code}); its log (${logFile}):\n${child.logTail()}`));
+    });
+  });
+  lines.close();
+  proc.stdout?.resume();
+  return { child, baseUrl: `http://127.0.0.1:${port}` };
+}
+
+/**
+ * Peak resident memory of a child over a window. On Linux, writing 5 to clear_refs resets the
+ * kernel's high-water mark (VmHWM) so it covers only this window; VmRSS is also polled in case
+ * the reset is refused. Elsewhere there is no /proc: the probe reports undefined.
+ */
+export class PeakRss {
+  private polled = 0;
+  private resetWorked = false;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly pid: number) {}
+
+  private readKb(field: 'VmRSS' | 'VmHWM'): number | undefined {
+    try {
+      const status = readFileSync(`/proc/${this.pid}/status`, 'utf8');
+      const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status);
+      return match === null ? undefined : Number(match[1]);
+    } catch {
+      return undefined;
+    }
+  }
+
+  start(): void {
+    try {
+      writeFileSync(`/proc/${this.pid}/clear_refs`, '5');
+      this.resetWorked = true;
+    } catch {
+      this.resetWorked = false;
+    }
+    const poll = () => {
+      const kb = this.readKb('VmRSS');
+      if (kb !== undefined && kb > this.polled) this.polled = kb;
+    };
+    poll();
+    this.timer = setInterval(poll, RSS_POLL_MS);
+  }
+
+  /** Bytes, or undefined when this platform has no /proc. */
+  stop(): number | undefined {
+    if (this.timer !== undefined) clearInterval(this.timer);
+    this.timer = undefined;
+    const hwm = this.resetWorked ? this.readKb('VmHWM') : undefined;
+    const kb = Math.max(hwm ?? 0, this.polled);
+    return kb === 0 ? undefined : kb * 1024;
+  }
+}
+
+export interface ScratchDatabase {
+  readonly name: string;
+  readonly url: string;
+  drop(): Promise<void>;
+}
+
+/** Creates an empty database next to the one DATABASE_URL names (which is left untouched). */
+export async function createScratchDatabase(serverUrl: string, name: string): Promise<ScratchDatabase> {
+  if (!/^[a-z0-9_]+$/.test(name)) throw new Error(`bad scratch database name ${name}`);
+  const admin = new pg.Client({ connectionString: serverUrl });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(serverUrl);
+  url.pathname = `/${name}`;
+  return {
+    name,
+    url: url.toString(),
+    async drop() {
+      const c = new pg.Client({ connectionString: serverUrl });
+      await c.connect();
+      try {
+        await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      } finally {
+        await c.end();
+      }
+    },
+  };
+}
+
+/** Deletes every key under a prefix the bench gave its API processes. */
+export async function deleteRedisPrefix(redisUrl: string, prefix: string): Promise<number> {
+  if (prefix.length < 8) throw new Error(`refusing to delete a short Redis prefix "${prefix}"`);
+  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 2 });
+  let deleted = 0;
+  try {
+    await redis.connect();
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) deleted += await redis.unlink(...keys);
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
+  return deleted;
+}

@@ -1,0 +1,203 @@
+// The bench report: one data structure (written as JSON), rendered as a terminal table
+// (cli-table3), as Markdown for bench-results/ and the README, and as a chart (chart.ts).
+import { styleText } from 'node:util';
+import Table from 'cli-table3';
+import type { LatencySummary } from './load.js';
+
+export type Verdict = 'ok' | 'expected over-issue' | 'FAIL' | 'skipped';
+
+export interface StrategyResult {
+  /** Strategy name, or `ceiling` for the bare node:http server. */
+  readonly name: string;
+  readonly verdict: Verdict;
+  /** Why it was skipped or could not run. */
+  readonly reason?: string;
+  readonly couponId?: number;
+  readonly requests?: number;
+  readonly durationMs?: number;
+  readonly requestsPerSecond?: number;
+  readonly ratioToCeiling?: number;
+  readonly latencyMs?: LatencySummary;
+  /** HTTP status → responses. */
+  readonly statuses?: Readonly<Record<string, number>>;
+  readonly errors?: number;
+  readonly rows?: number;
+  readonly overIssue?: number;
+  readonly duplicates?: number;
+  /** Null when the rows never caught up within the drain timeout. */
+  readonly drainMs?: number | null;
+  readonly peakRssBytes?: number;
+  readonly violations: readonly string[];
+  readonly notes: readonly string[];
+}
+
+export interface BenchReport {
+  readonly schema: 'couponrush-bench/1';
+  readonly startedAt: string;
+  readonly finishedAt: string;
+  readonly command: string;
+  readonly machine: {
+    readonly cpuModel: string;
+    readonly cpus: number;
+    readonly memoryBytes: number;
+    readonly os: string;
+    readonly node: string;
+  };
+  readonly services: { readonly postgres: string; readonly redis: string | null };
+  readonly config: {
+    readonly target: string;
+    readonly stock: number;
+    readonly users: number;
+    readonly requests: number;
+    readonly durationSeconds: number | null;
+    readonly connections: number;
+    readonly warmupRequests: number;
+  };
+  readonly ceiling: StrategyResult | null;
+  readonly strategies: readonly StrategyResult[];
+  /** False when any invariant broke or a strategy could not run. */
+  readonly ok: boolean;
+  readonly interrupted: boolean;
+}
+
+type Style = Parameters<typeof styleText>[0];
+
+export function painter(color: boolean): (style: Style, text: string) => string {
+  return color ? (style, text) => styleText(style, text) : (_style, text) => text;
+}
+
+const int = new Intl.NumberFormat('en-US', { maximumFractionDigits: 0 });
+
+export function fmtInt(n: number): string {
+  return int.format(n);
+}
+
+export function fmtMs(ms: number): string {
+  if (ms < 10) return ms.toFixed(2);
+  if (ms < 100) return ms.toFixed(1);
+  return int.format(ms);
+}
+
+export function fmtDrain(ms: number | null | undefined): string {
+  if (ms === undefined) return '—';
+  if (ms === null) return 'timeout';
+  return ms < 1000 ? `${int.format(ms)} ms` : `${(ms / 1000).toFixed(2)} s`;
+}
+
+export function fmtBytes(bytes: number | undefined): string {
+  return bytes === undefined ? 'n/a' : `${int.format(bytes / 2 ** 20)} MiB`;
+}
+
+export function fmtStatuses(statuses: Readonly<Record<string, number>> | undefined): string {
+  if (statuses === undefined) return '—';
+  return Object.entries(statuses)
+    .sort(([a], [b]) => Number(a) - Number(b))
+    .map(([status, n]) => `${status}:${int.format(n)}`)
+    .join(' ');
+}
+
+const HEADERS = ['strategy', 'req/s', '× ceiling', 'p50 ms', 'p95 ms', 'p99 ms', 'max ms', 'responses', 'issued rows', 'over-issue', 'duplicates', 'drain', 'peak RSS', 'verdict'];
+
+function cells(r: StrategyResult): string[] {
+  if (r.verdict === 'skipped' || r.requestsPerSecond === undefined) {
+    return [r.name, '—', '—', '—', '—', '—', '—', '—', '—', '—', '—', '—', '—', r.verdict];
+  }
+  const l = r.latencyMs;
+  const isCeiling = r.name === 'ceiling';
+  return [
+    isCeiling ? 'ceiling (bare node:http)' : r.name,
+    fmtInt(r.requestsPerSecond),
+    r.ratioToCeiling === undefined ? (isCeiling ? '1.00' : '—') : r.ratioToCeiling.toFixed(2),
+    l === undefined ? '—' : fmtMs(l.p50),
+    l === undefined ? '—' : fmtMs(l.p95),
+    l === undefined ? '—' : fmtMs(l.p99),
+    l === undefined ? '—' : fmtMs(l.max),
+    fmtStatuses(r.statuses),
+    isCeiling ? '—' : fmtInt(r.rows ?? 0),
+    isCeiling ? '—' : fmtInt(r.overIssue ?? 0),
+    isCeiling ? '—' : fmtInt(r.duplicates ?? 0),
+    isCeiling ? '—' : fmtDrain(r.drainMs),
+    fmtBytes(r.peakRssBytes),
+    isCeiling ? '' : r.verdict,
+  ];
+}
+
+function allRows(report: BenchReport): StrategyResult[] {
+  return report.ceiling === null ? [...report.strategies] : [report.ceiling, ...report.strategies];
+}
+
+export function renderTerminal(report: BenchReport, color: boolean): string {
+  const paint = painter(color);
+  const table = new Table({
+    head: HEADERS,
+    style: { head: color ? ['cyan'] : [], border: color ? ['grey'] : [] },
+    colAligns: ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'left', 'right', 'right', 'right', 'right', 'right', 'left'],
+  });
+  for (const r of allRows(report)) {
+    const row = cells(r);
+    const verdictStyle: Style = r.verdict === 'ok' ? 'green' : r.verdict === 'FAIL' ? 'red' : r.verdict === 'skipped' ? 'dim' : 'yellow';
+    row[row.length - 1] = paint(verdictStyle, row[row.length - 1]!);
+    table.push(row);
+  }
+  const lines = [table.toString()];
+  for (const r of allRows(report)) {
+    if (r.verdict === 'skipped') lines.push(paint('dim', `skipped ${r.name}: ${r.reason ?? ''}`));
+    for (const v of r.violations) lines.push(paint('red', `✗ ${r.name}: ${v}`));
+    for (const n of r.notes) lines.push(paint('yellow', `• ${r.name}: ${n}`));
+  }
+  lines.push(
+    report.ok
+      ? paint('green', '✓ every invariant held for every strategy that ran')
+      : paint(['red', 'bold'], '✗ invariants broken or strategies failed — see above'),
+  );
+  return lines.join('\n') + '\n';
+}
+
+function mdEscape(text: string): string {
+  return text.replace(/\|/g, '\\|');
+}
+
+export function describeLoad(report: BenchReport): string {
+  const c = report.config;
+  const retries = c.requests - c.users;
+  const length = c.durationSeconds === null ? `${fmtInt(c.requests)} requests` : `${c.durationSeconds} s per strategy, cycling a plan of ${fmtInt(c.requests)} requests`;
+  const warm = c.warmupRequests > 0 ? `; each target warmed up with ${fmtInt(c.warmupRequests)} unmeasured requests first` : '';
+  return `${length} from ${fmtInt(c.users)} users (each once, plus ${fmtInt(retries)} retries by random users, shuffled) over ${c.connections} keep-alive connections; stock ${fmtInt(c.stock)} per campaign${warm}`;
+}
+
+export function describeMachine(report: BenchReport): string {
+  const m = report.machine;
+  return `${m.cpus} × ${m.cpuModel}, ${(m.memoryBytes / 2 ** 30).toFixed(0)} GiB, ${m.os}, Node ${m.node}`;
+}
+
+/** The Markdown report; `chartFile` is linked as an image when given. */
+export function renderMarkdown(report: BenchReport, chartFile: string | undefined): string {
+  const out: string[] = [];
+  out.push(`# couponrush bench — ${report.startedAt.replace('T', ' ').replace(/\.\d+Z$/, ' UTC')}`, '');
+  out.push(`- **Machine:** ${describeMachine(report)} — load generator, API, PostgreSQL${report.services.redis === null ? '' : ' and Redis'} all on it`);
+  out.push(`- **Services:** PostgreSQL ${report.services.postgres}${report.services.redis === null ? ', no Redis' : `, Redis ${report.services.redis}`}`);
+  out.push(`- **Target:** ${report.config.target}`);
+  out.push(`- **Command:** \`${report.command}\``);
+  out.push(`- **Load:** ${describeLoad(report)}`);
+  out.push(`- **Verdict:** ${report.ok ? 'every invariant held for every strategy that ran' : '**FAILED** — invariants broken or strategies failed (below)'}${report.interrupted ? ' (interrupted)' : ''}`);
+  out.push('');
+  out.push(`| ${HEADERS.join(' | ')} |`);
+  out.push(`|${HEADERS.map((_, i) => (i === 0 || i === 7 || i === 13 ? ' --- ' : ' ---: ')).join('|')}|`);
+  for (const r of allRows(report)) out.push(`| ${cells(r).map(mdEscape).join(' | ')} |`);
+  out.push('');
+  if (chartFile !== undefined) out.push(`![Throughput and p99 latency per strategy](${chartFile})`, '');
+  const details: string[] = [];
+  for (const r of allRows(report)) {
+    if (r.verdict === 'skipped') details.push(`- skipped **${r.name}**: ${mdEscape(r.reason ?? '')}`);
+    for (const v of r.violations) details.push(`- ❌ **${r.name}**: ${mdEscape(v)}`);
+    for (const n of r.notes) details.push(`- **${r.name}**: ${mdEscape(n)}`);
+  }
+  if (details.length > 0) out.push(...details, '');
+  out.push(
+    '_req/s_: responses per second from the first request to the last response. _× ceiling_: that rate over the rate of a bare ' +
+      '`node:http` server answering the same requests in the same run. Latencies from an HDR histogram of every response. ' +
+      '_drain_: from the last response until every 201/202 had its row in PostgreSQL. _peak RSS_: the API process during the stampede.',
+    '',
+  );
+  return out.join('\n');
+}

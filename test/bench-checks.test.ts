@@ -1,0 +1,157 @@
+// The bench's own parts: flags, the request plan, and the verifier — shown to catch broken
+// promises (lost, invented, over-issued rows) against a real PostgreSQL, not only to pass.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { CommanderError } from 'commander';
+import pg from 'pg';
+import { benchCommand } from '../src/bench/command.js';
+import type { LoadResult } from '../src/bench/load.js';
+import { BenchOptionsError, resolveBenchOptions, type BenchFlags } from '../src/bench/options.js';
+import { benchUserId, buildOrder, type BenchUser } from '../src/bench/plan.js';
+import { verify } from '../src/bench/verify.js';
+import { createPostgresDb } from '../src/db/index.js';
+import { migrate } from '../src/db/migrate.js';
+import { createTestDatabase, needServer, PG_ADMIN_URL } from './helpers.js';
+
+const ENV = { DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/test' };
+const EXTRA = { commandLine: 'test', color: false, interactive: false };
+const resolve = (flags: BenchFlags, env: Record<string, string> = ENV) => resolveBenchOptions(flags, env, EXTRA);
+
+async function parseFlags(args: string[]): Promise<unknown> {
+  const cmd = benchCommand()
+    .exitOverride()
+    .configureOutput({ writeErr: () => {}, writeOut: () => {} })
+    .action(() => {});
+  return cmd.parseAsync(args, { from: 'user' });
+}
+
+describe('couponrush bench flags', () => {
+  it('defaults to every strategy, 40,000 users, 50,000 requests, 64 connections, stock 10,000', () => {
+    const o = resolve({});
+    assert.equal(o.users, 40_000);
+    assert.equal(o.requests, 50_000);
+    assert.equal(o.connections, 64);
+    assert.equal(o.stock, 10_000);
+    assert.ok(o.strategies.includes('db-atomic') && o.strategies.includes('local'));
+  });
+
+  it('rejects unknown strategies, non-numbers and conflicting flags with a clear message', async () => {
+    await assert.rejects(parseFlags(['--strategies', 'db-atomic,nope']), (err: CommanderError) => err.code === 'commander.invalidArgument' && /unknown strategy nope/.test(err.message));
+    await assert.rejects(parseFlags(['--stock', 'ten']), (err: CommanderError) => err.code === 'commander.invalidArgument');
+    await assert.rejects(parseFlags(['--users', '0']), (err: CommanderError) => err.code === 'commander.invalidArgument');
+    await assert.rejects(parseFlags(['--requests', '10', '--duration', '5']), (err: CommanderError) => err.code === 'commander.conflictingOption');
+  });
+
+  it('needs DATABASE_URL, and with --url the target\'s admin token and JWT secret', () => {
+    assert.throws(() => resolve({}, {}), (err: Error) => err instanceof BenchOptionsError && /DATABASE_URL is required/.test(err.message));
+    assert.throws(() => resolve({ url: 'http://127.0.0.1:3000' }), /admin token/);
+    assert.throws(() => resolve({ url: 'http://127.0.0.1:3000', adminToken: 'x'.repeat(20) }), /JWT secret/);
+    const o = resolve({ url: 'http://127.0.0.1:3000' }, { ...ENV, ADMIN_TOKEN: 'a'.repeat(20), JWT_SECRET: 's'.repeat(40) });
+    assert.equal(o.adminToken, 'a'.repeat(20));
+  });
+
+  it('refuses fewer requests than users, and more connections than requests', () => {
+    assert.throws(() => resolve({ users: 100, requests: 50 }), /at least --users/);
+    assert.throws(() => resolve({ users: 10, requests: 20, connections: 64 }), /cannot exceed/);
+  });
+});
+
+describe('the request plan', () => {
+  it('sends every user at least once and fills the rest with retries', () => {
+    const order = buildOrder(1_000, 1_300);
+    assert.equal(order.length, 1_300);
+    const seen = new Uint32Array(1_000);
+    for (const u of order) seen[u]!++;
+    assert.ok(seen.every((n) => n >= 1), 'every user appears');
+    assert.equal(
+      seen.reduce((a, n) => a + n, 0),
+      1_300,
+    );
+  });
+
+  it('gives every user an id of the same length (same-size response bodies)', () => {
+    assert.equal(benchUserId(0, 40_000).length, benchUserId(39_999, 40_000).length);
+  });
+});
+
+describe('the verifier', () => {
+  const USERS = 6;
+  const users: BenchUser[] = Array.from({ length: USERS }, (_, i) => ({ index: i, id: benchUserId(i, USERS), authorization: '' }));
+
+  function fakeLoad(acked: number[], statuses: Record<number, number>): LoadResult {
+    const ackedByUser = new Uint32Array(USERS);
+    for (const u of acked) ackedByUser[u]!++;
+    const all = new Uint32Array(USERS).fill(1);
+    return {
+      sent: USERS,
+      completed: USERS,
+      durationMs: 1,
+      requestsPerSecond: 1,
+      statuses: new Map(Object.entries(statuses).map(([s, n]) => [Number(s), n])),
+      errors: 0,
+      timeouts: 0,
+      latencyMs: { p50: 1, p95: 1, p99: 1, max: 1, mean: 1 },
+      sentByUser: all,
+      answeredByUser: all,
+      ackedByUser,
+      uncertainByUser: new Uint32Array(USERS),
+      endedAt: 0,
+    };
+  }
+
+  it('passes an exact run and reports lost, invented and over-issued rows as violations', async (t) => {
+    if (!(await needServer(t, 'PostgreSQL', PG_ADMIN_URL))) return;
+    const testDb = await createTestDatabase();
+    const db = createPostgresDb(testDb.url, { poolSize: 2 });
+    const pool = new pg.Pool({ connectionString: testDb.url, max: 2 });
+    try {
+      await migrate(db);
+      const coupon = async (stock: number, strategy: string, rowUsers: number[]): Promise<number> => {
+        const { rows } = await pool.query<{ id: number }>(
+          `INSERT INTO coupons (name, total_quantity, issued_quantity, issue_starts_at, issue_ends_at, strategy)
+           VALUES ('t', $1, $2, now() - interval '1 hour', now() + interval '1 hour', $3) RETURNING id`,
+          [stock, rowUsers.length, strategy],
+        );
+        const id = rows[0]!.id;
+        for (const u of rowUsers) await pool.query('INSERT INTO coupon_issues (coupon_id, user_id) VALUES ($1, $2)', [id, users[u]!.id]);
+        return id;
+      };
+      const check = (couponId: number, stock: number, acked: number[], statuses: Record<number, number>, overIssueExpected = false) =>
+        verify({
+          db: pool,
+          couponId,
+          stock,
+          overIssueExpected,
+          users,
+          load: fakeLoad(acked, statuses),
+          drain: { drainMs: 0, rowsAtEnd: 0 },
+          drainTimeoutMs: 1000,
+        });
+
+      const exact = await check(await coupon(2, 'db-atomic', [0, 1]), 2, [0, 1], { 201: 2, 410: 4 });
+      assert.deepEqual(exact.violations, []);
+
+      const lost = await check(await coupon(2, 'redis-lua-async', [0]), 2, [0, 1], { 202: 2, 410: 4 });
+      assert.ok(lost.violations.some((v) => /1 acknowledged user\(s\) have no row/.test(v)), lost.violations.join('; '));
+
+      const invented = await check(await coupon(3, 'db-atomic', [0, 1, 2]), 3, [0, 1], { 201: 2, 410: 4 });
+      assert.ok(invented.violations.some((v) => /never acknowledged \(invented\)/.test(v)), invented.violations.join('; '));
+
+      const over = await check(await coupon(2, 'db-naive', [0, 1, 2]), 2, [0, 1, 2], { 201: 3, 410: 3 });
+      assert.ok(over.violations.some((v) => /over-issued/.test(v)), 'over-issue is a violation for an exact strategy');
+      const naive = await check(await coupon(2, 'db-naive', [0, 1, 2]), 2, [0, 1, 2], { 201: 3, 410: 3 }, true);
+      assert.deepEqual(naive.violations, [], 'db-naive over-issue is expected');
+      assert.ok(naive.notes.some((n) => /expected/.test(n)));
+
+      const early = await check(await coupon(3, 'db-atomic', [0]), 3, [0], { 201: 1, 410: 5 });
+      assert.ok(early.violations.some((v) => /410 SOLD_OUT/.test(v)), 'sold out with stock left is a violation');
+
+      const broken = await check(await coupon(2, 'db-atomic', [0, 1]), 2, [0, 1], { 201: 2, 500: 4 });
+      assert.ok(broken.violations.some((v) => /unexpected responses: 4× 500/.test(v)));
+    } finally {
+      await pool.end();
+      await db.close();
+      await testDb.drop();
+    }
+  });
+});

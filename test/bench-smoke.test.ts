@@ -1,0 +1,63 @@
+// Smoke run of `couponrush bench`: a tiny stampede against real PostgreSQL through real API
+// processes, asserting the invariants verdict and the report files — never a speed.
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { runBench } from '../src/bench/index.js';
+import { resolveBenchOptions } from '../src/bench/options.js';
+import type { BenchReport } from '../src/bench/report.js';
+import { needServer, PG_ADMIN_URL } from './helpers.js';
+
+const STOCK = 50;
+const STRATEGIES = ['db-atomic', 'local', 'db-naive'] as const;
+
+describe('couponrush bench (smoke)', () => {
+  it('stampedes DB strategies, verifies every invariant against PostgreSQL and writes Markdown, JSON and SVG', async (t) => {
+    if (!(await needServer(t, 'PostgreSQL', PG_ADMIN_URL))) return;
+    const out = mkdtempSync(join(tmpdir(), 'couponrush-bench-smoke-'));
+    try {
+      // Redis strategies are out of scope here: keep REDIS_URL away from the API processes.
+      const { REDIS_URL: _redis, ...env } = process.env;
+      const options = resolveBenchOptions(
+        { strategies: [...STRATEGIES], stock: STOCK, users: 200, requests: 300, connections: 16, warmup: 40, out },
+        { ...env, DATABASE_URL: PG_ADMIN_URL },
+        { commandLine: 'couponrush bench (smoke test)', color: false, interactive: false },
+      );
+      const { report, files } = await runBench(options);
+
+      const problems = report.strategies.flatMap((s) => s.violations.map((v) => `${s.name}: ${v}`));
+      assert.deepEqual(problems, [], 'no invariant violation');
+      assert.equal(report.ok, true);
+      assert.deepEqual(report.strategies.map((s) => s.name).sort(), [...STRATEGIES].sort());
+      for (const s of report.strategies) {
+        assert.notEqual(s.verdict, 'FAIL', `${s.name}: ${s.reason ?? ''}`);
+        assert.equal(s.requests, 300, `${s.name}: every request answered`);
+        assert.equal(s.duplicates, 0, `${s.name}: no user twice`);
+        assert.ok(s.drainMs !== null && s.drainMs !== undefined, `${s.name}: drained`);
+        const acknowledged = (s.statuses?.['201'] ?? 0) + (s.statuses?.['202'] ?? 0);
+        assert.equal(acknowledged, s.rows, `${s.name}: success responses == rows`);
+        if (s.name !== 'db-naive') {
+          assert.equal(s.rows, STOCK, `${s.name}: rows == stock`);
+          assert.equal(s.verdict, 'ok');
+        } else {
+          assert.ok((s.rows ?? 0) >= STOCK, 'db-naive issues at least the stock');
+        }
+      }
+      assert.ok(report.ceiling !== null && (report.ceiling.requestsPerSecond ?? 0) > 0, 'the ceiling was measured');
+
+      const json = JSON.parse(readFileSync(files.json, 'utf8')) as BenchReport;
+      assert.equal(json.schema, 'couponrush-bench/1');
+      assert.equal(json.strategies.length, STRATEGIES.length);
+      const md = readFileSync(files.markdown, 'utf8');
+      assert.match(md, /\| strategy \| req\/s \| × ceiling \|/);
+      for (const s of STRATEGIES) assert.match(md, new RegExp(`\\| ${s} \\|`));
+      assert.ok(files.chart !== undefined && existsSync(files.chart), 'chart written');
+      assert.match(readFileSync(files.chart, 'utf8'), /^<svg[^>]*>/);
+      for (const f of ['latest.md', 'latest.json', 'latest.svg']) assert.ok(existsSync(join(out, f)), `${f} written`);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+});
