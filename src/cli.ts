@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { pino } from 'pino';
 import { benchCommand } from './bench/command.js';
+import { clusterRefusal, serveCluster } from './cluster.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { isValidUserId } from './coupons/domain.js';
 import { migrate } from './db/migrate.js';
@@ -35,8 +36,15 @@ program
   .command('serve')
   .description('run the HTTP API (embedded PostgreSQL unless DATABASE_URL is set)')
   .option('--migrate', 'apply pending migrations before serving (always done in embedded mode)')
-  .action(async (opts: { migrate?: boolean }) => {
-    const server = await startServer(config(), { migrate: opts.migrate === true });
+  .option('--workers <n>', 'API processes on this machine sharing the port (node:cluster; needs DATABASE_URL)', positiveInt, 1)
+  .action(async (opts: { migrate?: boolean; workers: number }) => {
+    const cfg = config();
+    if (opts.workers > 1) {
+      const refusal = clusterRefusal(cfg, opts.workers);
+      if (refusal !== undefined) program.error(`couponrush serve: ${refusal}`, { exitCode: 2 });
+      return serveCluster(cfg, opts.workers, { ...opts, migrate: opts.migrate === true });
+    }
+    const server = await startServer(cfg, { migrate: opts.migrate === true });
     await printBanner(server);
     closeOnSignals(server.close, server.app.log);
   });

@@ -6,6 +6,8 @@ import { buildApp } from './app.js';
 import type { Config } from './config.js';
 import { insertCoupon, listCurrentCoupons } from './coupons/repository.js';
 import { signUserToken } from './http/auth.js';
+import { startAdminListener, type AdminListener } from './http/admin-listener.js';
+import { reapIdleConnections } from './http/drain.js';
 import { createRuntime, type Runtime } from './runtime.js';
 
 export interface ServeOptions {
@@ -16,6 +18,8 @@ export interface RunningServer {
   app: FastifyInstance;
   runtime: Runtime;
   url: string;
+  /** Set when ADMIN_PORT moves /admin/* and /metrics to their own listener. */
+  adminUrl: string | undefined;
   close(): Promise<void>;
 }
 
@@ -31,16 +35,29 @@ export async function startServer(config: Config, options: ServeOptions = {}): P
     await runtime.close();
     throw err;
   }
+  let admin: AdminListener | undefined;
+  if (config.adminPort !== undefined) {
+    try {
+      admin = await startAdminListener(app, config.adminHost, config.adminPort);
+    } catch (err) {
+      await app.close();
+      await runtime.close();
+      throw err;
+    }
+  }
   if (config.authMode === 'header') {
     log.warn('AUTH_MODE=header: X-User-Id is trusted as the user id; run this only behind a gateway that authenticates users and strips the header from clients');
   }
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
-      await app.close();
+      // Both listeners stop accepting and drain their in-flight requests before anything closes.
+      const stopReaping = reapIdleConnections(app.server);
+      await Promise.all([admin?.close(), app.close()]);
+      stopReaping();
       await runtime.close();
     })());
-  return { app, runtime, url, close };
+  return { app, runtime, url, adminUrl: admin?.url, close };
 }
 
 /** In embedded mode, a first start gets one open demo campaign so the printed curl works as is. */
@@ -67,11 +84,13 @@ async function demoCouponId(runtime: Runtime): Promise<number | undefined> {
 export async function printBanner(server: RunningServer): Promise<void> {
   const { config } = server.runtime;
   const url = server.url.replace('[::1]', 'localhost');
+  const adminBase = server.adminUrl?.replace('[::1]', 'localhost') ?? url;
   const where = config.embedded ? `embedded PostgreSQL in ${config.dataDir}` : 'PostgreSQL at DATABASE_URL';
   const lines = [
     '',
     `couponrush is listening on ${url} (${where}, default strategy ${config.defaultStrategy})`,
     `  API docs     ${url}/docs   (OpenAPI: ${url}/openapi.json)`,
+    `  Metrics      ${adminBase}/metrics   (Prometheus)${server.adminUrl === undefined ? '' : `; /admin/* on ${adminBase} only`}`,
   ];
   if (config.generatedSecrets) lines.push(`  Admin token  ${config.adminToken}   (generated; kept in ${config.dataDir}/secrets.json)`);
   const couponId = await demoCouponId(server.runtime);
@@ -87,7 +106,7 @@ export async function printBanner(server: RunningServer): Promise<void> {
   lines.push(
     '',
     '  Create a campaign:',
-    `    curl -i -X POST ${url}/admin/coupons -H 'authorization: Bearer ${config.generatedSecrets ? config.adminToken : '$ADMIN_TOKEN'}' \\`,
+    `    curl -i -X POST ${adminBase}/admin/coupons -H 'authorization: Bearer ${config.generatedSecrets ? config.adminToken : '$ADMIN_TOKEN'}' \\`,
     `      -H 'content-type: application/json' \\`,
     `      -d '{"name":"Chicken","totalQuantity":10000,"issueStartsAt":"${new Date().toISOString()}","issueEndsAt":"${new Date(Date.now() + 3600_000).toISOString()}"}'`,
     '',

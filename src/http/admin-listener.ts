@@ -4,6 +4,7 @@
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { FastifyInstance, onRequestHookHandler } from 'fastify';
+import { reapIdleConnections } from './drain.js';
 import { HttpProblem } from './problem.js';
 import { MAX_HEADER_BYTES, MAX_HEADERS_COUNT, RECEIVE_TIMEOUT_MS } from './protection.js';
 
@@ -52,7 +53,11 @@ export async function startAdminListener(app: FastifyInstance, host: string, por
     url: `http://${shownHost}:${address.port}`,
     close: () =>
       new Promise<void>((resolve) => {
-        server.close(() => resolve());
+        const stopReaping = reapIdleConnections(server);
+        server.close(() => {
+          stopReaping();
+          resolve();
+        });
         server.closeIdleConnections();
       }),
   };
