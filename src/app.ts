@@ -9,6 +9,7 @@ import { registerProblemHandlers, sendProblem } from './http/problem.js';
 import { echoRequestId, issueRateLimits, loadShedding, MAX_HEADER_BYTES, MAX_HEADERS_COUNT, RECEIVE_TIMEOUT_MS, requestId } from './http/protection.js';
 import { instrumentRoutes, metricsRoute } from './metrics/http.js';
 import type { Runtime } from './runtime.js';
+import { deadLetterRoutes } from './worker/admin-routes.js';
 
 export const BODY_LIMIT_BYTES = 16 * 1024;
 const READY_TIMEOUT_MS = 2_000;
@@ -94,6 +95,9 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
     requireUser,
     requireAdmin: createAdminAuthenticator(config.adminToken),
   });
+  if (runtime.redis !== undefined) {
+    await app.register(deadLetterRoutes, { redis: runtime.redis, requireAdmin: createAdminAuthenticator(config.adminToken) });
+  }
 
   return app;
 }

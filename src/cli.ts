@@ -5,10 +5,13 @@ import { benchCommand } from './bench/command.js';
 import { clusterRefusal, serveCluster } from './cluster.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { isValidUserId } from './coupons/domain.js';
-import { migrate } from './db/migrate.js';
+import { migrate, pendingMigrations } from './db/migrate.js';
 import { signUserToken } from './http/auth.js';
+import { openRedis } from './redis/client.js';
+import { reconcile } from './redis/reconcile.js';
 import { openDb } from './runtime.js';
 import { closeOnSignals, printBanner, startServer } from './server.js';
+import { defaultConsumerName, startWorker } from './worker/worker.js';
 
 function config(): Config {
   try {
@@ -37,14 +40,15 @@ program
   .description('run the HTTP API (embedded PostgreSQL unless DATABASE_URL is set)')
   .option('--migrate', 'apply pending migrations before serving (always done in embedded mode)')
   .option('--workers <n>', 'API processes on this machine sharing the port (node:cluster; needs DATABASE_URL)', positiveInt, 1)
-  .action(async (opts: { migrate?: boolean; workers: number }) => {
+  .option('--with-worker', 'also run the stream worker in this process (needs REDIS_URL; the way to persist queued issuances on the embedded database)')
+  .action(async (opts: { migrate?: boolean; withWorker?: boolean; workers: number }) => {
     const cfg = config();
     if (opts.workers > 1) {
       const refusal = clusterRefusal(cfg, opts.workers);
       if (refusal !== undefined) program.error(`couponrush serve: ${refusal}`, { exitCode: 2 });
       return serveCluster(cfg, opts.workers, { ...opts, migrate: opts.migrate === true });
     }
-    const server = await startServer(cfg, { migrate: opts.migrate === true });
+    const server = await startServer(cfg, { migrate: opts.migrate === true, withWorker: opts.withWorker === true });
     await printBanner(server);
     closeOnSignals(server.close, server.app.log);
   });
@@ -59,6 +63,66 @@ program
       const { applied, current } = await migrate(db);
       process.stdout.write(applied.length === 0 ? `schema is up to date (version ${current})\n` : `applied ${applied.join(', ')}; schema version ${current}\n`);
     } finally {
+      await db.close();
+    }
+  });
+
+program
+  .command('worker')
+  .description('persist queued issuances from the Redis Streams into PostgreSQL (several may run at once; needs DATABASE_URL and REDIS_URL)')
+  .option('--consumer <name>', 'consumer name, stable across restarts so a restart finishes its own pending entries first', defaultConsumerName())
+  .action(async (opts: { consumer: string }) => {
+    const cfg = config();
+    if (cfg.redisUrl === undefined) return program.error('couponrush worker: REDIS_URL is not set');
+    if (cfg.embedded) {
+      program.error('couponrush worker: needs DATABASE_URL — the embedded database belongs to one process; use `couponrush serve --with-worker` instead');
+    }
+    if (!/^[A-Za-z0-9._:-]{1,64}$/.test(opts.consumer)) program.error('couponrush worker: --consumer must be 1-64 characters of [A-Za-z0-9._:-]');
+    const log = pino({ level: cfg.logLevel });
+    const db = await openDb(cfg);
+    const pending = await pendingMigrations(db);
+    if (pending.length > 0) {
+      await db.close();
+      program.error(`couponrush worker: database schema is behind (${pending.join(', ')} not applied): run \`couponrush migrate\``);
+    }
+    const redis = await openRedis(cfg.redisUrl, cfg.redisPrefix, log);
+    const worker = await startWorker({ db, redis, config: cfg.worker, log, consumer: opts.consumer });
+    closeOnSignals(async () => {
+      await worker.stop();
+      await redis.close();
+      await db.close();
+    }, log);
+  });
+
+program
+  .command('reconcile')
+  .description('report drift between the Redis admission state and the database (exit 1 on drift); --repair rebuilds Redis from the database')
+  .option('--repair', 'rebuild the drifted campaigns\' Redis state from the database and the queue (open campaigns only)')
+  .option('--coupon <id>', 'only this campaign', positiveInt)
+  .action(async (opts: { repair?: boolean; coupon?: number }) => {
+    const cfg = config();
+    if (cfg.redisUrl === undefined) return program.error('couponrush reconcile: REDIS_URL is not set');
+    const log = pino({ level: cfg.logLevel });
+    const db = await openDb(cfg);
+    const redis = await openRedis(cfg.redisUrl, cfg.redisPrefix, log).catch(async (err: unknown) => {
+      await db.close();
+      throw err;
+    });
+    try {
+      const reports = await reconcile(db, redis, { repair: opts.repair === true, couponId: opts.coupon });
+      const out: string[] = [];
+      for (const r of reports) {
+        const redisCount = r.redisIssued === undefined ? 'missing' : `${r.redisIssued}/${r.total}`;
+        out.push(
+          `coupon ${r.couponId} (${r.strategy}): ${r.status}${r.repaired ? ' (repaired)' : ''} — redis admitted ${redisCount}, db rows ${r.dbRows}, in stream ${r.queued}, dead letters ${r.dead}`,
+        );
+        for (const p of r.problems) out.push(`  - ${p}`);
+      }
+      if (reports.length === 0) out.push('no campaign with Redis admission state to check');
+      process.stdout.write(out.join('\n') + '\n');
+      if (reports.some((r) => r.status === 'DRIFT' && !r.repaired)) process.exitCode = 1;
+    } finally {
+      await redis.close();
       await db.close();
     }
   });

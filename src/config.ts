@@ -46,6 +46,21 @@ export interface Config {
   /** Set → /admin/* and /metrics answer only on this port (ADMIN_HOST), not on PORT. */
   readonly adminPort: number | undefined;
   readonly adminHost: string;
+  /** Set → Redis strategies are available and `redis-lua-async-cached` is the default. */
+  readonly redisUrl: string | undefined;
+  /** Prefix of every Redis key and channel (a test or a tenant gets its own). */
+  readonly redisPrefix: string;
+  readonly worker: WorkerConfig;
+}
+
+/** The stream worker (`couponrush worker`, `serve --with-worker`). */
+export interface WorkerConfig {
+  /** Entries read per XREADGROUP and written per transaction. */
+  readonly batchSize: number;
+  /** A pending entry idle this long belongs to a dead (or stuck) worker and is claimed. */
+  readonly claimIdleMs: number;
+  /** An entry that failed this many deliveries goes to the dead-letter stream. */
+  readonly maxDeliveries: number;
 }
 
 export class ConfigError extends Error {
@@ -123,7 +138,9 @@ function loadOrCreateSecrets(dataDir: string): EmbeddedSecrets {
   return secrets;
 }
 
-export function defaultStrategyFor(databaseUrl: string | undefined): StrategyName {
+export function defaultStrategyFor(databaseUrl: string | undefined, redisUrl?: string): StrategyName {
+  // With Redis, admission is one Lua round trip and the worker persists: the fastest exact path.
+  if (redisUrl !== undefined) return 'redis-lua-async-cached';
   // A real PostgreSQL may sit behind several API instances: pick the strategy that is exact with any number.
   if (databaseUrl !== undefined) return 'db-atomic';
   return 'local';
@@ -190,6 +207,12 @@ function protectionConfig(env: Env, port: number): Pick<
 
 export function loadConfig(env: Env = process.env): Config {
   const databaseUrl = urlVar(env, 'DATABASE_URL', ['postgres:', 'postgresql:']);
+  const redisUrl = urlVar(env, 'REDIS_URL', ['redis:', 'rediss:']);
+  const redisPrefix = nonEmpty(env, 'REDIS_PREFIX') ?? 'couponrush:';
+  // A brace would become the key's hash tag and break the per-coupon {cpn:N} slotting.
+  if (!/^[A-Za-z0-9._:-]{1,64}$/.test(redisPrefix)) {
+    throw new ConfigError('REDIS_PREFIX', 'must be 1-64 characters of [A-Za-z0-9._:-]');
+  }
   const embedded = databaseUrl === undefined;
   const dataDir = resolve(nonEmpty(env, 'DATA_DIR') ?? '.couponrush');
 
@@ -228,9 +251,16 @@ export function loadConfig(env: Env = process.env): Config {
     generatedSecrets,
     authMode,
     jwtSecret,
-    defaultStrategy: oneOf(env, 'DEFAULT_STRATEGY', STRATEGY_NAMES, defaultStrategyFor(databaseUrl)),
+    defaultStrategy: oneOf(env, 'DEFAULT_STRATEGY', STRATEGY_NAMES, defaultStrategyFor(databaseUrl, redisUrl)),
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
     dbPoolSize: intVar(env, 'DB_POOL_SIZE', 20, 1, 1000),
     ...protectionConfig(env, port),
+    redisUrl,
+    redisPrefix,
+    worker: Object.freeze({
+      batchSize: intVar(env, 'WORKER_BATCH_SIZE', 500, 1, 10_000),
+      claimIdleMs: intVar(env, 'WORKER_CLAIM_IDLE_MS', 30_000, 100, 3_600_000),
+      maxDeliveries: intVar(env, 'WORKER_MAX_DELIVERIES', 5, 1, 1000),
+    }),
   });
 }

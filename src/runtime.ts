@@ -8,6 +8,8 @@ import { StrategySet } from './coupons/strategies/index.js';
 import { createPgliteDb, createPostgresDb, type Db } from './db/index.js';
 import { migrate, pendingMigrations } from './db/migrate.js';
 import { Metrics } from './metrics/index.js';
+import { openRedis, type RedisHandle } from './redis/client.js';
+import { startWorker, type IssueWorker } from './worker/worker.js';
 
 export interface Runtime {
   readonly config: Config;
@@ -16,6 +18,10 @@ export interface Runtime {
   readonly service: CouponService;
   /** This process's Prometheus series (GET /metrics). */
   readonly metrics: Metrics;
+  /** Open when REDIS_URL is set. */
+  readonly redis: RedisHandle | undefined;
+  /** The in-process stream worker (`serve --with-worker`). */
+  readonly worker: IssueWorker | undefined;
   close(): Promise<void>;
 }
 
@@ -24,6 +30,8 @@ export interface RuntimeOptions {
   migrate?: boolean;
   /** Use this database instead of opening one from the config (tests). */
   db?: Db;
+  /** Run the stream worker in this process (needs REDIS_URL). */
+  withWorker?: boolean;
 }
 
 export function openDb(config: Config): Promise<Db> {
@@ -48,17 +56,34 @@ export async function createRuntime(config: Config, log: FastifyBaseLogger, opti
     if (options.db === undefined) await db.close();
     throw err;
   }
-  const strategies = new StrategySet({ db, log }, { redis: false });
+  let redis: RedisHandle | undefined;
+  let worker: IssueWorker | undefined;
+  try {
+    if (options.withWorker === true && config.redisUrl === undefined) throw new Error('--with-worker needs REDIS_URL');
+    if (config.redisUrl !== undefined) redis = await openRedis(config.redisUrl, config.redisPrefix, log);
+    if (options.withWorker === true && redis !== undefined) worker = await startWorker({ db, redis, config: config.worker, log });
+  } catch (err) {
+    await redis?.close();
+    if (options.db === undefined) await db.close();
+    throw err;
+  }
+  const strategies = new StrategySet({ db, log, redis }, { redis: redis !== undefined });
   const metrics = new Metrics({ db, processMetrics: true });
   const service = new CouponService(db, strategies, config.defaultStrategy, metrics);
+  // Another instance rebuilt or repaired a campaign: drop what this one cached about it.
+  redis?.onInvalidate((couponId) => service.forget(couponId));
   return {
     config,
     db,
     strategies,
     service,
     metrics,
+    redis,
+    worker,
     async close() {
+      await worker?.stop();
       await strategies.close();
+      await redis?.close();
       if (options.db === undefined) await db.close();
     },
   };

@@ -12,6 +12,8 @@ import { createRuntime, type Runtime } from './runtime.js';
 
 export interface ServeOptions {
   migrate?: boolean;
+  /** Run the stream worker in this process (embedded/dev use; needs REDIS_URL). */
+  withWorker?: boolean;
 }
 
 export interface RunningServer {
@@ -25,7 +27,10 @@ export interface RunningServer {
 
 export async function startServer(config: Config, options: ServeOptions = {}): Promise<RunningServer> {
   const log = pino({ level: config.logLevel });
-  const runtime = await createRuntime(config, log, { migrate: options.migrate === true });
+  const runtime = await createRuntime(config, log, { migrate: options.migrate === true, withWorker: options.withWorker === true });
+  if (config.redisUrl !== undefined && config.embedded && options.withWorker !== true) {
+    log.warn('REDIS_URL with the embedded database: queued issuances are persisted only by `couponrush serve --with-worker` (a separate worker process cannot open PGlite)');
+  }
   const app = await buildApp(runtime, { logger: log });
   let url: string;
   try {

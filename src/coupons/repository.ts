@@ -119,3 +119,39 @@ export async function loadIssuedUsers(db: Queryable, couponId: number): Promise<
   );
   return rows.map((r) => r.user_id);
 }
+
+export interface NewIssue {
+  readonly couponId: number;
+  readonly userId: string;
+  readonly issuedAt: Date;
+}
+
+// One statement, so one implicit transaction: the rows and the issued counts commit together,
+// and each coupon's counter grows by exactly the rows inserted (duplicates are skipped, and an
+// over-issue fails the coupons_not_over_issued CHECK for the whole statement).
+const INSERT_ISSUES_SQL = `
+  WITH ins AS (
+    INSERT INTO coupon_issues (coupon_id, user_id, issued_at)
+    SELECT * FROM unnest($1::int[], $2::text[], $3::timestamptz[])
+    ON CONFLICT ON CONSTRAINT coupon_issues_one_per_user DO NOTHING
+    RETURNING coupon_id, user_id
+  ), bumped AS (
+    UPDATE coupons c SET issued_quantity = c.issued_quantity + n.rows
+      FROM (SELECT coupon_id, count(*)::int AS rows FROM ins GROUP BY coupon_id) n
+     WHERE c.id = n.coupon_id
+  )
+  SELECT coupon_id, user_id FROM ins`;
+
+/**
+ * Inserts many issuances (any coupons) unless the user already has one, bumping each coupon's
+ * issued count by the rows actually inserted. Returns the rows inserted. Group commit (local)
+ * and the stream worker both write through this.
+ */
+export async function insertIssues(db: Queryable, issues: readonly NewIssue[]): Promise<Array<{ coupon_id: number; user_id: string }>> {
+  const { rows } = await db.query<Pick<CouponIssuesTable, 'coupon_id' | 'user_id'>>(INSERT_ISSUES_SQL, [
+    issues.map((i) => i.couponId),
+    issues.map((i) => i.userId),
+    issues.map((i) => i.issuedAt.toISOString()),
+  ]);
+  return rows;
+}

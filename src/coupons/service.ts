@@ -62,20 +62,21 @@ export class CouponService {
     return listCurrentCoupons(this.db, now);
   }
 
-  async issue(couponId: number, userId: string): Promise<IssueOutcome> {
+  /** `requestId` (optional) is carried into queued issuances for tracing. */
+  async issue(couponId: number, userId: string, requestId?: string): Promise<IssueOutcome> {
     const coupon = this.coupons.get(couponId) ?? (await this.resolve(couponId));
-    const outcome = coupon === undefined ? COUPON_NOT_FOUND : await this.decide(coupon, userId);
+    const outcome = coupon === undefined ? COUPON_NOT_FOUND : await this.decide(coupon, userId, requestId);
     this.observer?.issueDecided(coupon, outcome);
     return outcome;
   }
 
-  private async decide(coupon: Coupon, userId: string): Promise<IssueOutcome> {
+  private async decide(coupon: Coupon, userId: string, requestId: string | undefined): Promise<IssueOutcome> {
     const nowMs = Date.now();
     const closed = windowOutcome(coupon, nowMs);
     if (closed !== undefined) return closed;
     const strategy = this.strategyFor(coupon);
     if (strategy === undefined) return unavailable(`strategy ${coupon.strategy} is not available on this instance`);
-    return strategy.issue(coupon, userId, new Date(nowMs));
+    return strategy.issue(coupon, userId, new Date(nowMs), requestId);
   }
 
   async status(couponId: number, userId: string): Promise<IssueStatus> {
@@ -84,6 +85,12 @@ export class CouponService {
     if ((await findIssue(this.db, couponId, userId)) !== undefined) return 'ISSUED';
     const pending = await this.strategyFor(coupon)?.isPending?.(coupon, userId);
     return pending === true ? 'PENDING' : 'NOT_ISSUED';
+  }
+
+  /** Drops cached metadata of one coupon (or all): it is re-read on next use. Told over Redis pub/sub. */
+  forget(couponId: number | undefined): void {
+    if (couponId === undefined) this.coupons.clear();
+    else this.coupons.delete(couponId);
   }
 
   userCoupons(userId: string): Promise<UserCoupon[]> {

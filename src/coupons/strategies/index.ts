@@ -5,6 +5,10 @@ import { dbOptimistic } from './db-optimistic.js';
 import { dbPessimistic } from './db-pessimistic.js';
 import { local } from './local.js';
 import { processMutex } from './process-mutex.js';
+import { redisLock } from './redis-lock.js';
+import { redisLuaAsyncCached } from './redis-lua-async-cached.js';
+import { redisLuaAsync } from './redis-lua-async.js';
+import { redisLuaSync } from './redis-lua-sync.js';
 import type { IssueStrategy, StrategyContext, StrategyModule } from './types.js';
 
 export const strategyModules = {
@@ -13,6 +17,10 @@ export const strategyModules = {
   'db-pessimistic': dbPessimistic,
   'db-optimistic': dbOptimistic,
   'db-atomic': dbAtomic,
+  'redis-lock': redisLock,
+  'redis-lua-sync': redisLuaSync,
+  'redis-lua-async': redisLuaAsync,
+  'redis-lua-async-cached': redisLuaAsyncCached,
   local: local,
 } as const satisfies Record<string, StrategyModule>;
 

@@ -5,6 +5,7 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { Db } from '../../db/index.js';
 import { ALREADY_ISSUED, ISSUED, SOLD_OUT, unavailable, type Coupon, type IssueOutcome } from '../domain.js';
+import { insertIssues } from '../repository.js';
 import type { IssueStrategy, StrategyModule } from './types.js';
 
 /** How long an idle gate waits to gather a batch; under load batches form while a write is in flight. */
@@ -22,20 +23,6 @@ interface Admitted {
   readonly issuedAt: Date;
   readonly settle: (outcome: IssueOutcome) => void;
 }
-
-// One statement, so one implicit transaction: the rows and the issued count commit together.
-const WRITE_BATCH_SQL = `
-  WITH ins AS (
-    INSERT INTO coupon_issues (coupon_id, user_id, issued_at)
-    SELECT * FROM unnest($1::int[], $2::text[], $3::timestamptz[])
-    ON CONFLICT ON CONSTRAINT coupon_issues_one_per_user DO NOTHING
-    RETURNING coupon_id, user_id
-  ), bumped AS (
-    UPDATE coupons c SET issued_quantity = c.issued_quantity + n.rows
-      FROM (SELECT coupon_id, count(*)::int AS rows FROM ins GROUP BY coupon_id) n
-     WHERE c.id = n.coupon_id
-  )
-  SELECT coupon_id, user_id FROM ins`;
 
 class LocalGate implements IssueStrategy {
   private readonly states = new Map<number, GateState>();
@@ -117,11 +104,7 @@ class LocalGate implements IssueStrategy {
   private async writeBatch(batch: Admitted[]): Promise<void> {
     let inserted: Set<string>;
     try {
-      const { rows } = await this.db.query<{ coupon_id: number; user_id: string }>(WRITE_BATCH_SQL, [
-        batch.map((a) => a.couponId),
-        batch.map((a) => a.userId),
-        batch.map((a) => a.issuedAt.toISOString()),
-      ]);
+      const rows = await insertIssues(this.db, batch);
       inserted = new Set(rows.map((r) => `${r.coupon_id}\u0000${r.user_id}`));
     } catch (err) {
       // Nothing of the batch is known to be written: answer 503 and rebuild the gates of the

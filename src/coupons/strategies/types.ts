@@ -2,19 +2,23 @@
 // and checked its window at `now`; a strategy decides duplicate and stock, and records the issue.
 import type { FastifyBaseLogger } from 'fastify';
 import type { Db } from '../../db/index.js';
+import type { RedisHandle } from '../../redis/client.js';
 import type { Coupon, IssueOutcome } from '../domain.js';
 
 export interface StrategyContext {
   readonly db: Db;
   readonly log: FastifyBaseLogger;
+  /** Present when REDIS_URL is set; strategies that `require` redis get it. */
+  readonly redis?: RedisHandle | undefined;
 }
 
 export interface IssueStrategy {
   /**
    * Decide and record one issue attempt. Precedence of refusals: duplicate before sold out
    * (a user who holds the coupon hears ALREADY_ISSUED even after the stock is gone).
+   * `requestId` travels with queued issuances (async strategies) for tracing.
    */
-  issue(coupon: Coupon, userId: string, now: Date): Promise<IssueOutcome>;
+  issue(coupon: Coupon, userId: string, now: Date, requestId?: string): Promise<IssueOutcome>;
   /** Set up per-campaign state right after the campaign is created (e.g. Redis keys). */
   prepare?(coupon: Coupon): Promise<void>;
   /** True when the user was admitted but the row is not in the database yet (async strategies). */

@@ -1,0 +1,59 @@
+// redis-lua-sync: admit.lua decides the window, the duplicate and the stock atomically in Redis;
+// then the API inserts the row itself and answers 201. When the database refuses or fails the
+// insert, release.lua undoes the admission so Redis and the database agree again. The database's
+// own constraints (conditional counter update, CHECK, UNIQUE) still stand behind Redis.
+import { SOLD_OUT, unavailable, type IssueOutcome } from '../domain.js';
+import { CampaignStates } from '../../redis/campaign-state.js';
+import { ADMITTED, MISSING } from '../../redis/scripts.js';
+import { CampaignRefs, insertAndCount, redisOf } from './redis-shared.js';
+import type { StrategyModule } from './types.js';
+
+const NOT_REBUILT = unavailable('campaign state is missing in Redis and could not be rebuilt');
+
+export const redisLuaSync: StrategyModule = {
+  summary: 'atomic Lua admission in Redis, then a synchronous insert (201); a failed insert is rolled back in Redis by a second script',
+  requires: ['redis'],
+  create: (ctx) => {
+    const redis = redisOf(ctx);
+    const { db, log } = ctx;
+    const refs = new CampaignRefs(redis);
+    const states = new CampaignStates(redis, db, log, false);
+
+    const release = async (couponId: number, userId: string, soldOut: boolean) => {
+      try {
+        await redis.scripts.release(refs.get(couponId).keys, userId, soldOut);
+      } catch (err) {
+        // Redis keeps a user the database does not have: `couponrush reconcile` reports it.
+        log.error({ err, couponId, userId }, 'redis-lua-sync: releasing the admission failed');
+      }
+    };
+
+    return {
+      prepare: (coupon) => states.prepare(coupon),
+
+      async issue(coupon, userId, now) {
+        const { keys } = refs.get(coupon.id);
+        let admitted = await redis.scripts.admit(keys, userId, now.getTime());
+        if (admitted === MISSING) {
+          await states.rebuild(coupon);
+          admitted = await redis.scripts.admit(keys, userId, now.getTime());
+          if (admitted === MISSING) return NOT_REBUILT;
+        }
+        if (admitted !== ADMITTED) return admitted;
+
+        let outcome: IssueOutcome;
+        try {
+          // A row Redis did not know about (it lost data) answers ALREADY_ISSUED: the admission
+          // now matches that row, so it is kept.
+          outcome = await insertAndCount(db, coupon.id, userId, now);
+        } catch (err) {
+          await release(coupon.id, userId, false);
+          throw err;
+        }
+        // The database is full although Redis was not: pin Redis to sold out as well.
+        if (outcome === SOLD_OUT) await release(coupon.id, userId, true);
+        return outcome;
+      },
+    };
+  },
+};

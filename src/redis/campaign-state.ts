@@ -1,0 +1,125 @@
+// A campaign's admission state in Redis (state hash + admitted-users set, and for queued
+// campaigns the stream, its consumer group and the workers' registry entry): created when the
+// campaign is created, and rebuilt from the database when Redis has lost it.
+//
+// The rebuild never re-admits anyone and never exceeds the stock: the admitted users are the
+// database's rows ∪ entries still in the stream ∪ dead letters. Redis is read first, in one
+// MULTI (an entry leaves the stream only after its row committed, or atomically into the dead
+// letters), then the database, so an entry moving on in between is seen on one side or the
+// other. While the state is missing every admission answers MISSING, so nothing new can be
+// admitted between the reads and the atomic restore (which only creates state that is absent).
+import { randomBytes } from 'node:crypto';
+import type { FastifyBaseLogger } from 'fastify';
+import type { Db } from '../db/index.js';
+import type { Coupon } from '../coupons/domain.js';
+import { loadIssuedUsers } from '../coupons/repository.js';
+import type { RedisHandle } from './client.js';
+import { WORKER_GROUP } from './keys.js';
+import type { CampaignWindow } from './scripts.js';
+import { isReplyError, parseEntries } from './streams.js';
+
+/** Redis keeps a campaign's state this long after its window closes (status lookups, reconcile). */
+export const STATE_RETENTION_MS = 24 * 3600 * 1000;
+const LOAD_CHUNK = 5_000;
+const LOAD_KEY_TTL_MS = 60_000;
+
+export function campaignWindow(coupon: Coupon): CampaignWindow {
+  const endsAtMs = coupon.issueEndsAt.getTime();
+  return { totalQuantity: coupon.totalQuantity, startsAtMs: coupon.issueStartsAt.getTime(), endsAtMs, expireAtMs: endsAtMs + STATE_RETENTION_MS };
+}
+
+/** Creates the stream's consumer group (from the beginning) unless it exists. */
+export async function ensureGroup(redis: RedisHandle, couponId: number): Promise<void> {
+  try {
+    await redis.client.xgroup('CREATE', redis.keys.campaign(couponId).stream, WORKER_GROUP, '0', 'MKSTREAM');
+  } catch (err) {
+    if (!isReplyError(err, 'BUSYGROUP')) throw err;
+  }
+}
+
+/** Makes a queued campaign's stream known to the workers. */
+export async function registerStream(redis: RedisHandle, couponId: number): Promise<void> {
+  await ensureGroup(redis, couponId);
+  await redis.client.sadd(redis.keys.registry, String(couponId));
+}
+
+export interface AdmittedUsers {
+  /** Users with a row. */
+  readonly issued: readonly string[];
+  /** Users with an entry in the stream (acknowledged or not). */
+  readonly queued: readonly string[];
+  /** Users with a dead letter (admitted, not persisted: they hold stock until replayed). */
+  readonly dead: readonly string[];
+}
+
+/** Everyone Redis must consider admitted for this campaign (see the module header for the order). */
+export async function loadAdmittedUsers(redis: RedisHandle, db: Db, couponId: number): Promise<AdmittedUsers> {
+  const keys = redis.keys.campaign(couponId);
+  const replies = await redis.client.multi().xrange(keys.stream, '-', '+').xrange(keys.dead, '-', '+').exec();
+  if (replies === null) throw new Error('redis: MULTI was aborted');
+  const users = (i: number): string[] => {
+    const [err, reply] = replies[i] ?? [new Error('missing MULTI reply'), null];
+    if (err !== null) throw err;
+    const out: string[] = [];
+    for (const e of parseEntries(reply)) {
+      const u = e.fields.get('u');
+      if (u !== undefined && u !== '') out.push(u);
+    }
+    return out;
+  };
+  const queued = users(0);
+  const dead = users(1);
+  const issued = await loadIssuedUsers(db, couponId);
+  return { issued, queued, dead };
+}
+
+/**
+ * Creates the campaign's state from the database and the queue unless it exists. Returns the
+ * issued count it created, or undefined when another process restored it first.
+ */
+export async function restoreCampaign(redis: RedisHandle, db: Db, coupon: Coupon, queued: boolean): Promise<number | undefined> {
+  if (queued) await registerStream(redis, coupon.id);
+  const keys = redis.keys.campaign(coupon.id);
+  const admitted = await loadAdmittedUsers(redis, db, coupon.id);
+  const all = [...new Set([...admitted.issued, ...admitted.queued, ...admitted.dead])];
+  const loadKey = redis.keys.usersLoad(coupon.id, randomBytes(6).toString('hex'));
+  for (let i = 0; i < all.length; i += LOAD_CHUNK) {
+    await redis.client.multi().sadd(loadKey, ...all.slice(i, i + LOAD_CHUNK)).pexpire(loadKey, LOAD_KEY_TTL_MS).exec();
+  }
+  const created = await redis.scripts.restore(keys, loadKey, campaignWindow(coupon));
+  // A rebuilt count may differ from what instances cached (a local sold-out flag): drop it.
+  if (created !== undefined) await redis.invalidate(coupon.id);
+  return created;
+}
+
+/** Rebuilds on demand, once per coupon at a time per process (a stampede sees MISSING together). */
+export class CampaignStates {
+  private readonly inFlight = new Map<number, Promise<unknown>>();
+
+  constructor(
+    private readonly redis: RedisHandle,
+    private readonly db: Db,
+    private readonly log: FastifyBaseLogger,
+    /** Queued campaigns (redis-lua-async*) also get their stream registered for the workers. */
+    private readonly queued: boolean,
+  ) {}
+
+  /** At campaign creation: empty state (the database has no rows yet). */
+  async prepare(coupon: Coupon): Promise<void> {
+    await restoreCampaign(this.redis, this.db, coupon, this.queued);
+  }
+
+  /** The state is missing: rebuild it (or wait for this process's rebuild in flight). */
+  rebuild(coupon: Coupon): Promise<unknown> {
+    let p = this.inFlight.get(coupon.id);
+    if (p === undefined) {
+      p = restoreCampaign(this.redis, this.db, coupon, this.queued)
+        .then((created) => {
+          if (created !== undefined) this.log.warn({ couponId: coupon.id, issued: created }, 'redis: campaign state was missing; rebuilt from the database');
+        })
+        .finally(() => this.inFlight.delete(coupon.id));
+      this.inFlight.set(coupon.id, p);
+    }
+    return p;
+  }
+}

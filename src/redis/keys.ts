@@ -1,0 +1,55 @@
+// Redis key names, in one place. Every per-campaign key carries the coupon's hash tag {cpn:N},
+// so all keys one Lua script touches live in one Redis Cluster slot; the prefix keeps tests and
+// tenants apart (it never contains braces: config validates that).
+
+/** The consumer group every worker joins. */
+export const WORKER_GROUP = 'couponrush-workers';
+
+export interface CampaignKeys {
+  /** Hash: total, starts, ends, issued, expireat. */
+  readonly state: string;
+  /** Set of admitted user ids. */
+  readonly users: string;
+  /** Issuance stream (admitted, to be persisted by the worker). */
+  readonly stream: string;
+  /** Dead-letter stream. */
+  readonly dead: string;
+  /** redis-lock's lock. */
+  readonly lock: string;
+}
+
+export class RedisKeys {
+  constructor(readonly prefix: string) {}
+
+  campaign(couponId: number): CampaignKeys {
+    const tag = `${this.prefix}{cpn:${couponId}}`;
+    return {
+      state: `${tag}:state`,
+      users: `${tag}:users`,
+      stream: `${tag}:stream`,
+      dead: `${tag}:dead`,
+      lock: `${tag}:lock`,
+    };
+  }
+
+  /** A temporary set filled before `restore` renames it into place (same slot as the campaign). */
+  usersLoad(couponId: number, nonce: string): string {
+    return `${this.prefix}{cpn:${couponId}}:users:load:${nonce}`;
+  }
+
+  /** Set of coupon ids whose streams the workers read. Never touched by a script. */
+  get registry(): string {
+    return `${this.prefix}streams`;
+  }
+
+  /** Pub/sub channel: a coupon id published here drops every instance's local caches for it. */
+  get invalidations(): string {
+    return `${this.prefix}invalidate`;
+  }
+
+  /** Coupon id of a stream key, or undefined for a key that is not one. */
+  couponOfStream(streamKey: string): number | undefined {
+    const m = /\{cpn:(\d+)\}:stream$/.exec(streamKey);
+    return m?.[1] === undefined || !streamKey.startsWith(this.prefix) ? undefined : Number(m[1]);
+  }
+}

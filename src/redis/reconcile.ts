@@ -1,0 +1,138 @@
+// `couponrush reconcile`: compares each Redis-admitted campaign's state with the database and
+// the queue, reports drift, and with `repair` rebuilds the state from the database.
+//
+// Admitted users must equal rows ∪ queued entries ∪ dead letters, and the state's issued count
+// must equal their number; total and window must match the campaign row. Repair deletes the
+// state and restores it exactly like the hot path's rebuild (see campaign-state.ts), then
+// publishes an invalidation so every instance drops its local caches. Run it after Redis lost
+// writes (a crash with appendfsync everysec, a failover) and before reopening traffic: a
+// redis-lua-sync insert still in flight at that moment looks like drift and is dropped from
+// Redis (the database's constraints keep the result exact anyway).
+import type { Db } from '../db/index.js';
+import type { Coupon } from '../coupons/domain.js';
+import { findCoupon } from '../coupons/repository.js';
+import type { RedisHandle } from './client.js';
+import { STATE_RETENTION_MS, campaignWindow, ensureGroup, loadAdmittedUsers, restoreCampaign } from './campaign-state.js';
+
+/** Strategies whose admission state lives in Redis (redis-lock keeps none). */
+export const REDIS_STATE_STRATEGIES = ['redis-lua-sync', 'redis-lua-async', 'redis-lua-async-cached'] as const;
+const QUEUED = new Set<string>(['redis-lua-async', 'redis-lua-async-cached']);
+const SAMPLE = 5;
+
+export interface CampaignReport {
+  readonly couponId: number;
+  readonly strategy: string;
+  readonly status: 'OK' | 'DRIFT';
+  readonly problems: readonly string[];
+  readonly redisIssued: number | undefined;
+  readonly total: number;
+  readonly dbRows: number;
+  readonly dbCounter: number;
+  readonly queued: number;
+  readonly dead: number;
+  readonly repaired: boolean;
+}
+
+export interface ReconcileOptions {
+  readonly repair: boolean;
+  /** Only this campaign; default: every Redis campaign whose window ended less than the retention ago. */
+  readonly couponId?: number | undefined;
+}
+
+async function campaigns(db: Db, couponId: number | undefined): Promise<Coupon[]> {
+  if (couponId !== undefined) {
+    const c = await findCoupon(db, couponId);
+    return c === undefined ? [] : [c];
+  }
+  const { rows } = await db.query<{ id: number }>(
+    `SELECT id FROM coupons WHERE strategy = ANY($1::text[]) AND issue_ends_at > $2 ORDER BY id`,
+    [REDIS_STATE_STRATEGIES, new Date(Date.now() - STATE_RETENTION_MS)],
+  );
+  const out: Coupon[] = [];
+  for (const r of rows) {
+    const c = await findCoupon(db, r.id);
+    if (c !== undefined) out.push(c);
+  }
+  return out;
+}
+
+function sample(values: readonly string[]): string {
+  return values.slice(0, SAMPLE).join(', ') + (values.length > SAMPLE ? ', …' : '');
+}
+
+export async function reconcile(db: Db, redis: RedisHandle, options: ReconcileOptions): Promise<CampaignReport[]> {
+  const reports: CampaignReport[] = [];
+  for (const coupon of await campaigns(db, options.couponId)) {
+    reports.push(await reconcileOne(db, redis, coupon, options.repair));
+  }
+  return reports;
+}
+
+async function reconcileOne(db: Db, redis: RedisHandle, coupon: Coupon, repair: boolean): Promise<CampaignReport> {
+  const keys = redis.keys.campaign(coupon.id);
+  const queued = QUEUED.has(coupon.strategy);
+  const problems: string[] = [];
+
+  const state = await redis.client.hgetall(keys.state);
+  const redisUsers = new Set(await redis.client.smembers(keys.users));
+  const admitted = await loadAdmittedUsers(redis, db, coupon.id);
+  const counter = await db.query<{ issued_quantity: number }>('SELECT issued_quantity FROM coupons WHERE id = $1', [coupon.id]);
+  const dbCounter = counter.rows[0]?.issued_quantity ?? 0;
+  const expected = new Set([...admitted.issued, ...admitted.queued, ...admitted.dead]);
+
+  const present = state.total !== undefined;
+  const redisIssued = present ? Number(state.issued) : undefined;
+  const w = campaignWindow(coupon);
+  const open = coupon.issueEndsAt.getTime() > Date.now();
+  if (!present) {
+    // After the window nothing admits any more, so a missing state matters only while open.
+    if (open) problems.push('admission state is missing in Redis (the next request would rebuild it)');
+  } else {
+    if (Number(state.total) !== w.totalQuantity || Number(state.starts) !== w.startsAtMs || Number(state.ends) !== w.endsAtMs) {
+      problems.push(`total/window in Redis (${state.total}, ${state.starts}..${state.ends}) differ from the database (${w.totalQuantity}, ${w.startsAtMs}..${w.endsAtMs})`);
+    }
+    if (redisIssued !== expected.size) {
+      problems.push(`Redis counts ${redisIssued} admitted, the database and the queue account for ${expected.size}`);
+    }
+    const unknown = [...expected].filter((u) => !redisUsers.has(u));
+    if (unknown.length > 0) {
+      problems.push(`${unknown.length} user(s) with a row, a queued entry or a dead letter are unknown to Redis and could be admitted again (the database's UNIQUE would refuse a second row): ${sample(unknown)}`);
+    }
+    const orphans = [...redisUsers].filter((u) => !expected.has(u));
+    if (orphans.length > 0) {
+      problems.push(`${orphans.length} user(s) admitted in Redis have no row, no queued entry and no dead letter (a lost admission, or a redis-lua-sync insert in flight): ${sample(orphans)}`);
+    }
+  }
+  if (dbCounter !== admitted.issued.length) {
+    problems.push(`database counter issued_quantity=${dbCounter} but ${admitted.issued.length} rows (not repaired here: investigate)`);
+  }
+  if (queued && (await redis.client.sismember(redis.keys.registry, String(coupon.id))) === 0) {
+    problems.push('the stream is not registered for the workers');
+  }
+
+  let repaired = false;
+  const redisProblems = problems.filter((p) => !p.startsWith('database counter'));
+  if (repair && redisProblems.length > 0 && open) {
+    // Delete, then restore from a snapshot taken after the delete: admissions in between see
+    // MISSING and rebuild the same way; restore only ever creates absent state.
+    await redis.client.del(keys.state, keys.users);
+    await restoreCampaign(redis, db, coupon, queued);
+    if (queued) await ensureGroup(redis, coupon.id);
+    await redis.invalidate(coupon.id);
+    repaired = true;
+  }
+
+  return {
+    couponId: coupon.id,
+    strategy: coupon.strategy,
+    status: problems.length === 0 ? 'OK' : 'DRIFT',
+    problems,
+    redisIssued,
+    total: coupon.totalQuantity,
+    dbRows: admitted.issued.length,
+    dbCounter,
+    queued: admitted.queued.length,
+    dead: admitted.dead.length,
+    repaired,
+  };
+}

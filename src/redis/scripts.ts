@@ -1,0 +1,163 @@
+// The one typed wrapper around the Lua scripts in lua/: each script is loaded from its file once,
+// registered with ioredis (`defineCommand`: EVALSHA, with a NOSCRIPT fallback to EVAL), and its
+// return codes are mapped to domain outcomes here and nowhere else. Key order follows each
+// script's header.
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { Redis } from 'ioredis';
+import {
+  ACCEPTED,
+  ALREADY_ISSUED,
+  SOLD_OUT,
+  WINDOW_CLOSED,
+  WINDOW_NOT_OPEN,
+  type IssueOutcome,
+} from '../coupons/domain.js';
+import type { CampaignKeys } from './keys.js';
+
+export const LUA_DIR = fileURLToPath(new URL('../../lua/', import.meta.url));
+
+/** Script name → [file, number of keys]. The command names are ours, prefixed to avoid clashes. */
+const SCRIPTS = {
+  crAdmit: ['admit.lua', 2],
+  crAdmitEnqueue: ['admit-enqueue.lua', 3],
+  crRelease: ['release.lua', 2],
+  crRestore: ['restore.lua', 3],
+  crUnlock: ['unlock.lua', 1],
+  crExtend: ['extend.lua', 1],
+  crDeadLetter: ['dead-letter.lua', 2],
+  crReplay: ['replay.lua', 2],
+} as const;
+
+type ScriptName = keyof typeof SCRIPTS;
+type ScriptCall = (...args: (string | number)[]) => Promise<unknown>;
+
+/** The Lua sources, read once per process. */
+const sources = new Map<ScriptName, string>();
+function source(name: ScriptName): string {
+  let lua = sources.get(name);
+  if (lua === undefined) {
+    lua = readFileSync(new URL(SCRIPTS[name][0], `file://${LUA_DIR}`), 'utf8');
+    sources.set(name, lua);
+  }
+  return lua;
+}
+
+/** The campaign's admission state is missing in Redis: rebuild it from the database and retry. */
+export const MISSING = 'MISSING';
+/** admit.lua said yes: the caller must now insert the row (or release the admission). */
+export const ADMITTED = 'ADMITTED';
+
+export type Refusal = typeof ALREADY_ISSUED | typeof SOLD_OUT | typeof WINDOW_NOT_OPEN | typeof WINDOW_CLOSED;
+export type AdmitResult = typeof ADMITTED | typeof MISSING | Refusal;
+export type AdmitEnqueueResult = typeof ACCEPTED | typeof MISSING | Refusal;
+
+function refusal(code: number): Refusal {
+  switch (code) {
+    case -1:
+      return ALREADY_ISSUED;
+    case -2:
+      return SOLD_OUT;
+    case -3:
+      return WINDOW_NOT_OPEN;
+    case -4:
+      return WINDOW_CLOSED;
+    default:
+      throw new Error(`unexpected admission script return code ${code}`);
+  }
+}
+
+function integer(reply: unknown, script: string): number {
+  if (typeof reply !== 'number') throw new Error(`${script}: expected an integer reply, got ${typeof reply}`);
+  return reply;
+}
+
+/** A stream id reply, or undefined for the script's 0 ("nothing done"). */
+function streamIdOrNone(reply: unknown, script: string): string | undefined {
+  if (reply === 0) return undefined;
+  if (typeof reply !== 'string') throw new Error(`${script}: expected a stream id or 0, got ${typeof reply}`);
+  return reply;
+}
+
+export interface CampaignWindow {
+  readonly totalQuantity: number;
+  readonly startsAtMs: number;
+  readonly endsAtMs: number;
+  /** When the state expires (retention after the window). */
+  readonly expireAtMs: number;
+}
+
+/** Scripts bound to one connection. Create once per connection; calls are cheap. */
+export class Scripts {
+  private readonly fns: Record<ScriptName, ScriptCall>;
+
+  constructor(readonly client: Redis) {
+    const fns: Partial<Record<ScriptName, ScriptCall>> = {};
+    for (const name of Object.keys(SCRIPTS) as ScriptName[]) {
+      client.defineCommand(name, { lua: source(name), numberOfKeys: SCRIPTS[name][1] });
+      // defineCommand adds a method ioredis's types cannot know about: the one cast, here.
+      const method = (client as unknown as Record<string, ScriptCall>)[name];
+      if (method === undefined) throw new Error(`ioredis did not define ${name}`);
+      fns[name] = method.bind(client);
+    }
+    this.fns = fns as Record<ScriptName, ScriptCall>;
+  }
+
+  /** admit.lua (redis-lua-sync): window → duplicate → stock; records the user on success. */
+  async admit(keys: CampaignKeys, userId: string, nowMs: number): Promise<AdmitResult> {
+    const code = integer(await this.fns.crAdmit(keys.state, keys.users, userId, nowMs), 'admit');
+    return code === 1 ? ADMITTED : code === 0 ? MISSING : refusal(code);
+  }
+
+  /** admit-enqueue.lua (redis-lua-async*): as admit, and appends the entry to the stream. */
+  async admitEnqueue(keys: CampaignKeys, userId: string, nowMs: number, couponId: string, requestId: string): Promise<AdmitEnqueueResult> {
+    const code = integer(await this.fns.crAdmitEnqueue(keys.state, keys.users, keys.stream, userId, nowMs, couponId, requestId), 'admit-enqueue');
+    return code === 1 ? ACCEPTED : code === 0 ? MISSING : refusal(code);
+  }
+
+  /** release.lua: undo one admission. True when the user was admitted and is now released. */
+  async release(keys: CampaignKeys, userId: string, soldOut: boolean): Promise<boolean> {
+    return integer(await this.fns.crRelease(keys.state, keys.users, userId, soldOut ? '1' : '0'), 'release') === 1;
+  }
+
+  /**
+   * restore.lua: create the state from the users loaded into `loadKey`, unless it exists.
+   * Returns the issued count it created, or undefined when the state already existed.
+   */
+  async restore(keys: CampaignKeys, loadKey: string, w: CampaignWindow): Promise<number | undefined> {
+    const n = integer(await this.fns.crRestore(keys.state, keys.users, loadKey, w.totalQuantity, w.startsAtMs, w.endsAtMs, w.expireAtMs), 'restore');
+    return n === -1 ? undefined : n;
+  }
+
+  /** unlock.lua: true when the lock was ours and is released. */
+  async unlock(lockKey: string, token: string): Promise<boolean> {
+    return integer(await this.fns.crUnlock(lockKey, token), 'unlock') === 1;
+  }
+
+  /** extend.lua: true when the lock was ours and now lives `ttlMs` more. */
+  async extend(lockKey: string, token: string, ttlMs: number): Promise<boolean> {
+    return integer(await this.fns.crExtend(lockKey, token, ttlMs), 'extend') === 1;
+  }
+
+  /**
+   * dead-letter.lua: move an entry pending for `consumer` to the dead-letter stream with the
+   * reason, and ack it. Returns the dead letter's id, or undefined when it was no longer ours.
+   */
+  async deadLetter(
+    keys: CampaignKeys,
+    group: string,
+    consumer: string,
+    entryId: string,
+    reason: string,
+    deliveries: number,
+    nowMs: number,
+    fields: readonly string[],
+  ): Promise<string | undefined> {
+    return streamIdOrNone(await this.fns.crDeadLetter(keys.stream, keys.dead, group, consumer, entryId, reason, deliveries, nowMs, ...fields), 'dead-letter');
+  }
+
+  /** replay.lua: move a dead letter back onto the stream. Returns its new id, or undefined if not found. */
+  async replay(keys: CampaignKeys, deadId: string): Promise<string | undefined> {
+    return streamIdOrNone(await this.fns.crReplay(keys.dead, keys.stream, deadId), 'replay');
+  }
+}

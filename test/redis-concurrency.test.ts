@@ -1,0 +1,105 @@
+// The stampede test of the core issue for each Redis strategy, on real PostgreSQL and real Redis:
+// 2,000 concurrent HTTP requests from 1,000 users against stock 500 — exactly the stock in the
+// database once the queue is drained, no user twice, success responses == stock. Plus the
+// PENDING → ISSUED status of the async path and the sync path's rollback of a failed insert.
+import assert from 'node:assert/strict';
+import { describe, it, type TestContext } from 'node:test';
+import { issuedRows, needServer, PG_ADMIN_URL, request, stampede } from './helpers.js';
+import { backlog, issueAll, REDIS_URL, startRedisTestServer, waitFor, waitForDrain } from './redis-helpers.js';
+
+const STOCK = 500;
+const USERS = 1_000;
+const REQUESTS = 2_000;
+
+const STRATEGIES = [
+  { name: 'redis-lock', success: 201, queued: false },
+  { name: 'redis-lua-sync', success: 201, queued: false },
+  { name: 'redis-lua-async', success: 202, queued: true },
+  { name: 'redis-lua-async-cached', success: 202, queued: true },
+] as const;
+
+async function servers(t: TestContext): Promise<boolean> {
+  return (await needServer(t, 'PostgreSQL', PG_ADMIN_URL)) && (await needServer(t, 'Redis', REDIS_URL));
+}
+
+describe('POST /coupons/:id/issues under a stampede (Redis strategies, PostgreSQL)', () => {
+  for (const { name, success, queued } of STRATEGIES) {
+    it(`${name}: issues exactly the stock, never twice to one user, queue drained`, async (t) => {
+      if (!(await servers(t))) return;
+      const server = await startRedisTestServer();
+      try {
+        if (queued) await server.startWorker('w1');
+        const { id } = await server.createCoupon({ totalQuantity: STOCK, strategy: name });
+        const result = await stampede(server, id, USERS, REQUESTS);
+        if (queued) await waitForDrain(server, id, STOCK);
+        const db = await issuedRows(server.db, id);
+
+        assert.equal(db.rows, STOCK, 'rows in the database == stock');
+        assert.equal(db.distinctUsers, db.rows, 'no user has two rows');
+        assert.equal(db.counter, STOCK, 'issued_quantity matches the rows');
+        assert.equal(result.statuses.get(success), STOCK, `exactly the stock answered ${success}`);
+        assert.deepEqual(new Set(result.winners), new Set(db.users), 'every success has a row, every row had a success');
+        const refused = (result.statuses.get(409) ?? 0) + (result.statuses.get(410) ?? 0);
+        assert.equal(refused, REQUESTS - STOCK, `all others are 409/410, got ${JSON.stringify([...result.statuses])}`);
+        if (queued) assert.deepEqual(await backlog(server.redis, id), { pending: 0, undelivered: 0 }, 'nothing left in the stream');
+        if (name !== 'redis-lock') {
+          const keys = server.redis.keys.campaign(id);
+          assert.equal(await server.redis.client.hget(keys.state, 'issued'), String(STOCK), 'Redis agrees with the database');
+          assert.equal(await server.redis.client.scard(keys.users), STOCK);
+        }
+      } finally {
+        await server.close();
+      }
+    });
+  }
+});
+
+describe('redis-lua-async: GET /coupons/:id/issues/me', () => {
+  it('answers PENDING until the worker wrote the row, then ISSUED; REDIS_URL makes the cached variant the default', async (t) => {
+    if (!(await servers(t))) return;
+    const server = await startRedisTestServer();
+    try {
+      const created = await server.createCoupon({ totalQuantity: 10 });
+      const coupon = await request(server.url, 'GET', `/coupons/${created.id}`);
+      assert.equal((coupon.json as { strategy: string }).strategy, 'redis-lua-async-cached');
+      const me = (user: string) => request(server.url, 'GET', `/coupons/${created.id}/issues/me`, { headers: { authorization: `Bearer ${server.tokenFor(user)}` } });
+
+      const res = await request(server.url, 'POST', `/coupons/${created.id}/issues`, { headers: { authorization: `Bearer ${server.tokenFor('alice')}` } });
+      assert.equal(res.status, 202);
+      assert.deepEqual(res.json, { couponId: created.id, userId: 'alice', status: 'PENDING' });
+      assert.deepEqual((await me('alice')).json, { status: 'PENDING' }, 'admitted, no row yet (no worker running)');
+      assert.equal((await me('bob')).status, 404, 'never admitted');
+
+      await server.startWorker('w1');
+      await waitFor('alice ISSUED', async () => ((await me('alice')).json as { status?: string }).status === 'ISSUED');
+      assert.equal((await issuedRows(server.db, created.id)).rows, 1);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('redis-lua-sync: a failed insert', () => {
+  it('is rolled back in Redis by release.lua, so Redis and the database agree', async (t) => {
+    if (!(await servers(t))) return;
+    const server = await startRedisTestServer();
+    try {
+      const { id } = await server.createCoupon({ totalQuantity: 5, strategy: 'redis-lua-sync' });
+      await server.db.exec(`
+        CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by test'; END $$;
+        CREATE TRIGGER test_refuse BEFORE INSERT ON coupon_issues FOR EACH ROW WHEN (NEW.user_id = 'mallory') EXECUTE FUNCTION test_refuse();`);
+      const statuses = await issueAll(server, id, ['alice', 'mallory', 'bob']);
+      assert.equal(statuses.get('alice'), 201);
+      assert.equal(statuses.get('bob'), 201);
+      assert.ok((statuses.get('mallory') ?? 0) >= 500, 'the failed insert is an error, not a success');
+      const keys = server.redis.keys.campaign(id);
+      assert.equal(await server.redis.client.sismember(keys.users, 'mallory'), 0, 'the admission was released');
+      assert.equal(await server.redis.client.hget(keys.state, 'issued'), '2', 'Redis counts what the database has');
+      assert.equal((await issuedRows(server.db, id)).rows, 2);
+      await server.db.exec('DROP TRIGGER test_refuse ON coupon_issues');
+      assert.equal((await issueAll(server, id, ['mallory'])).get('mallory'), 201, 'and the user can try again');
+    } finally {
+      await server.close();
+    }
+  });
+});
