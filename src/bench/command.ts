@@ -59,7 +59,7 @@ export function benchCommand(): Command {
       '\nEnvironment:\n' +
         '  DATABASE_URL  PostgreSQL server for a scratch database (dropped afterwards unless --keep); with --url, the target\'s database\n' +
         '  REDIS_URL     enables the Redis strategies (keys under a unique prefix, deleted afterwards)\n' +
-        'Exit status: 0 when every invariant held, 1 when one broke or a strategy failed, 2 for bad flags, 130 when interrupted.\n',
+        'Exit status: 0 when every invariant held; 1 when one broke, a strategy failed or a flag is wrong; 130 when interrupted.\n',
     )
     .action(async (flags: BenchFlags) => {
       let options: BenchOptions;
@@ -70,7 +70,7 @@ export function benchCommand(): Command {
           interactive: process.stderr.isTTY === true,
         });
       } catch (err) {
-        if (err instanceof BenchOptionsError) cmd.error(`couponrush bench: ${err.message}`, { exitCode: 2 });
+        if (err instanceof BenchOptionsError) cmd.error(`couponrush bench: ${err.message}`);
         throw err;
       }
       const [{ runBench }, { renderTerminal }] = await Promise.all([import('./index.js'), import('./report.js')]);

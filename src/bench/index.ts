@@ -192,8 +192,10 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
       rssPid: number | undefined,
       afterLastResponse: (running: RunningLoad) => Promise<T>,
     ): Promise<{ load: LoadResult; peakRss: number | undefined; after: Promise<T> }> => {
-      const total = options.durationSeconds === undefined ? options.requests : 0;
-      const phase = progress.phase(`${label}: stampede`, total, 'responses');
+      const seconds = options.durationSeconds;
+      const phase =
+        seconds === undefined ? progress.phase(`${label}: stampede`, options.requests, 'responses') : progress.phase(`${label}: stampede`, seconds, 's');
+      const startedAt = performance.now();
       const rss = rssPid === undefined ? undefined : new PeakRss(rssPid);
       rss?.start();
       const running = startLoad({
@@ -203,9 +205,10 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
         connections: options.connections,
         durationSeconds: options.durationSeconds,
         timeoutSeconds: options.requestTimeoutSeconds,
-        onProgress: (n) => phase.update(n),
+        onProgress: (n) => phase.update(seconds === undefined ? n : Math.min(seconds, Math.floor((performance.now() - startedAt) / 1000))),
       });
       current = running;
+      if (aborted()) running.stop();
       try {
         await running.finished;
         const peakRss = rss?.stop();
@@ -223,7 +226,7 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
 
     /** Unmeasured requests first, so JIT, connection pools and caches are warm when measuring. */
     const warmUp = async (label: string, baseUrl: string, couponId: number): Promise<LoadResult | undefined> => {
-      if (options.warmupRequests === 0) return undefined;
+      if (options.warmupRequests === 0 || aborted()) return undefined;
       const phase = progress.phase(`${label}: warm-up`, options.warmupRequests, 'responses');
       current = startLoad({
         baseUrl,
@@ -329,6 +332,10 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
               await waitForDrain(verifyDb, warm.id, countAcknowledged(load.ackedByUser), performance.now(), options.drainTimeoutMs);
             }
           }
+        }
+        if (aborted()) {
+          results.push({ name, verdict: 'skipped', reason: 'interrupted', violations: [], notes: [] });
+          continue;
         }
         const campaign = await createCampaign(t, name, options.stock, runId);
         if (!campaign.ok) {

@@ -13,6 +13,11 @@ import pg from 'pg';
 const READY_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 20_000;
 const RSS_POLL_MS = 50;
+/**
+ * Children get their own process group, so a Ctrl-C in the terminal reaches only the bench,
+ * which then stops them in order (the API drains before the database is checked and dropped).
+ */
+const OWN_PROCESS_GROUP = process.platform !== 'win32';
 
 /** How to run this package's own entry points: from dist/ (plain node) or from src/ (tsx, tests). */
 export interface Entrypoints {
@@ -133,6 +138,7 @@ export async function startApi(spec: ApiSpec): Promise<{ child: Child; baseUrl: 
     proc = spawn(process.execPath, [...spec.nodeFlags, ...spec.entry.nodeArgs, spec.entry.cli, ...spec.args], {
       env: spec.env,
       stdio: ['ignore', log, log],
+      detached: OWN_PROCESS_GROUP,
     });
   } finally {
     closeSync(log);
@@ -164,6 +170,7 @@ export function startCommand(name: string, spec: Omit<ApiSpec, 'port'>): Child {
     const proc = spawn(process.execPath, [...spec.nodeFlags, ...spec.entry.nodeArgs, spec.entry.cli, ...spec.args], {
       env: spec.env,
       stdio: ['ignore', log, log],
+      detached: OWN_PROCESS_GROUP,
     });
     return new Child(name, proc, spec.logFile);
   } finally {
@@ -176,7 +183,7 @@ export async function startCeiling(entry: Entrypoints, bodyBytes: number, logFil
   const log = openSync(logFile, 'a');
   let proc: ChildProcess;
   try {
-    proc = spawn(process.execPath, [...entry.nodeArgs, entry.ceiling, String(bodyBytes)], { stdio: ['ignore', 'pipe', log] });
+    proc = spawn(process.execPath, [...entry.nodeArgs, entry.ceiling, String(bodyBytes)], { stdio: ['ignore', 'pipe', log], detached: OWN_PROCESS_GROUP });
   } finally {
     closeSync(log);
   }

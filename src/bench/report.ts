@@ -145,11 +145,11 @@ export function renderTerminal(report: BenchReport, color: boolean): string {
     for (const v of r.violations) lines.push(paint('red', `✗ ${r.name}: ${v}`));
     for (const n of r.notes) lines.push(paint('yellow', `• ${r.name}: ${n}`));
   }
-  lines.push(
-    report.ok
-      ? paint('green', '✓ every invariant held for every strategy that ran')
-      : paint(['red', 'bold'], '✗ invariants broken or strategies failed — see above'),
-  );
+  const failed = report.strategies.some((r) => r.verdict === 'FAIL');
+  if (report.ok) lines.push(paint('green', '✓ every invariant held for every strategy that ran'));
+  else if (failed) lines.push(paint(['red', 'bold'], '✗ invariants broken or strategies failed — see above'));
+  else if (report.interrupted) lines.push(paint('yellow', 'interrupted: the strategies above that ran held every invariant'));
+  else lines.push(paint('yellow', 'no strategy ran'));
   return lines.join('\n') + '\n';
 }
 
