@@ -1,0 +1,111 @@
+// Redis losing a campaign's keys: the service rebuilds them from the database (rows + entries still
+// queued + dead letters) and stays exact — nobody who holds a coupon or a queued admission gets a
+// second one, and the stock is never exceeded. And `reconcile` reporting and repairing drift.
+import assert from 'node:assert/strict';
+import { describe, it, type TestContext } from 'node:test';
+import { reconcile } from '../src/redis/reconcile.js';
+import { issuedRows, needServer, PG_ADMIN_URL } from './helpers.js';
+import { deleteKeys, issueAll, REDIS_URL, startRedisTestServer, usersRange, waitForDrain, withStatus } from './redis-helpers.js';
+
+async function servers(t: TestContext): Promise<boolean> {
+  return (await needServer(t, 'PostgreSQL', PG_ADMIN_URL)) && (await needServer(t, 'Redis', REDIS_URL));
+}
+
+describe('Redis without the campaign keys', () => {
+  for (const strategy of ['redis-lua-async-cached', 'redis-lua-sync'] as const) {
+    it(`${strategy}: after a flush, rebuilds from the database and never re-issues to holders`, async (t) => {
+      if (!(await servers(t))) return;
+      const server = await startRedisTestServer();
+      const success = strategy === 'redis-lua-sync' ? 201 : 202;
+      try {
+        await server.startWorker('w1');
+        const { id } = await server.createCoupon({ totalQuantity: 300, strategy });
+        const holders = withStatus(await issueAll(server, id, usersRange(0, 200)), success);
+        assert.equal(holders.length, 200);
+        await waitForDrain(server, id, 200);
+
+        assert.ok((await deleteKeys(server.prefix)) > 0, 'every key under the prefix is gone (state, users, stream, registry)');
+
+        // 100 holders come back with 200 new users: 100 units are left.
+        const second = await issueAll(server, id, usersRange(100, 400));
+        assert.deepEqual(usersRange(100, 200).filter((u) => second.get(u) !== 409), [], 'every holder hears 409 ALREADY_ISSUED');
+        const winners = withStatus(second, success);
+        assert.equal(winners.length, 100, 'exactly the remaining stock is admitted');
+        assert.equal(withStatus(second, 410).length, 100);
+        await waitForDrain(server, id, 300);
+
+        const db = await issuedRows(server.db, id);
+        assert.equal(db.rows, 300);
+        assert.equal(db.distinctUsers, 300);
+        assert.equal(db.counter, 300);
+        assert.deepEqual(new Set(db.users), new Set([...holders, ...winners]));
+        assert.equal(await server.redis.client.hget(server.redis.keys.campaign(id).state, 'issued'), '300');
+      } finally {
+        await server.close();
+      }
+    });
+  }
+
+  it('redis-lua-async: state lost while entries are still queued — the rebuild counts the queue', async (t) => {
+    if (!(await servers(t))) return;
+    const server = await startRedisTestServer();
+    try {
+      const { id } = await server.createCoupon({ totalQuantity: 100, strategy: 'redis-lua-async' });
+      const keys = server.redis.keys.campaign(id);
+      // No worker yet: 60 admissions wait in the stream, none in the database.
+      const queued = withStatus(await issueAll(server, id, usersRange(0, 60)), 202);
+      assert.equal(queued.length, 60);
+      await server.redis.client.del(keys.state, keys.users);
+
+      const second = await issueAll(server, id, usersRange(30, 130));
+      assert.deepEqual(usersRange(30, 60).filter((u) => second.get(u) !== 409), [], 'queued users hear 409');
+      const winners = withStatus(second, 202);
+      assert.equal(winners.length, 40, 'only the stock not already queued is admitted');
+
+      await server.startWorker('w1');
+      await waitForDrain(server, id, 100);
+      const db = await issuedRows(server.db, id);
+      assert.equal(db.distinctUsers, 100);
+      assert.equal(db.counter, 100);
+      assert.deepEqual(new Set(db.users), new Set([...queued, ...winners]));
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('couponrush reconcile', () => {
+  it('reports drift between Redis and the database, and --repair rebuilds Redis from the database', async (t) => {
+    if (!(await servers(t))) return;
+    const server = await startRedisTestServer();
+    try {
+      await server.startWorker('w1');
+      const { id } = await server.createCoupon({ totalQuantity: 50, strategy: 'redis-lua-async-cached' });
+      const holders = withStatus(await issueAll(server, id, usersRange(0, 10)), 202);
+      await waitForDrain(server, id, 10);
+      const { db, redis } = server;
+      const [clean] = await reconcile(db, redis, { repair: false, couponId: id });
+      assert.equal(clean?.status, 'OK', JSON.stringify(clean?.problems));
+
+      const keys = redis.keys.campaign(id);
+      await redis.client.srem(keys.users, 'user-3'); // a holder Redis forgot
+      await redis.client.sadd(keys.users, 'ghost'); // an admission that never reached the queue
+      await redis.client.hset(keys.state, 'issued', '20');
+      const [drift] = await reconcile(db, redis, { repair: false, couponId: id });
+      assert.equal(drift?.status, 'DRIFT');
+      assert.equal(drift?.repaired, false);
+      assert.equal(drift?.problems.length, 3, JSON.stringify(drift?.problems));
+      assert.equal(await redis.client.hget(keys.state, 'issued'), '20', 'reporting changes nothing');
+
+      const [repaired] = await reconcile(db, redis, { repair: true, couponId: id });
+      assert.equal(repaired?.repaired, true);
+      const [after] = await reconcile(db, redis, { repair: false, couponId: id });
+      assert.equal(after?.status, 'OK', JSON.stringify(after?.problems));
+      assert.equal(await redis.client.hget(keys.state, 'issued'), '10');
+      assert.deepEqual((await redis.client.smembers(keys.users)).sort(), [...holders].sort());
+      assert.equal((await issueAll(server, id, ['user-3'])).get('user-3'), 409, 'the forgotten holder is known again');
+    } finally {
+      await server.close();
+    }
+  });
+});
