@@ -63,7 +63,7 @@ describe('GET /metrics', () => {
     assert.equal(outcome('ALREADY_ISSUED'), 1);
     assert.equal(sample(text, 'couponrush_issue_outcomes_total', { strategy: 'db-atomic', outcome: 'ISSUED' }), 0, 'series exist before use');
     assert.equal(sample(text, 'couponrush_campaign_admitted_total', { coupon: String(id) }), 2);
-    assert.equal(sample(text, 'couponrush_campaign_persisted_total', { coupon: String(id) }), 2);
+    assert.equal(sample(text, 'couponrush_campaign_persisted', { coupon: String(id) }), 2);
     assert.equal(sample(text, 'couponrush_issue_request_duration_seconds_count'), 4);
     assert.equal(sample(text, 'couponrush_http_responses_total', { route: '/coupons/:id/issues', method: 'POST', status: '201' }), 2);
     assert.equal(sample(text, 'couponrush_http_responses_total', { route: '/coupons/:id/issues', method: 'POST', status: '410' }), 1);

@@ -43,6 +43,9 @@ type CounterChild = { inc(value?: number): void };
 interface StockRow {
   id: number;
   total: number;
+  /** Rows committed to the database. */
+  persisted: number;
+  /** Not yet admitted: from a StockReader (Redis) when there is one, else total − persisted. */
   remaining: number;
 }
 
@@ -59,9 +62,7 @@ export class Metrics implements IssueObserver {
   private readonly outcomes: Counter<'strategy' | 'outcome'>;
   private readonly outcomeChildren = new Map<string, Record<IssueOutcomeKind, CounterChild>>();
   private readonly admitted: Counter<'coupon'>;
-  private readonly persisted: Counter<'coupon'>;
   private readonly admittedChildren = new Map<number, CounterChild>();
-  private readonly persistedChildren = new Map<number, CounterChild>();
   private readonly httpResponses: Counter<'route' | 'method' | 'status'>;
   private readonly issueLatency: Histogram;
   private readonly shed: Record<ShedReason, CounterChild>;
@@ -79,12 +80,6 @@ export class Metrics implements IssueObserver {
     this.admitted = new Counter({
       name: 'couponrush_campaign_admitted_total',
       help: 'Issue attempts answered 201/202 (admitted), per campaign',
-      labelNames: ['coupon'],
-      registers,
-    });
-    this.persisted = new Counter({
-      name: 'couponrush_campaign_persisted_total',
-      help: 'Issuances committed to the database, per campaign (API for synchronous strategies, the worker for async ones)',
       labelNames: ['coupon'],
       registers,
     });
@@ -145,6 +140,18 @@ export class Metrics implements IssueObserver {
       },
     });
     new Gauge({
+      name: 'couponrush_campaign_persisted',
+      help: 'Issuances committed to the database (rows), per campaign',
+      labelNames: ['coupon'],
+      registers,
+      aggregator: 'max',
+      async collect() {
+        const rows = await stock();
+        this.reset();
+        for (const c of rows) this.set({ coupon: String(c.id) }, c.persisted);
+      },
+    });
+    new Gauge({
       name: 'couponrush_campaign_remaining',
       help: 'Stock not yet admitted (Redis strategies) or not yet committed (database strategies)',
       labelNames: ['coupon'],
@@ -175,12 +182,6 @@ export class Metrics implements IssueObserver {
     this.outcomeChildrenFor(coupon?.strategy ?? 'none')[kind].inc();
     if (coupon === undefined || (kind !== 'ISSUED' && kind !== 'ACCEPTED')) return;
     childFor(this.admittedChildren, this.admitted, coupon.id).inc();
-    if (kind === 'ISSUED') childFor(this.persistedChildren, this.persisted, coupon.id).inc();
-  }
-
-  /** Rows the worker committed for a campaign. */
-  persistedRows(couponId: number, rows: number): void {
-    if (rows > 0) childFor(this.persistedChildren, this.persisted, couponId).inc(rows);
   }
 
   requestShed(reason: ShedReason): void {
@@ -259,7 +260,7 @@ export class Metrics implements IssueObserver {
     for (const reader of this.stockReaders) {
       for (const [id, remaining] of await reader(ids)) if (!fromReaders.has(id)) fromReaders.set(id, remaining);
     }
-    return rows.map((r) => ({ id: r.id, total: r.total, remaining: fromReaders.get(r.id) ?? Math.max(0, r.total - r.issued) }));
+    return rows.map((r) => ({ id: r.id, total: r.total, persisted: r.issued, remaining: fromReaders.get(r.id) ?? Math.max(0, r.total - r.issued) }));
   }
 }
 

@@ -1,0 +1,237 @@
+// The deployment files agree with the app and with each other: the compose file parses and every
+// couponrush service's environment passes the app's own config validation; nginx and Prometheus
+// point at the ports and paths the app serves; the Grafana dashboard queries only series the app
+// exports, through the provisioned datasource. Where the real tool is installed (nginx, promtool,
+// docker-compose) it checks the file too, and says loudly when it is not.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it, type TestContext } from 'node:test';
+import { parse } from 'yaml';
+import { BODY_LIMIT_BYTES } from '../src/app.js';
+import { loadConfig } from '../src/config.js';
+import { METRICS_PATH } from '../src/metrics/http.js';
+import { request, startTestServer } from './helpers.js';
+
+const root = new URL('../', import.meta.url);
+const read = (path: string) => readFileSync(new URL(path, root), 'utf8');
+const DEPLOY = new URL('deploy/', root).pathname;
+
+interface ComposeService {
+  image?: string;
+  command?: string[];
+  environment?: Record<string, string>;
+  ports?: string[];
+  volumes?: string[];
+}
+const compose = parse(read('deploy/docker-compose.yml'), { merge: true }) as { services: Record<string, ComposeService> };
+const services = compose.services;
+
+/** `${VAR:?msg}` / `${VAR}` → a value that passes validation (what .env would hold). */
+const DUMMY: Record<string, string> = {
+  POSTGRES_PASSWORD: 'pw',
+  ADMIN_TOKEN: 'a'.repeat(24),
+  JWT_SECRET: 'j'.repeat(48),
+  GRAFANA_ADMIN_PASSWORD: 'g',
+};
+const substitute = (value: string) => value.replace(/\$\{(\w+)(:\?[^}]*)?\}/g, (_, name: string) => DUMMY[name] ?? '');
+const envOf = (service: string) => Object.fromEntries(Object.entries(services[service]?.environment ?? {}).map(([k, v]) => [k, substitute(String(v))]));
+const couponrushServices = Object.keys(services).filter((s) => services[s]?.image === 'couponrush:local');
+
+function toolMissing(t: TestContext, tool: string, why: string): void {
+  const message = `${tool} is not installed: ${why} was not checked (apt-get install ${tool === 'promtool' ? 'prometheus' : tool})`;
+  process.stderr.write(`\n*** SKIPPING: ${message} ***\n`);
+  t.skip(message);
+}
+
+function has(tool: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
+}
+
+describe('deploy/docker-compose.yml', () => {
+  it('runs API ×2 behind nginx, a worker, Redis with AOF, PostgreSQL, Prometheus and Grafana', () => {
+    for (const s of ['api1', 'api2', 'worker', 'nginx', 'redis', 'postgres', 'prometheus', 'grafana', 'migrate']) {
+      assert.ok(services[s] !== undefined, `service ${s}`);
+    }
+    assert.deepEqual(services.api1?.command, ['serve']);
+    assert.deepEqual(services.worker?.command, ['worker']);
+    assert.deepEqual(services.migrate?.command, ['migrate']);
+    const redis = (services.redis?.command ?? []).join(' ');
+    assert.match(redis, /--appendonly yes/);
+    assert.match(redis, /--appendfsync (always|everysec)/);
+  });
+
+  it("gives every couponrush service an environment the app's config accepts", () => {
+    for (const s of couponrushServices) {
+      const config = loadConfig(envOf(s));
+      assert.equal(config.embedded, false, `${s} uses PostgreSQL`);
+      assert.notEqual(config.redisUrl, undefined, `${s} uses Redis`);
+      assert.equal(config.host, '0.0.0.0', `${s} listens beyond the container`);
+      assert.equal(config.adminPort, 9091, `${s} serves /metrics on the admin port`);
+    }
+  });
+
+  it('is accepted by docker-compose', (t) => {
+    const v1 = has('docker-compose');
+    const v2 = !v1 && spawnSync('docker', ['compose', 'version']).status === 0;
+    if (!v1 && !v2) return toolMissing(t, 'docker-compose', 'the compose file');
+    const [cmd, args] = v1 ? ['docker-compose', [] as string[]] : ['docker', ['compose']];
+    const res = spawnSync(cmd, [...args, '-f', join(DEPLOY, 'docker-compose.yml'), 'config', '-q'], { env: { ...process.env, ...DUMMY }, encoding: 'utf8' });
+    assert.equal(res.status, 0, res.stderr);
+  });
+});
+
+describe('deploy/nginx.conf', () => {
+  const conf = read('deploy/nginx.conf');
+  const upstream = (name: string) => [...(new RegExp(`upstream ${name} \\{([^}]*)\\}`).exec(conf)?.[1] ?? '').matchAll(/server (\S+?):(\d+)/g)].map((m) => `${m[1]}:${m[2]}`);
+
+  it('balances over both API instances on their public port, and the admin listener on their admin port', () => {
+    const api = ['api1', 'api2'].map((s) => ({ s, env: envOf(s) }));
+    assert.deepEqual(upstream('couponrush_api'), api.map(({ s, env }) => `${s}:${env.PORT}`));
+    assert.deepEqual(upstream('couponrush_admin'), api.map(({ s, env }) => `${s}:${env.ADMIN_PORT}`));
+  });
+
+  it('passes request ids, keeps upstream connections alive, and refuses bodies above the API limit at the edge', () => {
+    assert.match(conf, /proxy_set_header X-Request-Id \$couponrush_request_id;/);
+    assert.match(conf, /keepalive \d+;/);
+    assert.match(conf, /proxy_set_header Connection "";/);
+    const limit = /client_max_body_size (\d+)k;/.exec(conf);
+    assert.equal(Number(limit?.[1]) * 1024, BODY_LIMIT_BYTES);
+  });
+
+  it('is accepted by nginx -t', (t) => {
+    if (!has('nginx')) return toolMissing(t, 'nginx', 'nginx.conf syntax');
+    // Compose's service names do not resolve here; nginx -t resolves upstream hosts.
+    const dir = mkdtempSync(join(tmpdir(), 'couponrush-nginx-'));
+    try {
+      const local = conf.replace(/server api(\d):/g, 'server 127.0.0.$1:').replace('/var/log/nginx/access.log', join(dir, 'access.log'));
+      writeFileSync(join(dir, 'nginx.conf'), local);
+      const res = spawnSync('nginx', ['-t', '-p', dir, '-c', join(dir, 'nginx.conf')], { encoding: 'utf8' });
+      assert.equal(res.status, 0, res.stderr);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('deploy/prometheus.yml', () => {
+  const prom = parse(read('deploy/prometheus.yml')) as {
+    scrape_configs: Array<{
+      job_name: string;
+      metrics_path?: string;
+      static_configs?: Array<{ targets: string[] }>;
+      dns_sd_configs?: Array<{ names: string[]; port: number }>;
+    }>;
+  };
+  const job = (name: string) => prom.scrape_configs.find((j) => j.job_name === name);
+
+  it("scrapes every API instance's and the worker's /metrics on their admin port", () => {
+    const api = job('couponrush-api');
+    assert.equal(api?.metrics_path, METRICS_PATH);
+    assert.deepEqual(api?.static_configs?.[0]?.targets, ['api1', 'api2'].map((s) => `${s}:${envOf(s).ADMIN_PORT}`));
+    const worker = job('couponrush-worker');
+    assert.equal(worker?.metrics_path, METRICS_PATH);
+    assert.deepEqual(worker?.dns_sd_configs?.[0]?.names, ['worker']);
+    assert.equal(String(worker?.dns_sd_configs?.[0]?.port), envOf('worker').ADMIN_PORT);
+  });
+
+  it('mounts this file where the compose prometheus command reads it', () => {
+    assert.ok(services.prometheus?.volumes?.includes('./prometheus.yml:/etc/prometheus/prometheus.yml:ro'));
+  });
+
+  it('is accepted by promtool', (t) => {
+    if (!has('promtool')) return toolMissing(t, 'promtool', 'prometheus.yml');
+    const res = spawnSync('promtool', ['check', 'config', join(DEPLOY, 'prometheus.yml')], { encoding: 'utf8' });
+    assert.equal(res.status, 0, res.stdout + res.stderr);
+  });
+});
+
+describe('deploy/grafana', () => {
+  const datasource = parse(read('deploy/grafana/provisioning/datasources/prometheus.yml')) as { datasources: Array<{ uid: string; url: string }> };
+  const provider = parse(read('deploy/grafana/provisioning/dashboards/couponrush.yml')) as { providers: Array<{ options: { path: string } }> };
+  const dashboard = JSON.parse(read('deploy/grafana/dashboards/couponrush.json')) as {
+    uid: string;
+    panels: Array<{ type: string; title: string; datasource?: { uid: string }; targets?: Array<{ expr: string; datasource?: { uid: string } }> }>;
+  };
+  const queryPanels = dashboard.panels.filter((p) => p.type !== 'row');
+  const exprs = queryPanels.flatMap((p) => (p.targets ?? []).map((t) => t.expr));
+
+  it('provisions the datasource the dashboard uses, and loads dashboards from where compose mounts them', () => {
+    const uid = datasource.datasources[0]?.uid;
+    assert.equal(datasource.datasources[0]?.url, 'http://prometheus:9090');
+    for (const p of queryPanels) {
+      assert.equal(p.datasource?.uid, uid, `panel ${p.title}`);
+      for (const t of p.targets ?? []) assert.equal(t.datasource?.uid, uid, `panel ${p.title}`);
+    }
+    assert.ok(services.grafana?.volumes?.includes(`./grafana/dashboards:${provider.providers[0]?.options.path}:ro`));
+  });
+
+  it('shows a campaign live: issue rate by result, remaining stock, queue lag, p99 latency, errors', () => {
+    const titles = queryPanels.map((p) => p.title);
+    for (const t of ['Issue rate by result', 'Remaining stock', 'Queue lag (async strategies)', 'Issue latency', 'Errors']) {
+      assert.ok(titles.includes(t), `panel "${t}"`);
+    }
+    assert.ok(exprs.some((e) => e.includes('histogram_quantile(0.99')), 'a p99');
+  });
+
+  it("queries only series the API's /metrics exports (or the worker's)", async () => {
+    const server = await startTestServer({ db: 'pglite' });
+    let exported: Set<string>;
+    try {
+      const { id } = await server.createCoupon({ totalQuantity: 5 });
+      await request(server.url, 'POST', `/coupons/${id}/issues`, { headers: { authorization: `Bearer ${server.tokenFor('dash')}` } });
+      const text = (await request(server.url, 'GET', METRICS_PATH)).text;
+      exported = new Set([...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].flatMap((m) => (m[2] === 'histogram' ? [`${m[1]}_bucket`, `${m[1]}_sum`, `${m[1]}_count`] : [m[1]!])));
+    } finally {
+      await server.close();
+    }
+    const workerOnly = new Set(WORKER_SERIES);
+    const referenced = new Set(exprs.flatMap((e) => [...e.matchAll(/\b((?:couponrush|nodejs|process)_[a-z0-9_]+)/g)].map((m) => m[1]!)));
+    const unknown = [...referenced].filter((n) => !exported.has(n) && !workerOnly.has(n));
+    assert.deepEqual(unknown, [], 'every queried series is exported');
+  });
+});
+
+/** Series only the stream worker exports (its /metrics on ADMIN_PORT). */
+const WORKER_SERIES = [
+  'couponrush_stream_length',
+  'couponrush_stream_lag',
+  'couponrush_stream_pending',
+  'couponrush_dead_letters',
+  'couponrush_worker_rows_written_total',
+  'couponrush_worker_dead_lettered_total',
+  'couponrush_worker_batch_duration_seconds_bucket',
+  'couponrush_worker_batch_size_sum',
+  'couponrush_worker_batch_size_count',
+  'couponrush_redis_errors_total',
+];
+
+describe('Dockerfile', () => {
+  const dockerfile = read('Dockerfile');
+  const ci = existsSync(new URL('.ci/run', root)) ? read('.ci/run') : '';
+
+  it('builds with the install steps CI runs, and ships production dependencies only, as a non-root user', () => {
+    const stages = dockerfile.split(/^FROM /m).slice(1);
+    assert.equal(stages.length, 2, 'a build and a runtime stage');
+    const [build = '', runtime = ''] = stages;
+    assert.match(build, /RUN npm ci --no-audit --no-fund && npm run build/);
+    if (ci !== '') assert.match(ci, /npm ci\b/, 'CI installs with npm ci too');
+    assert.match(runtime, /RUN npm ci --omit=dev --ignore-scripts/);
+    assert.match(runtime, /COPY --from=build \/app\/dist \.\/dist/);
+    assert.match(runtime, /^USER node$/m);
+    assert.doesNotMatch(runtime, /COPY (src|test)\b/);
+    assert.match(runtime, /ENTRYPOINT \["node", "bin\/couponrush\.js"\]/);
+  });
+
+  it('copies only paths that exist, and what the runtime reads from disk (migrations, Lua scripts)', () => {
+    for (const m of dockerfile.matchAll(/^COPY (?!--from)(.+) \S+$/gm)) {
+      for (const path of m[1]!.split(/\s+/)) assert.ok(existsSync(new URL(path, root)), `COPY ${path}`);
+    }
+    assert.match(dockerfile, /COPY migrations \.\/migrations/);
+    assert.match(dockerfile, /COPY lua \.\/lua/);
+    const ignored = read('.dockerignore').split('\n').filter((l) => l !== '' && !l.startsWith('#'));
+    for (const needed of ['src', 'bin', 'migrations', 'lua', 'package.json', 'package-lock.json']) assert.ok(!ignored.includes(needed), `${needed} is in the build context`);
+  });
+});
