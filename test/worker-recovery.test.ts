@@ -18,7 +18,7 @@ import {
   withStatus,
 } from './redis-helpers.js';
 import { WORKER_GROUP } from '../src/redis/keys.js';
-import { parsePendingSummary } from '../src/redis/streams.js';
+import { parsePendingSummary, parseRead } from '../src/redis/streams.js';
 
 async function servers(t: TestContext): Promise<boolean> {
   return (await needServer(t, 'PostgreSQL', PG_ADMIN_URL)) && (await needServer(t, 'Redis', REDIS_URL));
@@ -97,6 +97,36 @@ describe('couponrush worker', () => {
       assert.deepEqual(new Set(db.users), new Set(winners), 'no loss');
       assert.equal(w1.written + w2.written, 600, 'each entry was written by exactly one worker');
       t.diagnostic(`w1 wrote ${w1.written}, w2 wrote ${w2.written}`);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('trims a stream only below what every consumer group has acknowledged', async (t) => {
+    if (!(await servers(t))) return;
+    const server = await startRedisTestServer();
+    try {
+      const { id } = await server.createCoupon({ totalQuantity: 10, strategy: 'redis-lua-async' });
+      const { stream } = server.redis.keys.campaign(id);
+      const r = server.redis.client;
+      await issueAll(server, id, usersRange(0, 5), 1);
+      // A second group (say, an audit consumer) that is behind: it acked 2, holds 1 pending.
+      await r.xgroup('CREATE', stream, 'audit', '0');
+      const read = async (count: number) => parseRead(await r.call('XREADGROUP', 'GROUP', 'audit', 'a1', 'COUNT', count, 'STREAMS', stream, '>'))[0]?.entries ?? [];
+      const firstThree = await read(3);
+      await r.xack(stream, 'audit', firstThree[0]!.id, firstThree[1]!.id);
+
+      const worker = await server.startWorker('w1');
+      await waitForDrain(server, id, 5);
+      await worker.upkeep();
+      const kept = (await r.xrange(stream, '-', '+')).map(([entryId]) => entryId);
+      assert.equal(kept.length, 3, "kept: audit's pending entry and the two it never read");
+      assert.equal(kept[0], firstThree[2]!.id);
+
+      const rest = await read(10);
+      await r.xack(stream, 'audit', firstThree[2]!.id, ...rest.map((e) => e.id));
+      await worker.upkeep();
+      assert.equal(await r.xlen(stream), 0, 'everything acknowledged by every group is trimmed');
     } finally {
       await server.close();
     }

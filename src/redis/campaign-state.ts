@@ -104,9 +104,16 @@ export class CampaignStates {
     private readonly queued: boolean,
   ) {}
 
-  /** At campaign creation: empty state (the database has no rows yet). */
+  /**
+   * At campaign creation: empty state (the database has no rows yet). A failure does not fail
+   * the creation — the campaign row exists, and the first request rebuilds the state.
+   */
   async prepare(coupon: Coupon): Promise<void> {
-    await restoreCampaign(this.redis, this.db, coupon, this.queued);
+    try {
+      await restoreCampaign(this.redis, this.db, coupon, this.queued);
+    } catch (err) {
+      this.log.warn({ err, couponId: coupon.id }, 'redis: preparing the campaign state failed; the first request will build it');
+    }
   }
 
   /** The state is missing: rebuild it (or wait for this process's rebuild in flight). */

@@ -219,8 +219,10 @@ export class IssueWorker {
       reply = await this.reader.call('XREADGROUP', 'GROUP', WORKER_GROUP, this.consumer, 'COUNT', this.config.batchSize, 'BLOCK', BLOCK_MS, 'STREAMS', ...streams, ...streams.map(() => '>'));
     } catch (err) {
       if (!isReplyError(err, 'NOGROUP')) throw err;
-      // A stream was recreated without its group (Redis lost it): recreate the groups from 0.
-      for (const id of ids) await ensureGroup(this.redis, id);
+      // A stream lost its group (Redis lost data) or was retired by another worker: recreate
+      // the groups, from 0, of the streams still registered.
+      await this.refreshRegistry(true);
+      for (const id of this.couponIds) await ensureGroup(this.redis, id);
       return [];
     } finally {
       this.reading = false;
@@ -340,8 +342,8 @@ export class IssueWorker {
     await Promise.all([...byStream].map(([stream, ids]) => this.redis.client.xack(stream, WORKER_GROUP, ...ids)));
   }
 
-  /** Trim below what every group acknowledged; forget idle consumers; retire finished streams. */
-  private async upkeep(): Promise<void> {
+  /** Trim below what every group acknowledged; forget idle consumers; retire finished streams. Runs every 5 s. */
+  async upkeep(): Promise<void> {
     for (const couponId of this.couponIds) {
       if (this.stopping) return;
       const keys = this.keysOf(couponId);
