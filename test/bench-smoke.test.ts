@@ -9,6 +9,7 @@ import { runBench } from '../src/bench/index.js';
 import { resolveBenchOptions } from '../src/bench/options.js';
 import type { BenchReport } from '../src/bench/report.js';
 import { needServer, PG_ADMIN_URL } from './helpers.js';
+import { REDIS_URL } from './redis-helpers.js';
 
 const STOCK = 50;
 const STRATEGIES = ['db-atomic', 'local', 'db-naive'] as const;
@@ -56,6 +57,30 @@ describe('couponrush bench (smoke)', () => {
       assert.ok(files.chart !== undefined && existsSync(files.chart), 'chart written');
       assert.match(readFileSync(files.chart, 'utf8'), /^<svg[^>]*>/);
       for (const f of ['latest.md', 'latest.json', 'latest.svg']) assert.ok(existsSync(join(out, f)), `${f} written`);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+
+  it('with Redis: every 202 of the async strategies reaches PostgreSQL through the worker', async (t) => {
+    if (!(await needServer(t, 'PostgreSQL', PG_ADMIN_URL))) return;
+    if (!(await needServer(t, 'Redis', REDIS_URL))) return;
+    const out = mkdtempSync(join(tmpdir(), 'couponrush-bench-smoke-'));
+    try {
+      const options = resolveBenchOptions(
+        { strategies: ['redis-lua-async', 'redis-lua-async-cached'], stock: STOCK, users: 200, requests: 300, connections: 16, warmup: 40, ceiling: false, out },
+        { ...process.env, DATABASE_URL: PG_ADMIN_URL, REDIS_URL },
+        { commandLine: 'couponrush bench (smoke test, Redis)', color: false, interactive: false },
+      );
+      const { report } = await runBench(options);
+      const problems = report.strategies.flatMap((s) => [...s.violations.map((v) => `${s.name}: ${v}`), ...(s.verdict === 'skipped' ? [`${s.name} skipped: ${s.reason ?? ''}`] : [])]);
+      assert.deepEqual(problems, [], 'ran, and no invariant violation');
+      for (const s of report.strategies) {
+        assert.equal(s.statuses?.['202'], STOCK, `${s.name}: exactly the stock admitted (202)`);
+        assert.equal(s.rows, STOCK, `${s.name}: every admission persisted`);
+        assert.ok(s.drainMs !== null && s.drainMs !== undefined, `${s.name}: drained`);
+      }
+      assert.equal(report.ceiling, null, '--no-ceiling');
     } finally {
       rmSync(out, { recursive: true, force: true });
     }

@@ -17,16 +17,13 @@ import {
   PeakRss,
   createScratchDatabase,
   deleteRedisPrefix,
-  detectServeFeatures,
   entrypoints,
   freePort,
   startApi,
   startCeiling,
-  startCommand,
   type Child,
   type Entrypoints,
   type ScratchDatabase,
-  type ServeFeatures,
 } from './processes.js';
 import { Progress, type Phase } from './progress.js';
 import { renderMarkdown, type BenchReport, type StrategyResult } from './report.js';
@@ -45,14 +42,6 @@ export interface RunControl {
 
 /** The only strategy expected to over-issue; the catalog keeps it to show the race. */
 const RACY_STRATEGY = 'db-naive';
-
-/**
- * Strategies whose rows are written by the Redis Streams worker after the 202. The registry has
- * no flag for this, so the catalog's naming (`*-async*`) decides.
- */
-function needsWorker(name: StrategyName): boolean {
-  return name.includes('async');
-}
 
 function runStamp(date: Date): string {
   return date.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
@@ -79,7 +68,6 @@ interface Target {
   readonly adminToken: string;
   /** The API process (self-managed mode), for its RSS and a clean stop. */
   readonly api: Child | undefined;
-  readonly extra: readonly Child[];
 }
 
 type CreateCampaign = { ok: true; id: number } | { ok: false; unavailable: boolean; detail: string };
@@ -155,17 +143,12 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
     };
 
     // Which strategies can run here, and why the others cannot.
-    const features: ServeFeatures =
-      selfManaged && options.redisUrl !== undefined ? detectServeFeatures(entry, { ...options.env }) : { withWorkerFlag: false, workerCommand: false };
     const runnable: StrategyName[] = [];
     for (const name of options.strategies) {
       let reason: string | undefined;
       if (selfManaged) {
         reason = unavailableReason(name, { redis: options.redisUrl !== undefined });
         if (reason !== undefined) reason += ' (not set in the environment)';
-        else if (needsWorker(name) && !features.withWorkerFlag && !features.workerCommand) {
-          reason = `strategy ${name} needs the Redis worker (\`couponrush serve --with-worker\` or \`couponrush worker\`), which this build does not have`;
-        }
       }
       if (reason === undefined) runnable.push(name);
       else {
@@ -274,7 +257,7 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
     }
 
     const sharedTarget: Target | undefined =
-      selfManaged ? undefined : { baseUrl: options.url!.replace(/\/+$/, ''), adminToken, api: undefined, extra: [] };
+      selfManaged ? undefined : { baseUrl: options.url!.replace(/\/+$/, ''), adminToken, api: undefined };
 
     for (const name of runnable) {
       if (aborted()) {
@@ -309,18 +292,13 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
           }
           const nodeFlags = options.cpuProf ? ['--cpu-prof', '--cpu-prof-dir', join(outDir, 'profiles'), '--cpu-prof-name', `${runId}-${name}.cpuprofile`] : [];
           const logFile = join(workDir, `${name}.log`);
-          const withWorker = options.redisUrl !== undefined && features.withWorkerFlag;
-          const api = await startApi({ entry, env, port, args: ['serve', '--migrate', ...(withWorker ? ['--with-worker'] : [])], nodeFlags, logFile });
+          // With Redis the stream worker runs inside the API process, so its drain is measured
+          // and its memory counts in the peak RSS.
+          const withWorker = options.redisUrl !== undefined ? ['--with-worker'] : [];
+          const api = await startApi({ entry, env, port, args: ['serve', '--migrate', ...withWorker], nodeFlags, logFile });
           started.push(api.child);
           children.add(api.child);
-          const extra: Child[] = [];
-          if (options.redisUrl !== undefined && !withWorker && features.workerCommand && needsWorker(name)) {
-            const worker = startCommand('worker', { entry, env, args: ['worker'], nodeFlags: [], logFile: join(workDir, `${name}-worker.log`) });
-            started.push(worker);
-            children.add(worker);
-            extra.push(worker);
-          }
-          target = { baseUrl: api.baseUrl, adminToken, api: api.child, extra };
+          target = { baseUrl: api.baseUrl, adminToken, api: api.child };
         }
         const t = target!;
         if (options.warmupRequests > 0) {
@@ -365,12 +343,14 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
         drainPhase.done(drain.drainMs === undefined ? 'TIMEOUT' : `${Math.round(drain.drainMs)} ms after the last response`);
 
         // Stop the API before judging: a graceful stop flushes queues, so a late row shows up.
-        if (selfManaged) {
-          for (const c of [t.api, ...t.extra]) {
-            if (c === undefined) continue;
-            const code = await c.stop();
-            children.delete(c);
-            if (code !== 0 && code !== null) progress.say(`${name}: the ${c.name} process exited with ${code}; log: ${c.logFile}`);
+        const stopNotes: string[] = [];
+        const api = t.api;
+        if (api !== undefined) {
+          const code = await api.stop();
+          children.delete(api);
+          if (code !== 0) {
+            keepWorkDir = true;
+            stopNotes.push(`the API process exited with ${code === null ? 'a signal' : `code ${code}`} on SIGTERM; its log: ${api.logFile}`);
           }
         }
 
@@ -403,7 +383,7 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
           drainMs: drain.drainMs === undefined ? null : Math.round(drain.drainMs),
           ...(peak === undefined ? {} : { peakRssBytes: peak }),
           violations: v.violations,
-          notes: v.notes,
+          notes: [...v.notes, ...stopNotes],
         });
       } catch (err) {
         keepWorkDir = true;

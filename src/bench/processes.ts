@@ -1,7 +1,7 @@
-// The processes and scratch state a bench run owns: the API server it starts per strategy, the
-// bare ceiling server, a scratch PostgreSQL database and a Redis key prefix — each created here
+// The processes and scratch state a bench run owns: the API server it starts per strategy (with
+// the stream worker inside when Redis is configured), the bare ceiling server, a scratch PostgreSQL database and a Redis key prefix — each created here
 // and removed here. Also the peak-RSS probe of a child process (Linux /proc).
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { dirname, extname, join } from 'node:path';
@@ -34,20 +34,6 @@ export function entrypoints(): Entrypoints {
     cli: join(dirname(here), '..', `cli${ext}`),
     ceiling: join(dirname(here), `ceiling-server${ext}`),
   };
-}
-
-/** What this build's `serve` and `worker` commands offer (the Redis worker lands separately). */
-export interface ServeFeatures {
-  readonly withWorkerFlag: boolean;
-  readonly workerCommand: boolean;
-}
-
-export function detectServeFeatures(entry: Entrypoints, env: NodeJS.ProcessEnv): ServeFeatures {
-  const help = (args: string[]) =>
-    spawnSync(process.execPath, [...entry.nodeArgs, entry.cli, ...args], { env, encoding: 'utf8', timeout: 30_000 }).stdout ?? '';
-  const serveHelp = help(['serve', '--help']);
-  const topHelp = help(['--help']);
-  return { withWorkerFlag: /--with-worker\b/.test(serveHelp), workerCommand: /^\s+worker\b/m.test(topHelp) };
 }
 
 export function freePort(): Promise<number> {
@@ -161,21 +147,6 @@ export async function startApi(spec: ApiSpec): Promise<{ child: Child; baseUrl: 
   }
   await child.stop();
   throw new Error(`the API did not become ready within ${READY_TIMEOUT_MS / 1000} s; its log (${spec.logFile}):\n${child.logTail()}`);
-}
-
-/** Starts an extra long-running `couponrush` command (the Redis worker) next to the API. */
-export function startCommand(name: string, spec: Omit<ApiSpec, 'port'>): Child {
-  const log = openSync(spec.logFile, 'a');
-  try {
-    const proc = spawn(process.execPath, [...spec.nodeFlags, ...spec.entry.nodeArgs, spec.entry.cli, ...spec.args], {
-      env: spec.env,
-      stdio: ['ignore', log, log],
-      detached: OWN_PROCESS_GROUP,
-    });
-    return new Child(name, proc, spec.logFile);
-  } finally {
-    closeSync(log);
-  }
 }
 
 /** Starts the bare node:http ceiling server and waits for the port it prints. */
