@@ -8,6 +8,9 @@ import { StrategySet } from './coupons/strategies/index.js';
 import { createPgliteDb, createPostgresDb, type Db } from './db/index.js';
 import { migrate, pendingMigrations } from './db/migrate.js';
 import { Metrics } from './metrics/index.js';
+import { countRedisErrors } from './metrics/redis.js';
+import { registerWorkerMetrics } from './metrics/worker.js';
+import { remainingStock } from './redis/campaign-state.js';
 import { openRedis, type RedisHandle } from './redis/client.js';
 import { startWorker, type IssueWorker } from './worker/worker.js';
 
@@ -57,21 +60,39 @@ export async function createRuntime(config: Config, log: FastifyBaseLogger, opti
     throw err;
   }
   let redis: RedisHandle | undefined;
-  let worker: IssueWorker | undefined;
   try {
     if (options.withWorker === true && config.redisUrl === undefined) throw new Error('--with-worker needs REDIS_URL');
     if (config.redisUrl !== undefined) redis = await openRedis(config.redisUrl, config.redisPrefix, log);
-    if (options.withWorker === true && redis !== undefined) worker = await startWorker({ db, redis, config: config.worker, log });
   } catch (err) {
-    await redis?.close();
     if (options.db === undefined) await db.close();
     throw err;
   }
   const strategies = new StrategySet({ db, log, redis }, { redis: redis !== undefined });
   const metrics = new Metrics({ db, processMetrics: true });
   const service = new CouponService(db, strategies, config.defaultStrategy, metrics);
-  // Another instance rebuilt or repaired a campaign: drop what this one cached about it.
-  redis?.onInvalidate((couponId) => service.forget(couponId));
+  if (redis !== undefined) {
+    const r = redis;
+    // Another instance rebuilt or repaired a campaign: drop what this one cached about it.
+    r.onInvalidate((couponId) => service.forget(couponId));
+    // For Redis-admitted campaigns the stock left is decided in Redis, not by committed rows.
+    metrics.addStockReader((ids) => remainingStock(r, ids));
+  }
+  let worker: IssueWorker | undefined;
+  if (options.withWorker === true && redis !== undefined) {
+    try {
+      worker = await startWorker({ db, redis, config: config.worker, log });
+    } catch (err) {
+      await strategies.close();
+      await redis.close();
+      if (options.db === undefined) await db.close();
+      throw err;
+    }
+  }
+  if (redis !== undefined) {
+    countRedisErrors(metrics.registry, redis);
+    // serve --with-worker: the worker's series join this process's /metrics.
+    if (worker !== undefined) registerWorkerMetrics(metrics.registry, redis, worker);
+  }
   return {
     config,
     db,

@@ -92,6 +92,23 @@ export async function restoreCampaign(redis: RedisHandle, db: Db, coupon: Coupon
   return created;
 }
 
+/** Stock not yet admitted per campaign, from the state hashes; campaigns without state are left out. */
+export async function remainingStock(redis: RedisHandle, couponIds: readonly number[]): Promise<Map<number, number>> {
+  const out = new Map<number, number>();
+  if (couponIds.length === 0) return out;
+  const pipeline = redis.client.pipeline();
+  for (const id of couponIds) pipeline.hmget(redis.keys.campaign(id).state, 'total', 'issued');
+  const replies = (await pipeline.exec()) ?? [];
+  couponIds.forEach((id, i) => {
+    const [err, reply] = replies[i] ?? [null, null];
+    if (err !== null || !Array.isArray(reply)) return;
+    const [total, issued] = reply as Array<string | null>;
+    if (total === null || total === undefined || issued === null || issued === undefined) return;
+    out.set(id, Math.max(0, Number(total) - Number(issued)));
+  });
+  return out;
+}
+
 /** Rebuilds on demand, once per coupon at a time per process (a stampede sees MISSING together). */
 export class CampaignStates {
   private readonly inFlight = new Map<number, Promise<unknown>>();

@@ -47,6 +47,16 @@ const MAX_BACKOFF_MS = 5_000;
 const FORGET_CONSUMER_IDLE_MS = 3600_000;
 const MAX_CACHED_COUPONS = 10_000;
 
+/** What a metrics module may want to count; every method must be cheap and must not throw. */
+export interface WorkerObserver {
+  /** A batch committed and was acknowledged (rows inserted may be fewer: redeliveries are skipped). */
+  batchWritten(entries: number, seconds: number): void;
+  /** Entries taken over from idle consumers. */
+  claimed(entries: number): void;
+  /** `invalid`: did not validate; `refused`: the database refused it WORKER_MAX_DELIVERIES times. */
+  deadLettered(reason: 'invalid' | 'refused'): void;
+}
+
 export interface WorkerDeps {
   readonly db: Db;
   readonly redis: RedisHandle;
@@ -54,6 +64,7 @@ export interface WorkerDeps {
   readonly log: FastifyBaseLogger;
   /** Consumer name; keep it stable across restarts (e.g. the pod name) so a restart finishes its own pending entries first. */
   readonly consumer?: string;
+  readonly observer?: WorkerObserver;
 }
 
 /** One entry delivered to this worker. */
@@ -73,6 +84,7 @@ export class IssueWorker {
   private readonly redis: RedisHandle;
   private readonly config: WorkerConfig;
   private readonly log: FastifyBaseLogger;
+  private readonly observer: WorkerObserver | undefined;
   /** Blocking reads happen on their own connection. */
   private readonly reader: Redis;
   private readerId: string | undefined;
@@ -95,6 +107,7 @@ export class IssueWorker {
     this.db = deps.db;
     this.redis = deps.redis;
     this.config = deps.config;
+    this.observer = deps.observer;
     this.log = deps.log.child({ worker: deps.consumer ?? defaultConsumerName() });
     this.consumer = deps.consumer ?? defaultConsumerName();
     this.reader = deps.redis.duplicate('couponrush-worker');
@@ -255,6 +268,7 @@ export class IssueWorker {
         if (deleted.length > 0) this.log.error({ couponId, ids: deleted }, 'worker: pending entries were deleted from the stream before being persisted');
         if (entries.length > 0) {
           this.log.warn({ couponId, entries: entries.length }, 'worker: claimed idle pending entries');
+          this.observer?.claimed(entries.length);
           await this.process(entries.map((entry) => ({ couponId, keys, entry })));
         }
         cursor = next;
@@ -286,9 +300,10 @@ export class IssueWorker {
       }
       const v = validateEntry(d.entry, d.couponId, await this.coupon(d.couponId));
       if (v.ok) valid.push({ d, issue: v.issue });
-      else await this.deadLetter(d, `invalid entry: ${v.reason}`);
+      else await this.deadLetter(d, 'invalid', `invalid entry: ${v.reason}`);
     }
     if (valid.length === 0) return;
+    const started = performance.now();
     try {
       await insertIssues(this.db, valid.map((v) => v.issue));
     } catch (err) {
@@ -299,16 +314,18 @@ export class IssueWorker {
     }
     await this.ack(valid.map((v) => v.d));
     this.written += valid.length;
+    this.observer?.batchWritten(valid.length, (performance.now() - started) / 1000);
   }
 
   private async writeOne(d: Delivery, issue: NewIssue): Promise<void> {
+    const started = performance.now();
     try {
       await insertIssues(this.db, [issue]);
     } catch (err) {
       if (isDependencyUnavailable(err)) throw err;
       const deliveries = await this.deliveries(d);
       if (deliveries >= this.config.maxDeliveries) {
-        await this.deadLetter(d, `database refused it on ${deliveries} deliveries: ${(err as Error).message}`, deliveries);
+        await this.deadLetter(d, 'refused', `database refused it on ${deliveries} deliveries: ${(err as Error).message}`, deliveries);
       } else {
         // Left pending: claimIdle redelivers it after claimIdleMs, with a higher delivery count.
         this.log.warn({ err, couponId: d.couponId, id: d.entry.id, deliveries }, 'worker: entry refused by the database; will retry');
@@ -317,6 +334,7 @@ export class IssueWorker {
     }
     await this.ack([d]);
     this.written++;
+    this.observer?.batchWritten(1, (performance.now() - started) / 1000);
   }
 
   private async deliveries(d: Delivery): Promise<number> {
@@ -324,11 +342,12 @@ export class IssueWorker {
     return parsePending(reply)[0]?.deliveries ?? 0;
   }
 
-  private async deadLetter(d: Delivery, reason: string, knownDeliveries?: number): Promise<void> {
+  private async deadLetter(d: Delivery, kind: 'invalid' | 'refused', reason: string, knownDeliveries?: number): Promise<void> {
     const deliveries = knownDeliveries ?? (await this.deliveries(d));
     const id = await this.redis.scripts.deadLetter(d.keys, WORKER_GROUP, this.consumer, d.entry.id, reason, deliveries, Date.now(), d.entry.raw);
     if (id === undefined) return; // another worker claimed it meanwhile and decides
     this.deadLettered++;
+    this.observer?.deadLettered(kind);
     this.log.error({ couponId: d.couponId, id: d.entry.id, deadLetter: id, reason }, 'worker: entry dead-lettered');
   }
 
