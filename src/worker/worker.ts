@@ -52,9 +52,9 @@ export interface WorkerObserver {
   /** A batch committed and was acknowledged (rows inserted may be fewer: redeliveries are skipped). */
   batchWritten(entries: number, seconds: number): void;
   /** Entries taken over from idle consumers. */
-  claimed(entries: number): void;
+  claimed?(entries: number): void;
   /** `invalid`: did not validate; `refused`: the database refused it WORKER_MAX_DELIVERIES times. */
-  deadLettered(reason: 'invalid' | 'refused'): void;
+  deadLettered?(reason: 'invalid' | 'refused'): void;
 }
 
 export interface WorkerDeps {
@@ -84,7 +84,7 @@ export class IssueWorker {
   private readonly redis: RedisHandle;
   private readonly config: WorkerConfig;
   private readonly log: FastifyBaseLogger;
-  private readonly observer: WorkerObserver | undefined;
+  private observer: WorkerObserver | undefined;
   /** Blocking reads happen on their own connection. */
   private readonly reader: Redis;
   private readerId: string | undefined;
@@ -113,6 +113,11 @@ export class IssueWorker {
     this.reader = deps.redis.duplicate('couponrush-worker');
     // A reconnected reader has a new client id.
     this.reader.on('close', () => (this.readerId = undefined));
+  }
+
+  /** Reports to `observer` from now on (metrics are often built after the worker they observe). */
+  observe(observer: WorkerObserver): void {
+    this.observer = observer;
   }
 
   /** Starts the loop; resolves once the worker has recovered its own pending entries. */
@@ -268,7 +273,7 @@ export class IssueWorker {
         if (deleted.length > 0) this.log.error({ couponId, ids: deleted }, 'worker: pending entries were deleted from the stream before being persisted');
         if (entries.length > 0) {
           this.log.warn({ couponId, entries: entries.length }, 'worker: claimed idle pending entries');
-          this.observer?.claimed(entries.length);
+          this.observer?.claimed?.(entries.length);
           await this.process(entries.map((entry) => ({ couponId, keys, entry })));
         }
         cursor = next;
@@ -347,7 +352,7 @@ export class IssueWorker {
     const id = await this.redis.scripts.deadLetter(d.keys, WORKER_GROUP, this.consumer, d.entry.id, reason, deliveries, Date.now(), d.entry.raw);
     if (id === undefined) return; // another worker claimed it meanwhile and decides
     this.deadLettered++;
-    this.observer?.deadLettered(kind);
+    this.observer?.deadLettered?.(kind);
     this.log.error({ couponId: d.couponId, id: d.entry.id, deadLetter: id, reason }, 'worker: entry dead-lettered');
   }
 
