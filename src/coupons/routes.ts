@@ -1,7 +1,7 @@
 // HTTP routes of the coupon domain: campaign admin, campaign reads, and the issue hot path.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import Type, { type Static } from 'typebox';
-import { HttpProblem, outcomeProblem } from '../http/problem.js';
+import { HttpProblem, sendRefusal } from '../http/problem.js';
 import { campaignStatus, MAX_COUPON_ID, MAX_TOTAL_QUANTITY, USER_ID_PATTERN, type CouponWithStock } from './domain.js';
 import type { CouponService } from './service.js';
 import { STRATEGY_NAMES } from './strategies/index.js';
@@ -179,14 +179,15 @@ export async function couponRoutes(app: FastifyInstance, { service, requireUser,
     async (request, reply: FastifyReply) => {
       const userId = requireUser(request);
       const id = couponId(request.params);
-      const outcome = await service.issue(id, userId);
+      // The request id travels into the queued issuance (async strategies): logs can follow one claim.
+      const outcome = await service.issue(id, userId, request.id);
       switch (outcome.kind) {
         case 'ISSUED':
           return reply.code(201).send({ couponId: id, userId, status: 'ISSUED' });
         case 'ACCEPTED':
           return reply.code(202).send({ couponId: id, userId, status: 'PENDING' });
         default:
-          throw outcomeProblem(outcome);
+          return sendRefusal(reply, outcome);
       }
     },
   );

@@ -81,22 +81,27 @@ export function sendProblem(reply: FastifyReply, status: number, code: ProblemCo
   return reply.code(status).type(PROBLEM_CONTENT_TYPE).send(problemBody(status, code, detail));
 }
 
-/** Refusal outcomes of an issue attempt → status and code. Successes are handled by the route. */
-export function outcomeProblem(outcome: Exclude<IssueOutcome, { kind: 'ISSUED' | 'ACCEPTED' }>): HttpProblem {
-  switch (outcome.kind) {
-    case 'ALREADY_ISSUED':
-      return new HttpProblem(409, 'ALREADY_ISSUED');
-    case 'SOLD_OUT':
-      return new HttpProblem(410, 'SOLD_OUT');
-    case 'WINDOW_NOT_OPEN':
-      return new HttpProblem(422, 'ISSUE_WINDOW_NOT_OPEN');
-    case 'WINDOW_CLOSED':
-      return new HttpProblem(422, 'ISSUE_WINDOW_CLOSED');
-    case 'COUPON_NOT_FOUND':
-      return new HttpProblem(404, 'COUPON_NOT_FOUND');
-    case 'UNAVAILABLE':
-      return new HttpProblem(503, 'SERVICE_UNAVAILABLE', outcome.reason, { 'retry-after': '1' });
+type Refusal = Exclude<IssueOutcome, { kind: 'ISSUED' | 'ACCEPTED' }>;
+
+/** Refusals with a fixed answer, built once: the stampede's 409s and 410s allocate nothing. */
+const REFUSALS: Record<Exclude<Refusal['kind'], 'UNAVAILABLE'>, Readonly<Problem>> = {
+  ALREADY_ISSUED: Object.freeze(problemBody(409, 'ALREADY_ISSUED')),
+  SOLD_OUT: Object.freeze(problemBody(410, 'SOLD_OUT')),
+  WINDOW_NOT_OPEN: Object.freeze(problemBody(422, 'ISSUE_WINDOW_NOT_OPEN')),
+  WINDOW_CLOSED: Object.freeze(problemBody(422, 'ISSUE_WINDOW_CLOSED')),
+  COUPON_NOT_FOUND: Object.freeze(problemBody(404, 'COUPON_NOT_FOUND')),
+};
+
+/**
+ * Answers a refused issue attempt. Refusals are expected outcomes, so they are sent, not thrown:
+ * an exception per 409/410 captured a stack trace each and cost ~20% of the route's throughput.
+ */
+export function sendRefusal(reply: FastifyReply, outcome: Refusal): FastifyReply {
+  if (outcome.kind === 'UNAVAILABLE') {
+    return sendProblem(reply.header('retry-after', '1'), 503, 'SERVICE_UNAVAILABLE', outcome.reason);
   }
+  const body = REFUSALS[outcome.kind];
+  return reply.code(body.status).type(PROBLEM_CONTENT_TYPE).send(body);
 }
 
 const UNAVAILABLE_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN']);
