@@ -52,6 +52,9 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
     ip: config.rateLimitIp,
     authenticate: createUserAuthenticator(config.authMode, config.jwtSecret),
     onShed,
+    // With Redis the counters are shared by every instance: N instances do not mean N× the limit.
+    redis: runtime.redis?.client,
+    redisPrefix: config.redisPrefix,
   });
 
   await app.register(swagger, {
@@ -73,19 +76,30 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
   app.get('/healthz', { schema: { tags: ['ops'], summary: 'The process is alive' } }, async () => ({ status: 'ok' }));
-  app.get('/readyz', { schema: { tags: ['ops'], summary: 'The database answers' } }, async (_request, reply) => {
+  /** undefined when `probe` settles within the timeout, else what went wrong. */
+  const failure = async (name: string, probe: () => Promise<unknown>): Promise<string | undefined> => {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error('timed out')), READY_TIMEOUT_MS);
     });
     try {
-      await Promise.race([db.query('SELECT 1'), timeout]);
-      return { status: 'ready', database: 'ok' };
+      await Promise.race([probe(), timeout]);
+      return undefined;
     } catch (err) {
-      return sendProblem(reply, 503, 'SERVICE_UNAVAILABLE', `database: ${(err as Error).message}`);
+      return `${name}: ${(err as Error).message}`;
     } finally {
       clearTimeout(timer);
     }
+  };
+  const { redis } = runtime;
+  app.get('/readyz', { schema: { tags: ['ops'], summary: 'The database (and Redis, when configured) answer' } }, async (_request, reply) => {
+    const failures = await Promise.all([
+      failure('database', () => db.query('SELECT 1')),
+      redis === undefined ? undefined : failure('redis', () => redis.client.ping()),
+    ]);
+    const failed = failures.filter((f) => f !== undefined);
+    if (failed.length > 0) return sendProblem(reply, 503, 'SERVICE_UNAVAILABLE', failed.join('; '));
+    return redis === undefined ? { status: 'ready', database: 'ok' } : { status: 'ready', database: 'ok', redis: 'ok' };
   });
 
   metricsRoute(app, metrics);

@@ -9,6 +9,8 @@ import { migrate, pendingMigrations } from './db/migrate.js';
 import { signUserToken } from './http/auth.js';
 import { openRedis } from './redis/client.js';
 import { reconcile } from './redis/reconcile.js';
+import { startMetricsListener, type MetricsListener } from './metrics/listener.js';
+import { createWorkerRegistry } from './metrics/worker.js';
 import { openDb } from './runtime.js';
 import { closeOnSignals, printBanner, startServer } from './server.js';
 import { defaultConsumerName, startWorker } from './worker/worker.js';
@@ -87,7 +89,16 @@ program
     }
     const redis = await openRedis(cfg.redisUrl, cfg.redisPrefix, log);
     const worker = await startWorker({ db, redis, config: cfg.worker, log, consumer: opts.consumer });
+    // Prometheus scrapes the worker on ADMIN_HOST:ADMIN_PORT (/metrics, /healthz).
+    let metrics: MetricsListener | undefined;
+    if (cfg.adminPort !== undefined) {
+      const { registry, observer } = createWorkerRegistry(db, redis);
+      worker.observe(observer);
+      metrics = await startMetricsListener(registry, cfg.adminHost, cfg.adminPort);
+      log.info(`worker metrics on ${metrics.url}/metrics`);
+    }
     closeOnSignals(async () => {
+      await metrics?.close();
       await worker.stop();
       await redis.close();
       await db.close();

@@ -8,6 +8,8 @@ import { StrategySet } from './coupons/strategies/index.js';
 import { createPgliteDb, createPostgresDb, type Db } from './db/index.js';
 import { migrate, pendingMigrations } from './db/migrate.js';
 import { Metrics } from './metrics/index.js';
+import { countRedisErrors } from './metrics/redis.js';
+import { registerWorkerMetrics } from './metrics/worker.js';
 import { remainingStock } from './redis/campaign-state.js';
 import { openRedis, type RedisHandle } from './redis/client.js';
 import { startWorker, type IssueWorker } from './worker/worker.js';
@@ -85,6 +87,11 @@ export async function createRuntime(config: Config, log: FastifyBaseLogger, opti
       if (options.db === undefined) await db.close();
       throw err;
     }
+  }
+  if (redis !== undefined) {
+    countRedisErrors(metrics.registry, redis);
+    // serve --with-worker: the worker's series join this process's /metrics.
+    if (worker !== undefined) worker.observe(registerWorkerMetrics(metrics.registry, redis));
   }
   return {
     config,

@@ -104,26 +104,7 @@ export class Metrics implements IssueObserver {
     this.shed = Object.fromEntries(SHED_REASONS.map((r) => [r, shedCounter.labels(r)])) as Record<ShedReason, CounterChild>;
     for (const r of SHED_REASONS) this.shed[r].inc(0);
 
-    const db = options.db;
-    new Gauge({
-      name: 'couponrush_db_pool_connections',
-      help: 'Database connections of this process by state (in_use, idle)',
-      labelNames: ['state'],
-      registers,
-      collect() {
-        const s = db.poolStats();
-        this.set({ state: 'in_use' }, s.total - s.idle);
-        this.set({ state: 'idle' }, s.idle);
-      },
-    });
-    new Gauge({
-      name: 'couponrush_db_pool_waiting',
-      help: 'Queries/transactions waiting for a database connection in this process',
-      registers,
-      collect() {
-        this.set(db.poolStats().waiting);
-      },
-    });
+    registerPoolMetrics(this.registry, options.db);
     // Both gauges are collected in parallel within one scrape: they share one stock query.
     const stock = () => this.stockForScrape();
     new Gauge({
@@ -271,4 +252,27 @@ function childFor(cache: Map<number, CounterChild>, counter: Counter<'coupon'>, 
     cache.set(couponId, child);
   }
   return child;
+}
+
+/** Pool gauges of one process (API or worker), read at scrape time. */
+export function registerPoolMetrics(registry: Registry, db: Db): void {
+  new Gauge({
+    name: 'couponrush_db_pool_connections',
+    help: 'Database connections of this process by state (in_use, idle)',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      const s = db.poolStats();
+      this.set({ state: 'in_use' }, s.total - s.idle);
+      this.set({ state: 'idle' }, s.idle);
+    },
+  });
+  new Gauge({
+    name: 'couponrush_db_pool_waiting',
+    help: 'Queries/transactions waiting for a database connection in this process',
+    registers: [registry],
+    collect() {
+      this.set(db.poolStats().waiting);
+    },
+  });
 }

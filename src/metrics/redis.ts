@@ -1,0 +1,105 @@
+// Series read from Redis at scrape time: the issuance streams (length, group lag, pending, dead
+// letters); plus a counter of Redis errors. (Remaining stock comes from redis/campaign-state.ts
+// through Metrics.addStockReader.)
+// A scrape never waits long for Redis: an unanswered read leaves the series out.
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { RedisHandle } from '../redis/client.js';
+import { WORKER_GROUP } from '../redis/keys.js';
+
+const SCRAPE_READ_TIMEOUT_MS = 1_000;
+
+function withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} timed out`)), SCRAPE_READ_TIMEOUT_MS);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Counts connection and command errors ioredis reports on the handle's command connection. */
+export function countRedisErrors(registry: Registry, redis: RedisHandle): void {
+  const errors = new Counter({
+    name: 'couponrush_redis_errors_total',
+    help: 'Errors reported by the Redis command connection (refused/lost connections, timeouts)',
+    registers: [registry],
+  });
+  errors.inc(0);
+  redis.client.on('error', () => errors.inc());
+}
+
+interface StreamStats {
+  coupon: number;
+  length: number;
+  lag: number | undefined;
+  pending: number;
+  dead: number;
+}
+
+async function readStreamStats(redis: RedisHandle): Promise<StreamStats[]> {
+  const ids = (await redis.client.smembers(redis.keys.registry)).map(Number).filter(Number.isSafeInteger);
+  if (ids.length === 0) return [];
+  const pipeline = redis.client.pipeline();
+  for (const id of ids) {
+    const keys = redis.keys.campaign(id);
+    pipeline.xlen(keys.stream);
+    pipeline.call('XINFO', 'GROUPS', keys.stream);
+    pipeline.xlen(keys.dead);
+  }
+  const replies = (await pipeline.exec()) ?? [];
+  return ids.map((coupon, i) => {
+    const [lenErr, length] = replies[i * 3] ?? [];
+    const [groupsErr, groups] = replies[i * 3 + 1] ?? [];
+    const [, dead] = replies[i * 3 + 2] ?? [];
+    const group = groupsErr == null && Array.isArray(groups) ? findGroup(groups) : undefined;
+    return {
+      coupon,
+      length: lenErr == null ? Number(length) : 0,
+      // Redis ≥ 7 reports the group's lag (entries not yet delivered); null when it cannot tell.
+      lag: group?.get('lag') == null ? undefined : Number(group.get('lag')),
+      pending: Number(group?.get('pending') ?? 0),
+      dead: Number(dead ?? 0),
+    };
+  });
+}
+
+function findGroup(groups: unknown[]): Map<string, unknown> | undefined {
+  for (const g of groups) {
+    if (!Array.isArray(g)) continue;
+    const fields = new Map<string, unknown>();
+    for (let i = 0; i + 1 < g.length; i += 2) fields.set(String(g[i]), g[i + 1]);
+    if (fields.get('name') === WORKER_GROUP) return fields;
+  }
+  return undefined;
+}
+
+/** Stream series (one set per campaign stream the workers read). Identical from every worker. */
+export function registerStreamMetrics(registry: Registry, redis: RedisHandle): void {
+  let snapshot: Promise<StreamStats[]> | undefined;
+  const stats = (): Promise<StreamStats[]> => {
+    if (snapshot === undefined) {
+      snapshot = withTimeout(readStreamStats(redis), 'redis stream stats').catch(() => []);
+      void snapshot.finally(() => setImmediate(() => (snapshot = undefined)));
+    }
+    return snapshot;
+  };
+  const gauge = (name: string, help: string, value: (s: StreamStats) => number | undefined) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['coupon'],
+      registers: [registry],
+      aggregator: 'max',
+      async collect() {
+        const all = await stats();
+        this.reset();
+        for (const s of all) {
+          const v = value(s);
+          if (v !== undefined) this.set({ coupon: String(s.coupon) }, v);
+        }
+      },
+    });
+  gauge('couponrush_stream_length', 'Entries in the campaign issuance stream (trimmed below what the workers acknowledged)', (s) => s.length);
+  gauge('couponrush_stream_lag', 'Entries of the stream no worker has read yet (consumer-group lag)', (s) => s.lag);
+  gauge('couponrush_stream_pending', 'Entries read by a worker and not yet committed and acknowledged', (s) => s.pending);
+  gauge('couponrush_dead_letters', 'Entries in the campaign dead-letter stream, waiting for the runbook', (s) => s.dead);
+}
