@@ -58,8 +58,9 @@ export interface ReplayResult {
 export async function replayDeadLetters(redis: RedisHandle, couponId: number, ids?: readonly string[]): Promise<ReplayResult> {
   const keys = redis.keys.campaign(couponId);
   const targets = ids ?? parseEntries(await redis.client.xrange(keys.dead, '-', '+')).map((e) => e.id);
-  // The stream may have been retired or lost its group: make sure a worker will read it.
-  if (targets.length > 0) await registerStream(redis, couponId);
+  // The stream may have been retired or lost its group: make sure a worker will read it (but
+  // do not create a stream for a coupon that has no dead letters at all).
+  if (targets.length > 0 && (await redis.client.xlen(keys.dead)) > 0) await registerStream(redis, couponId);
   const replayed: Array<{ id: string; streamId: string }> = [];
   const notFound: string[] = [];
   for (const id of targets) {
