@@ -6,7 +6,15 @@ import { couponRoutes } from './coupons/routes.js';
 import { guardAdminRoutes } from './http/admin-listener.js';
 import { createAdminAuthenticator, createUserAuthenticator, USER_ID_HEADER } from './http/auth.js';
 import { registerProblemHandlers, sendProblem } from './http/problem.js';
-import { echoRequestId, issueRateLimits, loadShedding, MAX_HEADER_BYTES, MAX_HEADERS_COUNT, RECEIVE_TIMEOUT_MS, requestId } from './http/protection.js';
+import {
+  issueRateLimits,
+  loadShedding,
+  MAX_HEADER_BYTES,
+  MAX_HEADERS_COUNT,
+  RECEIVE_TIMEOUT_MS,
+  requestId,
+  trackRequests,
+} from './http/protection.js';
 import { instrumentRoutes, metricsRoute } from './metrics/http.js';
 import type { Runtime } from './runtime.js';
 import { deadLetterRoutes } from './worker/admin-routes.js';
@@ -30,7 +38,6 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
     requestIdHeader: false,
     genReqId: requestId,
     trustProxy: config.trustProxy ?? false,
-    handlerTimeout: config.requestTimeoutMs,
     requestTimeout: RECEIVE_TIMEOUT_MS,
     http: { maxHeaderSize: MAX_HEADER_BYTES },
     ajv: {
@@ -44,10 +51,11 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
   // Hooks that attach to routes by pattern come first: they see every route added below.
   instrumentRoutes(app, metrics);
   if (config.adminPort !== undefined) guardAdminRoutes(app);
-  echoRequestId(app);
   const onShed = metrics.requestShed.bind(metrics);
+  // Echoes the request id; answers 504 TIMEOUT past REQUEST_TIMEOUT_MS.
+  trackRequests(app, config.requestTimeoutMs, () => onShed('timeout'));
   await loadShedding(app, config.shedEventLoopDelayMs, onShed);
-  const requireUser = await issueRateLimits(app, {
+  const requireUser = issueRateLimits(app, {
     user: config.rateLimitUser,
     ip: config.rateLimitIp,
     authenticate: createUserAuthenticator(config.authMode, config.jwtSecret),

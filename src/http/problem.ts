@@ -134,10 +134,6 @@ export function registerProblemHandlers(app: FastifyInstance): void {
       if (error.headers !== undefined) void reply.headers(error.headers);
       return sendProblem(reply, error.status, error.code, error.detail);
     }
-    if (error.code === 'FST_ERR_HANDLER_TIMEOUT') {
-      // The handler may still finish (and on the issue route, issue): never claim nothing happened.
-      return sendProblem(reply, 504, 'TIMEOUT', 'the outcome is unknown; GET /coupons/{id}/issues/me tells whether the coupon was issued');
-    }
     if (error.validation !== undefined) {
       return sendProblem(reply, 400, 'VALIDATION_FAILED', error.message);
     }

@@ -1,14 +1,16 @@
 // Prometheus series of one process: the only module that knows prom-client. The domain reports
 // outcomes through `IssueObserver`, HTTP hooks report route + status + time, protections report
 // what they shed, and gauges (pool, stock) are read at scrape time, never on the hot path.
-// Label children are created once and kept, so recording is a map lookup and an add.
+// Hot-path series are plain cells (cells.ts) that prom-client reads at scrape time, so recording
+// is a map lookup and an add.
 import cluster from 'node:cluster';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
+import { Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import type { Coupon, IssueOutcome, IssueOutcomeKind } from '../coupons/domain.js';
 import type { IssueObserver } from '../coupons/service.js';
 import { STRATEGY_NAMES } from '../coupons/strategies/index.js';
 import type { Db } from '../db/index.js';
 import type { ShedReason } from '../http/protection.js';
+import { CellCounter, CellHistogram, type Cell } from './cells.js';
 import { installWorkerResponder, renderClusterMetrics } from './cluster.js';
 
 export const METRICS_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE;
@@ -24,7 +26,7 @@ const OUTCOME_KINDS = [
   'UNAVAILABLE',
 ] as const satisfies readonly IssueOutcomeKind[];
 
-const SHED_REASONS: readonly ShedReason[] = ['overloaded', 'rate_limited_user', 'rate_limited_ip'];
+const SHED_REASONS: readonly ShedReason[] = ['overloaded', 'rate_limited_user', 'rate_limited_ip', 'timeout'];
 
 /** Issue-route latency buckets (seconds): the interesting range is 1 ms – 1 s. */
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -37,8 +39,6 @@ const SCRAPE_QUERY_TIMEOUT_MS = 1_000;
 
 /** Remaining stock per coupon id, from wherever admission is decided (Redis for async strategies). */
 export type StockReader = (coupons: readonly number[]) => Promise<ReadonlyMap<number, number>>;
-
-type CounterChild = { inc(value?: number): void };
 
 interface StockRow {
   id: number;
@@ -59,52 +59,44 @@ export type RouteRecorder = (statusCode: number, seconds: number) => void;
 
 export class Metrics implements IssueObserver {
   readonly registry = new Registry();
-  private readonly outcomes: Counter<'strategy' | 'outcome'>;
-  private readonly outcomeChildren = new Map<string, Record<IssueOutcomeKind, CounterChild>>();
-  private readonly admitted: Counter<'coupon'>;
-  private readonly admittedChildren = new Map<number, CounterChild>();
-  private readonly httpResponses: Counter<'route' | 'method' | 'status'>;
-  private readonly issueLatency: Histogram;
-  private readonly shed: Record<ShedReason, CounterChild>;
+  private readonly outcomes: CellCounter<'strategy' | 'outcome'>;
+  private readonly outcomeCells = new Map<string, Record<IssueOutcomeKind, Cell>>();
+  private readonly admitted: CellCounter<'coupon'>;
+  private readonly admittedCells = new Map<number, Cell>();
+  private readonly httpResponses: CellCounter<'route' | 'method' | 'status'>;
+  private readonly issueLatency: CellHistogram;
+  private readonly shed: Record<ShedReason, Cell>;
   private readonly stockReaders: StockReader[] = [];
 
   constructor(private readonly options: MetricsOptions) {
-    const registers = [this.registry];
-    this.outcomes = new Counter({
-      name: 'couponrush_issue_outcomes_total',
-      help: 'Decided issue attempts by the campaign strategy and the outcome',
-      labelNames: ['strategy', 'outcome'],
-      registers,
-    });
-    for (const strategy of STRATEGY_NAMES) this.outcomeChildrenFor(strategy);
-    this.admitted = new Counter({
-      name: 'couponrush_campaign_admitted_total',
-      help: 'Issue attempts answered 201/202 (admitted), per campaign',
-      labelNames: ['coupon'],
-      registers,
-    });
-    this.httpResponses = new Counter({
-      name: 'couponrush_http_responses_total',
-      help: 'HTTP responses by route pattern, method and status code',
-      labelNames: ['route', 'method', 'status'],
-      registers,
-    });
-    this.issueLatency = new Histogram({
-      name: 'couponrush_issue_request_duration_seconds',
-      help: 'Time from receiving POST /coupons/:id/issues to answering it, any status',
-      buckets: LATENCY_BUCKETS,
-      registers,
-    });
-    const shedCounter = new Counter({
-      name: 'couponrush_requests_shed_total',
-      help: 'Requests refused before reaching the domain: overload (503 OVERLOADED) or rate limits (429 RATE_LIMITED)',
-      labelNames: ['reason'],
-      registers,
-    });
-    this.shed = Object.fromEntries(SHED_REASONS.map((r) => [r, shedCounter.labels(r)])) as Record<ShedReason, CounterChild>;
-    for (const r of SHED_REASONS) this.shed[r].inc(0);
+    const registry = this.registry;
+    this.outcomes = new CellCounter(registry, 'couponrush_issue_outcomes_total', 'Decided issue attempts by the campaign strategy and the outcome', [
+      'strategy',
+      'outcome',
+    ]);
+    for (const strategy of STRATEGY_NAMES) this.outcomeCellsFor(strategy);
+    this.admitted = new CellCounter(registry, 'couponrush_campaign_admitted_total', 'Issue attempts answered 201/202 (admitted), per campaign', ['coupon']);
+    this.httpResponses = new CellCounter(registry, 'couponrush_http_responses_total', 'HTTP responses by route pattern, method and status code', [
+      'route',
+      'method',
+      'status',
+    ]);
+    this.issueLatency = new CellHistogram(
+      registry,
+      'couponrush_issue_request_duration_seconds',
+      'Time from receiving POST /coupons/:id/issues to answering it, any status',
+      LATENCY_BUCKETS,
+    );
+    const shed = new CellCounter(
+      registry,
+      'couponrush_requests_shed_total',
+      'Requests refused or cut short by a protection: overload (503 OVERLOADED), rate limits (429 RATE_LIMITED), request timeout (504 TIMEOUT)',
+      ['reason'],
+    );
+    this.shed = Object.fromEntries(SHED_REASONS.map((r) => [r, shed.cell({ reason: r })])) as Record<ShedReason, Cell>;
 
     registerPoolMetrics(this.registry, options.db);
+    const registers = [this.registry];
     // Both gauges are collected in parallel within one scrape: they share one stock query.
     const stock = () => this.stockForScrape();
     new Gauge({
@@ -160,27 +152,32 @@ export class Metrics implements IssueObserver {
 
   issueDecided(coupon: Coupon | undefined, outcome: IssueOutcome): void {
     const kind = outcome.kind;
-    this.outcomeChildrenFor(coupon?.strategy ?? 'none')[kind].inc();
+    this.outcomeCellsFor(coupon?.strategy ?? 'none')[kind].n++;
     if (coupon === undefined || (kind !== 'ISSUED' && kind !== 'ACCEPTED')) return;
-    childFor(this.admittedChildren, this.admitted, coupon.id).inc();
+    let cell = this.admittedCells.get(coupon.id);
+    if (cell === undefined) {
+      cell = this.admitted.cell({ coupon: String(coupon.id) });
+      this.admittedCells.set(coupon.id, cell);
+    }
+    cell.n++;
   }
 
   requestShed(reason: ShedReason): void {
-    this.shed[reason].inc();
+    this.shed[reason].n++;
   }
 
   /** Called once per route at start-up; the returned function runs once per response. */
   routeRecorder(method: string, route: string, isIssueRoute: boolean): RouteRecorder {
-    const byStatus = new Map<number, CounterChild>();
+    const byStatus = new Map<number, Cell>();
     const responses = this.httpResponses;
     const latency = this.issueLatency;
     const count = (statusCode: number) => {
-      let child = byStatus.get(statusCode);
-      if (child === undefined) {
-        child = responses.labels(route, method, String(statusCode));
-        byStatus.set(statusCode, child);
+      let cell = byStatus.get(statusCode);
+      if (cell === undefined) {
+        cell = responses.cell({ route, method, status: String(statusCode) });
+        byStatus.set(statusCode, cell);
       }
-      child.inc();
+      cell.n++;
     };
     if (!isIssueRoute) return count;
     return (statusCode, seconds) => {
@@ -194,15 +191,14 @@ export class Metrics implements IssueObserver {
     return cluster.isWorker ? renderClusterMetrics() : this.registry.metrics();
   }
 
-  private outcomeChildrenFor(strategy: string): Record<IssueOutcomeKind, CounterChild> {
-    let children = this.outcomeChildren.get(strategy);
-    if (children === undefined) {
-      children = Object.fromEntries(OUTCOME_KINDS.map((k) => [k, this.outcomes.labels(strategy, k)])) as Record<IssueOutcomeKind, CounterChild>;
+  private outcomeCellsFor(strategy: string): Record<IssueOutcomeKind, Cell> {
+    let cells = this.outcomeCells.get(strategy);
+    if (cells === undefined) {
       // Exported at 0 from the start, so rate() and dashboards see every series before it moves.
-      for (const k of OUTCOME_KINDS) children[k].inc(0);
-      this.outcomeChildren.set(strategy, children);
+      cells = Object.fromEntries(OUTCOME_KINDS.map((k) => [k, this.outcomes.cell({ strategy, outcome: k })])) as Record<IssueOutcomeKind, Cell>;
+      this.outcomeCells.set(strategy, cells);
     }
-    return children;
+    return cells;
   }
 
   private stockSnapshot: Promise<StockRow[]> | undefined;
@@ -245,14 +241,6 @@ export class Metrics implements IssueObserver {
   }
 }
 
-function childFor(cache: Map<number, CounterChild>, counter: Counter<'coupon'>, couponId: number): CounterChild {
-  let child = cache.get(couponId);
-  if (child === undefined) {
-    child = counter.labels(String(couponId));
-    cache.set(couponId, child);
-  }
-  return child;
-}
 
 /** Pool gauges of one process (API or worker), read at scrape time. */
 export function registerPoolMetrics(registry: Registry, db: Db): void {
