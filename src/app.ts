@@ -6,15 +6,7 @@ import { couponRoutes } from './coupons/routes.js';
 import { guardAdminRoutes } from './http/admin-listener.js';
 import { createAdminAuthenticator, createUserAuthenticator, USER_ID_HEADER } from './http/auth.js';
 import { registerProblemHandlers, sendProblem } from './http/problem.js';
-import {
-  issueRateLimits,
-  loadShedding,
-  MAX_HEADER_BYTES,
-  MAX_HEADERS_COUNT,
-  RECEIVE_TIMEOUT_MS,
-  requestId,
-  trackRequests,
-} from './http/protection.js';
+import { issueRateLimits, MAX_HEADER_BYTES, MAX_HEADERS_COUNT, RECEIVE_TIMEOUT_MS, requestGuards, requestId } from './http/protection.js';
 import { instrumentRoutes, metricsRoute } from './metrics/http.js';
 import type { Runtime } from './runtime.js';
 import { deadLetterRoutes } from './worker/admin-routes.js';
@@ -52,9 +44,8 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
   instrumentRoutes(app, metrics);
   if (config.adminPort !== undefined) guardAdminRoutes(app);
   const onShed = metrics.requestShed.bind(metrics);
-  // Echoes the request id; answers 504 TIMEOUT past REQUEST_TIMEOUT_MS.
-  trackRequests(app, config.requestTimeoutMs, () => onShed('timeout'));
-  await loadShedding(app, config.shedEventLoopDelayMs, onShed);
+  // Request id echo, load shedding (503 OVERLOADED) and request timeouts (504 TIMEOUT).
+  requestGuards(app, { timeoutMs: config.requestTimeoutMs, maxEventLoopDelayMs: config.shedEventLoopDelayMs, onShed });
   const requireUser = issueRateLimits(app, {
     user: config.rateLimitUser,
     ip: config.rateLimitIp,

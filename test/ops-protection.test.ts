@@ -27,18 +27,20 @@ describe('request ids', () => {
     assert.equal(res.headers['x-request-id'], 'edge-42.abc:1');
   });
 
-  it('replaces a malformed x-request-id with a generated UUID', async () => {
+  const GENERATED = /^[0-9a-f]{10}-[0-9a-z]+$/;
+
+  it('replaces a malformed x-request-id with a generated one', async () => {
     const res = await request(server.url, 'GET', '/healthz', { headers: { 'x-request-id': 'bad id with spaces' } });
-    assert.match(String(res.headers['x-request-id']), /^[0-9a-f-]{36}$/);
+    assert.match(String(res.headers['x-request-id']), GENERATED);
     const long = await request(server.url, 'GET', '/healthz', { headers: { 'x-request-id': 'x'.repeat(200) } });
-    assert.match(String(long.headers['x-request-id']), /^[0-9a-f-]{36}$/);
+    assert.match(String(long.headers['x-request-id']), GENERATED);
   });
 
   it('generates a different id for every request without one, errors included', async () => {
     const a = await request(server.url, 'GET', '/healthz');
     const b = await request(server.url, 'GET', '/no-such-route');
     assert.equal(b.status, 404);
-    assert.match(String(a.headers['x-request-id']), /^[0-9a-f-]{36}$/);
+    assert.match(String(a.headers['x-request-id']), GENERATED);
     assert.notEqual(a.headers['x-request-id'], b.headers['x-request-id']);
   });
 });

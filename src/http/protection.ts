@@ -2,9 +2,9 @@
 // (counters in rate-limit.ts).
 // Each refusal is a problem+json with Retry-After; what is shed is reported through `onShed`
 // (metrics), never logged per request.
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import underPressure from '@fastify/under-pressure';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { RateLimit } from '../config.js';
@@ -22,10 +22,20 @@ export const REQUEST_ID_HEADER = 'x-request-id';
 /** Incoming ids are kept when they are short and plain (they end up in logs and stream entries). */
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 
-/** Fastify's genReqId: the caller's x-request-id when it is sane, else a fresh UUID. */
+/**
+ * Generated ids: a random per-process prefix and a counter ("9f3a61c2e0-1a"), unique across
+ * instances and restarts for tracing purposes, and cheaper than a UUID per request (no entropy,
+ * and a shorter string for every log line's bindings).
+ */
+const ID_PREFIX = `${randomBytes(5).toString('hex')}-`;
+let idCounter = 0;
+
+/** Fastify's genReqId: the caller's x-request-id when it is sane, else a generated id. */
 export function requestId(req: IncomingMessage): string {
   const incoming = req.headers[REQUEST_ID_HEADER];
-  return typeof incoming === 'string' && REQUEST_ID_PATTERN.test(incoming) ? incoming : randomUUID();
+  if (typeof incoming === 'string' && REQUEST_ID_PATTERN.test(incoming)) return incoming;
+  idCounter = (idCounter + 1) % Number.MAX_SAFE_INTEGER;
+  return ID_PREFIX + idCounter.toString(36);
 }
 
 declare module 'fastify' {
@@ -37,94 +47,126 @@ declare module 'fastify' {
   }
 }
 
+export type ShedReason = 'overloaded' | 'rate_limited_user' | 'rate_limited_ip' | 'timeout';
+
 const TIMEOUT_DETAIL = 'the outcome is unknown; GET /coupons/{id}/issues/me tells whether the coupon was issued';
+/** Routes that must answer while the process sheds load: probes and scrapes. */
+const NEVER_SHED = new Set(['/healthz', '/readyz', '/metrics']);
+/** How often the event loop's delay is judged; a shed client should wait about two of these. */
+const LOAD_SAMPLE_MS = 1_000;
+const OVERLOAD_RETRY_AFTER_S = 2;
+/** Resolution of the event-loop delay histogram; its mean is taken net of it. */
+const LOOP_RESOLUTION_MS = 10;
+
+export interface RequestGuardOptions {
+  /** REQUEST_TIMEOUT_MS: 504 TIMEOUT past it; 0 = off. */
+  timeoutMs: number;
+  /** SHED_EVENT_LOOP_DELAY_MS: 503 OVERLOADED while the loop's mean delay is above it; 0 = off. */
+  maxEventLoopDelayMs: number;
+  onShed: (reason: ShedReason) => void;
+}
 
 /**
- * Echoes the request id (so a client or nginx can quote it) and, with REQUEST_TIMEOUT_MS, answers
- * a request still unanswered after `timeoutMs` with 504 TIMEOUT — not 503, because its work may
- * still complete (an issue may still be recorded).
+ * One app-level onRequest hook (and one onResponse hook with a timeout) for every request:
  *
- * The requests in flight form a list in arrival order, linked through the replies themselves, and
- * one sweep every few hundred ms answers the expired ones from the head. This replaces Fastify's
- * handlerTimeout, which arms a timer, an AbortController and a listener on every request
- * (measured: ~2.5% of the issue route); here a request costs a few pointer writes. The answer
- * comes between timeoutMs and timeoutMs + one sweep interval.
+ * - echoes the request id, so a client or nginx can quote it;
+ * - load shedding: while the event loop's mean delay over the last second is above
+ *   `maxEventLoopDelayMs`, answers 503 OVERLOADED with Retry-After at once instead of queueing more
+ *   work behind it (probes and scrapes excepted);
+ * - request timeout: a request still unanswered after `timeoutMs` gets 504 TIMEOUT — not 503,
+ *   because its work may still complete (an issue may still be recorded). The requests in flight
+ *   form a list in arrival order, linked through the replies themselves; one sweep every few
+ *   hundred ms answers the expired ones from the head. The answer comes between timeoutMs and
+ *   timeoutMs + one sweep interval.
+ *
+ * Why not @fastify/under-pressure and Fastify's handlerTimeout: measured on the issue route under
+ * the bench's stampede, the first builds a route-options object per request and the second arms a
+ * timer, an AbortController and a listener per request (~2.5%); here a request costs a boolean
+ * check and a few pointer writes.
  */
-export function trackRequests(app: FastifyInstance, timeoutMs: number, onTimeout: () => void): void {
+export function requestGuards(app: FastifyInstance, { timeoutMs, maxEventLoopDelayMs, onShed }: RequestGuardOptions): void {
+  const timers: NodeJS.Timeout[] = [];
+
+  let overloaded = false;
+  if (maxEventLoopDelayMs > 0) {
+    const delay = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
+    delay.enable();
+    timers.push(
+      setInterval(() => {
+        // No sample at all means the loop was blocked for the whole interval.
+        const meanMs = delay.count === 0 ? Infinity : delay.mean / 1e6 - LOOP_RESOLUTION_MS;
+        overloaded = meanMs > maxEventLoopDelayMs;
+        delay.reset();
+      }, LOAD_SAMPLE_MS),
+    );
+    app.addHook('onClose', (_app, done) => {
+      delay.disable();
+      done();
+    });
+  }
+  const shed = (request: FastifyRequest, reply: FastifyReply): boolean => {
+    if (NEVER_SHED.has(request.routeOptions.url ?? '')) return false;
+    onShed('overloaded');
+    void reply.header('retry-after', String(OVERLOAD_RETRY_AFTER_S));
+    void sendProblem(reply, 503, 'OVERLOADED', `event loop delay above ${maxEventLoopDelayMs} ms`);
+    return true;
+  };
+
   if (timeoutMs <= 0) {
     app.addHook('onRequest', (request, reply, done) => {
       reply.header(REQUEST_ID_HEADER, request.id);
+      if (overloaded && shed(request, reply)) return; // answered: the rest of the lifecycle is skipped
       done();
     });
-    return;
+  } else {
+    app.decorateReply('couponrushDeadline', 0);
+    app.decorateReply('couponrushPrev', null);
+    app.decorateReply('couponrushNext', null);
+    let head: FastifyReply | null = null;
+    let tail: FastifyReply | null = null;
+    const unlink = (r: FastifyReply) => {
+      if (r.couponrushDeadline === 0) return;
+      r.couponrushDeadline = 0;
+      if (r.couponrushPrev === null) head = r.couponrushNext;
+      else r.couponrushPrev.couponrushNext = r.couponrushNext;
+      if (r.couponrushNext === null) tail = r.couponrushPrev;
+      else r.couponrushNext.couponrushPrev = r.couponrushPrev;
+      r.couponrushPrev = r.couponrushNext = null;
+    };
+    timers.push(
+      setInterval(
+        () => {
+          const now = performance.now();
+          while (head !== null && head.couponrushDeadline <= now) {
+            const r: FastifyReply = head;
+            unlink(r);
+            if (r.sent) continue;
+            onShed('timeout');
+            void sendProblem(r, 504, 'TIMEOUT', TIMEOUT_DETAIL);
+          }
+        },
+        Math.min(250, Math.max(10, Math.floor(timeoutMs / 4))),
+      ),
+    );
+    app.addHook('onRequest', (request, reply, done) => {
+      reply.header(REQUEST_ID_HEADER, request.id);
+      if (overloaded && shed(request, reply)) return;
+      reply.couponrushDeadline = performance.now() + timeoutMs;
+      reply.couponrushPrev = tail;
+      if (tail === null) head = reply;
+      else tail.couponrushNext = reply;
+      tail = reply;
+      done();
+    });
+    app.addHook('onResponse', (_request, reply, done) => {
+      unlink(reply);
+      done();
+    });
   }
-  app.decorateReply('couponrushDeadline', 0);
-  app.decorateReply('couponrushPrev', null);
-  app.decorateReply('couponrushNext', null);
-  let head: FastifyReply | null = null;
-  let tail: FastifyReply | null = null;
-  const unlink = (r: FastifyReply) => {
-    if (r.couponrushDeadline === 0) return;
-    r.couponrushDeadline = 0;
-    if (r.couponrushPrev === null) head = r.couponrushNext;
-    else r.couponrushPrev.couponrushNext = r.couponrushNext;
-    if (r.couponrushNext === null) tail = r.couponrushPrev;
-    else r.couponrushNext.couponrushPrev = r.couponrushPrev;
-    r.couponrushPrev = r.couponrushNext = null;
-  };
-  const sweepMs = Math.min(250, Math.max(10, Math.floor(timeoutMs / 4)));
-  const timer = setInterval(() => {
-    const now = performance.now();
-    while (head !== null && head.couponrushDeadline <= now) {
-      const r: FastifyReply = head;
-      unlink(r);
-      if (r.sent) continue;
-      onTimeout();
-      void sendProblem(r, 504, 'TIMEOUT', TIMEOUT_DETAIL);
-    }
-  }, sweepMs);
-  timer.unref();
+  for (const t of timers) t.unref();
   app.addHook('onClose', (_app, done) => {
-    clearInterval(timer);
+    for (const t of timers) clearInterval(t);
     done();
-  });
-  app.addHook('onRequest', (request, reply, done) => {
-    reply.header(REQUEST_ID_HEADER, request.id);
-    reply.couponrushDeadline = performance.now() + timeoutMs;
-    reply.couponrushPrev = tail;
-    if (tail === null) head = reply;
-    else tail.couponrushNext = reply;
-    tail = reply;
-    done();
-  });
-  app.addHook('onResponse', (_request, reply, done) => {
-    unlink(reply);
-    done();
-  });
-}
-
-export type ShedReason = 'overloaded' | 'rate_limited_user' | 'rate_limited_ip' | 'timeout';
-
-/** Routes that must answer while the process sheds load: probes and scrapes. */
-const NEVER_SHED = new Set(['/healthz', '/readyz', '/metrics']);
-/** Seconds a shed client should wait: the load monitor samples once a second. */
-const OVERLOAD_RETRY_AFTER_S = 2;
-
-/**
- * When the event loop's mean delay over the last second exceeds `maxEventLoopDelayMs`, answer
- * 503 OVERLOADED at once instead of queueing more work behind it. 0 turns it off.
- */
-export async function loadShedding(app: FastifyInstance, maxEventLoopDelayMs: number, onShed: (reason: ShedReason) => void): Promise<void> {
-  if (maxEventLoopDelayMs <= 0) return;
-  await app.register(underPressure, {
-    maxEventLoopDelay: maxEventLoopDelayMs,
-    // Fastify skips the remaining hooks and the handler of a request already answered here.
-    pressureHandler: (request, reply) => {
-      if (NEVER_SHED.has(request.routeOptions.url ?? '')) return;
-      onShed('overloaded');
-      void reply.header('retry-after', String(OVERLOAD_RETRY_AFTER_S));
-      void sendProblem(reply, 503, 'OVERLOADED', `event loop delay above ${maxEventLoopDelayMs} ms`);
-    },
   });
 }
 
@@ -173,6 +215,7 @@ export function issueRateLimits(app: FastifyInstance, options: IssueRateLimitOpt
     } catch (err) {
       return done(err as Error); // 401
     }
+    if (verdict === undefined) return done(); // the hot path: no allocation
     const settle = (v: Verdict) => {
       if (v === undefined) return done();
       onShed('rate_limited_user');
@@ -191,6 +234,7 @@ export function issueRateLimits(app: FastifyInstance, options: IssueRateLimitOpt
       done(refusal(byIp, 'client address', v));
     };
     const verdict = byIp.hit(request.ip);
+    if (verdict === undefined) return checkUser(request, done);
     if (verdict instanceof Promise) verdict.then(settle, () => checkUser(request, done));
     else settle(verdict);
   };
