@@ -320,6 +320,18 @@ export class IssueWorker {
     await this.ack(valid.map((v) => v.d));
     this.written += valid.length;
     this.observer?.batchWritten(valid.length, (performance.now() - started) / 1000);
+    this.logPersisted(valid.map((v) => v.d));
+  }
+
+  /** One debug line per persisted issuance, carrying the API's request id (off at the default level). */
+  private logPersisted(deliveries: readonly Delivery[]): void {
+    if (this.log.level !== 'debug' && this.log.level !== 'trace') return;
+    for (const d of deliveries) {
+      this.log.debug(
+        { couponId: d.couponId, userId: d.entry.fields.get('u'), requestId: d.entry.fields.get('r'), id: d.entry.id },
+        'worker: issuance persisted',
+      );
+    }
   }
 
   private async writeOne(d: Delivery, issue: NewIssue): Promise<void> {
@@ -340,6 +352,7 @@ export class IssueWorker {
     await this.ack([d]);
     this.written++;
     this.observer?.batchWritten(1, (performance.now() - started) / 1000);
+    this.logPersisted([d]);
   }
 
   private async deliveries(d: Delivery): Promise<number> {
@@ -353,7 +366,10 @@ export class IssueWorker {
     if (id === undefined) return; // another worker claimed it meanwhile and decides
     this.deadLettered++;
     this.observer?.deadLettered?.(kind);
-    this.log.error({ couponId: d.couponId, id: d.entry.id, deadLetter: id, reason }, 'worker: entry dead-lettered');
+    this.log.error(
+      { couponId: d.couponId, userId: d.entry.fields.get('u'), requestId: d.entry.fields.get('r'), id: d.entry.id, deadLetter: id, reason },
+      'worker: entry dead-lettered',
+    );
   }
 
   private async ack(deliveries: readonly Delivery[]): Promise<void> {
