@@ -97,45 +97,31 @@ export class Metrics implements IssueObserver {
 
     registerPoolMetrics(this.registry, options.db);
     const registers = [this.registry];
-    // Both gauges are collected in parallel within one scrape: they share one stock query.
+    // The campaign gauges are collected in parallel within one scrape and share one stock query.
+    // Values are the same in every process, so a cluster scrape keeps one instead of summing.
     const stock = () => this.stockForScrape();
-    new Gauge({
-      name: 'couponrush_campaign_stock_total',
-      help: 'Total quantity of campaigns open now or within an hour of their window',
-      labelNames: ['coupon'],
-      registers,
-      // Identical in every process: a cluster scrape keeps one value instead of summing.
-      aggregator: 'max',
-      async collect() {
-        const rows = await stock();
-        this.reset();
-        for (const c of rows) this.set({ coupon: String(c.id) }, c.total);
-      },
-    });
-    new Gauge({
-      name: 'couponrush_campaign_persisted',
-      help: 'Issuances committed to the database (rows), per campaign',
-      labelNames: ['coupon'],
-      registers,
-      aggregator: 'max',
-      async collect() {
-        const rows = await stock();
-        this.reset();
-        for (const c of rows) this.set({ coupon: String(c.id) }, c.persisted);
-      },
-    });
-    new Gauge({
-      name: 'couponrush_campaign_remaining',
-      help: 'Stock not yet admitted (Redis strategies) or not yet committed (database strategies)',
-      labelNames: ['coupon'],
-      registers,
-      aggregator: 'min',
-      async collect() {
-        const rows = await stock();
-        this.reset();
-        for (const c of rows) this.set({ coupon: String(c.id) }, c.remaining);
-      },
-    });
+    type StockRow = Awaited<ReturnType<typeof stock>>[number];
+    const campaignGauge = (name: string, help: string, aggregator: 'max' | 'min', value: (c: StockRow) => number) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['coupon'],
+        registers,
+        aggregator,
+        async collect() {
+          const rows = await stock();
+          this.reset();
+          for (const c of rows) this.set({ coupon: String(c.id) }, value(c));
+        },
+      });
+    campaignGauge('couponrush_campaign_stock_total', 'Total quantity of campaigns open now or within an hour of their window', 'max', (c) => c.total);
+    campaignGauge('couponrush_campaign_persisted', 'Issuances committed to the database (rows), per campaign', 'max', (c) => c.persisted);
+    campaignGauge(
+      'couponrush_campaign_remaining',
+      'Stock not yet admitted (Redis strategies) or not yet committed (database strategies)',
+      'min',
+      (c) => c.remaining,
+    );
     if (options.processMetrics === true) collectDefaultMetrics({ register: this.registry });
     if (cluster.isWorker) installWorkerResponder(this.registry);
   }
