@@ -14,7 +14,8 @@ import { startLoad, type LoadResult, type RunningLoad } from './load.js';
 import type { BenchOptions } from './options.js';
 import { buildOrder, mintUsers, type RequestPlan } from './plan.js';
 import {
-  PeakRss,
+  ProcessProbe,
+  type ProcessUsage,
   createScratchDatabase,
   deleteRedisPrefix,
   entrypoints,
@@ -172,15 +173,15 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
       label: string,
       baseUrl: string,
       couponId: number,
-      rssPid: number | undefined,
+      probedPid: number | undefined,
       afterLastResponse: (running: RunningLoad) => Promise<T>,
-    ): Promise<{ load: LoadResult; peakRss: number | undefined; after: Promise<T> }> => {
+    ): Promise<{ load: LoadResult; usage: ProcessUsage | undefined; after: Promise<T> }> => {
       const seconds = options.durationSeconds;
       const phase =
         seconds === undefined ? progress.phase(`${label}: stampede`, options.requests, 'responses') : progress.phase(`${label}: stampede`, seconds, 's');
       const startedAt = performance.now();
-      const rss = rssPid === undefined ? undefined : new PeakRss(rssPid);
-      rss?.start();
+      const probe = probedPid === undefined ? undefined : new ProcessProbe(probedPid);
+      probe?.start();
       const running = startLoad({
         baseUrl,
         path: `/coupons/${couponId}/issues`,
@@ -194,15 +195,15 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
       if (aborted()) running.stop();
       try {
         await running.finished;
-        const peakRss = rss?.stop();
+        const usage = probe?.stop();
         const after = afterLastResponse(running);
         // Awaited by the caller; keep an early rejection from being reported as unhandled.
         after.catch(() => {});
         const load = await running.done;
         phase.done(`${Math.round(load.requestsPerSecond)} req/s, p99 ${load.latencyMs.p99.toFixed(1)} ms`);
-        return { load, peakRss, after };
+        return { load, usage, after };
       } finally {
-        rss?.stop();
+        probe?.stop();
         current = undefined;
       }
     };
@@ -236,7 +237,7 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
       children.add(child);
       try {
         await warmUp('ceiling (node:http)', baseUrl, 1);
-        const { load, peakRss: peak } = await stampede('ceiling (node:http)', baseUrl, 1, child.pid, async () => undefined);
+        const { load, usage } = await stampede('ceiling (node:http)', baseUrl, 1, child.pid, async () => undefined);
         ceiling = {
           name: 'ceiling',
           verdict: 'ok',
@@ -246,7 +247,7 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
           latencyMs: load.latencyMs,
           statuses: statusRecord(load.statuses),
           errors: load.errors,
-          ...(peak === undefined ? {} : { peakRssBytes: peak }),
+          ...usageFields(usage, load.completed),
           violations: [],
           notes: [],
         };
@@ -330,7 +331,7 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
         let drainPhase: Phase | undefined;
         let rowsSoFar = 0;
         const db = verifyDb;
-        const { load, peakRss: peak, after } = await stampede(name, t.baseUrl, campaign.id, t.api?.pid, (running) => {
+        const { load, usage, after } = await stampede(name, t.baseUrl, campaign.id, t.api?.pid, (running) => {
           acknowledgedUsers = countAcknowledged(running.ackedByUser);
           return waitForDrain(db, campaign.id, acknowledgedUsers, running.lastResponseAt(), options.drainTimeoutMs, (n) => {
             rowsSoFar = n;
@@ -381,7 +382,7 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
           overIssue: v.overIssue,
           duplicates: v.duplicates,
           drainMs: drain.drainMs === undefined ? null : Math.round(drain.drainMs),
-          ...(peak === undefined ? {} : { peakRssBytes: peak }),
+          ...usageFields(usage, load.completed),
           violations: v.violations,
           notes: [...v.notes, ...stopNotes],
         });
@@ -459,5 +460,13 @@ export async function writeReport(report: BenchReport, outDir: string, base: str
     markdown: join(outDir, `${base}.md`),
     json: join(outDir, `${base}.json`),
     chart: svg === undefined ? undefined : join(outDir, `${base}.svg`),
+  };
+}
+
+/** The report's per-process fields: what the probe could read, CPU per answered request. */
+function usageFields(usage: ProcessUsage | undefined, responses: number): { peakRssBytes?: number; cpuUsPerResponse?: number } {
+  return {
+    ...(usage?.peakRssBytes === undefined ? {} : { peakRssBytes: usage.peakRssBytes }),
+    ...(usage?.cpuMs === undefined || responses === 0 ? {} : { cpuUsPerResponse: (usage.cpuMs * 1000) / responses }),
   };
 }

@@ -1,6 +1,6 @@
 // The processes and scratch state a bench run owns: the API server it starts per strategy (with
 // the stream worker inside when Redis is configured), the bare ceiling server, a scratch PostgreSQL database and a Redis key prefix — each created here
-// and removed here. Also the peak-RSS probe of a child process (Linux /proc).
+// and removed here. Also the memory and CPU probe of a child process (Linux /proc).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -178,14 +178,27 @@ export async function startCeiling(entry: Entrypoints, bodyBytes: number, logFil
   return { child, baseUrl: `http://127.0.0.1:${port}` };
 }
 
+/** What a child process used over a window (Linux /proc; undefined elsewhere). */
+export interface ProcessUsage {
+  /** Peak resident memory, bytes. */
+  readonly peakRssBytes: number | undefined;
+  /** CPU time (user + system) spent in the window, ms. */
+  readonly cpuMs: number | undefined;
+}
+
+/** /proc reports CPU times in USER_HZ ticks, which Linux fixes at 100 per second for user space. */
+const USER_HZ = 100;
+
 /**
- * Peak resident memory of a child over a window. On Linux, writing 5 to clear_refs resets the
- * kernel's high-water mark (VmHWM) so it covers only this window; VmRSS is also polled in case
- * the reset is refused. Elsewhere there is no /proc: the probe reports undefined.
+ * Peak resident memory and CPU time of a child over a window. On Linux, writing 5 to clear_refs
+ * resets the kernel's high-water mark (VmHWM) so it covers only this window; VmRSS is also polled
+ * in case the reset is refused. CPU is utime + stime from /proc/<pid>/stat at both ends (10 ms
+ * resolution: ample over a stampede of seconds). Elsewhere there is no /proc: both are undefined.
  */
-export class PeakRss {
+export class ProcessProbe {
   private polled = 0;
   private resetWorked = false;
+  private cpuAtStart: number | undefined;
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly pid: number) {}
@@ -200,6 +213,18 @@ export class PeakRss {
     }
   }
 
+  private readCpuMs(): number | undefined {
+    try {
+      const stat = readFileSync(`/proc/${this.pid}/stat`, 'utf8');
+      // The command name (field 2) may hold spaces: count fields from its closing parenthesis.
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15)
+      return Number.isFinite(ticks) ? (ticks * 1000) / USER_HZ : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
   start(): void {
     try {
       writeFileSync(`/proc/${this.pid}/clear_refs`, '5');
@@ -207,6 +232,7 @@ export class PeakRss {
     } catch {
       this.resetWorked = false;
     }
+    this.cpuAtStart = this.readCpuMs();
     const poll = () => {
       const kb = this.readKb('VmRSS');
       if (kb !== undefined && kb > this.polled) this.polled = kb;
@@ -215,13 +241,16 @@ export class PeakRss {
     this.timer = setInterval(poll, RSS_POLL_MS);
   }
 
-  /** Bytes, or undefined when this platform has no /proc. */
-  stop(): number | undefined {
+  stop(): ProcessUsage {
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
     const hwm = this.resetWorked ? this.readKb('VmHWM') : undefined;
     const kb = Math.max(hwm ?? 0, this.polled);
-    return kb === 0 ? undefined : kb * 1024;
+    const cpuAtEnd = this.readCpuMs();
+    return {
+      peakRssBytes: kb === 0 ? undefined : kb * 1024,
+      cpuMs: this.cpuAtStart === undefined || cpuAtEnd === undefined ? undefined : cpuAtEnd - this.cpuAtStart,
+    };
   }
 }
 

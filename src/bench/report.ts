@@ -27,6 +27,8 @@ export interface StrategyResult {
   /** Null when the rows never caught up within the drain timeout. */
   readonly drainMs?: number | null;
   readonly peakRssBytes?: number;
+  /** CPU time of the server process (user + system) per response during the stampede, µs. */
+  readonly cpuUsPerResponse?: number;
   readonly violations: readonly string[];
   readonly notes: readonly string[];
 }
@@ -96,11 +98,11 @@ export function fmtStatuses(statuses: Readonly<Record<string, number>> | undefin
     .join(' ');
 }
 
-const HEADERS = ['strategy', 'req/s', '× ceiling', 'p50 ms', 'p95 ms', 'p99 ms', 'max ms', 'responses', 'issued rows', 'over-issue', 'duplicates', 'drain', 'peak RSS', 'verdict'];
+const HEADERS = ['strategy', 'req/s', '× ceiling', 'p50 ms', 'p95 ms', 'p99 ms', 'max ms', 'responses', 'issued rows', 'over-issue', 'duplicates', 'drain', 'peak RSS', 'CPU µs/req', 'verdict'];
 
 function cells(r: StrategyResult): string[] {
   if (r.verdict === 'skipped' || r.requestsPerSecond === undefined) {
-    return [r.name, '—', '—', '—', '—', '—', '—', '—', '—', '—', '—', '—', '—', r.verdict];
+    return [r.name, '—', '—', '—', '—', '—', '—', '—', '—', '—', '—', '—', '—', '—', r.verdict];
   }
   const l = r.latencyMs;
   const isCeiling = r.name === 'ceiling';
@@ -118,6 +120,7 @@ function cells(r: StrategyResult): string[] {
     isCeiling ? '—' : fmtInt(r.duplicates ?? 0),
     isCeiling ? '—' : fmtDrain(r.drainMs),
     fmtBytes(r.peakRssBytes),
+    r.cpuUsPerResponse === undefined ? '—' : fmtInt(r.cpuUsPerResponse),
     isCeiling ? '' : r.verdict,
   ];
 }
@@ -131,7 +134,7 @@ export function renderTerminal(report: BenchReport, color: boolean): string {
   const table = new Table({
     head: HEADERS,
     style: { head: color ? ['cyan'] : [], border: color ? ['grey'] : [] },
-    colAligns: ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'left', 'right', 'right', 'right', 'right', 'right', 'left'],
+    colAligns: ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'left', 'right', 'right', 'right', 'right', 'right', 'right', 'left'],
   });
   for (const r of allRows(report)) {
     const row = cells(r);
@@ -196,7 +199,9 @@ export function renderMarkdown(report: BenchReport, chartFile: string | undefine
   out.push(
     '_req/s_: responses per second from the first request to the last response. _× ceiling_: that rate over the rate of a bare ' +
       '`node:http` server answering the same requests in the same run. Latencies from an HDR histogram of every response. ' +
-      '_drain_: from the last response until every 201/202 had its row in PostgreSQL. _peak RSS_: the API process during the stampede.',
+      '_drain_: from the last response until every 201/202 had its row in PostgreSQL. _peak RSS_: the API process during the stampede. ' +
+      '_CPU µs/req_: CPU time (user + system) of the API process during the stampede over its responses — the cost of one request, ' +
+      'whatever else competes for the cores (with Redis it includes the in-process stream worker).',
     '',
   );
   return out.join('\n');
