@@ -30,6 +30,9 @@ import { Progress, type Phase } from './progress.js';
 import { renderMarkdown, type BenchReport, type StrategyResult } from './report.js';
 import { verify, waitForDrain } from './verify.js';
 
+/** Sampling interval of --cpu-prof: V8's default (1 ms) gives too few samples over a stampede of seconds. */
+const CPU_PROFILE_INTERVAL_US = 200;
+
 export interface BenchRun {
   readonly report: BenchReport;
   /** Written report files (absolute paths). */
@@ -291,7 +294,7 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
             env.REDIS_URL = options.redisUrl;
             env.REDIS_PREFIX = redisPrefix;
           }
-          const nodeFlags = options.cpuProf ? ['--cpu-prof', '--cpu-prof-dir', join(outDir, 'profiles'), '--cpu-prof-name', `${runId}-${name}.cpuprofile`] : [];
+          const nodeFlags = options.cpuProf ? ['--cpu-prof', '--cpu-prof-interval', String(CPU_PROFILE_INTERVAL_US), '--cpu-prof-dir', join(outDir, 'profiles'), '--cpu-prof-name', `${runId}-${name}.cpuprofile`] : [];
           const logFile = join(workDir, `${name}.log`);
           // With Redis the stream worker runs inside the API process, so its drain is measured
           // and its memory counts in the peak RSS.
