@@ -6,6 +6,7 @@ import { couponRoutes } from './coupons/routes.js';
 import { guardAdminRoutes } from './http/admin-listener.js';
 import { createAdminAuthenticator, createUserAuthenticator, USER_ID_HEADER } from './http/auth.js';
 import { registerProblemHandlers, sendProblem } from './http/problem.js';
+import { lazyChildLogger } from './http/request-logger.js';
 import { issueRateLimits, MAX_HEADER_BYTES, MAX_HEADERS_COUNT, RECEIVE_TIMEOUT_MS, requestGuards, requestId } from './http/protection.js';
 import { instrumentRoutes, metricsRoute } from './metrics/http.js';
 import type { Runtime } from './runtime.js';
@@ -26,6 +27,8 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
     bodyLimit: BODY_LIMIT_BYTES,
     // No per-request log lines: at 10k req/s they would cost more than the issue itself.
     logController: new LogController({ disableRequestLogging: true }),
+    // And no per-request pino child unless the request actually logs something.
+    ...(options.logger === undefined ? {} : { childLoggerFactory: lazyChildLogger }),
     // Validated incoming x-request-id or a fresh UUID (protection.ts); echoed in the response.
     requestIdHeader: false,
     genReqId: requestId,
@@ -46,10 +49,11 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
   const onShed = metrics.requestShed.bind(metrics);
   // Request id echo, load shedding (503 OVERLOADED) and request timeouts (504 TIMEOUT).
   requestGuards(app, { timeoutMs: config.requestTimeoutMs, maxEventLoopDelayMs: config.shedEventLoopDelayMs, onShed });
-  const requireUser = issueRateLimits(app, {
+  const requireUser = createUserAuthenticator(config.authMode, config.jwtSecret);
+  const requireIssuer = issueRateLimits(app, {
     user: config.rateLimitUser,
     ip: config.rateLimitIp,
-    authenticate: createUserAuthenticator(config.authMode, config.jwtSecret),
+    authenticate: requireUser,
     onShed,
     // With Redis the counters are shared by every instance: N instances do not mean N× the limit.
     redis: runtime.redis?.client,
@@ -106,6 +110,7 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
   await app.register(couponRoutes, {
     service,
     requireUser,
+    requireIssuer,
     requireAdmin: createAdminAuthenticator(config.adminToken),
   });
   if (runtime.redis !== undefined) {
