@@ -198,6 +198,29 @@ describe('authentication on POST /coupons/:id/issues: 401, nothing issued', () =
   }
 });
 
+describe('refusals that are the same for everyone come before authentication', () => {
+  it('a closed window answers 422 whatever the token, an open one still checks it (401)', async () => {
+    const ended = (await server.createCoupon({ issueStartsAt: iso(-2 * HOUR), issueEndsAt: iso(-HOUR) })).id;
+    const upcoming = (await server.createCoupon({ issueStartsAt: iso(HOUR), issueEndsAt: iso(2 * HOUR) })).id;
+    const open = (await server.createCoupon({ totalQuantity: 10 })).id;
+    const forged = { authorization: 'Bearer not.a.jwt' };
+    const before = await counts();
+    assertProblem(await request(server.url, 'POST', `/coupons/${ended}/issues`, { headers: forged }), 422, 'ISSUE_WINDOW_CLOSED');
+    assertProblem(await request(server.url, 'POST', `/coupons/${upcoming}/issues`), 422, 'ISSUE_WINDOW_NOT_OPEN');
+    assertProblem(await request(server.url, 'POST', `/coupons/${open}/issues`, { headers: forged }), 401, 'UNAUTHENTICATED');
+    assertProblem(await request(server.url, 'POST', `/coupons/${open}/issues`), 401, 'UNAUTHENTICATED');
+    assert.deepEqual(await counts(), before);
+  });
+
+  it('a strategy whose holders hear 409 after sold-out still authenticates every caller', async () => {
+    const { id } = await server.createCoupon({ totalQuantity: 1, strategy: 'local' });
+    assert.equal((await request(server.url, 'POST', `/coupons/${id}/issues`, { headers: asUser('first') })).status, 201);
+    assertProblem(await request(server.url, 'POST', `/coupons/${id}/issues`, { headers: asUser('second') }), 410, 'SOLD_OUT');
+    assertProblem(await request(server.url, 'POST', `/coupons/${id}/issues`, { headers: { authorization: 'Bearer not.a.jwt' } }), 401, 'UNAUTHENTICATED');
+    assertProblem(await request(server.url, 'POST', `/coupons/${id}/issues`, { headers: asUser('first') }), 409, 'ALREADY_ISSUED');
+  });
+});
+
 describe('reads', () => {
   it('GET /coupons lists open and upcoming campaigns, not ended ones', async () => {
     const open = await server.createCoupon({ name: 'open-one' });

@@ -54,6 +54,34 @@ describe('POST /coupons/:id/issues under a stampede (Redis strategies, PostgreSQ
   }
 });
 
+const asUser = (server: { tokenFor(userId: string): string }, userId: string) => ({ authorization: `Bearer ${server.tokenFor(userId)}` });
+function assertStatus(res: { status: number; text: string }, status: number): void {
+  assert.equal(res.status, status, res.text);
+}
+
+describe('redis-lua-async-cached: after sold-out', () => {
+  it('answers 410 to anyone without reading the token, and counts nobody against the rate limit', async (t) => {
+    if (!(await servers(t))) return;
+    // A limit of 2 per user: were sold-out answers counted, the third request below would be a 429.
+    const server = await startRedisTestServer({ RATE_LIMIT_USER: '2/60s' });
+    try {
+      const { id } = await server.createCoupon({ totalQuantity: 1, strategy: 'redis-lua-async-cached' });
+      assertStatus(await request(server.url, 'POST', `/coupons/${id}/issues`, { headers: asUser(server, 'winner') }), 202);
+      // Before Redis has said SOLD_OUT to this instance, a forged token is still a 401.
+      assertStatus(await request(server.url, 'POST', `/coupons/${id}/issues`, { headers: { authorization: 'Bearer not.a.jwt' } }), 401);
+      assertStatus(await request(server.url, 'POST', `/coupons/${id}/issues`, { headers: asUser(server, 'loser') }), 410);
+      for (const headers of [{ authorization: 'Bearer not.a.jwt' }, {}, asUser(server, 'loser'), asUser(server, 'loser'), asUser(server, 'winner')]) {
+        assertStatus(await request(server.url, 'POST', `/coupons/${id}/issues`, { headers }), 410);
+      }
+      // Another campaign on the same server still authenticates.
+      const open = await server.createCoupon({ totalQuantity: 5, strategy: 'redis-lua-async-cached' });
+      assertStatus(await request(server.url, 'POST', `/coupons/${open.id}/issues`, { headers: { authorization: 'Bearer not.a.jwt' } }), 401);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
 describe('redis-lua-async: GET /coupons/:id/issues/me', () => {
   it('answers PENDING until the worker wrote the row, then ISSUED; REDIS_URL makes the cached variant the default', async (t) => {
     if (!(await servers(t))) return;

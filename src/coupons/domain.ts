@@ -48,18 +48,21 @@ export type IssueOutcome =
 
 export type IssueOutcomeKind = IssueOutcome['kind'];
 
+/** An outcome that issues nothing. */
+export type Refusal = Exclude<IssueOutcome, { kind: 'ISSUED' | 'ACCEPTED' }>;
+
 // Frozen singletons: the hot path returns these instead of allocating.
 export const ISSUED: IssueOutcome = Object.freeze({ kind: 'ISSUED' });
 export const ACCEPTED: IssueOutcome = Object.freeze({ kind: 'ACCEPTED' });
-export const ALREADY_ISSUED: IssueOutcome = Object.freeze({ kind: 'ALREADY_ISSUED' });
-export const SOLD_OUT: IssueOutcome = Object.freeze({ kind: 'SOLD_OUT' });
-export const WINDOW_NOT_OPEN: IssueOutcome = Object.freeze({ kind: 'WINDOW_NOT_OPEN' });
-export const WINDOW_CLOSED: IssueOutcome = Object.freeze({ kind: 'WINDOW_CLOSED' });
-export const COUPON_NOT_FOUND: IssueOutcome = Object.freeze({ kind: 'COUPON_NOT_FOUND' });
-export const unavailable = (reason: string): IssueOutcome => ({ kind: 'UNAVAILABLE', reason });
+export const ALREADY_ISSUED: Refusal = Object.freeze({ kind: 'ALREADY_ISSUED' });
+export const SOLD_OUT: Refusal = Object.freeze({ kind: 'SOLD_OUT' });
+export const WINDOW_NOT_OPEN: Refusal = Object.freeze({ kind: 'WINDOW_NOT_OPEN' });
+export const WINDOW_CLOSED: Refusal = Object.freeze({ kind: 'WINDOW_CLOSED' });
+export const COUPON_NOT_FOUND: Refusal = Object.freeze({ kind: 'COUPON_NOT_FOUND' });
+export const unavailable = (reason: string): Refusal => ({ kind: 'UNAVAILABLE', reason });
 
 /** The window is half-open: [issueStartsAt, issueEndsAt). */
-export function windowOutcome(coupon: Coupon, nowMs: number): IssueOutcome | undefined {
+export function windowOutcome(coupon: Coupon, nowMs: number): Refusal | undefined {
   if (nowMs < coupon.issueStartsAt.getTime()) return WINDOW_NOT_OPEN;
   if (nowMs >= coupon.issueEndsAt.getTime()) return WINDOW_CLOSED;
   return undefined;

@@ -12,6 +12,8 @@ export const ISSUE_ROUTE_URL = '/coupons/:id/issues';
 export interface CouponRouteOptions {
   service: CouponService;
   requireUser: (request: FastifyRequest) => string;
+  /** The issue route's caller: authenticated (401) and within the per-user rate limit (429). */
+  requireIssuer: (request: FastifyRequest) => string | Promise<string>;
   requireAdmin: (request: FastifyRequest) => void;
 }
 
@@ -90,7 +92,7 @@ function view(c: CouponWithStock, nowMs = Date.now()): Static<typeof CouponView>
   };
 }
 
-export async function couponRoutes(app: FastifyInstance, { service, requireUser, requireAdmin }: CouponRouteOptions): Promise<void> {
+export async function couponRoutes(app: FastifyInstance, { service, requireUser, requireIssuer, requireAdmin }: CouponRouteOptions): Promise<void> {
   app.addSchema(Problem);
 
   const adminOnly = async (request: FastifyRequest) => requireAdmin(request);
@@ -177,8 +179,13 @@ export async function couponRoutes(app: FastifyInstance, { service, requireUser,
       },
     },
     async (request, reply: FastifyReply) => {
-      const userId = requireUser(request);
       const id = couponId(request.params);
+      // Sold out (cached strategy) or outside the window: the same answer for every caller, so it
+      // comes before the token is verified — the tail of a stampede costs almost nothing.
+      const foregone = service.refusalForAnyone(id);
+      if (foregone !== undefined) return sendRefusal(reply, foregone);
+      const caller = requireIssuer(request);
+      const userId = typeof caller === 'string' ? caller : await caller;
       // The request id travels into the queued issuance (async strategies): logs can follow one claim.
       const outcome = await service.issue(id, userId, request.id);
       switch (outcome.kind) {

@@ -4,12 +4,14 @@ import type { Db } from '../db/index.js';
 import {
   COUPON_NOT_FOUND,
   newCouponProblem,
+  SOLD_OUT,
   unavailable,
   windowOutcome,
   type Coupon,
   type CouponWithStock,
   type IssueOutcome,
   type NewCoupon,
+  type Refusal,
 } from './domain.js';
 import { findCoupon, findIssue, insertCoupon, listCurrentCoupons, listUserIssues, type UserCoupon } from './repository.js';
 import { isStrategyName, unavailableReason, type StrategyName, type StrategySet } from './strategies/index.js';
@@ -67,6 +69,22 @@ export class CouponService {
     const coupon = this.coupons.get(couponId) ?? (await this.resolve(couponId));
     const outcome = coupon === undefined ? COUPON_NOT_FOUND : await this.decide(coupon, userId, requestId);
     this.observer?.issueDecided(coupon, outcome);
+    return outcome;
+  }
+
+  /**
+   * The refusal every caller would get right now, when this instance knows it without a round
+   * trip: the campaign's window is closed (metadata cached), or its strategy already knows the
+   * stock is gone for everyone (`knownSoldOut`). Such an answer does not depend on who asks — and
+   * GET /coupons/:id tells anyone the same — so the issue route gives it before verifying the
+   * token: after a sell-out, the rest of the stampede costs no HMAC, no rate-limit entry and no
+   * Redis. Undefined: authenticate and `issue` as usual.
+   */
+  refusalForAnyone(couponId: number, nowMs = Date.now()): Refusal | undefined {
+    const coupon = this.coupons.get(couponId);
+    if (coupon === undefined) return undefined;
+    const outcome = windowOutcome(coupon, nowMs) ?? (this.strategyFor(coupon)?.knownSoldOut?.(couponId) === true ? SOLD_OUT : undefined);
+    if (outcome !== undefined) this.observer?.issueDecided(coupon, outcome);
     return outcome;
   }
 

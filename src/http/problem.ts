@@ -1,7 +1,7 @@
 // RFC 9457 problem details: the one place that turns refusals and errors into HTTP responses
 // with a stable machine-readable `code`. A 5xx never carries internals.
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
-import type { IssueOutcome } from '../coupons/domain.js';
+import type { Refusal } from '../coupons/domain.js';
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 
@@ -80,8 +80,6 @@ export function problemBody(status: number, code: ProblemCode, detail?: string):
 export function sendProblem(reply: FastifyReply, status: number, code: ProblemCode, detail?: string): FastifyReply {
   return reply.code(status).type(PROBLEM_CONTENT_TYPE).send(problemBody(status, code, detail));
 }
-
-type Refusal = Exclude<IssueOutcome, { kind: 'ISSUED' | 'ACCEPTED' }>;
 
 /** Refusals with a fixed answer, serialised once: the stampede's 409s and 410s cost no JSON work. */
 const REFUSALS = Object.fromEntries(

@@ -176,72 +176,66 @@ export interface IssueRateLimitOptions {
   /** Shares the counters across instances (beyond a small local allowance, see rate-limit.ts). */
   redis?: Redis | undefined;
   redisPrefix?: string;
-  /** Authenticates the caller (throws 401); called once per request even if used twice. */
+  /** Authenticates the caller (throws 401). */
   authenticate: (request: FastifyRequest) => string;
   onShed: (reason: ShedReason) => void;
 }
 
-declare module 'fastify' {
-  interface FastifyRequest {
-    /** The authenticated user id, once the rate limiter or the handler has asked for it. */
-    couponrushUserId: string | null;
-  }
-}
+/** The issue route's caller check: the user id, or a thrown 401/429 problem. */
+export type IssuerCheck = (request: FastifyRequest) => string | Promise<string>;
 
 /**
- * Per-user and per-IP fixed-window limits on POST /coupons/:id/issues (rate-limit.ts). Returns
- * the authenticator the routes must use: it reuses the user id the limiter already resolved.
- * Runs after authentication: a request without valid credentials is a 401 and counts for nobody.
+ * Per-user and per-IP fixed-window limits on POST /coupons/:id/issues (rate-limit.ts).
+ *
+ * - The per-IP limit (needs only the address) is an onRequest hook on that route, when configured.
+ * - The per-user limit runs inside the returned check, which the handler calls once it needs the
+ *   caller: after authentication (a request without valid credentials is a 401 and counts for
+ *   nobody) and after the refusals that are the same for everyone (a sold-out campaign answers
+ *   410 without reading the token, so the tail of a stampede never fills the limiter). No hook
+ *   and no promise per request on the hot path: the check is synchronous unless Redis has to be
+ *   asked (a key past the local allowance).
  */
-export function issueRateLimits(app: FastifyInstance, options: IssueRateLimitOptions): (request: FastifyRequest) => string {
+export function issueRateLimits(app: FastifyInstance, options: IssueRateLimitOptions): IssuerCheck {
   const { authenticate, onShed } = options;
-  app.decorateRequest('couponrushUserId', null);
-  const requireUser = (request: FastifyRequest): string => (request.couponrushUserId ??= authenticate(request));
-  if (options.user === undefined && options.ip === undefined) return requireUser;
-
   const shared = (kind: string) => (options.redis === undefined ? undefined : { redis: options.redis, prefix: `${options.redisPrefix ?? ''}ratelimit:${kind}:` });
-  const byIp = options.ip === undefined ? undefined : new WindowLimiter(options.ip, shared('ip'));
-  const byUser = options.user === undefined ? undefined : new WindowLimiter(options.user, shared('user'));
   const refusal = (limiter: WindowLimiter, what: string, retryAfter: number) =>
     new HttpProblem(429, 'RATE_LIMITED', `at most ${limiter.limit.max} issue requests per ${what} per ${limiter.limit.windowMs / 1000} s`, {
       'retry-after': String(retryAfter),
     });
 
-  const checkUser = (request: FastifyRequest, done: (err?: Error) => void) => {
-    if (byUser === undefined) return done();
-    let verdict: Verdict | Promise<Verdict>;
-    try {
-      verdict = byUser.hit(requireUser(request));
-    } catch (err) {
-      return done(err as Error); // 401
-    }
-    if (verdict === undefined) return done(); // the hot path: no allocation
-    const settle = (v: Verdict) => {
+  if (options.ip !== undefined) {
+    const byIp = new WindowLimiter(options.ip, shared('ip'));
+    const settle = (v: Verdict, done: (err?: Error) => void) => {
       if (v === undefined) return done();
-      onShed('rate_limited_user');
-      done(refusal(byUser, 'user', v));
-    };
-    if (verdict instanceof Promise) verdict.then(settle, () => done());
-    else settle(verdict);
-  };
-
-  // Synchronous unless Redis has to be asked: no promise per request on the hot path.
-  const hook: onRequestHookHandler = (request, _reply, done) => {
-    if (byIp === undefined) return checkUser(request, done);
-    const settle = (v: Verdict) => {
-      if (v === undefined) return checkUser(request, done);
       onShed('rate_limited_ip');
       done(refusal(byIp, 'client address', v));
     };
-    const verdict = byIp.hit(request.ip);
-    if (verdict === undefined) return checkUser(request, done);
-    if (verdict instanceof Promise) verdict.then(settle, () => checkUser(request, done));
-    else settle(verdict);
+    const hook: onRequestHookHandler = (request, _reply, done) => {
+      const verdict = byIp.hit(request.ip);
+      if (verdict instanceof Promise) verdict.then((v) => settle(v, done), () => done());
+      else settle(verdict, done);
+    };
+    app.addHook('onRoute', (route) => {
+      if (route.url !== ISSUE_ROUTE_URL || route.method !== 'POST') return;
+      const existing = route.onRequest;
+      route.onRequest = existing === undefined ? [hook] : Array.isArray(existing) ? [...existing, hook] : [existing, hook];
+    });
+  }
+
+  if (options.user === undefined) return authenticate;
+  const byUser = new WindowLimiter(options.user, shared('user'));
+  const limited = (retryAfter: number) => {
+    onShed('rate_limited_user');
+    return refusal(byUser, 'user', retryAfter);
   };
-  app.addHook('onRoute', (route) => {
-    if (route.url !== ISSUE_ROUTE_URL || route.method !== 'POST') return;
-    const existing = route.onRequest;
-    route.onRequest = existing === undefined ? [hook] : Array.isArray(existing) ? [...existing, hook] : [existing, hook];
-  });
-  return requireUser;
+  return (request) => {
+    const userId = authenticate(request);
+    const verdict = byUser.hit(userId);
+    if (verdict === undefined) return userId; // the hot path: no allocation
+    if (typeof verdict === 'number') throw limited(verdict);
+    return verdict.then((v) => {
+      if (v === undefined) return userId;
+      throw limited(v);
+    });
+  };
 }

@@ -7,7 +7,8 @@
 //
 // Trade-off: after the stock is gone, a user who already holds the coupon hears 410 SOLD_OUT
 // from this short-circuit instead of 409 ALREADY_ISSUED; their coupon is unaffected and
-// GET /coupons/:id/issues/me still says ISSUED/PENDING.
+// GET /coupons/:id/issues/me still says ISSUED/PENDING. Because the answer is then the same for
+// everyone, the issue route gives it before verifying the caller's token (knownSoldOut).
 import { SOLD_OUT, type Coupon, type IssueOutcome } from '../domain.js';
 import { RedisLuaAsync } from './redis-lua-async.js';
 import { redisOf } from './redis-shared.js';
@@ -18,6 +19,10 @@ const MAX_FLAGS = 100_000;
 
 class RedisLuaAsyncCached extends RedisLuaAsync {
   private readonly soldOutCoupons = new Set<number>();
+
+  knownSoldOut(couponId: number): boolean {
+    return this.soldOutCoupons.has(couponId);
+  }
 
   override issue(coupon: Coupon, userId: string, now: Date, requestId?: string): Promise<IssueOutcome> {
     if (this.soldOutCoupons.has(coupon.id)) return SOLD_OUT_NOW;

@@ -21,6 +21,13 @@ export interface IssueStrategy {
   issue(coupon: Coupon, userId: string, now: Date, requestId?: string): Promise<IssueOutcome>;
   /** Set up per-campaign state right after the campaign is created (e.g. Redis keys). */
   prepare?(coupon: Coupon): Promise<void>;
+  /**
+   * True when this instance already knows the campaign has no stock left AND answers SOLD_OUT to
+   * every caller from then on, holder or not (redis-lua-async-cached's local flag). The issue
+   * route then refuses before verifying the caller's token. Strategies that answer a holder 409
+   * after sold-out must not implement it.
+   */
+  knownSoldOut?(couponId: number): boolean;
   /** True when the user was admitted but the row is not in the database yet (async strategies). */
   isPending?(coupon: Coupon, userId: string): Promise<boolean>;
   /** Finish in-flight work and release resources. */
