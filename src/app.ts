@@ -48,7 +48,7 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
   if (config.adminPort !== undefined) guardAdminRoutes(app);
   const onShed = metrics.requestShed.bind(metrics);
   // Request id echo, load shedding (503 OVERLOADED) and request timeouts (504 TIMEOUT).
-  requestGuards(app, { timeoutMs: config.requestTimeoutMs, maxEventLoopDelayMs: config.shedEventLoopDelayMs, onShed });
+  const deadline = requestGuards(app, { timeoutMs: config.requestTimeoutMs, maxEventLoopDelayMs: config.shedEventLoopDelayMs, onShed });
   const requireUser = createUserAuthenticator(config.authMode, config.jwtSecret);
   const requireIssuer = issueRateLimits(app, {
     user: config.rateLimitUser,
@@ -111,6 +111,7 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
     service,
     requireUser,
     requireIssuer,
+    deadline,
     requireAdmin: createAdminAuthenticator(config.adminToken),
   });
   if (runtime.redis !== undefined) {

@@ -2,6 +2,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import Type, { type Static } from 'typebox';
 import { HttpProblem, sendRefusal } from '../http/problem.js';
+import type { Deadline } from '../http/protection.js';
 import { campaignStatus, MAX_COUPON_ID, MAX_TOTAL_QUANTITY, USER_ID_PATTERN, type CouponWithStock } from './domain.js';
 import type { CouponService } from './service.js';
 import { STRATEGY_NAMES } from './strategies/index.js';
@@ -14,6 +15,8 @@ export interface CouponRouteOptions {
   requireUser: (request: FastifyRequest) => string;
   /** The issue route's caller: authenticated (401) and within the per-user rate limit (429). */
   requireIssuer: (request: FastifyRequest) => string | Promise<string>;
+  /** The issue route's request deadline (504 TIMEOUT), armed once there is something to wait for. */
+  deadline?: Deadline | undefined;
   requireAdmin: (request: FastifyRequest) => void;
 }
 
@@ -92,7 +95,7 @@ function view(c: CouponWithStock, nowMs = Date.now()): Static<typeof CouponView>
   };
 }
 
-export async function couponRoutes(app: FastifyInstance, { service, requireUser, requireIssuer, requireAdmin }: CouponRouteOptions): Promise<void> {
+export async function couponRoutes(app: FastifyInstance, { service, requireUser, requireIssuer, deadline, requireAdmin }: CouponRouteOptions): Promise<void> {
   app.addSchema(Problem);
 
   const adminOnly = async (request: FastifyRequest) => requireAdmin(request);
@@ -162,7 +165,9 @@ export async function couponRoutes(app: FastifyInstance, { service, requireUser,
         summary: 'Claim the coupon for the calling user (first come, first served)',
         description:
           '201: issued and committed. 202: admitted and durably queued, the row follows (async strategies). ' +
-          'Refusals: 409 ALREADY_ISSUED, 410 SOLD_OUT, 422 ISSUE_WINDOW_NOT_OPEN / ISSUE_WINDOW_CLOSED, 404 COUPON_NOT_FOUND.',
+          'Refusals: 409 ALREADY_ISSUED, 410 SOLD_OUT, 422 ISSUE_WINDOW_NOT_OPEN / ISSUE_WINDOW_CLOSED, 404 COUPON_NOT_FOUND. ' +
+          'A closed window and, with redis-lua-async-cached, a known sell-out are answered before the token is checked: ' +
+          'that answer is the same for every caller.',
         security: userSecurity,
         params: IdParams,
         response: {
@@ -184,17 +189,23 @@ export async function couponRoutes(app: FastifyInstance, { service, requireUser,
       // comes before the token is verified — the tail of a stampede costs almost nothing.
       const foregone = service.refusalForAnyone(id);
       if (foregone !== undefined) return sendRefusal(reply, foregone);
-      const caller = requireIssuer(request);
-      const userId = typeof caller === 'string' ? caller : await caller;
-      // The request id travels into the queued issuance (async strategies): logs can follow one claim.
-      const outcome = await service.issue(id, userId, request.id);
-      switch (outcome.kind) {
-        case 'ISSUED':
-          return reply.code(201).send({ couponId: id, userId, status: 'ISSUED' });
-        case 'ACCEPTED':
-          return reply.code(202).send({ couponId: id, userId, status: 'PENDING' });
-        default:
-          return sendRefusal(reply, outcome);
+      deadline?.arm(reply);
+      try {
+        const caller = requireIssuer(request);
+        const userId = typeof caller === 'string' ? caller : await caller;
+        // The request id travels into the queued issuance (async strategies): logs can follow one claim.
+        const outcome = await service.issue(id, userId, request.id);
+        if (reply.sent) return reply; // the deadline answered 504 TIMEOUT while we waited
+        switch (outcome.kind) {
+          case 'ISSUED':
+            return reply.code(201).send({ couponId: id, userId, status: 'ISSUED' });
+          case 'ACCEPTED':
+            return reply.code(202).send({ couponId: id, userId, status: 'PENDING' });
+          default:
+            return sendRefusal(reply, outcome);
+        }
+      } finally {
+        deadline?.disarm(reply);
       }
     },
   );

@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler, onResponseHookHandler } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { RateLimit } from '../config.js';
 import { ISSUE_ROUTE_URL } from '../coupons/routes.js';
@@ -66,8 +66,17 @@ export interface RequestGuardOptions {
   onShed: (reason: ShedReason) => void;
 }
 
+/** A request deadline a handler arms itself (the issue route); undefined when timeouts are off. */
+export interface Deadline {
+  /** From now, the request gets 504 TIMEOUT unless answered within the timeout. */
+  arm(reply: FastifyReply): void;
+  /** Answered (or about to be): stop tracking. Safe to call when not armed. */
+  disarm(reply: FastifyReply): void;
+}
+
 /**
- * One app-level onRequest hook (and one onResponse hook with a timeout) for every request:
+ * One app-level onRequest hook for every request, plus deadline hooks on every route but the
+ * issue route (whose handler arms its deadline itself, see `Deadline`):
  *
  * - echoes the request id, so a client or nginx can quote it;
  * - load shedding: while the event loop's mean delay over the last second is above
@@ -75,16 +84,17 @@ export interface RequestGuardOptions {
  *   work behind it (probes and scrapes excepted);
  * - request timeout: a request still unanswered after `timeoutMs` gets 504 TIMEOUT — not 503,
  *   because its work may still complete (an issue may still be recorded). The requests in flight
- *   form a list in arrival order, linked through the replies themselves; one sweep every few
- *   hundred ms answers the expired ones from the head. The answer comes between timeoutMs and
- *   timeoutMs + one sweep interval.
+ *   form a list in the order they were armed, linked through the replies themselves; one sweep
+ *   every few hundred ms answers the expired ones from the head. The answer comes between
+ *   timeoutMs and timeoutMs + one sweep interval. A handler that arms its own deadline must not
+ *   send once `reply.sent` (the 504 went out while it waited).
  *
  * Why not @fastify/under-pressure and Fastify's handlerTimeout: measured on the issue route under
  * the bench's stampede, the first builds a route-options object per request and the second arms a
  * timer, an AbortController and a listener per request (~2.5%); here a request costs a boolean
- * check and a few pointer writes.
+ * check and a few pointer writes, and an issue refused at once (the stampede's tail) not even those.
  */
-export function requestGuards(app: FastifyInstance, { timeoutMs, maxEventLoopDelayMs, onShed }: RequestGuardOptions): void {
+export function requestGuards(app: FastifyInstance, { timeoutMs, maxEventLoopDelayMs, onShed }: RequestGuardOptions): Deadline | undefined {
   const timers: NodeJS.Timeout[] = [];
 
   let overloaded = false;
@@ -112,19 +122,28 @@ export function requestGuards(app: FastifyInstance, { timeoutMs, maxEventLoopDel
     return true;
   };
 
-  if (timeoutMs <= 0) {
-    app.addHook('onRequest', (request, reply, done) => {
-      reply.header(REQUEST_ID_HEADER, request.id);
-      if (overloaded && shed(request, reply)) return; // answered: the rest of the lifecycle is skipped
-      done();
-    });
-  } else {
+  // Request id echo and load shedding, for every request.
+  app.addHook('onRequest', (request, reply, done) => {
+    reply.header(REQUEST_ID_HEADER, request.id);
+    if (overloaded && shed(request, reply)) return; // answered: the rest of the lifecycle is skipped
+    done();
+  });
+
+  let deadline: Deadline | undefined;
+  if (timeoutMs > 0) {
     app.decorateReply('couponrushDeadline', 0);
     app.decorateReply('couponrushPrev', null);
     app.decorateReply('couponrushNext', null);
     let head: FastifyReply | null = null;
     let tail: FastifyReply | null = null;
-    const unlink = (r: FastifyReply) => {
+    const arm = (reply: FastifyReply) => {
+      reply.couponrushDeadline = performance.now() + timeoutMs;
+      reply.couponrushPrev = tail;
+      if (tail === null) head = reply;
+      else tail.couponrushNext = reply;
+      tail = reply;
+    };
+    const disarm = (r: FastifyReply) => {
       if (r.couponrushDeadline === 0) return;
       r.couponrushDeadline = 0;
       if (r.couponrushPrev === null) head = r.couponrushNext;
@@ -133,13 +152,14 @@ export function requestGuards(app: FastifyInstance, { timeoutMs, maxEventLoopDel
       else r.couponrushNext.couponrushPrev = r.couponrushPrev;
       r.couponrushPrev = r.couponrushNext = null;
     };
+    deadline = { arm, disarm };
     timers.push(
       setInterval(
         () => {
           const now = performance.now();
           while (head !== null && head.couponrushDeadline <= now) {
             const r: FastifyReply = head;
-            unlink(r);
+            disarm(r);
             if (r.sent) continue;
             onShed('timeout');
             void sendProblem(r, 504, 'TIMEOUT', TIMEOUT_DETAIL);
@@ -148,19 +168,21 @@ export function requestGuards(app: FastifyInstance, { timeoutMs, maxEventLoopDel
         Math.min(250, Math.max(10, Math.floor(timeoutMs / 4))),
       ),
     );
-    app.addHook('onRequest', (request, reply, done) => {
-      reply.header(REQUEST_ID_HEADER, request.id);
-      if (overloaded && shed(request, reply)) return;
-      reply.couponrushDeadline = performance.now() + timeoutMs;
-      reply.couponrushPrev = tail;
-      if (tail === null) head = reply;
-      else tail.couponrushNext = reply;
-      tail = reply;
+    // Every route but the issue route is tracked from arrival to answer; the issue route's handler
+    // arms the deadline itself once it has work to wait for (an answer it gives at once — sold
+    // out, window closed — needs no deadline, and the stampede's tail is made of those).
+    const armHook: onRequestHookHandler = (_request, reply, done) => {
+      arm(reply);
       done();
-    });
-    app.addHook('onResponse', (_request, reply, done) => {
-      unlink(reply);
+    };
+    const disarmHook: onResponseHookHandler = (_request, reply, done) => {
+      disarm(reply);
       done();
+    };
+    app.addHook('onRoute', (route) => {
+      if (route.url === ISSUE_ROUTE_URL && route.method === 'POST') return;
+      route.onRequest = appendHook(route.onRequest, armHook);
+      route.onResponse = appendHook(route.onResponse, disarmHook);
     });
   }
   for (const t of timers) t.unref();
@@ -168,6 +190,12 @@ export function requestGuards(app: FastifyInstance, { timeoutMs, maxEventLoopDel
     for (const t of timers) clearInterval(t);
     done();
   });
+  return deadline;
+}
+
+/** Route-level hooks are undefined, one function or a list. */
+function appendHook<H>(existing: H | H[] | undefined, hook: H): H[] {
+  return existing === undefined ? [hook] : Array.isArray(existing) ? [...existing, hook] : [existing, hook];
 }
 
 export interface IssueRateLimitOptions {
@@ -217,8 +245,7 @@ export function issueRateLimits(app: FastifyInstance, options: IssueRateLimitOpt
     };
     app.addHook('onRoute', (route) => {
       if (route.url !== ISSUE_ROUTE_URL || route.method !== 'POST') return;
-      const existing = route.onRequest;
-      route.onRequest = existing === undefined ? [hook] : Array.isArray(existing) ? [...existing, hook] : [existing, hook];
+      route.onRequest = appendHook(route.onRequest, hook);
     });
   }
 
