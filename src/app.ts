@@ -29,7 +29,7 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
     logController: new LogController({ disableRequestLogging: true }),
     // And no per-request pino child unless the request actually logs something.
     ...(options.logger === undefined ? {} : { childLoggerFactory: lazyChildLogger }),
-    // Validated incoming x-request-id or a fresh UUID (protection.ts); echoed in the response.
+    // Validated incoming x-request-id or a generated prefix-counter id (protection.ts); echoed in the response.
     requestIdHeader: false,
     genReqId: requestId,
     trustProxy: config.trustProxy ?? false,

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# A/B of two builds with `couponrush bench`, interleaved (A, B, A, B, …) so that a machine whose
+# speed drifts (shared hosts) hurts both sides alike. Prints one line per run and the medians.
+#
+#   scripts/ab-bench.sh <checkout-A> <checkout-B> [pairs] [-- bench flags…]
+#
+# Each checkout must be built (`npm ci` builds dist/). DATABASE_URL and REDIS_URL as for the bench.
+# A_ENV / B_ENV: extra server variables for each side, e.g. A_ENV="RATE_LIMIT_USER=20/10s".
+# Default bench flags: --strategies redis-lua-async-cached --no-ceiling. See docs/performance.md.
+set -euo pipefail
+if [[ $# -lt 2 ]]; then
+  sed -n '2,10p' "$0" >&2
+  exit 2
+fi
+dir_a=$(cd "$1" && pwd)
+dir_b=$(cd "$2" && pwd)
+pairs=${3:-5}
+shift $(( $# >= 3 ? 3 : 2 ))
+[[ ${1:-} == -- ]] && shift
+flags=("$@")
+[[ ${#flags[@]} -eq 0 ]] && flags=(--strategies redis-lua-async-cached --no-ceiling)
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+summary=()
+for i in $(seq 1 "$pairs"); do
+  for side in A B; do
+    if [[ $side == A ]]; then dir=$dir_a; extra=${A_ENV:-}; else dir=$dir_b; extra=${B_ENV:-}; fi
+    # shellcheck disable=SC2086 # A_ENV/B_ENV are word lists of VAR=value on purpose
+    (cd "$dir" && env $extra node bin/couponrush.js bench "${flags[@]}" --no-progress --out "$out/$side-$i" >"$out/$side-$i.log" 2>&1) ||
+      { echo "run $side-$i failed; its output:" >&2; tail -20 "$out/$side-$i.log" >&2; exit 1; }
+    line=$(node -e '
+      const r = require(process.argv[1] + "/latest.json");
+      for (const s of r.strategies)
+        console.log([process.argv[2], s.name, Math.round(s.requestsPerSecond), (s.cpuUsPerResponse ?? NaN).toFixed(1), s.verdict].join(" "));
+    ' "$out/$side-$i" "$side")
+    echo "$line" | awk '{ printf "%s %-24s %7d req/s %6s µs CPU/req  %s\n", $1, $2, $3, $4, $5 }'
+    summary+=("$line")
+  done
+done
+printf '%s\n' "${summary[@]}" | node -e '
+  const rows = require("fs").readFileSync(0, "utf8").trim().split("\n").map((l) => l.split(" "));
+  const med = (a) => { const b = [...a].sort((x, y) => x - y); const m = b.length >> 1; return b.length % 2 ? b[m] : (b[m - 1] + b[m]) / 2; };
+  for (const name of new Set(rows.map((r) => r[1]))) {
+    const side = (s) => rows.filter((r) => r[0] === s && r[1] === name);
+    const a = side("A"), b = side("B");
+    const rps = (x) => med(x.map((r) => Number(r[2]))), cpu = (x) => med(x.map((r) => Number(r[3])));
+    const ratios = a.map((r, i) => Number(r[2]) / Number(b[i][2]));
+    console.log(`${name}: A ${Math.round(rps(a))} req/s, ${cpu(a).toFixed(1)} µs CPU/req | B ${Math.round(rps(b))} req/s, ${cpu(b).toFixed(1)} µs CPU/req | ` +
+      `A/B req/s: medians ${(rps(a) / rps(b)).toFixed(3)}, median of pairs ${med(ratios).toFixed(3)} (${ratios.map((x) => x.toFixed(2)).join(" ")})`);
+  }
+'
