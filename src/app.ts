@@ -2,13 +2,12 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import { couponRoutes, ISSUE_ROUTE_URL } from './coupons/routes.js';
+import { couponRoutes } from './coupons/routes.js';
 import { guardAdminRoutes } from './http/admin-listener.js';
 import { createAdminAuthenticator, createUserAuthenticator, USER_ID_HEADER } from './http/auth.js';
 import { registerProblemHandlers, sendProblem } from './http/problem.js';
 import { lazyChildLogger } from './http/request-logger.js';
-import { createHttpServer, issueRateLimits, requestGuards, requestId } from './http/protection.js';
-import { refusalShortcut, type RequestShortcut } from './http/refusal-shortcut.js';
+import { issueRateLimits, MAX_HEADER_BYTES, MAX_HEADERS_COUNT, RECEIVE_TIMEOUT_MS, requestGuards, requestId } from './http/protection.js';
 import { instrumentRoutes, metricsRoute } from './metrics/http.js';
 import type { Runtime } from './runtime.js';
 import { deadLetterRoutes } from './worker/admin-routes.js';
@@ -23,7 +22,6 @@ export interface AppOptions {
 
 export async function buildApp(runtime: Runtime, options: AppOptions = {}): Promise<FastifyInstance> {
   const { config, service, db, metrics } = runtime;
-  let shortcut: RequestShortcut | undefined;
   const app = Fastify({
     ...(options.logger === undefined ? { logger: false } : { loggerInstance: options.logger }),
     bodyLimit: BODY_LIMIT_BYTES,
@@ -35,11 +33,8 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
     requestIdHeader: false,
     genReqId: requestId,
     trustProxy: config.trustProxy ?? false,
-    // Our own server (limits in protection.ts) so the stampede's tail can be answered before
-    // Fastify: see refusal-shortcut.ts. Everything else goes to Fastify's handler.
-    serverFactory: (handler) => createHttpServer((req, res) => {
-      if (shortcut === undefined || !shortcut(req, res)) handler(req, res);
-    }),
+    requestTimeout: RECEIVE_TIMEOUT_MS,
+    http: { maxHeaderSize: MAX_HEADER_BYTES },
     ajv: {
       // Reject instead of silently fixing: unknown fields and wrong types are a 400.
       customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false },
@@ -47,6 +42,7 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
   });
 
   registerProblemHandlers(app);
+  app.server.maxHeadersCount = MAX_HEADERS_COUNT;
   // Hooks that attach to routes by pattern come first: they see every route added below.
   instrumentRoutes(app, metrics);
   if (config.adminPort !== undefined) guardAdminRoutes(app);
@@ -118,12 +114,6 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
     deadline,
     requireAdmin: createAdminAuthenticator(config.adminToken),
   });
-  let closing = false;
-  app.addHook('preClose', (done) => {
-    closing = true;
-    done();
-  });
-  shortcut = refusalShortcut({ service, record: metrics.routeRecorder('POST', ISSUE_ROUTE_URL, true), closing: () => closing });
   if (runtime.redis !== undefined) {
     await app.register(deadLetterRoutes, { redis: runtime.redis, requireAdmin: createAdminAuthenticator(config.adminToken) });
   }

@@ -1,11 +1,12 @@
 // Admin routes on their own host/port (ADMIN_PORT, ADMIN_HOST): a second HTTP server feeding the
 // same Fastify instance, so there is one app, one router, one set of hooks. Admin routes and
 // /metrics answer 404 on the public listener; the public routes stay reachable on both.
+import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { FastifyInstance, onRequestHookHandler } from 'fastify';
 import { reapIdleConnections } from './drain.js';
 import { HttpProblem } from './problem.js';
-import { createHttpServer } from './protection.js';
+import { MAX_HEADER_BYTES, MAX_HEADERS_COUNT, RECEIVE_TIMEOUT_MS } from './protection.js';
 
 const adminSockets = new WeakSet<Socket>();
 
@@ -35,8 +36,10 @@ export interface AdminListener {
 }
 
 export async function startAdminListener(app: FastifyInstance, host: string, port: number): Promise<AdminListener> {
-  const server = createHttpServer((req, res) => app.routing(req, res));
+  const server = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES }, (req, res) => app.routing(req, res));
   server.on('connection', (socket: Socket) => adminSockets.add(socket));
+  server.requestTimeout = RECEIVE_TIMEOUT_MS;
+  server.maxHeadersCount = MAX_HEADERS_COUNT;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {

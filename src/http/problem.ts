@@ -94,11 +94,6 @@ const REFUSALS = Object.fromEntries(
   ).map(([kind, status, code]) => [kind, { status, json: JSON.stringify(problemBody(status, code)) }]),
 ) as Record<Exclude<Refusal['kind'], 'UNAVAILABLE'>, { status: number; json: string }>;
 
-/** The prebuilt answer to a refusal with a fixed body (everything but UNAVAILABLE). */
-export function fixedRefusal(kind: Exclude<Refusal['kind'], 'UNAVAILABLE'>): { readonly status: number; readonly json: string } {
-  return REFUSALS[kind];
-}
-
 /**
  * Answers a refused issue attempt. Refusals are expected outcomes, so they are sent, not thrown:
  * an exception per 409/410 captured a stack trace each and cost ~20% of the route's throughput.

@@ -3,7 +3,7 @@
 // Each refusal is a problem+json with Retry-After; what is shed is reported through `onShed`
 // (metrics), never logged per request.
 import { randomBytes } from 'node:crypto';
-import { createServer, type IncomingMessage, type RequestListener, type Server } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler, onResponseHookHandler } from 'fastify';
 import type { Redis } from 'ioredis';
@@ -17,18 +17,6 @@ export const MAX_HEADER_BYTES = 8 * 1024;
 export const MAX_HEADERS_COUNT = 100;
 /** Time to receive a whole request (headers and body) from a client: slow senders are cut off. */
 export const RECEIVE_TIMEOUT_MS = 30_000;
-
-/** Idle keep-alive connections are closed after this (Fastify's default, above common LB idle timeouts). */
-const KEEP_ALIVE_TIMEOUT_MS = 72_000;
-
-/** An HTTP/1.1 server with couponrush's limits: header size and count, time to receive a request. */
-export function createHttpServer(listener: RequestListener): Server {
-  const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES }, listener);
-  server.maxHeadersCount = MAX_HEADERS_COUNT;
-  server.requestTimeout = RECEIVE_TIMEOUT_MS;
-  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
-  return server;
-}
 
 export const REQUEST_ID_HEADER = 'x-request-id';
 /** Incoming ids are kept when they are short and plain (they end up in logs and stream entries). */
