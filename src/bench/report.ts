@@ -185,7 +185,9 @@ export function renderMarkdown(report: BenchReport, chartFile: string | undefine
   out.push(`- **Verdict:** ${report.ok ? 'every invariant held for every strategy that ran' : '**FAILED** — invariants broken or strategies failed (below)'}${report.interrupted ? ' (interrupted)' : ''}`);
   out.push('');
   out.push(`| ${HEADERS.join(' | ')} |`);
-  out.push(`|${HEADERS.map((_, i) => (i === 0 || i === 7 || i === 13 ? ' --- ' : ' ---: ')).join('|')}|`);
+  // Left-aligned: the names, the status breakdown and the verdict; numbers to the right.
+  const leftAligned = new Set(['strategy', 'responses', 'verdict']);
+  out.push(`|${HEADERS.map((h) => (leftAligned.has(h) ? ' --- ' : ' ---: ')).join('|')}|`);
   for (const r of allRows(report)) out.push(`| ${cells(r).map(mdEscape).join(' | ')} |`);
   out.push('');
   if (chartFile !== undefined) out.push(`![Throughput and p99 latency per strategy](${chartFile})`, '');
