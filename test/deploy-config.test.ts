@@ -17,7 +17,7 @@ import { METRICS_PATH } from '../src/metrics/http.js';
 import { countRedisErrors } from '../src/metrics/redis.js';
 import { registerWorkerMetrics } from '../src/metrics/worker.js';
 import type { RedisHandle } from '../src/redis/client.js';
-import { request, startTestServer } from './helpers.js';
+import { missing, request, startTestServer } from './helpers.js';
 
 const root = new URL('../', import.meta.url);
 const read = (path: string) => readFileSync(new URL(path, root), 'utf8');
@@ -45,9 +45,7 @@ const envOf = (service: string) => Object.fromEntries(Object.entries(services[se
 const couponrushServices = Object.keys(services).filter((s) => services[s]?.image === 'couponrush:local');
 
 function toolMissing(t: TestContext, tool: string, why: string): void {
-  const message = `${tool} is not installed: ${why} was not checked (apt-get install ${tool === 'promtool' ? 'prometheus' : tool})`;
-  process.stderr.write(`\n*** SKIPPING: ${message} ***\n`);
-  t.skip(message);
+  missing(t, `${tool} is not installed: ${why} was not checked (apt-get install ${tool === 'promtool' ? 'prometheus' : tool})`);
 }
 
 function has(tool: string): boolean {

@@ -9,7 +9,7 @@ import { ACCEPTED, ALREADY_ISSUED, SOLD_OUT, WINDOW_CLOSED, WINDOW_NOT_OPEN } fr
 import { WORKER_GROUP, type CampaignKeys } from '../src/redis/keys.js';
 import { ADMITTED, MISSING, Scripts, type CampaignWindow } from '../src/redis/scripts.js';
 import { parseEntries } from '../src/redis/streams.js';
-import { needServer } from './helpers.js';
+import { missing, needServer } from './helpers.js';
 import { openTestRedis, REDIS_URL } from './redis-helpers.js';
 
 type TestRedis = Awaited<ReturnType<typeof openTestRedis>>;
@@ -155,7 +155,7 @@ describe('Lua scripts through their wrapper', () => {
     try {
       binary = execFileSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).trim();
     } catch {
-      t.skip('redis-server binary not found: cannot start a private Redis to flush its script cache');
+      missing(t, 'redis-server binary not found: cannot start a private Redis to flush its script cache');
       return;
     }
     const port = await freePort();
