@@ -107,15 +107,16 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
 
   metricsRoute(app, metrics);
 
+  const requireAdmin = createAdminAuthenticator(config.adminToken);
   await app.register(couponRoutes, {
     service,
     requireUser,
     requireIssuer,
     deadline,
-    requireAdmin: createAdminAuthenticator(config.adminToken),
+    requireAdmin,
   });
   if (runtime.redis !== undefined) {
-    await app.register(deadLetterRoutes, { redis: runtime.redis, requireAdmin: createAdminAuthenticator(config.adminToken) });
+    await app.register(deadLetterRoutes, { redis: runtime.redis, requireAdmin });
   }
 
   return app;

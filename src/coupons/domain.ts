@@ -51,14 +51,15 @@ export type IssueOutcomeKind = IssueOutcome['kind'];
 /** An outcome that issues nothing. */
 export type Refusal = Exclude<IssueOutcome, { kind: 'ISSUED' | 'ACCEPTED' }>;
 
-// Frozen singletons: the hot path returns these instead of allocating.
-export const ISSUED: IssueOutcome = Object.freeze({ kind: 'ISSUED' });
-export const ACCEPTED: IssueOutcome = Object.freeze({ kind: 'ACCEPTED' });
-export const ALREADY_ISSUED: Refusal = Object.freeze({ kind: 'ALREADY_ISSUED' });
-export const SOLD_OUT: Refusal = Object.freeze({ kind: 'SOLD_OUT' });
-export const WINDOW_NOT_OPEN: Refusal = Object.freeze({ kind: 'WINDOW_NOT_OPEN' });
-export const WINDOW_CLOSED: Refusal = Object.freeze({ kind: 'WINDOW_CLOSED' });
-export const COUPON_NOT_FOUND: Refusal = Object.freeze({ kind: 'COUPON_NOT_FOUND' });
+// Frozen singletons: the hot path returns these instead of allocating. Each keeps its own literal
+// type, so a narrower union (e.g. what a Lua script can answer) can be spelled with `typeof`.
+export const ISSUED = Object.freeze({ kind: 'ISSUED' } as const);
+export const ACCEPTED = Object.freeze({ kind: 'ACCEPTED' } as const);
+export const ALREADY_ISSUED = Object.freeze({ kind: 'ALREADY_ISSUED' } as const);
+export const SOLD_OUT = Object.freeze({ kind: 'SOLD_OUT' } as const);
+export const WINDOW_NOT_OPEN = Object.freeze({ kind: 'WINDOW_NOT_OPEN' } as const);
+export const WINDOW_CLOSED = Object.freeze({ kind: 'WINDOW_CLOSED' } as const);
+export const COUPON_NOT_FOUND = Object.freeze({ kind: 'COUPON_NOT_FOUND' } as const);
 export const unavailable = (reason: string): Refusal => ({ kind: 'UNAVAILABLE', reason });
 
 /** The window is half-open: [issueStartsAt, issueEndsAt). */

@@ -2,7 +2,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import Type, { type Static } from 'typebox';
 import { HttpProblem, sendRefusal } from '../http/problem.js';
-import type { Deadline } from '../http/protection.js';
+import type { Deadline, IssuerCheck } from '../http/protection.js';
 import { campaignStatus, MAX_COUPON_ID, MAX_TOTAL_QUANTITY, USER_ID_PATTERN, type CouponWithStock } from './domain.js';
 import type { CouponService } from './service.js';
 import { STRATEGY_NAMES } from './strategies/index.js';
@@ -14,7 +14,7 @@ export interface CouponRouteOptions {
   service: CouponService;
   requireUser: (request: FastifyRequest) => string;
   /** The issue route's caller: authenticated (401) and within the per-user rate limit (429). */
-  requireIssuer: (request: FastifyRequest) => string | Promise<string>;
+  requireIssuer: IssuerCheck;
   /** The issue route's request deadline (504 TIMEOUT), armed once there is something to wait for. */
   deadline?: Deadline | undefined;
   requireAdmin: (request: FastifyRequest) => void;

@@ -48,11 +48,12 @@ export const MISSING = 'MISSING';
 /** admit.lua said yes: the caller must now insert the row (or release the admission). */
 export const ADMITTED = 'ADMITTED';
 
-export type Refusal = typeof ALREADY_ISSUED | typeof SOLD_OUT | typeof WINDOW_NOT_OPEN | typeof WINDOW_CLOSED;
-export type AdmitResult = typeof ADMITTED | typeof MISSING | Refusal;
-export type AdmitEnqueueResult = typeof ACCEPTED | typeof MISSING | Refusal;
+/** What the admission scripts can refuse with (a subset of the domain's `Refusal`). */
+export type ScriptRefusal = typeof ALREADY_ISSUED | typeof SOLD_OUT | typeof WINDOW_NOT_OPEN | typeof WINDOW_CLOSED;
+export type AdmitResult = typeof ADMITTED | typeof MISSING | ScriptRefusal;
+export type AdmitEnqueueResult = typeof ACCEPTED | typeof MISSING | ScriptRefusal;
 
-function refusal(code: number): Refusal {
+function refusal(code: number): ScriptRefusal {
   switch (code) {
     case -1:
       return ALREADY_ISSUED;

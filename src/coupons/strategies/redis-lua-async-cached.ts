@@ -25,7 +25,9 @@ class RedisLuaAsyncCached extends RedisLuaAsync {
   }
 
   override issue(coupon: Coupon, userId: string, now: Date, requestId?: string): Promise<IssueOutcome> {
-    if (this.soldOutCoupons.has(coupon.id)) return SOLD_OUT_NOW;
+    // The issue route asked knownSoldOut already; the flag may have been set while it
+    // authenticated the caller, and callers other than the route do not ask.
+    if (this.knownSoldOut(coupon.id)) return SOLD_OUT_NOW;
     return super.issue(coupon, userId, now, requestId);
   }
 
