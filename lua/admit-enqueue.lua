@@ -1,34 +1,57 @@
--- admit-enqueue: decide one issue attempt atomically (window, then duplicate, then stock), record
--- the user AND append the issuance to the campaign's stream, in one script — nothing is admitted
--- without being queued. Used by redis-lua-async and redis-lua-async-cached; the worker persists.
+-- admit-enqueue: decide a batch of issue attempts on one campaign atomically, in order, each as
+-- if it ran alone (window, then duplicate, then stock); record each admitted user AND append its
+-- issuance to the campaign's stream, in one script — nothing is admitted without being queued.
+-- Used by redis-lua-async and redis-lua-async-cached (src/redis/admissions.ts gathers the
+-- attempts of one event-loop turn into one call); the worker persists.
 --
 -- KEYS[1]  {cpn:N}:state   hash: total, starts, ends (ms since epoch, half-open window), issued, expireat
 -- KEYS[2]  {cpn:N}:users   set of admitted user ids (issued rows + queued + dead-lettered)
 -- KEYS[3]  {cpn:N}:stream  issuance stream read by the worker's consumer group
--- ARGV[1]  user id
--- ARGV[2]  now, ms since epoch (the admission instant chosen by the API; becomes issued_at)
--- ARGV[3]  coupon id (copied into the entry so the worker can validate it)
--- ARGV[4]  request id, '' when none
+-- ARGV[1]  coupon id (copied into each entry so the worker can validate it)
+-- then one triple per attempt, in arrival order:
+-- ARGV[2+3i]  user id
+-- ARGV[3+3i]  now, ms since epoch (the admission instant chosen by the API; becomes issued_at)
+-- ARGV[4+3i]  request id, '' when none
 --
--- Returns:
+-- Returns an array with one code per attempt, in the same order:
 --    1  ADMITTED         user added, issued incremented, entry {c, u, t, r} appended to the stream
---    0  MISSING          no state for this campaign: rebuild it from the database, then retry
---   -1  ALREADY_ISSUED   the user is in the set
+--    0  MISSING          no state for this campaign (every code is 0): rebuild it, then retry
+--   -1  ALREADY_ISSUED   the user is in the set (also when admitted earlier in this batch)
 --   -2  SOLD_OUT         issued >= total
 --   -3  WINDOW_NOT_OPEN  now < starts
 --   -4  WINDOW_CLOSED    now >= ends
+local attempts = (#ARGV - 1) / 3
+local codes = {}
 local state = redis.call('HMGET', KEYS[1], 'total', 'starts', 'ends', 'issued', 'expireat')
-if not state[1] then return 0 end
-local now = tonumber(ARGV[2])
-if now < tonumber(state[2]) then return -3 end
-if now >= tonumber(state[3]) then return -4 end
-if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return -1 end
-local issued = tonumber(state[4])
-if issued >= tonumber(state[1]) then return -2 end
-redis.call('SADD', KEYS[2], ARGV[1])
--- The first member creates the set: give it the campaign's retention like the state hash.
-if issued == 0 then redis.call('PEXPIREAT', KEYS[2], state[5]) end
-redis.call('HINCRBY', KEYS[1], 'issued', 1)
--- Never MAXLEN here: only the worker trims, below what every group has acknowledged.
-redis.call('XADD', KEYS[3], '*', 'c', ARGV[3], 'u', ARGV[1], 't', ARGV[2], 'r', ARGV[4])
-return 1
+if not state[1] then
+  for i = 1, attempts do codes[i] = 0 end
+  return codes
+end
+local total, starts, ends = tonumber(state[1]), tonumber(state[2]), tonumber(state[3])
+local before = tonumber(state[4])
+local issued = before
+for i = 1, attempts do
+  local user, at = ARGV[3 * i - 1], ARGV[3 * i]
+  local now = tonumber(at)
+  if now < starts then
+    codes[i] = -3
+  elseif now >= ends then
+    codes[i] = -4
+  elseif redis.call('SISMEMBER', KEYS[2], user) == 1 then
+    codes[i] = -1
+  elseif issued >= total then
+    codes[i] = -2
+  else
+    redis.call('SADD', KEYS[2], user)
+    issued = issued + 1
+    -- Never MAXLEN here: only the worker trims, below what every group has acknowledged.
+    redis.call('XADD', KEYS[3], '*', 'c', ARGV[1], 'u', user, 't', at, 'r', ARGV[3 * i + 1])
+    codes[i] = 1
+  end
+end
+if issued > before then
+  -- The first member creates the set: give it the campaign's retention like the state hash.
+  if before == 0 then redis.call('PEXPIREAT', KEYS[2], state[5]) end
+  redis.call('HINCRBY', KEYS[1], 'issued', issued - before)
+end
+return codes

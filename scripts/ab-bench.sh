@@ -32,9 +32,10 @@ for i in $(seq 1 "$pairs"); do
     line=$(node -e '
       const r = require(process.argv[1] + "/latest.json");
       for (const s of r.strategies)
-        console.log([process.argv[2], s.name, Math.round(s.requestsPerSecond), (s.cpuUsPerResponse ?? NaN).toFixed(1), s.verdict].join(" "));
+        console.log([process.argv[2], s.name, Math.round(s.requestsPerSecond), (s.cpuUsPerResponse ?? NaN).toFixed(1), s.verdict,
+          (s.ratioToCeiling ?? NaN).toFixed(2), s.latencyMs.p99.toFixed(1)].join(" "));
     ' "$out/$side-$i" "$side")
-    echo "$line" | awk '{ printf "%s %-24s %7d req/s %6s µs CPU/req  %s\n", $1, $2, $3, $4, $5 }'
+    echo "$line" | awk '{ printf "%s %-24s %7d req/s %6s µs CPU/req  %5s × ceiling  p99 %5s ms  %s\n", $1, $2, $3, $4, $6, $7, $5 }'
     summary+=("$line")
   done
 done
@@ -46,7 +47,8 @@ printf '%s\n' "${summary[@]}" | node -e '
     const a = side("A"), b = side("B");
     const rps = (x) => med(x.map((r) => Number(r[2]))), cpu = (x) => med(x.map((r) => Number(r[3])));
     const ratios = a.map((r, i) => Number(r[2]) / Number(b[i][2]));
-    console.log(`${name}: A ${Math.round(rps(a))} req/s, ${cpu(a).toFixed(1)} µs CPU/req | B ${Math.round(rps(b))} req/s, ${cpu(b).toFixed(1)} µs CPU/req | ` +
+    const extra = (x) => { const c = med(x.map((r) => Number(r[5]))); return (Number.isNaN(c) ? "" : `, ${c.toFixed(2)} × ceiling`) + `, p99 ${med(x.map((r) => Number(r[6]))).toFixed(1)} ms`; };
+    console.log(`${name}: A ${Math.round(rps(a))} req/s, ${cpu(a).toFixed(1)} µs CPU/req${extra(a)} | B ${Math.round(rps(b))} req/s, ${cpu(b).toFixed(1)} µs CPU/req${extra(b)} | ` +
       `A/B req/s: medians ${(rps(a) / rps(b)).toFixed(3)}, median of pairs ${med(ratios).toFixed(3)} (${ratios.map((x) => x.toFixed(2)).join(" ")})`);
   }
 '

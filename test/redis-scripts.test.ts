@@ -79,17 +79,48 @@ describe('Lua scripts through their wrapper', () => {
     const r = redis!;
     const keys = await campaign(1);
     const id = String(nextCoupon - 1);
-    assert.equal(await r.scripts.admitEnqueue(keys, 'u1', NOW - 61_000, id, ''), WINDOW_NOT_OPEN);
-    assert.equal(await r.scripts.admitEnqueue(keys, 'u1', NOW + 61_000, id, ''), WINDOW_CLOSED);
-    assert.equal(await r.scripts.admitEnqueue(keys, 'u1', NOW, id, 'req-1'), ACCEPTED);
-    assert.equal(await r.scripts.admitEnqueue(keys, 'u1', NOW, id, 'req-2'), ALREADY_ISSUED);
-    assert.equal(await r.scripts.admitEnqueue(keys, 'u2', NOW, id, 'req-3'), SOLD_OUT);
-    const missing = r.keys.campaign(424243);
-    assert.equal(await r.scripts.admitEnqueue(missing, 'u1', NOW, '424243', ''), MISSING);
+    const one = async (userId: string, nowMs: number, requestId: string) => {
+      const results = await r.scripts.admitEnqueue(keys, id, [{ userId, nowMs, requestId }]);
+      assert.equal(results.length, 1);
+      return results[0];
+    };
+    assert.equal(await one('u1', NOW - 61_000, ''), WINDOW_NOT_OPEN);
+    assert.equal(await one('u1', NOW + 61_000, ''), WINDOW_CLOSED);
+    assert.equal(await one('u1', NOW, 'req-1'), ACCEPTED);
+    assert.equal(await one('u1', NOW, 'req-2'), ALREADY_ISSUED);
+    assert.equal(await one('u2', NOW, 'req-3'), SOLD_OUT);
+    const missingKeys = r.keys.campaign(424243);
+    assert.deepEqual(await r.scripts.admitEnqueue(missingKeys, '424243', [{ userId: 'u1', nowMs: NOW, requestId: '' }]), [MISSING]);
     const entries = parseEntries(await r.client.xrange(keys.stream, '-', '+'));
     assert.equal(entries.length, 1, 'only the admission was queued');
     assert.deepEqual(Object.fromEntries(entries[0]!.fields), { c: id, u: 'u1', t: String(NOW), r: 'req-1' });
-    assert.equal(await r.client.exists(missing.stream), 0);
+    assert.equal(await r.client.exists(missingKeys.stream), 0);
+  });
+
+  it('admit-enqueue.lua: a batch is decided in order, each attempt as if it ran alone', async (t) => {
+    if (!(await ready(t))) return;
+    const r = redis!;
+    const keys = await campaign(2);
+    const id = String(nextCoupon - 1);
+    const results = await r.scripts.admitEnqueue(keys, id, [
+      { userId: 'early', nowMs: NOW - 61_000, requestId: 'r0' },
+      { userId: 'a', nowMs: NOW, requestId: 'r1' },
+      { userId: 'a', nowMs: NOW + 1, requestId: 'r2' },
+      { userId: 'late', nowMs: NOW + 60_000, requestId: 'r3' },
+      { userId: 'b', nowMs: NOW + 2, requestId: 'r4' },
+      { userId: 'c', nowMs: NOW + 3, requestId: 'r5' },
+      { userId: 'b', nowMs: NOW + 4, requestId: 'r6' },
+    ]);
+    assert.deepEqual(results, [WINDOW_NOT_OPEN, ACCEPTED, ALREADY_ISSUED, WINDOW_CLOSED, ACCEPTED, SOLD_OUT, ALREADY_ISSUED]);
+    assert.equal(await r.client.hget(keys.state, 'issued'), '2', 'issued counts the batch\'s admissions');
+    assert.deepEqual((await r.client.smembers(keys.users)).sort(), ['a', 'b']);
+    assert.ok((await r.client.pttl(keys.users)) > 0, 'the users set gets the retention');
+    const entries = parseEntries(await r.client.xrange(keys.stream, '-', '+')).map((e) => Object.fromEntries(e.fields));
+    assert.deepEqual(entries, [
+      { c: id, u: 'a', t: String(NOW), r: 'r1' },
+      { c: id, u: 'b', t: String(NOW + 2), r: 'r4' },
+    ]);
+    assert.deepEqual(await r.scripts.admitEnqueue(keys, id, [{ userId: 'd', nowMs: NOW, requestId: '' }]), [SOLD_OUT], 'the stock stays spent');
   });
 
   it('release.lua: RELEASED (and pins sold out on request), NOT_ADMITTED', async (t) => {

@@ -30,6 +30,8 @@ const SCRIPTS = {
 } as const;
 
 type ScriptName = keyof typeof SCRIPTS;
+/** Sent directly, never auto-pipelined: the admissions arrive batched already (admissions.ts). */
+export const ADMIT_ENQUEUE_COMMAND: ScriptName = 'crAdmitEnqueue';
 type ScriptCall = (...args: (string | number)[]) => Promise<unknown>;
 
 /** The Lua sources, read once per process. */
@@ -80,6 +82,15 @@ function streamIdOrNone(reply: unknown, script: string): string | undefined {
   return reply;
 }
 
+/** One issue attempt for admit-enqueue.lua. */
+export interface AdmissionAttempt {
+  readonly userId: string;
+  /** The admission instant chosen by the API (ms since epoch); becomes issued_at. */
+  readonly nowMs: number;
+  /** '' when none. */
+  readonly requestId: string;
+}
+
 export interface CampaignWindow {
   readonly totalQuantity: number;
   readonly startsAtMs: number;
@@ -110,10 +121,21 @@ export class Scripts {
     return code === 1 ? ADMITTED : code === 0 ? MISSING : refusal(code);
   }
 
-  /** admit-enqueue.lua (redis-lua-async*): as admit, and appends the entry to the stream. */
-  async admitEnqueue(keys: CampaignKeys, userId: string, nowMs: number, couponId: string, requestId: string): Promise<AdmitEnqueueResult> {
-    const code = integer(await this.fns.crAdmitEnqueue(keys.state, keys.users, keys.stream, userId, nowMs, couponId, requestId), 'admit-enqueue');
-    return code === 1 ? ACCEPTED : code === 0 ? MISSING : refusal(code);
+  /**
+   * admit-enqueue.lua (redis-lua-async*): as admit, for a batch of attempts on one campaign,
+   * decided in order; each admission is appended to the stream. One result per attempt.
+   */
+  async admitEnqueue(keys: CampaignKeys, couponId: string, attempts: readonly AdmissionAttempt[]): Promise<AdmitEnqueueResult[]> {
+    const args: (string | number)[] = [keys.state, keys.users, keys.stream, couponId];
+    for (const a of attempts) args.push(a.userId, a.nowMs, a.requestId);
+    const reply = await this.fns.crAdmitEnqueue(...args);
+    if (!Array.isArray(reply) || reply.length !== attempts.length) {
+      throw new Error(`admit-enqueue: expected ${attempts.length} codes, got ${Array.isArray(reply) ? reply.length : typeof reply}`);
+    }
+    return reply.map((code: unknown) => {
+      const c = integer(code, 'admit-enqueue');
+      return c === 1 ? ACCEPTED : c === 0 ? MISSING : refusal(c);
+    });
   }
 
   /** release.lua: undo one admission. True when the user was admitted and is now released. */

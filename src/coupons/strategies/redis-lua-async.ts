@@ -1,13 +1,14 @@
 // redis-lua-async: ONE Lua script (admit-enqueue.lua) checks the window, the duplicate and the
 // stock, records the user and XADDs the issuance to the campaign's stream — nothing is admitted
 // without being queued. The API answers 202 PENDING; the worker persists (src/worker/). One Redis
-// round trip per request; a missing campaign state is rebuilt from the database (and the queue)
-// and the attempt retried once.
+// round trip per request, shared with the attempts that arrive alongside it (AdmissionBatcher);
+// a missing campaign state is rebuilt from the database (and the queue) and the attempt retried once.
 import type { FastifyBaseLogger } from 'fastify';
 import type { Db } from '../../db/index.js';
 import { SOLD_OUT, unavailable, type Coupon, type IssueOutcome } from '../domain.js';
 import type { RedisHandle } from '../../redis/client.js';
 import { CampaignStates } from '../../redis/campaign-state.js';
+import { AdmissionBatcher } from '../../redis/admissions.js';
 import { MISSING } from '../../redis/scripts.js';
 import { CampaignRefs, redisOf } from './redis-shared.js';
 import type { IssueStrategy, StrategyModule } from './types.js';
@@ -17,6 +18,7 @@ const NOT_REBUILT = unavailable('campaign state is missing in Redis and could no
 export class RedisLuaAsync implements IssueStrategy {
   protected readonly refs: CampaignRefs;
   private readonly states: CampaignStates;
+  private readonly admissions: AdmissionBatcher;
 
   constructor(
     protected readonly redis: RedisHandle,
@@ -25,6 +27,7 @@ export class RedisLuaAsync implements IssueStrategy {
   ) {
     this.refs = new CampaignRefs(redis);
     this.states = new CampaignStates(redis, db, log, true);
+    this.admissions = new AdmissionBatcher(redis.scripts);
   }
 
   prepare(coupon: Coupon): Promise<void> {
@@ -34,10 +37,10 @@ export class RedisLuaAsync implements IssueStrategy {
   async issue(coupon: Coupon, userId: string, now: Date, requestId?: string): Promise<IssueOutcome> {
     const ref = this.refs.get(coupon.id);
     const nowMs = now.getTime();
-    let outcome = await this.redis.scripts.admitEnqueue(ref.keys, userId, nowMs, ref.id, requestId ?? '');
+    let outcome = await this.admissions.admit(ref.keys, ref.id, userId, nowMs, requestId ?? '');
     if (outcome === MISSING) {
       await this.states.rebuild(coupon);
-      outcome = await this.redis.scripts.admitEnqueue(ref.keys, userId, nowMs, ref.id, requestId ?? '');
+      outcome = await this.admissions.admit(ref.keys, ref.id, userId, nowMs, requestId ?? '');
       if (outcome === MISSING) return NOT_REBUILT;
     }
     if (outcome === SOLD_OUT) this.soldOut(coupon.id);
