@@ -7,6 +7,7 @@ import pg from 'pg';
 import { benchCommand } from '../src/bench/command.js';
 import type { LoadResult } from '../src/bench/load.js';
 import { BenchOptionsError, resolveBenchOptions, type BenchFlags } from '../src/bench/options.js';
+import { relateToCeiling, type StrategyResult } from '../src/bench/report.js';
 import { benchUserId, buildOrder, type BenchUser } from '../src/bench/plan.js';
 import { verify } from '../src/bench/verify.js';
 import { createPostgresDb } from '../src/db/index.js';
@@ -153,5 +154,39 @@ describe('the verifier', () => {
       await db.close();
       await testDb.drop();
     }
+  });
+});
+
+describe('bench ratios to the ceiling', () => {
+  const run = (name: string, requestsPerSecond: number | undefined): StrategyResult => ({
+    name,
+    verdict: requestsPerSecond === undefined ? 'skipped' : 'ok',
+    ...(requestsPerSecond === undefined ? {} : { requestsPerSecond }),
+    violations: [],
+    notes: [],
+  });
+
+  it('divides by the mean of the runs before and after, and gives each ceiling run its own ratio', () => {
+    const r = relateToCeiling(run('ceiling', 10_000), run('ceiling-after', 11_000), [run('local', 8_400), run('db-atomic', undefined)]);
+    assert.equal(r.requestsPerSecond, 10_500);
+    assert.equal(r.strategies[0]!.ratioToCeiling, 0.8);
+    assert.equal(r.strategies[1]!.ratioToCeiling, undefined, 'a skipped strategy has no ratio');
+    assert.equal(r.before!.ratioToCeiling!.toFixed(3), '0.952');
+    assert.equal(r.after!.ratioToCeiling!.toFixed(3), '1.048');
+  });
+
+  it('warns on the second ceiling row when the machine drifted more than the threshold', () => {
+    const steady = relateToCeiling(run('ceiling', 10_000), run('ceiling-after', 11_000), []);
+    assert.deepEqual(steady.after!.notes, [], '10% apart: no warning');
+    const drifted = relateToCeiling(run('ceiling', 15_000), run('ceiling-after', 10_000), []);
+    assert.equal(drifted.after!.notes.length, 1);
+    assert.match(drifted.after!.notes[0]!, /moved 40% .*15000 → 10000 req\/s.*uncertain/);
+  });
+
+  it('uses the one run there is, and leaves ratios out without a ceiling', () => {
+    assert.equal(relateToCeiling(run('ceiling', 10_000), null, [run('local', 5_000)]).strategies[0]!.ratioToCeiling, 0.5);
+    const none = relateToCeiling(null, null, [run('local', 5_000)]);
+    assert.equal(none.requestsPerSecond, null);
+    assert.equal(none.strategies[0]!.ratioToCeiling, undefined);
   });
 });

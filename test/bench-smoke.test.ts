@@ -46,13 +46,19 @@ describe('couponrush bench (smoke)', () => {
           assert.ok((s.rows ?? 0) >= STOCK, 'db-naive issues at least the stock');
         }
       }
-      assert.ok(report.ceiling !== null && (report.ceiling.requestsPerSecond ?? 0) > 0, 'the ceiling was measured');
+      const before = report.ceiling?.requestsPerSecond ?? 0;
+      const after = report.ceilingAfter?.requestsPerSecond ?? 0;
+      assert.ok(before > 0 && after > 0, 'the ceiling was measured before and after the strategies');
+      assert.equal(report.ceilingRequestsPerSecond, (before + after) / 2, 'ratios divide by the mean of the two');
+      for (const s of report.strategies) assert.equal(s.ratioToCeiling, (s.requestsPerSecond ?? NaN) / ((before + after) / 2), `${s.name}: ratio`);
 
       const json = JSON.parse(readFileSync(files.json, 'utf8')) as BenchReport;
       assert.equal(json.schema, 'couponrush-bench/1');
       assert.equal(json.strategies.length, STRATEGIES.length);
       const md = readFileSync(files.markdown, 'utf8');
       assert.match(md, /\| strategy \| req\/s \| × ceiling \|/);
+      assert.match(md, /\| ceiling \(bare node:http\) \|/);
+      assert.match(md, /\| ceiling, after the strategies \|/);
       for (const s of STRATEGIES) assert.match(md, new RegExp(`\\| ${s} \\|`));
       assert.ok(files.chart !== undefined && existsSync(files.chart), 'chart written');
       assert.match(readFileSync(files.chart, 'utf8'), /^<svg[^>]*>/);
@@ -81,6 +87,8 @@ describe('couponrush bench (smoke)', () => {
         assert.ok(s.drainMs !== null && s.drainMs !== undefined, `${s.name}: drained`);
       }
       assert.equal(report.ceiling, null, '--no-ceiling');
+      assert.equal(report.ceilingAfter, null);
+      assert.ok(report.strategies.every((s) => s.ratioToCeiling === undefined), 'no ratio without a ceiling');
     } finally {
       rmSync(out, { recursive: true, force: true });
     }

@@ -2,7 +2,7 @@
 // declared in Vega-Lite and rendered to an SVG string by Vega's headless renderer (no browser).
 import { parse, View } from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
-import type { BenchReport } from './report.js';
+import { allRows, isCeilingRun, type BenchReport } from './report.js';
 
 /** One panel of a horizontal concatenation, as Vega-Lite types it. */
 type Panel = Extract<TopLevelSpec, { hconcat: unknown }>['hconcat'][number];
@@ -10,15 +10,13 @@ type Panel = Extract<TopLevelSpec, { hconcat: unknown }>['hconcat'][number];
 const COLORS = { ceiling: '#9e9e9e', ok: '#4c78a8', 'expected over-issue': '#f58518', FAIL: '#e45756' } as const;
 
 export async function renderChart(report: BenchReport): Promise<string | undefined> {
-  const measured = [...(report.ceiling === null ? [] : [report.ceiling]), ...report.strategies].filter(
-    (r) => r.requestsPerSecond !== undefined && r.latencyMs !== undefined,
-  );
+  const measured = allRows(report).filter((r) => r.requestsPerSecond !== undefined && r.latencyMs !== undefined);
   if (measured.length === 0) return undefined;
   const values = measured.map((r) => ({
-    strategy: r.name === 'ceiling' ? 'ceiling (node:http)' : r.name,
+    strategy: r.name === 'ceiling' ? 'ceiling (node:http)' : r.name === 'ceiling-after' ? 'ceiling, after' : r.name,
     rps: Math.round(r.requestsPerSecond ?? 0),
     p99: Number((r.latencyMs?.p99 ?? 0).toFixed(2)),
-    kind: r.name === 'ceiling' ? 'ceiling' : r.verdict,
+    kind: isCeilingRun(r) ? 'ceiling' : r.verdict,
   }));
   const order = values.map((v) => v.strategy);
   const y = { field: 'strategy', type: 'nominal', sort: order, title: null } as const;

@@ -27,7 +27,7 @@ import {
   type ScratchDatabase,
 } from './processes.js';
 import { Progress, type Phase } from './progress.js';
-import { renderMarkdown, type BenchReport, type StrategyResult } from './report.js';
+import { relateToCeiling, renderMarkdown, type BenchReport, type CeilingRun, type StrategyResult } from './report.js';
 import { verify, waitForDrain } from './verify.js';
 
 /** Sampling interval of --cpu-prof: V8's default (1 ms) gives too few samples over a stampede of seconds. */
@@ -130,6 +130,7 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
   let keepWorkDir = options.keep;
   const results: StrategyResult[] = [];
   let ceiling: StrategyResult | null = null;
+  let ceilingAfter: StrategyResult | null = null;
   let services: BenchReport['services'] = { postgres: 'unknown', redis: null };
 
   try {
@@ -233,16 +234,20 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
       }
     };
 
-    // The ceiling: same plan, same connections, a server that does nothing but answer.
-    if (options.ceiling && !aborted()) {
-      const bodyBytes = Buffer.byteLength(JSON.stringify({ couponId: 1, userId: users[0]!.id, status: 'ISSUED' }));
-      const { child, baseUrl } = await startCeiling(entry, bodyBytes, join(workDir, 'ceiling.log'));
+    // The ceiling: same plan, same connections, a server that does nothing but answer. Measured
+    // before the strategies and again after them: the ratios divide by the mean of the two, and a
+    // machine whose speed changed during the run shows as two different ceilings.
+    const bodyBytes = Buffer.byteLength(JSON.stringify({ couponId: 1, userId: users[0]!.id, status: 'ISSUED' }));
+    const measureCeiling = async (name: CeilingRun): Promise<StrategyResult | null> => {
+      if (!options.ceiling || aborted()) return null;
+      const label = name === 'ceiling' ? 'ceiling (node:http)' : 'ceiling again (node:http)';
+      const { child, baseUrl } = await startCeiling(entry, bodyBytes, join(workDir, `${name}.log`));
       children.add(child);
       try {
-        await warmUp('ceiling (node:http)', baseUrl, 1);
-        const { load, usage } = await stampede('ceiling (node:http)', baseUrl, 1, child.pid, async () => undefined);
-        ceiling = {
-          name: 'ceiling',
+        await warmUp(label, baseUrl, 1);
+        const { load, usage } = await stampede(label, baseUrl, 1, child.pid, async () => undefined);
+        return {
+          name,
           verdict: 'ok',
           requests: load.completed,
           durationMs: Math.round(load.durationMs),
@@ -258,7 +263,8 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
         await child.stop();
         children.delete(child);
       }
-    }
+    };
+    ceiling = await measureCeiling('ceiling');
 
     const sharedTarget: Target | undefined =
       selfManaged ? undefined : { baseUrl: options.url!.replace(/\/+$/, ''), adminToken, api: undefined };
@@ -377,7 +383,6 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
           requests: load.completed,
           durationMs: Math.round(load.durationMs),
           requestsPerSecond: load.requestsPerSecond,
-          ...(ceiling?.requestsPerSecond === undefined ? {} : { ratioToCeiling: load.requestsPerSecond / ceiling.requestsPerSecond }),
           latencyMs: load.latencyMs,
           statuses: statusRecord(load.statuses),
           errors: load.errors,
@@ -400,6 +405,7 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
         }
       }
     }
+    if (ceiling !== null && results.some((r) => r.requestsPerSecond !== undefined)) ceilingAfter = await measureCeiling('ceiling-after');
   } finally {
     control.signal?.removeEventListener('abort', onAbort);
     for (const c of children) await c.stop();
@@ -417,6 +423,7 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
 
   // Report order follows the catalog, whatever order the flags gave.
   results.sort((a, b) => STRATEGY_NAMES.indexOf(a.name as StrategyName) - STRATEGY_NAMES.indexOf(b.name as StrategyName));
+  const ceilings = relateToCeiling(ceiling, ceilingAfter, results);
   const cpus = os.cpus();
   const report: BenchReport = {
     schema: 'couponrush-bench/1',
@@ -440,8 +447,10 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
       connections: options.connections,
       warmupRequests: options.warmupRequests,
     },
-    ceiling,
-    strategies: results,
+    ceiling: ceilings.before,
+    ceilingAfter: ceilings.after,
+    ceilingRequestsPerSecond: ceilings.requestsPerSecond,
+    strategies: ceilings.strategies,
     ok: results.every((r) => r.verdict !== 'FAIL') && results.some((r) => r.verdict !== 'skipped') && !aborted(),
     interrupted: aborted(),
   };

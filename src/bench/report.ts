@@ -7,7 +7,7 @@ import type { LatencySummary } from './load.js';
 export type Verdict = 'ok' | 'expected over-issue' | 'FAIL' | 'skipped';
 
 export interface StrategyResult {
-  /** Strategy name, or `ceiling` for the bare node:http server. */
+  /** Strategy name, or `ceiling` / `ceiling-after` for the bare node:http server's runs before and after the strategies. */
   readonly name: string;
   readonly verdict: Verdict;
   /** Why it was skipped or could not run. */
@@ -16,6 +16,7 @@ export interface StrategyResult {
   readonly requests?: number;
   readonly durationMs?: number;
   readonly requestsPerSecond?: number;
+  /** Rate over `BenchReport.ceilingRequestsPerSecond`. */
   readonly ratioToCeiling?: number;
   readonly latencyMs?: LatencySummary;
   /** HTTP status → responses. */
@@ -55,11 +56,53 @@ export interface BenchReport {
     readonly connections: number;
     readonly warmupRequests: number;
   };
+  /** The bare node:http server, measured before the strategies (null with --no-ceiling)… */
   readonly ceiling: StrategyResult | null;
+  /** …and again after them (null when no strategy was measured). */
+  readonly ceilingAfter: StrategyResult | null;
+  /** What the ratios divide by: the mean of the ceiling runs. */
+  readonly ceilingRequestsPerSecond: number | null;
   readonly strategies: readonly StrategyResult[];
   /** False when any invariant broke or a strategy could not run. */
   readonly ok: boolean;
   readonly interrupted: boolean;
+}
+
+/** The ceiling's two runs, before and after the strategies. */
+export type CeilingRun = 'ceiling' | 'ceiling-after';
+
+/** Above this relative difference between the two ceiling runs, the report warns that the ratios are uncertain. */
+export const CEILING_DRIFT_WARNING = 0.15;
+
+/**
+ * Every measured target's rate over the ceiling: the mean of the runs before and after the
+ * strategies (or the one run there is). Ceiling runs get their own ratio, which shows the drift.
+ */
+export function relateToCeiling(
+  before: StrategyResult | null,
+  after: StrategyResult | null,
+  strategies: readonly StrategyResult[],
+): { before: StrategyResult | null; after: StrategyResult | null; requestsPerSecond: number | null; strategies: StrategyResult[] } {
+  const runs = [before, after].flatMap((r) => (r?.requestsPerSecond === undefined ? [] : [r.requestsPerSecond]));
+  if (runs.length === 0) return { before, after, requestsPerSecond: null, strategies: [...strategies] };
+  const mean = runs.reduce((a, b) => a + b, 0) / runs.length;
+  const withRatio = (r: StrategyResult): StrategyResult => (r.requestsPerSecond === undefined ? r : { ...r, ratioToCeiling: r.requestsPerSecond / mean });
+  let afterResult = after === null ? null : withRatio(after);
+  if (afterResult !== null && before?.requestsPerSecond !== undefined && afterResult.requestsPerSecond !== undefined) {
+    const drift = Math.abs(afterResult.requestsPerSecond - before.requestsPerSecond) / mean;
+    if (drift > CEILING_DRIFT_WARNING) {
+      afterResult = {
+        ...afterResult,
+        notes: [
+          ...afterResult.notes,
+          `the ceiling moved ${Math.round(drift * 100)}% between the runs before and after the strategies ` +
+            `(${Math.round(before.requestsPerSecond)} → ${Math.round(afterResult.requestsPerSecond)} req/s): the machine's speed changed ` +
+            'during the run, so the × ceiling ratios are uncertain — run again on a quieter machine',
+        ],
+      };
+    }
+  }
+  return { before: before === null ? null : withRatio(before), after: afterResult, requestsPerSecond: mean, strategies: strategies.map(withRatio) };
 }
 
 type Style = Parameters<typeof styleText>[0];
@@ -105,9 +148,9 @@ function cells(r: StrategyResult): string[] {
     return [r.name, '—', '—', '—', '—', '—', '—', '—', '—', '—', '—', '—', '—', '—', r.verdict];
   }
   const l = r.latencyMs;
-  const isCeiling = r.name === 'ceiling';
+  const isCeiling = isCeilingRun(r);
   return [
-    isCeiling ? 'ceiling (bare node:http)' : r.name,
+    r.name === 'ceiling' ? 'ceiling (bare node:http)' : r.name === 'ceiling-after' ? 'ceiling, after the strategies' : r.name,
     fmtInt(r.requestsPerSecond),
     r.ratioToCeiling === undefined ? (isCeiling ? '1.00' : '—') : r.ratioToCeiling.toFixed(2),
     l === undefined ? '—' : fmtMs(l.p50),
@@ -125,8 +168,13 @@ function cells(r: StrategyResult): string[] {
   ];
 }
 
-function allRows(report: BenchReport): StrategyResult[] {
-  return report.ceiling === null ? [...report.strategies] : [report.ceiling, ...report.strategies];
+export function isCeilingRun(r: StrategyResult): boolean {
+  return r.name === 'ceiling' || r.name === 'ceiling-after';
+}
+
+/** Ceiling runs first, then the strategies. */
+export function allRows(report: BenchReport): StrategyResult[] {
+  return [report.ceiling, report.ceilingAfter].filter((r): r is StrategyResult => r !== null).concat(report.strategies);
 }
 
 export function renderTerminal(report: BenchReport, color: boolean): string {
@@ -200,7 +248,8 @@ export function renderMarkdown(report: BenchReport, chartFile: string | undefine
   if (details.length > 0) out.push(...details, '');
   out.push(
     '_req/s_: responses per second from the first request to the last response. _× ceiling_: that rate over the rate of a bare ' +
-      '`node:http` server answering the same requests in the same run. Latencies from an HDR histogram of every response. ' +
+      '`node:http` server answering the same requests in the same run, measured before and after the strategies (the ratios divide by the mean ' +
+      'of the two; the two ceiling rows show how far the machine drifted meanwhile). Latencies from an HDR histogram of every response. ' +
       '_drain_: from the last response until every 201/202 had its row in PostgreSQL. _peak RSS_: the API process during the stampede. ' +
       '_CPU µs/req_: CPU time (user + system) of the API process during the stampede over its responses — the cost of one request, ' +
       'whatever else competes for the cores (with Redis it includes the in-process stream worker).',
