@@ -6,7 +6,8 @@
 #
 # Each checkout must be built (`npm ci` builds dist/). DATABASE_URL and REDIS_URL as for the bench.
 # A_ENV / B_ENV: extra server variables for each side, e.g. A_ENV="RATE_LIMIT_USER=20/10s".
-# Default bench flags: --strategies redis-lua-async-cached --no-ceiling. See docs/performance.md.
+# Default bench flags: --strategies redis-lua-async-cached --no-ceiling. Prints req/s, API CPU µs/req,
+# × ceiling (when the flags keep the ceiling) and p99 per run, then the medians. See docs/performance.md.
 set -euo pipefail
 if [[ $# -lt 2 ]]; then
   sed -n '2,10p' "$0" >&2
@@ -33,7 +34,7 @@ for i in $(seq 1 "$pairs"); do
       const r = require(process.argv[1] + "/latest.json");
       for (const s of r.strategies)
         console.log([process.argv[2], s.name, Math.round(s.requestsPerSecond), (s.cpuUsPerResponse ?? NaN).toFixed(1), s.verdict,
-          (s.ratioToCeiling ?? NaN).toFixed(2), s.latencyMs.p99.toFixed(1)].join(" "));
+          s.ratioToCeiling === undefined ? "—" : s.ratioToCeiling.toFixed(2), s.latencyMs.p99.toFixed(1)].join(" "));
     ' "$out/$side-$i" "$side")
     echo "$line" | awk '{ printf "%s %-24s %7d req/s %6s µs CPU/req  %5s × ceiling  p99 %5s ms  %s\n", $1, $2, $3, $4, $6, $7, $5 }'
     summary+=("$line")
