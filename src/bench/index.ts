@@ -246,19 +246,7 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
       try {
         await warmUp(label, baseUrl, 1);
         const { load, usage } = await stampede(label, baseUrl, 1, child.pid, async () => undefined);
-        return {
-          name,
-          verdict: 'ok',
-          requests: load.completed,
-          durationMs: Math.round(load.durationMs),
-          requestsPerSecond: load.requestsPerSecond,
-          latencyMs: load.latencyMs,
-          statuses: statusRecord(load.statuses),
-          errors: load.errors,
-          ...usageFields(usage, load.completed),
-          violations: [],
-          notes: [],
-        };
+        return { name, verdict: 'ok', ...measured(load, usage), violations: [], notes: [] };
       } finally {
         await child.stop();
         children.delete(child);
@@ -380,17 +368,11 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
           name,
           verdict,
           couponId: campaign.id,
-          requests: load.completed,
-          durationMs: Math.round(load.durationMs),
-          requestsPerSecond: load.requestsPerSecond,
-          latencyMs: load.latencyMs,
-          statuses: statusRecord(load.statuses),
-          errors: load.errors,
+          ...measured(load, usage),
           rows: v.rows,
           overIssue: v.overIssue,
           duplicates: v.duplicates,
           drainMs: drain.drainMs === undefined ? null : Math.round(drain.drainMs),
-          ...usageFields(usage, load.completed),
           violations: v.violations,
           notes: [...v.notes, ...stopNotes],
         });
@@ -472,6 +454,19 @@ export async function writeReport(report: BenchReport, outDir: string, base: str
     markdown: join(outDir, `${base}.md`),
     json: join(outDir, `${base}.json`),
     chart: svg === undefined ? undefined : join(outDir, `${base}.svg`),
+  };
+}
+
+/** What every measured target reports from its stampede. */
+function measured(load: LoadResult, usage: ProcessUsage | undefined) {
+  return {
+    requests: load.completed,
+    durationMs: Math.round(load.durationMs),
+    requestsPerSecond: load.requestsPerSecond,
+    latencyMs: load.latencyMs,
+    statuses: statusRecord(load.statuses),
+    errors: load.errors,
+    ...usageFields(usage, load.completed),
   };
 }
 
