@@ -20,7 +20,7 @@ interface Waiting extends AdmissionAttempt {
 }
 
 class CampaignQueue {
-  waiting: Waiting[] = [];
+  readonly waiting: Waiting[] = [];
   inFlight = false;
   scheduled = false;
 
@@ -58,8 +58,7 @@ export class AdmissionBatcher {
 
   private flush(queue: CampaignQueue): void {
     queue.scheduled = false;
-    const batch = queue.waiting.length <= MAX_BATCH ? queue.waiting : queue.waiting.slice(0, MAX_BATCH);
-    queue.waiting = batch === queue.waiting ? [] : queue.waiting.slice(MAX_BATCH);
+    const batch = queue.waiting.splice(0, MAX_BATCH);
     queue.inFlight = true;
     this.scripts.admitEnqueue(queue.keys, queue.couponId, batch).then(
       (results) => {
@@ -76,6 +75,6 @@ export class AdmissionBatcher {
   private settled(queue: CampaignQueue): void {
     queue.inFlight = false;
     if (queue.waiting.length > 0) this.schedule(queue);
-    else if (this.queues.get(queue.couponId) === queue) this.queues.delete(queue.couponId);
+    else this.queues.delete(queue.couponId);
   }
 }
