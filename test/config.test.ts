@@ -35,6 +35,11 @@ describe('loadConfig', () => {
   it('rejects an unknown LOG_LEVEL', () => throwsNaming({ ...base, LOG_LEVEL: 'loud' }, 'LOG_LEVEL'));
   it('rejects a DATABASE_URL that is not postgres://', () => throwsNaming({ ...base, DATABASE_URL: 'mysql://root@localhost/x' }, 'DATABASE_URL'));
   it('rejects a DB_POOL_SIZE of 0', () => throwsNaming({ ...base, DB_POOL_SIZE: '0' }, 'DB_POOL_SIZE'));
+  it('rejects a WORKER_LINGER_MS above one second', () => throwsNaming({ ...base, WORKER_LINGER_MS: '1001' }, 'WORKER_LINGER_MS'));
+  it('WORKER_LINGER_MS: 50 by default, 0 turns it off', () => {
+    assert.equal(loadConfig(base).worker.lingerMs, 50);
+    assert.equal(loadConfig({ ...base, WORKER_LINGER_MS: '0' }).worker.lingerMs, 0);
+  });
 
   it('defaults to db-atomic on a real PostgreSQL, port 3000 on 127.0.0.1', () => {
     const c = loadConfig(base);

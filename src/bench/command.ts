@@ -50,7 +50,7 @@ export function benchCommand(): Command {
     .option('--no-ceiling', 'skip the bare node:http ceiling runs before and after the strategies (no ratios)')
     .option('--drain-timeout <seconds>', 'how long to wait for admitted issuances to reach the database', positiveInt, DEFAULTS.drainTimeoutSeconds)
     .option('--timeout <seconds>', 'per-request timeout of the load generator', positiveInt, DEFAULTS.requestTimeoutSeconds)
-    .option('--cpu-prof', 'write a V8 CPU profile of each API process to <out>/profiles/')
+    .option('--cpu-prof', 'write a V8 CPU profile of each API process and ceiling server to <out>/profiles/')
     .option('--keep', 'keep the scratch database, Redis keys and process logs')
     .option('--json', 'print the JSON report on stdout instead of the table')
     .option('--no-progress', 'no live progress bars')

@@ -234,6 +234,12 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
       }
     };
 
+    // --cpu-prof: one V8 profile per process the bench starts (API processes and ceiling servers).
+    const profileFlags = (name: string): string[] =>
+      options.cpuProf
+        ? ['--cpu-prof', '--cpu-prof-interval', String(CPU_PROFILE_INTERVAL_US), '--cpu-prof-dir', join(outDir, 'profiles'), '--cpu-prof-name', `${runId}-${name}.cpuprofile`]
+        : [];
+
     // The ceiling: same plan, same connections, a server that does nothing but answer. Measured
     // before the strategies and again after them: the ratios divide by the mean of the two, and a
     // machine whose speed changed during the run shows as two different ceilings.
@@ -241,7 +247,7 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
     const measureCeiling = async (name: CeilingRun): Promise<StrategyResult | null> => {
       if (!options.ceiling || aborted()) return null;
       const label = name === 'ceiling' ? 'ceiling (node:http)' : 'ceiling again (node:http)';
-      const { child, baseUrl } = await startCeiling(entry, bodyBytes, join(workDir, `${name}.log`));
+      const { child, baseUrl } = await startCeiling(entry, bodyBytes, join(workDir, `${name}.log`), profileFlags(name));
       children.add(child);
       try {
         await warmUp(label, baseUrl, 1);
@@ -288,7 +294,7 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
             env.REDIS_URL = options.redisUrl;
             env.REDIS_PREFIX = redisPrefix;
           }
-          const nodeFlags = options.cpuProf ? ['--cpu-prof', '--cpu-prof-interval', String(CPU_PROFILE_INTERVAL_US), '--cpu-prof-dir', join(outDir, 'profiles'), '--cpu-prof-name', `${runId}-${name}.cpuprofile`] : [];
+          const nodeFlags = profileFlags(name);
           const logFile = join(workDir, `${name}.log`);
           // With Redis the stream worker runs inside the API process, so its drain is measured
           // and its memory counts in the peak RSS.

@@ -150,11 +150,19 @@ export async function startApi(spec: ApiSpec): Promise<{ child: Child; baseUrl: 
 }
 
 /** Starts the bare node:http ceiling server and waits for the port it prints. */
-export async function startCeiling(entry: Entrypoints, bodyBytes: number, logFile: string): Promise<{ child: Child; baseUrl: string }> {
+export async function startCeiling(
+  entry: Entrypoints,
+  bodyBytes: number,
+  logFile: string,
+  nodeFlags: readonly string[] = [],
+): Promise<{ child: Child; baseUrl: string }> {
   const log = openSync(logFile, 'a');
   let proc: ChildProcess;
   try {
-    proc = spawn(process.execPath, [...entry.nodeArgs, entry.ceiling, String(bodyBytes)], { stdio: ['ignore', 'pipe', log], detached: OWN_PROCESS_GROUP });
+    proc = spawn(process.execPath, [...nodeFlags, ...entry.nodeArgs, entry.ceiling, String(bodyBytes)], {
+      stdio: ['ignore', 'pipe', log],
+      detached: OWN_PROCESS_GROUP,
+    });
   } finally {
     closeSync(log);
   }

@@ -6,8 +6,9 @@
 //   loop       claim entries idle longer than WORKER_CLAIM_IDLE_MS (a dead or stuck worker's,
 //              or our own that failed) with XAUTOCLAIM; read new ones with XREADGROUP … COUNT
 //              … BLOCK; validate; write the batch in ONE statement (rows + issued counts); XACK
-//              only after that commit. A redelivered entry is harmless (ON CONFLICT DO NOTHING,
-//              and the counter counts only rows inserted).
+//              only after that commit; after a partial batch, linger WORKER_LINGER_MS so the next
+//              one is fuller. A redelivered entry is harmless (ON CONFLICT DO NOTHING, and the
+//              counter counts only rows inserted).
 //   failures   an entry that does not validate goes to the dead-letter stream at once; a batch
 //              the database refuses is retried entry by entry, and an entry failing its
 //              WORKER_MAX_DELIVERIES-th delivery is dead-lettered with the error. The database
@@ -162,7 +163,11 @@ export class IssueWorker {
           await this.upkeep();
         }
         const batch = await this.readNew();
-        if (batch.length > 0) await this.process(batch);
+        if (batch.length > 0) {
+          await this.process(batch);
+          // A partial batch: let the next one gather (see WorkerConfig.lingerMs).
+          if (batch.length < this.config.batchSize && this.config.lingerMs > 0) await this.pause(this.config.lingerMs);
+        }
         backoff = 0;
       } catch (err) {
         if (this.stopping) break;
