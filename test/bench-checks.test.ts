@@ -5,9 +5,9 @@ import { describe, it } from 'node:test';
 import { CommanderError } from 'commander';
 import pg from 'pg';
 import { benchCommand } from '../src/bench/command.js';
-import type { LoadResult } from '../src/bench/load.js';
+import { splitAtSellOut, type LoadResult } from '../src/bench/load.js';
 import { BenchOptionsError, resolveBenchOptions, type BenchFlags } from '../src/bench/options.js';
-import { relateToCeiling, type StrategyResult } from '../src/bench/report.js';
+import { relateToCeiling, renderSellOutTable, type BenchReport, type StrategyResult } from '../src/bench/report.js';
 import { benchUserId, buildOrder, type BenchUser } from '../src/bench/plan.js';
 import { verify } from '../src/bench/verify.js';
 import { createPostgresDb } from '../src/db/index.js';
@@ -97,6 +97,7 @@ describe('the verifier', () => {
       ackedByUser,
       uncertainByUser: new Uint32Array(USERS),
       endedAt: 0,
+      sellOut: undefined,
     };
   }
 
@@ -188,5 +189,26 @@ describe('bench ratios to the ceiling', () => {
     const none = relateToCeiling(null, null, [run('local', 5_000)]);
     assert.equal(none.requestsPerSecond, null);
     assert.equal(none.strategies[0]!.ratioToCeiling, undefined);
+  });
+});
+
+describe('bench split at the sell-out', () => {
+  it('rates each phase from its own responses and time, and gives no split without both phases', () => {
+    // 100 ms start, first 410 at 600 ms after 2,000 responses, last response at 1,100 ms, 5,000 in all.
+    const split = splitAtSellOut(100, 1_100, 600, 2_000, 5_000)!;
+    assert.deepEqual(split.before, { responses: 2_000, ms: 500, requestsPerSecond: 4_000 });
+    assert.deepEqual(split.after, { responses: 3_000, ms: 500, requestsPerSecond: 6_000 });
+    assert.equal(splitAtSellOut(100, 1_100, 0, 0, 5_000), undefined, 'never sold out');
+    assert.equal(splitAtSellOut(100, 1_100, 150, 0, 5_000), undefined, 'sold out from the first response (nothing before)');
+    assert.equal(splitAtSellOut(100, 1_100, 1_100, 5_000, 5_000), undefined, 'the 410 was the last response (nothing after)');
+  });
+
+  it('renders both phases against the ceiling, and nothing when no strategy sold out', () => {
+    const sellOut = splitAtSellOut(0, 3_000, 1_000, 5_000, 35_000)!;
+    const report = { ceilingRequestsPerSecond: 10_000, strategies: [{ name: 'redis-lua-async-cached', verdict: 'ok', sellOut, violations: [], notes: [] }] } as unknown as BenchReport;
+    const lines = renderSellOutTable(report);
+    assert.ok(lines.includes('| redis-lua-async-cached | 5,000 | 5,000 | 0.50 | 30,000 | 15,000 | 1.50 |'), lines.join('\n'));
+    const none = { ceilingRequestsPerSecond: 10_000, strategies: [{ name: 'local', verdict: 'ok', violations: [], notes: [] }] } as unknown as BenchReport;
+    assert.deepEqual(renderSellOutTable(none), []);
   });
 });

@@ -85,6 +85,11 @@ describe('couponrush bench (smoke)', () => {
         assert.equal(s.statuses?.['202'], STOCK, `${s.name}: exactly the stock admitted (202)`);
         assert.equal(s.rows, STOCK, `${s.name}: every admission persisted`);
         assert.ok(s.drainMs !== null && s.drainMs !== undefined, `${s.name}: drained`);
+        // 300 requests for a stock of STOCK: the stampede sells out, so it splits in two phases.
+        assert.ok(s.sellOut !== undefined, `${s.name}: split at the sell-out`);
+        assert.equal(s.sellOut.before.responses + s.sellOut.after.responses, 300, `${s.name}: the two phases hold every response`);
+        // A 202 answered after the first 410 was in flight when it came: at most 15 of the 16 connections.
+        assert.ok(s.sellOut.before.responses >= STOCK - 15, `${s.name}: the admissions came before the first 410`);
       }
       assert.equal(report.ceiling, null, '--no-ceiling');
       assert.equal(report.ceilingAfter, null);

@@ -472,6 +472,7 @@ function measured(load: LoadResult, usage: ProcessUsage | undefined) {
     latencyMs: load.latencyMs,
     statuses: statusRecord(load.statuses),
     errors: load.errors,
+    ...(load.sellOut === undefined ? {} : { sellOut: load.sellOut }),
     ...usageFields(usage, load.completed),
   };
 }

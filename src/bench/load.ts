@@ -47,6 +47,27 @@ export interface LoadResult {
   readonly uncertainByUser: Uint32Array;
   /** performance.now() of the last response: where drain time starts. */
   readonly endedAt: number;
+  /** The stampede split at its first 410 (sold out), when there was one: see `SellOutSplit`. */
+  readonly sellOut: SellOutSplit | undefined;
+}
+
+/**
+ * A stampede has two phases of very different cost: until the stock is gone most requests are
+ * admissions (token, Redis or the database, a row), after it they are refusals. The split is at
+ * the first 410 SOLD_OUT response; the rates are responses per second within each phase.
+ */
+export interface SellOutSplit {
+  readonly before: { readonly responses: number; readonly ms: number; readonly requestsPerSecond: number };
+  readonly after: { readonly responses: number; readonly ms: number; readonly requestsPerSecond: number };
+}
+
+const SOLD_OUT = 410;
+
+/** The split, or undefined without a sell-out or with an empty phase. */
+export function splitAtSellOut(startedAt: number, endedAt: number, soldOutAt: number, responsesBefore: number, responses: number): SellOutSplit | undefined {
+  if (soldOutAt === 0 || responsesBefore === 0 || responses === responsesBefore) return undefined;
+  const phase = (n: number, ms: number) => ({ responses: n, ms, requestsPerSecond: (n / Math.max(1, ms)) * 1000 });
+  return { before: phase(responsesBefore, soldOutAt - startedAt), after: phase(responses - responsesBefore, endedAt - soldOutAt) };
 }
 
 export interface RunningLoad {
@@ -87,6 +108,8 @@ export function startLoad(spec: LoadSpec): RunningLoad {
   let cursor = 0;
   let completed = 0;
   let lastResponseAt = 0;
+  let soldOutAt = 0;
+  let responsesBeforeSellOut = 0;
   let markFinished: () => void = () => {};
   const finished = new Promise<void>((resolve) => {
     markFinished = resolve;
@@ -122,6 +145,10 @@ export function startLoad(spec: LoadSpec): RunningLoad {
             completed++;
             lastResponseAt = performance.now();
             statuses.set(status, (statuses.get(status) ?? 0) + 1);
+            if (status === SOLD_OUT && soldOutAt === 0) {
+              soldOutAt = lastResponseAt;
+              responsesBeforeSellOut = completed - 1;
+            }
             if (user !== undefined) {
               answeredByUser[user]!++;
               if (SUCCESS.has(status)) ackedByUser[user]!++;
@@ -172,6 +199,7 @@ export function startLoad(spec: LoadSpec): RunningLoad {
         ackedByUser,
         uncertainByUser,
         endedAt,
+        sellOut: splitAtSellOut(startedAt, endedAt, soldOutAt, responsesBeforeSellOut, completed),
       });
     };
   });

@@ -2,7 +2,7 @@
 // (cli-table3), as Markdown for bench-results/ and the README, and as a chart (chart.ts).
 import { styleText } from 'node:util';
 import Table from 'cli-table3';
-import type { LatencySummary } from './load.js';
+import type { LatencySummary, SellOutSplit } from './load.js';
 
 export type Verdict = 'ok' | 'expected over-issue' | 'FAIL' | 'skipped';
 
@@ -30,6 +30,8 @@ export interface StrategyResult {
   readonly peakRssBytes?: number;
   /** CPU time of the server process (user + system) per response during the stampede, µs. */
   readonly cpuUsPerResponse?: number;
+  /** The stampede before and after its first 410 SOLD_OUT (admissions, then refusals). */
+  readonly sellOut?: SellOutSplit;
   readonly violations: readonly string[];
   readonly notes: readonly string[];
 }
@@ -204,6 +206,32 @@ export function renderTerminal(report: BenchReport, color: boolean): string {
   return lines.join('\n') + '\n';
 }
 
+/**
+ * Markdown: each strategy's stampede before and after its first 410 — admissions, then refusals —
+ * with the ratio of each phase's rate to the ceiling. Nothing when no strategy sold out.
+ */
+export function renderSellOutTable(report: BenchReport): string[] {
+  const split = report.strategies.filter((r) => r.sellOut !== undefined);
+  if (split.length === 0) return [];
+  const ratio = (rps: number) => (report.ceilingRequestsPerSecond === null ? '—' : (rps / report.ceilingRequestsPerSecond).toFixed(2));
+  const out = [
+    '**Before and after the sell-out.** A stampede is two loads: until the stock is gone most requests are admissions ' +
+      '(token, Redis or the database, a row), after it they are refusals. Split at the first 410:',
+    '',
+    '| strategy | responses until the sell-out | req/s | × ceiling | responses after it | req/s | × ceiling |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const r of split) {
+    const { before, after } = r.sellOut!;
+    out.push(
+      `| ${r.name} | ${fmtInt(before.responses)} | ${fmtInt(before.requestsPerSecond)} | ${ratio(before.requestsPerSecond)} | ` +
+        `${fmtInt(after.responses)} | ${fmtInt(after.requestsPerSecond)} | ${ratio(after.requestsPerSecond)} |`,
+    );
+  }
+  out.push('');
+  return out;
+}
+
 function mdEscape(text: string): string {
   return text.replace(/\|/g, '\\|');
 }
@@ -246,6 +274,7 @@ export function renderMarkdown(report: BenchReport, chartFile: string | undefine
     for (const n of r.notes) details.push(`- **${r.name}**: ${mdEscape(n)}`);
   }
   if (details.length > 0) out.push(...details, '');
+  out.push(...renderSellOutTable(report));
   out.push(
     '_req/s_: responses per second from the first request to the last response. _× ceiling_: that rate over the rate of a bare ' +
       '`node:http` server answering the same requests in the same run, measured before and after the strategies (the ratios divide by the mean ' +
