@@ -57,8 +57,14 @@ export interface LoadResult {
  * the first 410 SOLD_OUT response; the rates are responses per second within each phase.
  */
 export interface SellOutSplit {
-  readonly before: { readonly responses: number; readonly ms: number; readonly requestsPerSecond: number };
-  readonly after: { readonly responses: number; readonly ms: number; readonly requestsPerSecond: number };
+  readonly before: PhaseRate;
+  readonly after: PhaseRate;
+}
+
+export interface PhaseRate {
+  readonly responses: number;
+  readonly ms: number;
+  readonly requestsPerSecond: number;
 }
 
 const SOLD_OUT = 410;
@@ -66,7 +72,7 @@ const SOLD_OUT = 410;
 /** The split, or undefined without a sell-out or with an empty phase. */
 export function splitAtSellOut(startedAt: number, endedAt: number, soldOutAt: number, responsesBefore: number, responses: number): SellOutSplit | undefined {
   if (soldOutAt === 0 || responsesBefore === 0 || responses === responsesBefore) return undefined;
-  const phase = (n: number, ms: number) => ({ responses: n, ms, requestsPerSecond: (n / Math.max(1, ms)) * 1000 });
+  const phase = (n: number, ms: number): PhaseRate => ({ responses: n, ms, requestsPerSecond: (n / Math.max(1, ms)) * 1000 });
   return { before: phase(responsesBefore, soldOutAt - startedAt), after: phase(responses - responsesBefore, endedAt - soldOutAt) };
 }
 
