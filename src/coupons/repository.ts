@@ -19,9 +19,8 @@ export interface CouponsTable {
   created_at: Date;
 }
 
-/** Columns of `coupon_issues`. */
+/** Columns of `coupon_issues`; the primary key is (coupon_id, user_id). */
 export interface CouponIssuesTable {
-  id: string;
   coupon_id: number;
   user_id: string;
   issued_at: Date;
