@@ -2,9 +2,10 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import { couponRoutes } from './coupons/routes.js';
+import { couponRoutes, ISSUE_ROUTE_URL } from './coupons/routes.js';
 import { guardAdminRoutes } from './http/admin-listener.js';
 import { createAdminAuthenticator, createUserAuthenticator, USER_ID_HEADER } from './http/auth.js';
+import { earlyAnswers } from './http/early-answers.js';
 import { registerProblemHandlers, sendProblem } from './http/problem.js';
 import { lazyChildLogger } from './http/request-logger.js';
 import { issueRateLimits, MAX_HEADER_BYTES, MAX_HEADERS_COUNT, RECEIVE_TIMEOUT_MS, requestGuards, requestId } from './http/protection.js';
@@ -22,7 +23,14 @@ export interface AppOptions {
 
 export async function buildApp(runtime: Runtime, options: AppOptions = {}): Promise<FastifyInstance> {
   const { config, service, db, metrics } = runtime;
+  // Known sell-outs and closed windows answered before routing; off with a per-IP limit, which
+  // must count every request.
+  const early =
+    config.rateLimitIp === undefined
+      ? earlyAnswers({ service, record: metrics.routeRecorder('POST', ISSUE_ROUTE_URL, true), answered: metrics.answeredEarly })
+      : undefined;
   const app = Fastify({
+    ...(early === undefined ? {} : { serverFactory: early.serverFactory }),
     ...(options.logger === undefined ? { logger: false } : { loggerInstance: options.logger }),
     bodyLimit: BODY_LIMIT_BYTES,
     // No per-request log lines: at 10k req/s they would cost more than the issue itself.
@@ -42,6 +50,12 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
   });
 
   registerProblemHandlers(app);
+  if (early !== undefined) {
+    app.addHook('preClose', (done) => {
+      early.stop();
+      done();
+    });
+  }
   app.server.maxHeadersCount = MAX_HEADERS_COUNT;
   // Hooks that attach to routes by pattern come first: they see every route added below.
   instrumentRoutes(app, metrics);

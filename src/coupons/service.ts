@@ -9,6 +9,7 @@ import {
   windowOutcome,
   type Coupon,
   type CouponWithStock,
+  type ForegoneRefusal,
   type IssueOutcome,
   type NewCoupon,
   type Refusal,
@@ -80,7 +81,7 @@ export class CouponService {
    * token: after a sell-out, the rest of the stampede costs no HMAC, no rate-limit entry and no
    * Redis. Undefined: authenticate and `issue` as usual.
    */
-  refusalForAnyone(couponId: number, nowMs = Date.now()): Refusal | undefined {
+  refusalForAnyone(couponId: number, nowMs = Date.now()): ForegoneRefusal | undefined {
     const coupon = this.coupons.get(couponId);
     if (coupon === undefined) return undefined;
     const outcome = windowOutcome(coupon, nowMs) ?? (this.strategyFor(coupon)?.knownSoldOut?.(couponId) === true ? SOLD_OUT : undefined);

@@ -91,8 +91,16 @@ const REFUSALS = Object.fromEntries(
       ['WINDOW_CLOSED', 422, 'ISSUE_WINDOW_CLOSED'],
       ['COUPON_NOT_FOUND', 404, 'COUPON_NOT_FOUND'],
     ] as const
-  ).map(([kind, status, code]) => [kind, { status, json: JSON.stringify(problemBody(status, code)) }]),
-) as Record<Exclude<Refusal['kind'], 'UNAVAILABLE'>, { status: number; json: string }>;
+  ).map(([kind, status, code]) => {
+    const json = JSON.stringify(problemBody(status, code));
+    return [kind, { status, json, body: Buffer.from(json) }];
+  }),
+) as Record<Exclude<Refusal['kind'], 'UNAVAILABLE'>, { status: number; json: string; body: Buffer }>;
+
+/** The status and serialised body of a refusal with a fixed answer (early-answers.ts sends it raw). */
+export function refusalAnswer(refusal: Exclude<Refusal, { kind: 'UNAVAILABLE' }>): { readonly status: number; readonly body: Buffer } {
+  return REFUSALS[refusal.kind];
+}
 
 /**
  * Answers a refused issue attempt. Refusals are expected outcomes, so they are sent, not thrown:

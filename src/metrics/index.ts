@@ -66,6 +66,8 @@ export class Metrics implements IssueObserver {
   private readonly httpResponses: CellCounter<'route' | 'method' | 'status'>;
   private readonly issueLatency: CellHistogram;
   private readonly shed: Record<ShedReason, Cell>;
+  /** Issue requests answered before routing (src/http/early-answers.ts). */
+  readonly answeredEarly: Cell;
   private readonly stockReaders: StockReader[] = [];
 
   constructor(private readonly options: MetricsOptions) {
@@ -94,6 +96,12 @@ export class Metrics implements IssueObserver {
       ['reason'],
     );
     this.shed = Object.fromEntries(SHED_REASONS.map((r) => [r, shed.cell({ reason: r })])) as Record<ShedReason, Cell>;
+    this.answeredEarly = new CellCounter(
+      registry,
+      'couponrush_issue_answered_early_total',
+      'POST /coupons/:id/issues answered from node:http before routing, because the answer is the same for every caller: a known sell-out (410) or a closed window (422). Also counted in couponrush_http_responses_total',
+      [],
+    ).cell({});
 
     registerPoolMetrics(this.registry, options.db);
     const registers = [this.registry];
