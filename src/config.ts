@@ -264,7 +264,7 @@ export function loadConfig(env: Env = process.env): Config {
     redisUrl,
     redisPrefix,
     worker: Object.freeze({
-      batchSize: intVar(env, 'WORKER_BATCH_SIZE', 1000, 1, 10_000),
+      batchSize: intVar(env, 'WORKER_BATCH_SIZE', 500, 1, 10_000),
       lingerMs: intVar(env, 'WORKER_LINGER_MS', 50, 0, 1_000),
       claimIdleMs: intVar(env, 'WORKER_CLAIM_IDLE_MS', 30_000, 100, 3_600_000),
       maxDeliveries: intVar(env, 'WORKER_MAX_DELIVERIES', 5, 1, 1000),

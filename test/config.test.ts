@@ -36,8 +36,8 @@ describe('loadConfig', () => {
   it('rejects a DATABASE_URL that is not postgres://', () => throwsNaming({ ...base, DATABASE_URL: 'mysql://root@localhost/x' }, 'DATABASE_URL'));
   it('rejects a DB_POOL_SIZE of 0', () => throwsNaming({ ...base, DB_POOL_SIZE: '0' }, 'DB_POOL_SIZE'));
   it('rejects a WORKER_LINGER_MS above one second', () => throwsNaming({ ...base, WORKER_LINGER_MS: '1001' }, 'WORKER_LINGER_MS'));
-  it('WORKER_BATCH_SIZE: 1000 by default, 1 to 10,000', () => {
-    assert.equal(loadConfig(base).worker.batchSize, 1000);
+  it('WORKER_BATCH_SIZE: 500 by default, 1 to 10,000', () => {
+    assert.equal(loadConfig(base).worker.batchSize, 500);
     assert.equal(loadConfig({ ...base, WORKER_BATCH_SIZE: '10000' }).worker.batchSize, 10_000);
     throwsNaming({ ...base, WORKER_BATCH_SIZE: '0' }, 'WORKER_BATCH_SIZE');
     throwsNaming({ ...base, WORKER_BATCH_SIZE: '10001' }, 'WORKER_BATCH_SIZE');
