@@ -167,26 +167,43 @@ describe('bench ratios to the ceiling', () => {
     notes: [],
   });
 
-  it('divides by the mean of the runs before and after, and gives each ceiling run its own ratio', () => {
-    const r = relateToCeiling(run('ceiling', 10_000), run('ceiling-after', 11_000), [run('local', 8_400), run('db-atomic', undefined)]);
-    assert.equal(r.requestsPerSecond, 10_500);
+  const around = (result: StrategyResult, ceilingBefore?: number, ceilingAfter?: number) => ({ result, ceilingBefore, ceilingAfter });
+
+  it('divides each strategy by the mean of the ceiling runs just before and after it', () => {
+    // ceiling 10,000 → local → 12,000 → db-atomic (skipped: no run after it) … → redis-lua-async → 14,000
+    const r = relateToCeiling(run('ceiling', 10_000), run('ceiling-after', 14_000), [10_000, 12_000, 14_000], [
+      around(run('local', 8_800), 10_000, 12_000),
+      around(run('db-atomic', undefined)),
+      around(run('redis-lua-async', 9_100), 12_000, 14_000),
+    ]);
     assert.equal(r.strategies[0]!.ratioToCeiling, 0.8);
+    assert.equal(r.strategies[0]!.ceilingRequestsPerSecond, 11_000);
     assert.equal(r.strategies[1]!.ratioToCeiling, undefined, 'a skipped strategy has no ratio');
-    assert.equal(r.before!.ratioToCeiling!.toFixed(3), '0.952');
-    assert.equal(r.after!.ratioToCeiling!.toFixed(3), '1.048');
+    assert.equal(r.strategies[2]!.ratioToCeiling, 0.7);
+    assert.equal(r.strategies[2]!.ceilingRequestsPerSecond, 13_000);
   });
 
-  it('warns on the second ceiling row when the machine drifted more than the threshold', () => {
-    const steady = relateToCeiling(run('ceiling', 10_000), run('ceiling-after', 11_000), []);
-    assert.deepEqual(steady.after!.notes, [], '10% apart: no warning');
-    const drifted = relateToCeiling(run('ceiling', 15_000), run('ceiling-after', 10_000), []);
-    assert.equal(drifted.after!.notes.length, 1);
-    assert.match(drifted.after!.notes[0]!, /moved 40% .*15000 → 10000 req\/s.*uncertain/);
+  it('gives the first and last ceiling rows a ratio to the mean of all runs', () => {
+    const r = relateToCeiling(run('ceiling', 10_000), run('ceiling-after', 14_000), [10_000, 12_000, 14_000], []);
+    assert.equal(r.requestsPerSecond, 12_000);
+    assert.equal(r.before!.ratioToCeiling!.toFixed(3), '0.833');
+    assert.equal(r.after!.ratioToCeiling!.toFixed(3), '1.167');
   });
 
-  it('uses the one run there is, and leaves ratios out without a ceiling', () => {
-    assert.equal(relateToCeiling(run('ceiling', 10_000), null, [run('local', 5_000)]).strategies[0]!.ratioToCeiling, 0.5);
-    const none = relateToCeiling(null, null, [run('local', 5_000)]);
+  it('notes a strategy whose two ceilings differ by more than the threshold', () => {
+    const r = relateToCeiling(run('ceiling', 10_000), run('ceiling-after', 10_000), [11_000, 10_000, 15_000, 10_000], [
+      around(run('local', 8_000), 11_000, 10_000),
+      around(run('db-atomic', 900), 15_000, 10_000),
+    ]);
+    assert.deepEqual(r.strategies[0]!.notes, [], '10% apart: no note');
+    assert.equal(r.strategies[1]!.notes.length, 1);
+    assert.match(r.strategies[1]!.notes[0]!, /moved 40% .*15000 → 10000 req\/s.*uncertain/);
+  });
+
+  it('uses the one ceiling run there is, and leaves ratios out without a ceiling', () => {
+    const interrupted = relateToCeiling(run('ceiling', 10_000), null, [10_000], [around(run('local', 5_000), 10_000, undefined)]);
+    assert.equal(interrupted.strategies[0]!.ratioToCeiling, 0.5);
+    const none = relateToCeiling(null, null, [], [around(run('local', 5_000))]);
     assert.equal(none.requestsPerSecond, null);
     assert.equal(none.strategies[0]!.ratioToCeiling, undefined);
   });
@@ -205,7 +222,10 @@ describe('bench split at the sell-out', () => {
 
   it('renders both phases against the ceiling, and nothing when no strategy sold out', () => {
     const sellOut = splitAtSellOut(0, 3_000, 1_000, 5_000, 35_000)!;
-    const report = { ceilingRequestsPerSecond: 10_000, strategies: [{ name: 'redis-lua-async-cached', verdict: 'ok', sellOut, violations: [], notes: [] }] } as unknown as BenchReport;
+    const report = {
+      ceilingRequestsPerSecond: 99_999, // the ceiling rows' mean: not what a strategy's phases divide by
+      strategies: [{ name: 'redis-lua-async-cached', verdict: 'ok', sellOut, ceilingRequestsPerSecond: 10_000, violations: [], notes: [] }],
+    } as unknown as BenchReport;
     const lines = renderSellOutTable(report);
     assert.ok(lines.includes('| redis-lua-async-cached | 5,000 | 5,000 | 0.50 | 30,000 | 15,000 | 1.50 |'), lines.join('\n'));
     const none = { ceilingRequestsPerSecond: 10_000, strategies: [{ name: 'local', verdict: 'ok', violations: [], notes: [] }] } as unknown as BenchReport;

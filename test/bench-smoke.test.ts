@@ -46,11 +46,17 @@ describe('couponrush bench (smoke)', () => {
           assert.ok((s.rows ?? 0) >= STOCK, 'db-naive issues at least the stock');
         }
       }
-      const before = report.ceiling?.requestsPerSecond ?? 0;
-      const after = report.ceilingAfter?.requestsPerSecond ?? 0;
-      assert.ok(before > 0 && after > 0, 'the ceiling was measured before and after the strategies');
-      assert.equal(report.ceilingRequestsPerSecond, (before + after) / 2, 'ratios divide by the mean of the two');
-      for (const s of report.strategies) assert.equal(s.ratioToCeiling, (s.requestsPerSecond ?? NaN) / ((before + after) / 2), `${s.name}: ratio`);
+      // The ceiling ran before the first strategy and after each one; each strategy is divided by
+      // the mean of the two runs around it, in the order they ran.
+      const runs = report.ceilingRuns;
+      assert.equal(runs.length, STRATEGIES.length + 1, 'one ceiling run before the strategies and one after each');
+      assert.equal(report.ceiling?.requestsPerSecond, runs[0]);
+      assert.equal(report.ceilingAfter?.requestsPerSecond, runs.at(-1));
+      for (const s of report.strategies) {
+        const k = STRATEGIES.indexOf(s.name as (typeof STRATEGIES)[number]); // the order they ran in
+        assert.equal(s.ceilingRequestsPerSecond, (runs[k]! + runs[k + 1]!) / 2, `${s.name}: divided by the mean of the runs just before and after it`);
+        assert.equal(s.ratioToCeiling, (s.requestsPerSecond ?? NaN) / (s.ceilingRequestsPerSecond ?? NaN), `${s.name}: ratio`);
+      }
 
       const json = JSON.parse(readFileSync(files.json, 'utf8')) as BenchReport;
       assert.equal(json.schema, 'couponrush-bench/1');
@@ -93,6 +99,7 @@ describe('couponrush bench (smoke)', () => {
       }
       assert.equal(report.ceiling, null, '--no-ceiling');
       assert.equal(report.ceilingAfter, null);
+      assert.deepEqual(report.ceilingRuns, []);
       assert.ok(report.strategies.every((s) => s.ratioToCeiling === undefined), 'no ratio without a ceiling');
     } finally {
       rmSync(out, { recursive: true, force: true });

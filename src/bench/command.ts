@@ -47,7 +47,7 @@ export function benchCommand(): Command {
     .option('--jwt-secret <secret>', 'with --url: the target\'s JWT_SECRET (default: env JWT_SECRET)')
     .option('--out <dir>', 'where the report files go', DEFAULTS.out)
     .option('--warmup <n>', 'unmeasured requests to each target first (JIT, connection pools); 0 to skip', wholeNumber, DEFAULTS.warmupRequests)
-    .option('--no-ceiling', 'skip the bare node:http ceiling runs before and after the strategies (no ratios)')
+    .option('--no-ceiling', 'skip the bare node:http ceiling runs before the first strategy and after each (no ratios)')
     .option('--drain-timeout <seconds>', 'how long to wait for admitted issuances to reach the database', positiveInt, DEFAULTS.drainTimeoutSeconds)
     .option('--timeout <seconds>', 'per-request timeout of the load generator', positiveInt, DEFAULTS.requestTimeoutSeconds)
     .option('--cpu-prof', 'write a V8 CPU profile of each API process and ceiling server to <out>/profiles/')

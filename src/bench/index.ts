@@ -131,6 +131,9 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
   const results: StrategyResult[] = [];
   let ceiling: StrategyResult | null = null;
   let ceilingAfter: StrategyResult | null = null;
+  /** Every ceiling run's rate, in order, and the runs just before and after each strategy. */
+  const ceilingRuns: number[] = [];
+  const around = new Map<string, { before?: number | undefined; after?: number | undefined }>();
   let services: BenchReport['services'] = { postgres: 'unknown', redis: null };
 
   try {
@@ -241,24 +244,25 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
         : [];
 
     // The ceiling: same plan, same connections, a server that does nothing but answer. Measured
-    // before the strategies and again after them: the ratios divide by the mean of the two, and a
-    // machine whose speed changed during the run shows as two different ceilings.
+    // before the first strategy and again after each one: a strategy's ratio divides by the mean
+    // of the two runs around it, seconds apart, because a shared machine's speed drifts over the
+    // minutes a full run takes. `file` names its log and profile.
     const bodyBytes = Buffer.byteLength(JSON.stringify({ couponId: 1, userId: users[0]!.id, status: 'ISSUED' }));
-    const measureCeiling = async (name: CeilingRun): Promise<StrategyResult | null> => {
+    const measureCeiling = async (name: CeilingRun, file: string, label: string): Promise<StrategyResult | null> => {
       if (!options.ceiling || aborted()) return null;
-      const label = name === 'ceiling' ? 'ceiling (node:http)' : 'ceiling again (node:http)';
-      const { child, baseUrl } = await startCeiling(entry, bodyBytes, join(workDir, `${name}.log`), profileFlags(name));
+      const { child, baseUrl } = await startCeiling(entry, bodyBytes, join(workDir, `${file}.log`), profileFlags(file));
       children.add(child);
       try {
         await warmUp(label, baseUrl, 1);
         const { load, usage } = await stampede(label, baseUrl, 1, child.pid, async () => undefined);
+        ceilingRuns.push(load.requestsPerSecond);
         return { name, verdict: 'ok', ...measured(load, usage), violations: [], notes: [] };
       } finally {
         await child.stop();
         children.delete(child);
       }
     };
-    ceiling = await measureCeiling('ceiling');
+    ceiling = await measureCeiling('ceiling', 'ceiling', 'ceiling (node:http)');
 
     const sharedTarget: Target | undefined =
       selfManaged ? undefined : { baseUrl: options.url!.replace(/\/+$/, ''), adminToken, api: undefined };
@@ -392,8 +396,13 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
           children.delete(c);
         }
       }
+      if (ceiling !== null && results.at(-1)?.requestsPerSecond !== undefined) {
+        const before = ceilingRuns.at(-1);
+        const next = await measureCeiling('ceiling-after', `ceiling-after-${name}`, `ceiling after ${name} (node:http)`);
+        if (next !== null) ceilingAfter = next;
+        around.set(name, { before, after: next?.requestsPerSecond });
+      }
     }
-    if (ceiling !== null && results.some((r) => r.requestsPerSecond !== undefined)) ceilingAfter = await measureCeiling('ceiling-after');
   } finally {
     control.signal?.removeEventListener('abort', onAbort);
     for (const c of children) await c.stop();
@@ -411,7 +420,12 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
 
   // Report order follows the catalog, whatever order the flags gave.
   results.sort((a, b) => STRATEGY_NAMES.indexOf(a.name as StrategyName) - STRATEGY_NAMES.indexOf(b.name as StrategyName));
-  const ceilings = relateToCeiling(ceiling, ceilingAfter, results);
+  const ceilings = relateToCeiling(
+    ceiling,
+    ceilingAfter,
+    ceilingRuns,
+    results.map((result) => ({ result, ceilingBefore: around.get(result.name)?.before, ceilingAfter: around.get(result.name)?.after })),
+  );
   const cpus = os.cpus();
   const report: BenchReport = {
     schema: 'couponrush-bench/1',
@@ -437,6 +451,7 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
     },
     ceiling: ceilings.before,
     ceilingAfter: ceilings.after,
+    ceilingRuns,
     ceilingRequestsPerSecond: ceilings.requestsPerSecond,
     strategies: ceilings.strategies,
     ok: results.every((r) => r.verdict !== 'FAIL') && results.some((r) => r.verdict !== 'skipped') && !aborted(),

@@ -7,7 +7,7 @@ import type { LatencySummary, SellOutSplit } from './load.js';
 export type Verdict = 'ok' | 'expected over-issue' | 'FAIL' | 'skipped';
 
 export interface StrategyResult {
-  /** Strategy name, or `ceiling` / `ceiling-after` for the bare node:http server's runs before and after the strategies. */
+  /** Strategy name, or `ceiling` / `ceiling-after` for the bare node:http server's first run and its last (after the strategies). */
   readonly name: string;
   readonly verdict: Verdict;
   /** Why it was skipped or could not run. */
@@ -16,8 +16,13 @@ export interface StrategyResult {
   readonly requests?: number;
   readonly durationMs?: number;
   readonly requestsPerSecond?: number;
-  /** Rate over `BenchReport.ceilingRequestsPerSecond`. */
+  /** Rate over `ceilingRequestsPerSecond`. */
   readonly ratioToCeiling?: number;
+  /**
+   * What `ratioToCeiling` divides by: for a strategy, the mean of the ceiling runs just before and
+   * just after it; for a ceiling run, the mean of all of them.
+   */
+  readonly ceilingRequestsPerSecond?: number;
   readonly latencyMs?: LatencySummary;
   /** HTTP status → responses. */
   readonly statuses?: Readonly<Record<string, number>>;
@@ -60,9 +65,11 @@ export interface BenchReport {
   };
   /** The bare node:http server, measured before the strategies (null with --no-ceiling)… */
   readonly ceiling: StrategyResult | null;
-  /** …and again after them (null when no strategy was measured). */
+  /** …and after the last of them (null when no strategy was measured). */
   readonly ceilingAfter: StrategyResult | null;
-  /** What the ratios divide by: the mean of the ceiling runs. */
+  /** Every ceiling run in order, req/s: one before the strategies and one after each measured strategy. */
+  readonly ceilingRuns: readonly number[];
+  /** The mean of the ceiling runs (what the ceiling rows' own ratios divide by). */
   readonly ceilingRequestsPerSecond: number | null;
   readonly strategies: readonly StrategyResult[];
   /** False when any invariant broke or a strategy could not run. */
@@ -70,41 +77,53 @@ export interface BenchReport {
   readonly interrupted: boolean;
 }
 
-/** The ceiling's two runs, before and after the strategies. */
+/** The ceiling rows: its first run, before the strategies, and its last, after them. */
 export type CeilingRun = 'ceiling' | 'ceiling-after';
 
-/** Above this relative difference between the two ceiling runs, the report warns that the ratios are uncertain. */
+/** Above this relative difference between two ceiling runs, the report warns that a ratio is uncertain. */
 export const CEILING_DRIFT_WARNING = 0.15;
 
+/** A strategy's result and the ceiling runs (req/s) measured just before and just after it. */
+export interface Bracketed {
+  readonly result: StrategyResult;
+  readonly ceilingBefore?: number | undefined;
+  readonly ceilingAfter?: number | undefined;
+}
+
 /**
- * Every measured target's rate over the ceiling: the mean of the runs before and after the
- * strategies (or the one run there is). Ceiling runs get their own ratio, which shows the drift.
+ * Every measured strategy's rate over the ceiling measured around it: the mean of the ceiling run
+ * just before it and the one just after it (or the one there is). A shared machine's speed drifts
+ * over minutes; runs seconds apart see the same machine. A strategy whose two ceilings differ by
+ * more than CEILING_DRIFT_WARNING gets a note. Ceiling runs get a ratio to the mean of all runs.
  */
 export function relateToCeiling(
   before: StrategyResult | null,
   after: StrategyResult | null,
-  strategies: readonly StrategyResult[],
+  runs: readonly number[],
+  strategies: readonly Bracketed[],
 ): { before: StrategyResult | null; after: StrategyResult | null; requestsPerSecond: number | null; strategies: StrategyResult[] } {
-  const runs = [before, after].flatMap((r) => (r?.requestsPerSecond === undefined ? [] : [r.requestsPerSecond]));
-  if (runs.length === 0) return { before, after, requestsPerSecond: null, strategies: [...strategies] };
-  const mean = runs.reduce((a, b) => a + b, 0) / runs.length;
-  const withRatio = (r: StrategyResult): StrategyResult => (r.requestsPerSecond === undefined ? r : { ...r, ratioToCeiling: r.requestsPerSecond / mean });
-  let afterResult = after === null ? null : withRatio(after);
-  if (afterResult !== null && before?.requestsPerSecond !== undefined && afterResult.requestsPerSecond !== undefined) {
-    const drift = Math.abs(afterResult.requestsPerSecond - before.requestsPerSecond) / mean;
-    if (drift > CEILING_DRIFT_WARNING) {
-      afterResult = {
-        ...afterResult,
-        notes: [
-          ...afterResult.notes,
-          `the ceiling moved ${Math.round(drift * 100)}% between the runs before and after the strategies ` +
-            `(${Math.round(before.requestsPerSecond)} → ${Math.round(afterResult.requestsPerSecond)} req/s): the machine's speed changed ` +
-            'during the run, so the × ceiling ratios are uncertain — run again on a quieter machine',
-        ],
-      };
+  const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const overall = runs.length === 0 ? null : mean(runs);
+  const ceilingRow = (r: StrategyResult | null) =>
+    r === null || r.requestsPerSecond === undefined || overall === null ? r : { ...r, ratioToCeiling: r.requestsPerSecond / overall, ceilingRequestsPerSecond: overall };
+  const related = strategies.map(({ result, ceilingBefore, ceilingAfter }) => {
+    const around = [ceilingBefore, ceilingAfter].filter((x): x is number => x !== undefined);
+    if (result.requestsPerSecond === undefined || around.length === 0) return result;
+    const ceiling = mean(around);
+    const notes = [...result.notes];
+    if (ceilingBefore !== undefined && ceilingAfter !== undefined) {
+      const drift = Math.abs(ceilingAfter - ceilingBefore) / ceiling;
+      if (drift > CEILING_DRIFT_WARNING) {
+        notes.push(
+          `the ceiling moved ${Math.round(drift * 100)}% between the runs just before and after it ` +
+            `(${Math.round(ceilingBefore)} → ${Math.round(ceilingAfter)} req/s): the machine's speed changed meanwhile, ` +
+            'so its × ceiling ratio is uncertain — run again on a quieter machine',
+        );
+      }
     }
-  }
-  return { before: before === null ? null : withRatio(before), after: afterResult, requestsPerSecond: mean, strategies: strategies.map(withRatio) };
+    return { ...result, ratioToCeiling: result.requestsPerSecond / ceiling, ceilingRequestsPerSecond: ceiling, notes };
+  });
+  return { before: ceilingRow(before), after: ceilingRow(after), requestsPerSecond: overall, strategies: related };
 }
 
 type Style = Parameters<typeof styleText>[0];
@@ -213,7 +232,7 @@ export function renderTerminal(report: BenchReport, color: boolean): string {
 export function renderSellOutTable(report: BenchReport): string[] {
   const split = report.strategies.filter((r) => r.sellOut !== undefined);
   if (split.length === 0) return [];
-  const ratio = (rps: number) => (report.ceilingRequestsPerSecond === null ? '—' : (rps / report.ceilingRequestsPerSecond).toFixed(2));
+  const ratio = (rps: number, ceiling: number | undefined) => (ceiling === undefined ? '—' : (rps / ceiling).toFixed(2));
   const out = [
     '**Before and after the sell-out.** A stampede is two loads: until the stock is gone most requests are admissions ' +
       '(token, Redis or the database, a row), after it they are refusals. Split at the first 410:',
@@ -223,9 +242,10 @@ export function renderSellOutTable(report: BenchReport): string[] {
   ];
   for (const r of split) {
     const { before, after } = r.sellOut!;
+    const c = r.ceilingRequestsPerSecond;
     out.push(
-      `| ${r.name} | ${fmtInt(before.responses)} | ${fmtInt(before.requestsPerSecond)} | ${ratio(before.requestsPerSecond)} | ` +
-        `${fmtInt(after.responses)} | ${fmtInt(after.requestsPerSecond)} | ${ratio(after.requestsPerSecond)} |`,
+      `| ${r.name} | ${fmtInt(before.responses)} | ${fmtInt(before.requestsPerSecond)} | ${ratio(before.requestsPerSecond, c)} | ` +
+        `${fmtInt(after.responses)} | ${fmtInt(after.requestsPerSecond)} | ${ratio(after.requestsPerSecond, c)} |`,
     );
   }
   out.push('');
@@ -275,10 +295,13 @@ export function renderMarkdown(report: BenchReport, chartFile: string | undefine
   }
   if (details.length > 0) out.push(...details, '');
   out.push(...renderSellOutTable(report));
+  if (report.ceilingRuns.length > 2) out.push(`Ceiling runs in order, req/s: ${report.ceilingRuns.map(fmtInt).join(' · ')}.`, '');
   out.push(
     '_req/s_: responses per second from the first request to the last response. _× ceiling_: that rate over the rate of a bare ' +
-      '`node:http` server answering the same requests in the same run, measured before and after the strategies (the ratios divide by the mean ' +
-      'of the two; the two ceiling rows show how far the machine drifted meanwhile). Latencies from an HDR histogram of every response. ' +
+      '`node:http` server answering the same requests in the same run. The ceiling runs before the first strategy and again after each ' +
+      'one; a strategy\'s ratio divides by the mean of the two runs around it, seconds apart, so a machine whose speed drifts over the ' +
+      'run (a shared VM) is compared with itself. The two ceiling rows are the first and the last run, each over the mean of all runs. ' +
+      'Latencies from an HDR histogram of every response. ' +
       '_drain_: from the last response until every 201/202 had its row in PostgreSQL. _peak RSS_: the API process during the stampede. ' +
       '_CPU µs/req_: CPU time (user + system) of the API process during the stampede over its responses — the cost of one request, ' +
       'whatever else competes for the cores (with Redis it includes the in-process stream worker).',
