@@ -62,10 +62,10 @@ export const WINDOW_CLOSED = Object.freeze({ kind: 'WINDOW_CLOSED' } as const);
 export const COUPON_NOT_FOUND = Object.freeze({ kind: 'COUPON_NOT_FOUND' } as const);
 export const unavailable = (reason: string): Refusal => ({ kind: 'UNAVAILABLE', reason });
 
-/** The window is half-open: [issueStartsAt, issueEndsAt). */
 /** A refusal that is the same for every caller at this instant: no need to know who asks. */
 export type ForegoneRefusal = typeof SOLD_OUT | typeof WINDOW_NOT_OPEN | typeof WINDOW_CLOSED;
 
+/** The window is half-open: [issueStartsAt, issueEndsAt). */
 export function windowOutcome(coupon: Coupon, nowMs: number): typeof WINDOW_NOT_OPEN | typeof WINDOW_CLOSED | undefined {
   if (nowMs < coupon.issueStartsAt.getTime()) return WINDOW_NOT_OPEN;
   if (nowMs >= coupon.issueEndsAt.getTime()) return WINDOW_CLOSED;
