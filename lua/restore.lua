@@ -3,13 +3,16 @@
 -- loaded the admitted users (issued rows + queued + dead-lettered entries) into a temporary set
 -- beforehand; the count is that set's size, so Redis never admits more than the stock.
 --
--- KEYS[1]  {cpn:N}:state        hash to create: total, starts, ends, issued, expireat
+-- KEYS[1]  {cpn:N}:state        hash to create: total, starts, ends, issued, expireat, rebuilt
 -- KEYS[2]  {cpn:N}:users        set of admitted user ids (replaced by the temporary set)
 -- KEYS[3]  {cpn:N}:users:load:* temporary set filled by the caller (may not exist: no users)
 -- ARGV[1]  total quantity
 -- ARGV[2]  window start, ms since epoch
 -- ARGV[3]  window end (exclusive), ms since epoch
 -- ARGV[4]  expire at, ms since epoch (retention after the window ends)
+-- ARGV[5]  rebuilt at, ms since epoch: when Redis had lost the state (0 at campaign creation).
+--          An API whose admission call lost its answer reads it: a state rebuilt since the
+--          attempt cannot tell whether that attempt was admitted.
 --
 -- Returns:
 --    n >= 0  CREATED  state created with issued = n (the number of admitted users)
@@ -25,6 +28,6 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('PEXPIREAT', KEYS[2], ARGV[4])
   issued = redis.call('SCARD', KEYS[2])
 end
-redis.call('HSET', KEYS[1], 'total', ARGV[1], 'starts', ARGV[2], 'ends', ARGV[3], 'issued', issued, 'expireat', ARGV[4])
+redis.call('HSET', KEYS[1], 'total', ARGV[1], 'starts', ARGV[2], 'ends', ARGV[3], 'issued', issued, 'expireat', ARGV[4], 'rebuilt', ARGV[5])
 redis.call('PEXPIREAT', KEYS[1], ARGV[4])
 return issued

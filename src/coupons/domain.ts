@@ -35,6 +35,9 @@ export interface NewCoupon {
  * The result of one issue attempt. `ISSUED`: the row is committed (201). `ACCEPTED`: admitted
  * and durably queued, the row follows (202). `UNAVAILABLE`: a dependency failed or contention
  * could not be resolved in time; nothing was issued, the client may retry (503).
+ * `OUTCOME_UNKNOWN`: the decisive command (a COMMIT, an admission script) went out and the store
+ * could not be asked in time what became of it: the user may hold the coupon (503; a retry never
+ * issues a second one, and GET /coupons/:id/issues/me tells).
  */
 export type IssueOutcome =
   | { readonly kind: 'ISSUED' }
@@ -44,12 +47,13 @@ export type IssueOutcome =
   | { readonly kind: 'WINDOW_NOT_OPEN' }
   | { readonly kind: 'WINDOW_CLOSED' }
   | { readonly kind: 'COUPON_NOT_FOUND' }
-  | { readonly kind: 'UNAVAILABLE'; readonly reason: string };
+  | { readonly kind: 'UNAVAILABLE'; readonly reason: string }
+  | { readonly kind: 'OUTCOME_UNKNOWN' };
 
 export type IssueOutcomeKind = IssueOutcome['kind'];
 
 /** An outcome that issues nothing. */
-export type Refusal = Exclude<IssueOutcome, { kind: 'ISSUED' | 'ACCEPTED' }>;
+export type Refusal = Exclude<IssueOutcome, { kind: 'ISSUED' | 'ACCEPTED' | 'OUTCOME_UNKNOWN' }>;
 
 // Frozen singletons: the hot path returns these instead of allocating. Each keeps its own literal
 // type, so a narrower union (e.g. what a Lua script can answer) can be spelled with `typeof`.
@@ -60,6 +64,7 @@ export const SOLD_OUT = Object.freeze({ kind: 'SOLD_OUT' } as const);
 export const WINDOW_NOT_OPEN = Object.freeze({ kind: 'WINDOW_NOT_OPEN' } as const);
 export const WINDOW_CLOSED = Object.freeze({ kind: 'WINDOW_CLOSED' } as const);
 export const COUPON_NOT_FOUND = Object.freeze({ kind: 'COUPON_NOT_FOUND' } as const);
+export const OUTCOME_UNKNOWN = Object.freeze({ kind: 'OUTCOME_UNKNOWN' } as const);
 export const unavailable = (reason: string): Refusal => ({ kind: 'UNAVAILABLE', reason });
 
 /** A refusal that is the same for every caller at this instant: no need to know who asks. */

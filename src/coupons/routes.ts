@@ -1,7 +1,7 @@
 // HTTP routes of the coupon domain: campaign admin, campaign reads, and the issue hot path.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import Type, { type Static } from 'typebox';
-import { HttpProblem, sendRefusal } from '../http/problem.js';
+import { HttpProblem, sendOutcomeUnknown, sendRefusal } from '../http/problem.js';
 import type { Deadline, IssuerCheck } from '../http/protection.js';
 import { campaignStatus, MAX_COUPON_ID, MAX_TOTAL_QUANTITY, USER_ID_PATTERN, type CouponWithStock } from './domain.js';
 import type { CouponService } from './service.js';
@@ -201,6 +201,8 @@ export async function couponRoutes(app: FastifyInstance, { service, requireUser,
             return reply.code(201).send({ couponId: id, userId, status: 'ISSUED' });
           case 'ACCEPTED':
             return reply.code(202).send({ couponId: id, userId, status: 'PENDING' });
+          case 'OUTCOME_UNKNOWN':
+            return sendOutcomeUnknown(reply);
           default:
             return sendRefusal(reply, outcome);
         }

@@ -3,6 +3,7 @@
 import { mkdirSync } from 'node:fs';
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
+import { askUntil } from '../util/ask-until.js';
 
 export interface QueryResult<R> {
   rows: R[];
@@ -26,7 +27,11 @@ export interface PoolStats {
 
 export interface Db extends Queryable {
   readonly kind: 'postgres' | 'pglite';
-  /** Runs fn in one transaction: COMMIT if it resolves, ROLLBACK if it throws. */
+  /**
+   * Runs fn in one transaction: COMMIT if it resolves, ROLLBACK if it throws. Resolves only once
+   * the COMMIT is known to have succeeded; rejects with OutcomeUnknownError when it cannot be
+   * known whether it did, and with any other error when it did not.
+   */
   transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T>;
   /** Runs a multi-statement script (migrations). */
   exec(sql: string): Promise<void>;
@@ -34,14 +39,16 @@ export interface Db extends Queryable {
   close(): Promise<void>;
 }
 
-/** PostgreSQL error codes the domain reacts to. */
-export const PG_UNIQUE_VIOLATION = '23505';
-export const PG_CHECK_VIOLATION = '23514';
-export const PG_SERIALIZATION_FAILURE = '40001';
-
-export function pgErrorCode(err: unknown): string | undefined {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' ? code : undefined;
+/**
+ * The COMMIT of a transaction was sent and neither its answer nor, within LOST_ANSWER_CHECK_MS, the
+ * server's word on what became of it came back: the transaction may or may not have committed.
+ * Every other error of `transaction` means it did not commit.
+ */
+export class OutcomeUnknownError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'OutcomeUnknownError';
+  }
 }
 
 export interface PostgresOptions {
@@ -68,33 +75,56 @@ export function createPostgresDb(url: string, options: PostgresOptions): Db {
   return {
     kind: 'postgres',
     query,
-    async transaction(fn) {
+    async transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T> {
       const client = await pool.connect();
-      const tx: Transaction = {
-        async query<R>(sql: string, params?: readonly unknown[]) {
-          const res = await client.query(sql, params as unknown[] | undefined);
-          return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 };
-        },
-        async exec(sql) {
-          await client.query(sql);
-        },
-      };
+      // pg-pool listens for a client's 'error' only while it is idle in the pool. A checked-out
+      // client whose server goes away emits 'error' (after failing the query in flight, if any):
+      // without a listener that is an uncaught exception that ends the process.
+      const ignore = () => {};
+      client.on('error', ignore);
       let broken = false;
+      const release = () => {
+        client.removeListener('error', ignore);
+        client.release(broken);
+      };
+      let result: T;
+      let xid: string | undefined;
       try {
-        await client.query('BEGIN');
-        const result = await fn(tx);
-        await client.query('COMMIT');
-        return result;
+        // The transaction's id, known before COMMIT goes out: if the COMMIT's answer is lost,
+        // txid_status(xid) tells what became of it.
+        const begun = (await client.query(BEGIN_SQL)) as unknown as Array<pg.QueryResult<{ xid: string }>>;
+        xid = begun[1]?.rows[0]?.xid;
+        result = await fn({
+          async query<R>(sql: string, params?: readonly unknown[]) {
+            const res = await client.query(sql, params as unknown[] | undefined);
+            return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 };
+          },
+          async exec(sql) {
+            await client.query(sql);
+          },
+        });
       } catch (err) {
+        // No COMMIT was sent: whatever happened, the server rolls the transaction back.
         try {
           await client.query('ROLLBACK');
         } catch {
           broken = true; // connection is gone; do not hand it back to the pool
         }
+        release();
         throw err;
-      } finally {
-        client.release(broken);
       }
+      try {
+        await client.query('COMMIT');
+      } catch (err) {
+        broken = true;
+        release();
+        const status = xid === undefined ? 'unknown' : await commitStatus(pool, xid);
+        if (status === 'committed') return result;
+        if (status === 'aborted') throw err;
+        throw new OutcomeUnknownError('the COMMIT was sent and no answer came', { cause: err });
+      }
+      release();
+      return result;
     },
     async exec(sql) {
       await pool.query(sql);
@@ -102,6 +132,22 @@ export function createPostgresDb(url: string, options: PostgresOptions): Db {
     poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
     close: () => pool.end(),
   };
+}
+
+const BEGIN_SQL = 'BEGIN; SELECT txid_current()::text AS xid';
+
+/**
+ * What became of transaction `xid` whose COMMIT answer was lost: asks the server (on another
+ * connection, as soon as one works) until it says committed or aborted — after a crash, a
+ * transaction that did not commit is reported aborted — or LOST_ANSWER_CHECK_MS has passed.
+ */
+async function commitStatus(pool: pg.Pool, xid: string): Promise<'committed' | 'aborted' | 'unknown'> {
+  const status = await askUntil(async () => {
+    const { rows } = await pool.query<{ status: string | null }>('SELECT txid_status($1::bigint) AS status', [xid]);
+    const s = rows[0]?.status;
+    return s === 'committed' || s === 'aborted' ? s : undefined; // 'in progress': ask again
+  });
+  return status ?? 'unknown';
 }
 
 /** Embedded PostgreSQL (WASM). `dataDir` undefined → in memory (tests). */

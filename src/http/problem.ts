@@ -2,6 +2,7 @@
 // with a stable machine-readable `code`. A 5xx never carries internals.
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import type { Refusal } from '../coupons/domain.js';
+import { OutcomeUnknownError } from '../db/index.js';
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 
@@ -22,6 +23,7 @@ export type ProblemCode =
   | 'ISSUE_WINDOW_CLOSED'
   | 'STRATEGY_UNAVAILABLE'
   | 'SERVICE_UNAVAILABLE'
+  | 'OUTCOME_UNKNOWN'
   | 'RATE_LIMITED'
   | 'OVERLOADED'
   | 'TIMEOUT'
@@ -43,7 +45,8 @@ const TITLES: Record<ProblemCode, string> = {
   ISSUE_WINDOW_NOT_OPEN: 'The issue window has not opened yet',
   ISSUE_WINDOW_CLOSED: 'The issue window has closed',
   STRATEGY_UNAVAILABLE: 'The requested strategy is not available with this configuration',
-  SERVICE_UNAVAILABLE: 'Temporarily unavailable, retry shortly',
+  SERVICE_UNAVAILABLE: 'Temporarily unavailable, nothing was issued; retry shortly',
+  OUTCOME_UNKNOWN: 'A store failed mid-issue; this user may hold the coupon',
   RATE_LIMITED: 'Too many requests, retry after the given delay',
   OVERLOADED: 'The server is overloaded, retry after the given delay',
   TIMEOUT: 'The request took too long; its outcome is unknown',
@@ -114,6 +117,15 @@ export function sendRefusal(reply: FastifyReply, outcome: Refusal): FastifyReply
   return reply.code(refusal.status).type(PROBLEM_CONTENT_TYPE).send(refusal.json);
 }
 
+const OUTCOME_UNKNOWN_DETAIL =
+  'the store failed after the decisive command went out: GET /coupons/{id}/issues/me tells whether the coupon was issued, and a retry never issues a second one';
+const OUTCOME_UNKNOWN_JSON = JSON.stringify(problemBody(503, 'OUTCOME_UNKNOWN', OUTCOME_UNKNOWN_DETAIL));
+
+/** The issue attempt may or may not have issued the coupon (see OUTCOME_UNKNOWN in the domain). */
+export function sendOutcomeUnknown(reply: FastifyReply): FastifyReply {
+  return reply.code(503).header('retry-after', '1').type(PROBLEM_CONTENT_TYPE).send(OUTCOME_UNKNOWN_JSON);
+}
+
 const UNAVAILABLE_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN']);
 
 /** Errors that mean a dependency (database, Redis) is down or overloaded, not a bug. */
@@ -139,6 +151,11 @@ export function registerProblemHandlers(app: FastifyInstance): void {
     if (error instanceof HttpProblem) {
       if (error.headers !== undefined) void reply.headers(error.headers);
       return sendProblem(reply, error.status, error.code, error.detail);
+    }
+    // A safety net: strategies turn an unknown commit into the OUTCOME_UNKNOWN outcome themselves.
+    if (error instanceof OutcomeUnknownError) {
+      request.log.warn({ err: error }, 'outcome unknown');
+      return sendOutcomeUnknown(reply);
     }
     if (error.validation !== undefined) {
       return sendProblem(reply, 400, 'VALIDATION_FAILED', error.message);

@@ -24,6 +24,7 @@ const OUTCOME_KINDS = [
   'WINDOW_CLOSED',
   'COUPON_NOT_FOUND',
   'UNAVAILABLE',
+  'OUTCOME_UNKNOWN',
 ] as const satisfies readonly IssueOutcomeKind[];
 
 const SHED_REASONS: readonly ShedReason[] = ['overloaded', 'rate_limited_user', 'rate_limited_ip', 'timeout'];

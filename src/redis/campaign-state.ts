@@ -14,7 +14,7 @@ import type { Db } from '../db/index.js';
 import type { Coupon } from '../coupons/domain.js';
 import { loadIssuedUsers } from '../coupons/repository.js';
 import type { RedisHandle } from './client.js';
-import { WORKER_GROUP } from './keys.js';
+import { WORKER_GROUP, type CampaignKeys } from './keys.js';
 import type { CampaignWindow } from './scripts.js';
 import { isReplyError, parseEntries } from './streams.js';
 
@@ -74,10 +74,11 @@ export async function loadAdmittedUsers(redis: RedisHandle, db: Db, couponId: nu
 }
 
 /**
- * Creates the campaign's state from the database and the queue unless it exists. Returns the
- * issued count it created, or undefined when another process restored it first.
+ * Creates the campaign's state from the database and the queue unless it exists — `rebuilt`
+ * unless this is the campaign's creation. Returns the issued count it created, or undefined when
+ * another process restored it first.
  */
-export async function restoreCampaign(redis: RedisHandle, db: Db, coupon: Coupon, queued: boolean): Promise<number | undefined> {
+export async function restoreCampaign(redis: RedisHandle, db: Db, coupon: Coupon, queued: boolean, rebuilt = true): Promise<number | undefined> {
   if (queued) await registerStream(redis, coupon.id);
   const keys = redis.keys.campaign(coupon.id);
   const admitted = await loadAdmittedUsers(redis, db, coupon.id);
@@ -86,7 +87,7 @@ export async function restoreCampaign(redis: RedisHandle, db: Db, coupon: Coupon
   for (let i = 0; i < all.length; i += LOAD_CHUNK) {
     await redis.client.multi().sadd(loadKey, ...all.slice(i, i + LOAD_CHUNK)).pexpire(loadKey, LOAD_KEY_TTL_MS).exec();
   }
-  const created = await redis.scripts.restore(keys, loadKey, campaignWindow(coupon));
+  const created = await redis.scripts.restore(keys, loadKey, campaignWindow(coupon), rebuilt ? Date.now() : 0);
   // A rebuilt count may differ from what instances cached (a local sold-out flag): drop it.
   if (created !== undefined) await redis.invalidate(coupon.id);
   return created;
@@ -109,6 +110,35 @@ export async function remainingStock(redis: RedisHandle, couponIds: readonly num
   return out;
 }
 
+/** What Redis tells of one user's admission after an admission call lost its answer. */
+export type AdmissionCheck = 'admitted' | 'not-admitted' | 'unknown';
+
+/**
+ * API clocks may disagree by this much: a state rebuilt this long before an attempt may still
+ * have been rebuilt after it.
+ */
+const CLOCK_MARGIN_MS = 10_000;
+
+/**
+ * Whether `userId` is admitted to the campaign now, asked after an admission attempted at
+ * `attemptMs` failed. `admitted`: the user is in the set (this attempt or an earlier one).
+ * `not-admitted`: the state exists, was not rebuilt around the attempt, and does not hold the
+ * user — the script did not run, so nothing was admitted. `unknown`: Redis lost the state around
+ * the attempt (a worker may still be writing an entry that Redis no longer shows). A call that
+ * fails is an error: Redis has not answered yet.
+ */
+export async function checkAdmission(redis: RedisHandle, keys: CampaignKeys, userId: string, attemptMs: number): Promise<AdmissionCheck> {
+  const replies = await redis.client.multi().sismember(keys.users, userId).hget(keys.state, 'rebuilt').exists(keys.state).exec();
+  if (replies === null) throw new Error('redis: MULTI was aborted');
+  const [member, rebuilt, exists] = replies.map(([err, reply]) => {
+    if (err !== null) throw err;
+    return reply;
+  });
+  if (member === 1) return 'admitted';
+  if (exists !== 1) return 'unknown';
+  return Number(rebuilt ?? 0) > attemptMs - CLOCK_MARGIN_MS ? 'unknown' : 'not-admitted';
+}
+
 /** Rebuilds on demand, once per coupon at a time per process (a stampede sees MISSING together). */
 export class CampaignStates {
   private readonly inFlight = new Map<number, Promise<unknown>>();
@@ -127,7 +157,7 @@ export class CampaignStates {
    */
   async prepare(coupon: Coupon): Promise<void> {
     try {
-      await restoreCampaign(this.redis, this.db, coupon, this.queued);
+      await restoreCampaign(this.redis, this.db, coupon, this.queued, false);
     } catch (err) {
       this.log.warn({ err, couponId: coupon.id }, 'redis: preparing the campaign state failed; the first request will build it');
     }

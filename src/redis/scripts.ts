@@ -144,11 +144,15 @@ export class Scripts {
   }
 
   /**
-   * restore.lua: create the state from the users loaded into `loadKey`, unless it exists.
-   * Returns the issued count it created, or undefined when the state already existed.
+   * restore.lua: create the state from the users loaded into `loadKey`, unless it exists;
+   * `rebuiltAtMs` is 0 at campaign creation, else now. Returns the issued count it created, or
+   * undefined when the state already existed.
    */
-  async restore(keys: CampaignKeys, loadKey: string, w: CampaignWindow): Promise<number | undefined> {
-    const n = integer(await this.fns.crRestore(keys.state, keys.users, loadKey, w.totalQuantity, w.startsAtMs, w.endsAtMs, w.expireAtMs), 'restore');
+  async restore(keys: CampaignKeys, loadKey: string, w: CampaignWindow, rebuiltAtMs = 0): Promise<number | undefined> {
+    const n = integer(
+      await this.fns.crRestore(keys.state, keys.users, loadKey, w.totalQuantity, w.startsAtMs, w.endsAtMs, w.expireAtMs, rebuiltAtMs),
+      'restore',
+    );
     return n === -1 ? undefined : n;
   }
 

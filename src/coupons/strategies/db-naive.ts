@@ -3,6 +3,7 @@
 // coupons_not_over_issued CHECK exempts this strategy on purpose; UNIQUE still stops doubles.
 import { ALREADY_ISSUED, ISSUED, SOLD_OUT } from '../domain.js';
 import { insertIssueIfAbsent } from '../repository.js';
+import { transactionOutcome } from './shared.js';
 import type { StrategyModule } from './types.js';
 
 export const dbNaive: StrategyModule = {
@@ -16,7 +17,7 @@ export const dbNaive: StrategyModule = {
       );
       // The race: between this read and the update below, others read the same count.
       if ((rows[0]?.issued_quantity ?? 0) >= coupon.totalQuantity) return SOLD_OUT;
-      return db.transaction(async (tx) => {
+      return transactionOutcome(db, async (tx) => {
         if (!(await insertIssueIfAbsent(tx, coupon.id, userId, now))) return ALREADY_ISSUED;
         await tx.query('UPDATE coupons SET issued_quantity = issued_quantity + 1 WHERE id = $1', [coupon.id]);
         return ISSUED;

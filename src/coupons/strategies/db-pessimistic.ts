@@ -3,7 +3,7 @@
 // holding a pooled connection, which is why it is slow under a stampede.
 import { ALREADY_ISSUED, ISSUED } from '../domain.js';
 import { insertIssueIfAbsent } from '../repository.js';
-import { soldOutUnlessHeld } from './shared.js';
+import { soldOutUnlessHeld, transactionOutcome } from './shared.js';
 import type { StrategyModule } from './types.js';
 
 export const dbPessimistic: StrategyModule = {
@@ -11,7 +11,7 @@ export const dbPessimistic: StrategyModule = {
   requires: [],
   create: ({ db }) => ({
     issue: (coupon, userId, now) =>
-      db.transaction(async (tx) => {
+      transactionOutcome(db, async (tx) => {
         const { rows } = await tx.query<{ issued_quantity: number }>(
           'SELECT issued_quantity FROM coupons WHERE id = $1 FOR UPDATE',
           [coupon.id],

@@ -3,8 +3,8 @@
 // statement, a few milliseconds apart, and each is answered 201 only after its row committed.
 // The embedded default. Exact with ONE API process: the gate's memory is not shared.
 import type { FastifyBaseLogger } from 'fastify';
-import type { Db } from '../../db/index.js';
-import { ALREADY_ISSUED, ISSUED, SOLD_OUT, unavailable, type Coupon, type IssueOutcome } from '../domain.js';
+import { OutcomeUnknownError, type Db } from '../../db/index.js';
+import { ALREADY_ISSUED, ISSUED, OUTCOME_UNKNOWN, SOLD_OUT, unavailable, type Coupon, type IssueOutcome } from '../domain.js';
 import { insertIssues } from '../repository.js';
 import type { IssueStrategy, StrategyModule } from './types.js';
 
@@ -104,14 +104,17 @@ class LocalGate implements IssueStrategy {
   private async writeBatch(batch: Admitted[]): Promise<void> {
     let inserted: Set<string>;
     try {
-      const rows = await insertIssues(this.db, batch);
+      // A transaction, not a lone statement: if the COMMIT's answer is lost, transaction() asks
+      // the server what became of it, so the batch still gets a true answer.
+      const rows = await this.db.transaction((tx) => insertIssues(tx, batch));
       inserted = new Set(rows.map((r) => `${r.coupon_id}\u0000${r.user_id}`));
     } catch (err) {
-      // Nothing of the batch is known to be written: answer 503 and rebuild the gates of the
-      // coupons involved from the database before they admit anyone else.
+      // Nothing of the batch was written (or, OutcomeUnknownError, it cannot be known whether it
+      // was): answer so, and rebuild the gates of the coupons involved from the database before
+      // they admit anyone else.
       this.log.error({ err, batch: batch.length }, 'local: group commit failed');
       for (const a of batch) this.states.delete(a.couponId);
-      const outcome = unavailable('database write failed');
+      const outcome = err instanceof OutcomeUnknownError ? OUTCOME_UNKNOWN : unavailable('database write failed');
       for (const a of batch) a.settle(outcome);
       return;
     }

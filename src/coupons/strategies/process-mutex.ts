@@ -4,7 +4,7 @@
 import { Mutex } from 'async-mutex';
 import { ALREADY_ISSUED, ISSUED } from '../domain.js';
 import { insertIssueIfAbsent } from '../repository.js';
-import { soldOutUnlessHeld } from './shared.js';
+import { soldOutUnlessHeld, transactionOutcome } from './shared.js';
 import type { StrategyModule } from './types.js';
 
 export const processMutex: StrategyModule = {
@@ -25,7 +25,7 @@ export const processMutex: StrategyModule = {
             [coupon.id],
           );
           if ((rows[0]?.issued_quantity ?? 0) >= coupon.totalQuantity) return soldOutUnlessHeld(db, coupon.id, userId);
-          return db.transaction(async (tx) => {
+          return transactionOutcome(db, async (tx) => {
             if (!(await insertIssueIfAbsent(tx, coupon.id, userId, now))) return ALREADY_ISSUED;
             await tx.query('UPDATE coupons SET issued_quantity = issued_quantity + 1 WHERE id = $1', [coupon.id]);
             return ISSUED;

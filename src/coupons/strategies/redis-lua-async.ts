@@ -3,14 +3,19 @@
 // without being queued. The API answers 202 PENDING; the worker persists (src/worker/). One Redis
 // round trip per request, shared with the attempts that arrive alongside it (AdmissionBatcher);
 // a missing campaign state is rebuilt from the database (and the queue) and the attempt retried once.
+// A call that fails may have run in Redis with its answer lost (a crash, a reset connection):
+// the attempt then asks Redis whether the user is admitted before it answers (askUntil), and says
+// OUTCOME_UNKNOWN when Redis cannot tell in time.
 import type { FastifyBaseLogger } from 'fastify';
 import type { Db } from '../../db/index.js';
-import { SOLD_OUT, unavailable, type Coupon, type IssueOutcome } from '../domain.js';
+import { ACCEPTED, ALREADY_ISSUED, OUTCOME_UNKNOWN, SOLD_OUT, unavailable, type Coupon, type IssueOutcome } from '../domain.js';
+import { findIssue } from '../repository.js';
 import type { RedisHandle } from '../../redis/client.js';
-import { CampaignStates } from '../../redis/campaign-state.js';
+import { CampaignStates, checkAdmission } from '../../redis/campaign-state.js';
 import { AdmissionBatcher } from '../../redis/admissions.js';
-import { MISSING } from '../../redis/scripts.js';
-import { CampaignRefs, redisOf } from './redis-shared.js';
+import { MISSING, type AdmitEnqueueResult } from '../../redis/scripts.js';
+import { askUntil } from '../../util/ask-until.js';
+import { CampaignRefs, redisOf, type CampaignRef } from './redis-shared.js';
 import type { IssueStrategy, StrategyModule } from './types.js';
 
 const NOT_REBUILT = unavailable('campaign state is missing in Redis and could not be rebuilt');
@@ -22,7 +27,7 @@ export class RedisLuaAsync implements IssueStrategy {
 
   constructor(
     protected readonly redis: RedisHandle,
-    db: Db,
+    private readonly db: Db,
     log: FastifyBaseLogger,
   ) {
     this.refs = new CampaignRefs(redis);
@@ -37,14 +42,32 @@ export class RedisLuaAsync implements IssueStrategy {
   async issue(coupon: Coupon, userId: string, now: Date, requestId?: string): Promise<IssueOutcome> {
     const ref = this.refs.get(coupon.id);
     const nowMs = now.getTime();
-    let outcome = await this.admissions.admit(ref.keys, ref.id, userId, nowMs, requestId ?? '');
+    let outcome = await this.admit(ref, userId, nowMs, requestId ?? '');
     if (outcome === MISSING) {
       await this.states.rebuild(coupon);
-      outcome = await this.admissions.admit(ref.keys, ref.id, userId, nowMs, requestId ?? '');
+      outcome = await this.admit(ref, userId, nowMs, requestId ?? '');
       if (outcome === MISSING) return NOT_REBUILT;
     }
     if (outcome === SOLD_OUT) this.soldOut(coupon.id);
     return outcome;
+  }
+
+  /**
+   * One admission; when the call fails, what Redis (and the database) then say of the user.
+   * Throws only when nothing was admitted.
+   */
+  private async admit(ref: CampaignRef, userId: string, nowMs: number, requestId: string): Promise<AdmitEnqueueResult | typeof OUTCOME_UNKNOWN> {
+    try {
+      return await this.admissions.admit(ref.keys, ref.id, userId, nowMs, requestId);
+    } catch (err) {
+      const check = await askUntil(() => checkAdmission(this.redis, ref.keys, userId, nowMs));
+      if (check === 'admitted') return ACCEPTED;
+      // A row settles it whatever Redis lost; without one, only an intact state says "not admitted".
+      const row = await findIssue(this.db, Number(ref.id), userId).catch(() => undefined);
+      if (row !== undefined) return ALREADY_ISSUED;
+      if (check === 'not-admitted') throw err;
+      return OUTCOME_UNKNOWN;
+    }
   }
 
   /** Admitted (in the set) but not necessarily persisted; the service asks only when no row exists. */

@@ -2,7 +2,13 @@
 // then the API inserts the row itself and answers 201. When the database refuses or fails the
 // insert, release.lua undoes the admission so Redis and the database agree again. The database's
 // own constraints (conditional counter update, CHECK, UNIQUE) still stand behind Redis.
-import { SOLD_OUT, unavailable, type IssueOutcome } from '../domain.js';
+//
+// Issued means a row. An admission can outlive its failed insert (admit's answer lost, a release
+// that failed, a COMMIT of unknown fate): Redis then holds a user the database does not. So a
+// duplicate from Redis is checked against the database before it is answered 409, and a user
+// Redis holds without a row gets the insert now — the database's constraints decide.
+import { ALREADY_ISSUED, SOLD_OUT, unavailable, type IssueOutcome } from '../domain.js';
+import { findIssue } from '../repository.js';
 import { CampaignStates } from '../../redis/campaign-state.js';
 import { ADMITTED, MISSING } from '../../redis/scripts.js';
 import { CampaignRefs, insertAndCount, redisOf } from './redis-shared.js';
@@ -39,7 +45,8 @@ export const redisLuaSync: StrategyModule = {
           admitted = await redis.scripts.admit(keys, userId, now.getTime());
           if (admitted === MISSING) return NOT_REBUILT;
         }
-        if (admitted !== ADMITTED) return admitted;
+        if (admitted === ALREADY_ISSUED && (await findIssue(db, coupon.id, userId)) !== undefined) return ALREADY_ISSUED;
+        if (admitted !== ADMITTED && admitted !== ALREADY_ISSUED) return admitted;
 
         let outcome: IssueOutcome;
         try {
@@ -52,6 +59,7 @@ export const redisLuaSync: StrategyModule = {
         }
         // The database is full although Redis was not: pin Redis to sold out as well.
         if (outcome === SOLD_OUT) await release(coupon.id, userId, true);
+        // OUTCOME_UNKNOWN keeps the admission: if the row did commit, the seat is that row's.
         return outcome;
       },
     };
