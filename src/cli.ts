@@ -115,7 +115,7 @@ program
     if (cfg.redisUrl === undefined) return program.error('couponrush reconcile: REDIS_URL is not set');
     const log = pino({ level: cfg.logLevel });
     const db = await openDb(cfg);
-    const redis = await openRedis(cfg.redisUrl, cfg.redisPrefix, log).catch(async (err: unknown) => {
+    const redis = await openRedis(cfg.redisUrl, cfg.redisPrefix, log, { commandTimeoutMs: ONE_SHOT_COMMAND_TIMEOUT_MS }).catch(async (err: unknown) => {
       await db.close();
       throw err;
     });
@@ -152,7 +152,20 @@ program
 
 program.addCommand(benchCommand());
 
+/** A one-shot command waits this long for any Redis answer before it gives up. */
+const ONE_SHOT_COMMAND_TIMEOUT_MS = 10_000;
+
+/** One line for an error: a connection refused to several addresses is an AggregateError with no message. */
+function oneLine(err: unknown): string {
+  if (err instanceof AggregateError && err.message === '') return err.errors.map((e: unknown) => oneLine(e)).join('; ');
+  const message = err instanceof Error ? err.message : String(err);
+  return message.split('\n')[0] ?? message;
+}
+
+// A command that fails says so in one line on stderr and exits 1: no stack trace for an operator
+// to decode.
 program.parseAsync().catch((err: unknown) => {
-  pino().fatal({ err }, (err as Error).message);
+  const command = program.args[0];
+  process.stderr.write(`couponrush${command === undefined ? '' : ` ${command}`}: ${oneLine(err)}\n`);
   process.exit(1);
 });

@@ -44,6 +44,11 @@ export class TcpProxy {
     if (server !== undefined) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
+  /** Open connections are cut (both ends see a reset); new ones go through as before. */
+  resetConnections(): void {
+    this.cutAll();
+  }
+
   /** Open connections are cut; new ones are accepted and never answered. */
   blackhole(): void {
     this.mode = 'blackhole';

@@ -57,7 +57,8 @@ async function postgresVersion(db: pg.Pool): Promise<string> {
 }
 
 async function redisVersion(url: string): Promise<string> {
-  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1, commandTimeout: 5_000 });
+  redis.on('error', () => {}); // the command below reports it
   try {
     await redis.connect();
     const info = await redis.info('server');
@@ -144,7 +145,8 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
       progress.say(`scratch database ${scratch.name} created${options.keep ? ' (kept: --keep)' : ' (dropped at the end)'}`);
     }
     // Idle connections stay open through a stampede, so the first drain poll costs no connect.
-    verifyDb = new pg.Pool({ connectionString: scratch?.url ?? options.databaseUrl, max: 2, idleTimeoutMillis: 0 });
+    verifyDb = new pg.Pool({ connectionString: scratch?.url ?? options.databaseUrl, max: 2, idleTimeoutMillis: 0, connectionTimeoutMillis: 5_000 });
+    verifyDb.on('error', () => {}); // an idle connection lost: the next query reports it
     services = {
       postgres: await postgresVersion(verifyDb),
       redis: options.redisUrl === undefined ? null : await redisVersion(options.redisUrl).catch(() => 'unreachable'),

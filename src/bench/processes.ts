@@ -268,10 +268,14 @@ export interface ScratchDatabase {
   drop(): Promise<void>;
 }
 
+/** A server that accepts and never answers must not hang the bench. */
+const CONNECT_TIMEOUT_MS = 5_000;
+
 /** Creates an empty database next to the one DATABASE_URL names (which is left untouched). */
 export async function createScratchDatabase(serverUrl: string, name: string): Promise<ScratchDatabase> {
   if (!/^[a-z0-9_]+$/.test(name)) throw new Error(`bad scratch database name ${name}`);
-  const admin = new pg.Client({ connectionString: serverUrl });
+  const admin = new pg.Client({ connectionString: serverUrl, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
+  admin.on('error', () => {}); // the query in flight reports it
   await admin.connect();
   try {
     await admin.query(`CREATE DATABASE ${name}`);
@@ -284,7 +288,8 @@ export async function createScratchDatabase(serverUrl: string, name: string): Pr
     name,
     url: url.toString(),
     async drop() {
-      const c = new pg.Client({ connectionString: serverUrl });
+      const c = new pg.Client({ connectionString: serverUrl, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
+      c.on('error', () => {}); // the query in flight reports it
       await c.connect();
       try {
         await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
@@ -298,7 +303,8 @@ export async function createScratchDatabase(serverUrl: string, name: string): Pr
 /** Deletes every key under a prefix the bench gave its API processes. */
 export async function deleteRedisPrefix(redisUrl: string, prefix: string): Promise<number> {
   if (prefix.length < 8) throw new Error(`refusing to delete a short Redis prefix "${prefix}"`);
-  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 2 });
+  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 2, commandTimeout: 10_000 });
+  redis.on('error', () => {}); // the commands below report it
   let deleted = 0;
   try {
     await redis.connect();

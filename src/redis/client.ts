@@ -24,19 +24,31 @@ export interface RedisHandle {
 }
 
 const ERROR_LOG_INTERVAL_MS = 5_000;
+/** The first PING must answer within this, so a Redis that accepts and never answers fails start-up. */
+const OPEN_TIMEOUT_MS = 5_000;
 
-function baseOptions(name: string): RedisOptions {
+function baseOptions(name: string, commandTimeoutMs: number | undefined): RedisOptions {
   return {
     connectionName: name,
     // Fail a command after two reconnect attempts (~150 ms) instead of queueing it for long:
     // the API answers 503 and the client retries, rather than a request hanging.
     maxRetriesPerRequest: 2,
     retryStrategy: (times) => Math.min(times * 50, 1_000),
+    ...(commandTimeoutMs === undefined ? {} : { commandTimeout: commandTimeoutMs }),
   };
 }
 
+export interface OpenRedisOptions {
+  /**
+   * Fail any command unanswered after this long. For the one-shot commands (a hung Redis must not
+   * hang them); the long-running processes leave it off: a hung command resumes with Redis, and
+   * the request deadline answers the client meanwhile.
+   */
+  commandTimeoutMs?: number;
+}
+
 /** Opens the connection and checks that Redis answers, so a bad REDIS_URL fails at start-up. */
-export async function openRedis(url: string, prefix: string, log: FastifyBaseLogger): Promise<RedisHandle> {
+export async function openRedis(url: string, prefix: string, log: FastifyBaseLogger, options: OpenRedisOptions = {}): Promise<RedisHandle> {
   let lastErrorLog = 0;
   const onError = (err: Error) => {
     // ioredis reports every failed reconnect; once in a while is enough.
@@ -46,7 +58,7 @@ export async function openRedis(url: string, prefix: string, log: FastifyBaseLog
     log.warn({ err }, 'redis connection error');
   };
   const connect = (name: string, extra: RedisOptions = {}) => {
-    const r = new Redis(url, { ...baseOptions(name), ...extra });
+    const r = new Redis(url, { ...baseOptions(name, options.commandTimeoutMs), ...extra });
     r.on('error', onError);
     return r;
   };
@@ -54,11 +66,16 @@ export async function openRedis(url: string, prefix: string, log: FastifyBaseLog
   // that is most of the hot path's syscalls saved. Admissions batch themselves (admissions.ts)
   // and go out at once, not one more turn later.
   const client = connect('couponrush', { enableAutoPipelining: true, autoPipeliningIgnoredCommands: [ADMIT_ENQUEUE_COMMAND] });
+  let timer: NodeJS.Timeout | undefined;
   try {
-    await client.ping();
+    const ping = client.ping();
+    ping.catch(() => undefined);
+    await Promise.race([ping, new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${OPEN_TIMEOUT_MS} ms`)), OPEN_TIMEOUT_MS)))]);
   } catch (err) {
     client.disconnect();
     throw new Error(`Redis at REDIS_URL does not answer: ${(err as Error).message}`);
+  } finally {
+    clearTimeout(timer);
   }
   const keys = new RedisKeys(prefix);
   const scripts = new Scripts(client);

@@ -1,0 +1,476 @@
+// Fault injection: private PostgreSQL and Redis servers started from this machine's binaries on
+// free ports in temp directories (never the shared servers, which CI and other tests use), the API
+// as a real `couponrush serve` child process, and a stampede that records every answer, lets a
+// fault happen in its middle, and audits the answers against the database once it has healed.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { signUserToken } from '../src/http/auth.js';
+import { ADMIN_TOKEN, JWT_SECRET, request, type Response } from './helpers.js';
+import { freePort, runCli, waitFor, type Child } from './ops-helpers.js';
+
+// ---------------------------------------------------------------------------------------------
+// Private servers
+
+/** The directory of PostgreSQL's server binaries (initdb, pg_ctl), or undefined. */
+export function postgresBinDir(): string | undefined {
+  const root = '/usr/lib/postgresql';
+  if (existsSync(root)) {
+    const versions = readdirSync(root).filter((v) => existsSync(join(root, v, 'bin', 'pg_ctl'))).sort((a, b) => Number(b) - Number(a));
+    if (versions[0] !== undefined) return join(root, versions[0], 'bin');
+  }
+  const found = spawnSync('sh', ['-c', 'dirname "$(command -v initdb)"'], { encoding: 'utf8' });
+  const dir = found.stdout.trim();
+  return found.status === 0 && dir !== '' && existsSync(join(dir, 'pg_ctl')) ? dir : undefined;
+}
+
+export function redisServerBinary(): string | undefined {
+  const found = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
+  return found.status === 0 && found.stdout.trim() !== '' ? found.stdout.trim() : undefined;
+}
+
+const isRoot = process.getuid?.() === 0;
+
+/** PostgreSQL refuses to run as root: as root, run its tools as the `postgres` user. */
+function runPg(bin: string, tool: string, args: string[]): void {
+  const cmd = isRoot ? ['runuser', ['-u', 'postgres', '--', join(bin, tool), ...args]] as const : [join(bin, tool), args] as const;
+  const r = spawnSync(cmd[0], cmd[1], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${tool} ${args.join(' ')} failed (${r.status}): ${r.stderr}${r.stdout}`);
+}
+
+/** A PostgreSQL cluster of our own: crash it, hang it, restart it without touching anyone else's. */
+export class PrivatePostgres {
+  private constructor(
+    private readonly bin: string,
+    readonly dir: string,
+    readonly port: number,
+  ) {}
+
+  static async create(bin: string): Promise<PrivatePostgres> {
+    const dir = mkdtempSync(join(tmpdir(), 'couponrush-pg-'));
+    if (isRoot) chownSync(dir, Number(spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).stdout.trim()), Number(spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).stdout.trim()));
+    runPg(bin, 'initdb', ['-D', join(dir, 'data'), '-A', 'trust', '-U', 'postgres', '-E', 'UTF8', '--no-sync']);
+    const server = new PrivatePostgres(bin, dir, await freePort());
+    await server.start();
+    return server;
+  }
+
+  url(database = 'postgres'): string {
+    return `postgres://postgres@127.0.0.1:${this.port}/${database}`;
+  }
+
+  async start(): Promise<void> {
+    const options = `-p ${this.port} -k ${this.dir} -c listen_addresses=127.0.0.1 -c max_connections=200`;
+    runPg(this.bin, 'pg_ctl', ['-D', join(this.dir, 'data'), '-o', options, '-l', join(this.dir, 'log'), '-w', '-t', '30', 'start']);
+  }
+
+  /** A crash: every process ends at once, nothing is flushed but the WAL already written. */
+  async crash(): Promise<void> {
+    runPg(this.bin, 'pg_ctl', ['-D', join(this.dir, 'data'), '-m', 'immediate', '-w', 'stop']);
+  }
+
+  /** The postmaster and every backend: SIGSTOP them all for a hang (connections accepted, no answer). */
+  private pids(): number[] {
+    const postmaster = Number(readFileSync(join(this.dir, 'data', 'postmaster.pid'), 'utf8').split('\n')[0]);
+    const children = spawnSync('pgrep', ['-P', String(postmaster)], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).map(Number);
+    return [postmaster, ...children];
+  }
+
+  hang(): void {
+    for (const pid of this.pids()) process.kill(pid, 'SIGSTOP');
+  }
+
+  resume(): void {
+    for (const pid of this.pids()) process.kill(pid, 'SIGCONT');
+  }
+
+  async createDatabase(): Promise<string> {
+    const name = `faults_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`;
+    const c = new pg.Client({ connectionString: this.url() });
+    await c.connect();
+    try {
+      await c.query(`CREATE DATABASE ${name}`);
+    } finally {
+      await c.end();
+    }
+    return this.url(name);
+  }
+
+  async destroy(): Promise<void> {
+    try {
+      runPg(this.bin, 'pg_ctl', ['-D', join(this.dir, 'data'), '-m', 'immediate', '-w', 'stop']);
+    } catch {
+      // already stopped
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export type RedisPersistence = 'aof-always' | 'none';
+
+/** A Redis of our own: kill -9 it and start it again from its files (or from nothing). */
+export class PrivateRedis {
+  private proc: ChildProcess | undefined;
+
+  private constructor(
+    private readonly bin: string,
+    readonly dir: string,
+    readonly port: number,
+    readonly persistence: RedisPersistence,
+  ) {}
+
+  static async create(bin: string, persistence: RedisPersistence): Promise<PrivateRedis> {
+    const server = new PrivateRedis(bin, mkdtempSync(join(tmpdir(), 'couponrush-redis-')), await freePort(), persistence);
+    await server.start();
+    return server;
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<void> {
+    const persistence = this.persistence === 'aof-always' ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
+    const proc = spawn(this.bin, ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--save', '', ...persistence], { stdio: 'ignore' });
+    this.proc = proc;
+    await waitFor(`private redis on :${this.port}`, async () => {
+      const r = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+      r.on('error', () => {});
+      try {
+        await r.connect();
+        return (await r.ping()) === 'PONG';
+      } finally {
+        r.disconnect();
+      }
+    });
+  }
+
+  /** SIGSTOP: the port still accepts connections, nothing answers. */
+  hang(): void {
+    this.proc?.kill('SIGSTOP');
+  }
+
+  resume(): void {
+    this.proc?.kill('SIGCONT');
+  }
+
+  /** Forgets everything on disk (for a restart without persistence). */
+  wipe(): void {
+    for (const f of readdirSync(this.dir)) rmSync(join(this.dir, f), { recursive: true, force: true });
+  }
+
+  /** kill -9: what Redis had not written to its files is gone. */
+  async kill9(): Promise<void> {
+    const proc = this.proc;
+    this.proc = undefined;
+    if (proc === undefined || proc.exitCode !== null) return;
+    await new Promise<void>((resolve) => {
+      proc.once('exit', () => resolve());
+      proc.kill('SIGKILL');
+    });
+  }
+
+  async destroy(): Promise<void> {
+    await this.kill9();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every answer, and what the database says afterwards
+
+/**
+ * What one request got: an HTTP answer, or none — `sent` false when the connection was refused
+ * (the request never reached the server), true when it broke after the request went out.
+ * `at` is performance.now().
+ */
+export type Answer = ({ readonly status: number; readonly code?: string } | { readonly error: string; readonly sent: boolean }) & { readonly at: number };
+
+/** Answers that say the user holds the coupon (issued, queued, or already held). */
+const HOLDS = new Set([201, 202, 409]);
+
+function mayHaveIssued(a: Answer): boolean {
+  if ('error' in a) return a.sent; // no answer to a request that went out: the client cannot know
+  return a.status === 504 || (a.status === 503 && a.code === 'OUTCOME_UNKNOWN');
+}
+
+/** A user the service told they hold the coupon, and when it last said so (performance.now()). */
+export interface Claim {
+  readonly user: string;
+  readonly at: number;
+}
+
+export interface Audit {
+  /** Users told 201/202. */
+  readonly acknowledged: number;
+  /** Told 201/202, no row: an acknowledged issuance was lost (`at`: the last such answer). */
+  readonly lost: readonly Claim[];
+  /** A row, though every answer the user got was a refusal or a "nothing was issued". */
+  readonly unexpected: readonly string[];
+  /** Told 409 ALREADY_ISSUED, no row (`at`: the last such answer). */
+  readonly falseDuplicates: readonly Claim[];
+  /** Users whose outcome was left open to them (OUTCOME_UNKNOWN, 504, no answer) and nothing firmer. */
+  readonly undetermined: number;
+  /** Answers that were not a decision: 503, 504, no answer at all. */
+  readonly notDecided: number;
+  /** 500s: the service failed without saying what happened. */
+  readonly internalErrors: number;
+  readonly statuses: ReadonlyMap<string, number>;
+}
+
+/** Records every answer of a test, per user, and compares them with the rows afterwards. */
+export class Ledger {
+  private readonly answers = new Map<string, Answer[]>();
+
+  record(user: string, answer: Answer): void {
+    const list = this.answers.get(user);
+    if (list === undefined) this.answers.set(user, [answer]);
+    else list.push(answer);
+  }
+
+  get count(): number {
+    let n = 0;
+    for (const list of this.answers.values()) n += list.length;
+    return n;
+  }
+
+  audit(rowUsers: Iterable<string>): Audit {
+    const rows = new Set(rowUsers);
+    const lost: Claim[] = [];
+    const unexpected: string[] = [];
+    const falseDuplicates: Claim[] = [];
+    const statuses = new Map<string, number>();
+    let acknowledged = 0;
+    let undetermined = 0;
+    let internalErrors = 0;
+    let notDecided = 0;
+    for (const [user, answers] of this.answers) {
+      let ackedAt = -1;
+      let duplicateAt = -1;
+      let holds = false;
+      let maybe = false;
+      for (const a of answers) {
+        const key = 'error' in a ? (a.sent ? 'no answer' : 'refused connection') : a.code === undefined ? String(a.status) : `${a.status} ${a.code}`;
+        statuses.set(key, (statuses.get(key) ?? 0) + 1);
+        if ('error' in a) {
+          if (a.sent) maybe = true;
+          notDecided++;
+          continue;
+        }
+        if (a.status === 503 || a.status === 504) notDecided++;
+        if (a.status === 201 || a.status === 202) ackedAt = Math.max(ackedAt, a.at);
+        if (a.status === 409) duplicateAt = Math.max(duplicateAt, a.at);
+        if (HOLDS.has(a.status)) holds = true;
+        if (a.status === 500) internalErrors++;
+        if (mayHaveIssued(a)) maybe = true;
+      }
+      if (ackedAt >= 0) acknowledged++;
+      if (ackedAt >= 0 && !rows.has(user)) lost.push({ user, at: ackedAt });
+      if (duplicateAt >= 0 && !rows.has(user)) falseDuplicates.push({ user, at: duplicateAt });
+      if (rows.has(user) && !holds && !maybe) unexpected.push(user);
+      if (maybe && !holds) undetermined++;
+    }
+    return { acknowledged, lost, unexpected, falseDuplicates, undetermined, notDecided, internalErrors, statuses };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The API as a real process
+
+export interface ApiProcess {
+  readonly url: string;
+  readonly child: Child;
+  /** True while the process runs. */
+  alive(): boolean;
+  kill9(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Starts `couponrush serve <args>` on a free port and waits until it answers /healthz. */
+export async function startApi(args: string[], env: Record<string, string>, port?: number): Promise<ApiProcess> {
+  const p = port ?? (await freePort());
+  const child = runCli(['serve', ...args], { ADMIN_TOKEN, JWT_SECRET, HOST: '127.0.0.1', PORT: String(p), LOG_LEVEL: 'warn', ...env });
+  const url = `http://127.0.0.1:${p}`;
+  let exited = false;
+  void child.exited.then(() => (exited = true));
+  await waitFor(
+    `couponrush serve on ${url}`,
+    async () => {
+      if (exited) throw new Error(`serve exited:\n${child.output()}`);
+      return (await request(url, 'GET', '/healthz')).status === 200;
+    },
+    30_000,
+  ).catch((err: Error) => {
+    child.proc.kill('SIGKILL');
+    throw new Error(`${err.message}\n${child.output()}`);
+  });
+  return {
+    url,
+    child,
+    alive: () => !exited,
+    async kill9() {
+      if (exited) return;
+      child.proc.kill('SIGKILL');
+      await child.exited;
+    },
+    async stop() {
+      if (exited) return;
+      child.proc.kill('SIGTERM');
+      const timer = setTimeout(() => child.proc.kill('SIGKILL'), 15_000);
+      await child.exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+export async function createCampaign(url: string, strategy: string, totalQuantity: number): Promise<number> {
+  const res = await request(url, 'POST', '/admin/coupons', {
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+    json: {
+      name: `faults ${strategy}`,
+      totalQuantity,
+      issueStartsAt: new Date(Date.now() - 1000).toISOString(),
+      issueEndsAt: new Date(Date.now() + 3600_000).toISOString(),
+      strategy,
+    },
+  });
+  if (res.status !== 201) throw new Error(`creating a ${strategy} campaign: ${res.status} ${res.text}`);
+  return (res.json as { id: number }).id;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A stampede with a fault in its middle
+
+export interface Target {
+  readonly strategy: string;
+  readonly couponId: number;
+  /** Users `<prefix>-0 … <prefix>-(users-1)` ask for this campaign, again and again. */
+  readonly users: number;
+  readonly ledger: Ledger;
+  /** ms from the heal to this campaign's first decided answer (2xx, 409, 410), if any came. */
+  recoveredAfterMs?: number;
+}
+
+export interface FaultPlan {
+  /** Concurrent clients per campaign. */
+  readonly concurrency: number;
+  /** Answers per campaign before the fault is injected. */
+  readonly faultAfterAnswers: number;
+  /** Injects the fault; resolves when it has happened. */
+  readonly inject: () => Promise<void>;
+  /** How long the fault lasts. */
+  readonly holdMs: number;
+  /** Ends the fault; resolves when the store is back. */
+  readonly heal: () => Promise<void>;
+  /** How long the stampede goes on after the heal. */
+  readonly afterHealMs: number;
+  /** Upper bound on the whole stampede's requests per campaign (the loop stops by itself). */
+  readonly maxRequests?: number;
+}
+
+export interface FaultRun {
+  readonly targets: readonly Target[];
+  /** performance.now() at the heal. */
+  readonly healedAt: number;
+}
+
+const DECIDED = new Set([201, 202, 409, 410]);
+
+/**
+ * Stampedes every target's campaign at once through `baseUrl()` (it may change: an API restart),
+ * injects the fault after `faultAfterAnswers` answers on the first target, holds it, heals it, and
+ * goes on for `afterHealMs`. Every answer is recorded in the target's ledger.
+ */
+export async function stampedeThroughFault(baseUrl: () => string, targets: Target[], plan: FaultPlan, prefix = 'u'): Promise<FaultRun> {
+  const most = Math.max(...targets.map((t) => t.users));
+  const tokens = Array.from({ length: most }, (_, i) => ({ user: `${prefix}-${i}`, token: signUserToken(JWT_SECRET, `${prefix}-${i}`) }));
+  const maxRequests = plan.maxRequests ?? 20_000;
+  let stopAt = Infinity;
+  let healedAt = Infinity;
+  const first = targets[0]!;
+  const fault = (async () => {
+    await waitFor('answers before the fault', () => first.ledger.count >= plan.faultAfterAnswers, 60_000, 5);
+    await plan.inject();
+    await new Promise((r) => setTimeout(r, plan.holdMs));
+    await plan.heal();
+    healedAt = performance.now();
+    stopAt = healedAt + plan.afterHealMs;
+  })();
+  const client = (target: Target, sent: { n: number }) => async () => {
+    while (performance.now() < stopAt && sent.n < maxRequests) {
+      sent.n++;
+      const { user, token } = tokens[Math.floor(Math.random() * target.users)]!;
+      let res: Response;
+      try {
+        res = await request(baseUrl(), 'POST', `/coupons/${target.couponId}/issues`, { headers: { authorization: `Bearer ${token}` } });
+      } catch (err) {
+        const sent = (err as { code?: unknown }).code !== 'ECONNREFUSED';
+        target.ledger.record(user, { error: (err as Error).message, sent, at: performance.now() });
+        await new Promise((r) => setTimeout(r, 20)); // the API is away: do not spin
+        continue;
+      }
+      const code = (res.json as { code?: unknown } | undefined)?.code;
+      const at = performance.now();
+      target.ledger.record(user, typeof code === 'string' ? { status: res.status, code, at } : { status: res.status, at });
+      if (target.recoveredAfterMs === undefined && DECIDED.has(res.status) && performance.now() > healedAt) {
+        target.recoveredAfterMs = performance.now() - healedAt;
+      }
+      if (res.status === 503 || res.status === 504 || res.status === 429) await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+  const clients = targets.flatMap((t) => {
+    const sent = { n: 0 };
+    return Array.from({ length: plan.concurrency }, client(t, sent));
+  });
+  await Promise.all([fault, ...clients]);
+  return { targets, healedAt };
+}
+
+/** Rows of a coupon in the database: the users, the counter, whether they agree. */
+export async function rowsOf(databaseUrl: string, couponId: number): Promise<{ users: string[]; counter: number; total: number }> {
+  const c = new pg.Client({ connectionString: databaseUrl });
+  await c.connect();
+  try {
+    const rows = await c.query<{ user_id: string }>('SELECT user_id FROM coupon_issues WHERE coupon_id = $1', [couponId]);
+    const coupon = await c.query<{ issued_quantity: number; total_quantity: number }>('SELECT issued_quantity, total_quantity FROM coupons WHERE id = $1', [couponId]);
+    return { users: rows.rows.map((r) => r.user_id), counter: coupon.rows[0]?.issued_quantity ?? -1, total: coupon.rows[0]?.total_quantity ?? -1 };
+  } finally {
+    await c.end();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The guarantees table
+
+export interface GuaranteeRow {
+  readonly fault: string;
+  readonly strategy: string;
+  readonly acknowledged: number;
+  readonly lost: number;
+  readonly wronglyRefused: number;
+  readonly notDecided: number;
+  readonly undetermined: number;
+  readonly recoveredAfterMs: number | undefined;
+}
+
+const table: GuaranteeRow[] = [];
+
+export function reportGuarantee(row: GuaranteeRow): void {
+  table.push(row);
+}
+
+/** The rows reported so far as a Markdown table (printed by each fault suite at its end). */
+export function guaranteesMarkdown(): string {
+  const lines = [
+    '| fault | strategy | acknowledged | lost | wrongly refused | answers not decided (503, 504, none) | users left not knowing | answering again after |',
+    '|---|---|---:|---:|---:|---:|---:|---:|',
+    ...table.map(
+      (r) =>
+        `| ${r.fault} | \`${r.strategy}\` | ${r.acknowledged} | ${r.lost} | ${r.wronglyRefused} | ${r.notDecided} | ${r.undetermined} | ${r.recoveredAfterMs === undefined ? '—' : `${(r.recoveredAfterMs / 1000).toFixed(1)} s`} |`,
+    ),
+  ];
+  return lines.join('\n');
+}

@@ -1,0 +1,250 @@
+// Faults in the middle of a stampede, against private PostgreSQL and Redis servers of this test
+// (fault-helpers.ts) and a real `couponrush serve --with-worker` process: PostgreSQL crashes and
+// hangs, Redis is killed and restarted from its files or from nothing, hangs, has its connections
+// reset, and the API itself is killed. Every answer is recorded and, once the fault has healed
+// and the queue drained, compared with the database: nothing acknowledged is lost, nobody told
+// "no" holds a coupon, no 409 without a coupon, no over-issue — and the process never exits.
+import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { after, before, describe, it, type TestContext } from 'node:test';
+import { openRedis, type RedisHandle } from '../src/redis/client.js';
+import {
+  createCampaign,
+  guaranteesMarkdown,
+  Ledger,
+  postgresBinDir,
+  PrivatePostgres,
+  PrivateRedis,
+  redisServerBinary,
+  reportGuarantee,
+  rowsOf,
+  startApi,
+  stampedeThroughFault,
+  type ApiProcess,
+  type FaultPlan,
+  type Target,
+} from './fault-helpers.js';
+import { missing, request } from './helpers.js';
+import { TcpProxy, waitFor } from './ops-helpers.js';
+import { backlog, FAST_WORKER_ENV, silent } from './redis-helpers.js';
+
+const PREFIX = 'faults:';
+/** Stock per campaign: enough that the fault comes during admissions, for the fast strategies too. */
+const stockOf = (strategy: string) => (QUEUED.has(strategy) ? 20_000 : strategy === 'redis-lua-sync' ? 6_000 : 2_000);
+/** The bound this suite holds the service to: answering again this soon after the store is back. */
+export const RECOVERY_BOUND_MS = 10_000;
+
+const DB_STRATEGIES = ['db-atomic', 'db-pessimistic', 'db-optimistic'] as const;
+const REDIS_STRATEGIES = ['redis-lock', 'redis-lua-sync', 'redis-lua-async', 'redis-lua-async-cached'] as const;
+const QUEUED = new Set<string>(['redis-lua-async', 'redis-lua-async-cached']);
+
+describe('faults in the middle of a stampede (private PostgreSQL and Redis, real API process)', () => {
+  const pgBin = postgresBinDir();
+  const redisBin = redisServerBinary();
+  let pgServer: PrivatePostgres | undefined;
+  let redisServer: PrivateRedis | undefined;
+  let databaseUrl = '';
+  let api: ApiProcess | undefined;
+  let apiEnv: Record<string, string> = {};
+  let apiPort = 0;
+  let redis: RedisHandle | undefined;
+
+  const ready = (t: TestContext): boolean => {
+    if (pgBin === undefined) missing(t, 'PostgreSQL server binaries (initdb, pg_ctl) are not installed');
+    else if (redisBin === undefined) missing(t, 'the redis-server binary is not installed');
+    else return api !== undefined;
+    return false;
+  };
+
+  before(async () => {
+    if (pgBin === undefined || redisBin === undefined) return;
+    pgServer = await PrivatePostgres.create(pgBin);
+    databaseUrl = await pgServer.createDatabase();
+    redisServer = await PrivateRedis.create(redisBin, 'aof-always');
+    apiEnv = {
+      DATABASE_URL: databaseUrl,
+      REDIS_URL: redisServer.url,
+      REDIS_PREFIX: PREFIX,
+      REQUEST_TIMEOUT_MS: '3000',
+      ...FAST_WORKER_ENV,
+    };
+    api = await startApi(['--migrate', '--with-worker'], apiEnv);
+    apiPort = Number(new URL(api.url).port);
+    redis = await openRedis(redisServer.url, PREFIX, silent);
+  });
+
+  after(async () => {
+    const table = guaranteesMarkdown();
+    mkdirSync('test-results', { recursive: true });
+    writeFileSync('test-results/guarantees.md', `${table}\n`);
+    process.stdout.write(`\n${table}\n`);
+    await api?.stop();
+    await redis?.close();
+    await redisServer?.destroy();
+    await pgServer?.destroy();
+  });
+
+  interface Scenario {
+    fault: string;
+    strategies: readonly string[];
+    plan: Pick<FaultPlan, 'inject' | 'heal' | 'holdMs'> & Partial<FaultPlan>;
+    /** The store forgot acknowledged work (Redis without persistence): losses are allowed, but only of answers given before the heal. */
+    forgets?: (strategy: string) => boolean;
+  }
+
+  async function run(t: TestContext, s: Scenario, via: () => ApiProcess = () => api!): Promise<void> {
+    const targets: Target[] = [];
+    for (const strategy of s.strategies) {
+      const stock = stockOf(strategy);
+      targets.push({ strategy, couponId: await createCampaign(via().url, strategy, stock), users: Math.round(stock * 1.5), ledger: new Ledger() });
+    }
+    const { healedAt } = await stampedeThroughFault(() => via().url, targets, {
+      concurrency: 6,
+      faultAfterAnswers: 150,
+      afterHealMs: 4_000,
+      ...s.plan,
+    });
+    assert.ok(via().alive(), `the API process exited during "${s.fault}":\n${via().child.output()}`);
+    // Queued admissions are persisted by the worker: wait until every stream is acknowledged.
+    for (const q of targets.filter((x) => QUEUED.has(x.strategy))) {
+      await waitFor(
+        `the ${q.strategy} queue drained`,
+        async () => {
+          const b = await backlog(redis!, q.couponId);
+          return b.pending === 0 && b.undelivered === 0;
+        },
+        30_000,
+      );
+    }
+    for (const target of targets) {
+      const rows = await rowsOf(databaseUrl, target.couponId);
+      const audit = target.ledger.audit(rows.users);
+      const what = `${s.fault}, ${target.strategy}: ${JSON.stringify(Object.fromEntries(audit.statuses))}`;
+      t.diagnostic(what);
+      const forgets = s.forgets?.(target.strategy) === true;
+      reportGuarantee({
+        fault: s.fault,
+        strategy: target.strategy,
+        acknowledged: audit.acknowledged,
+        lost: audit.lost.length,
+        wronglyRefused: audit.unexpected.length,
+        notDecided: audit.notDecided,
+        undetermined: audit.undetermined,
+        recoveredAfterMs: target.recoveredAfterMs,
+      });
+      if (forgets) {
+        // What the store forgot was acknowledged before it came back empty; nothing after.
+        assert.deepEqual(audit.lost.filter((c) => c.at > healedAt), [], `${what}: an answer given after the restart was lost`);
+        assert.deepEqual(audit.falseDuplicates.filter((c) => c.at > healedAt), [], `${what}: a 409 given after the restart has no row`);
+      } else {
+        assert.deepEqual(audit.lost, [], `${what}: acknowledged and absent`);
+        assert.deepEqual(audit.falseDuplicates, [], `${what}: told 409 ALREADY_ISSUED without a coupon`);
+      }
+      assert.deepEqual(audit.unexpected, [], `${what}: holds a coupon though every answer said no`);
+      assert.equal(audit.internalErrors, 0, `${what}: 500s`);
+      assert.ok(audit.acknowledged > 0, `${what}: nothing was issued at all`);
+      assert.ok(rows.users.length <= rows.total, `${what}: over-issued ${rows.users.length} > ${rows.total}`);
+      assert.equal(rows.counter, rows.users.length, `${what}: issued_quantity disagrees with the rows`);
+      assert.ok(target.recoveredAfterMs !== undefined && target.recoveredAfterMs <= RECOVERY_BOUND_MS, `${what}: answering again after ${target.recoveredAfterMs} ms`);
+    }
+    assert.equal((await request(via().url, 'GET', '/readyz')).status, 200, 'ready again');
+  }
+
+  it('PostgreSQL crash (immediate stop) and restart: every strategy stays exact and truthful, the API stays up', async (t) => {
+    if (!ready(t)) return;
+    await run(t, {
+      fault: 'PostgreSQL crash + restart',
+      strategies: [...DB_STRATEGIES, ...REDIS_STRATEGIES],
+      plan: { inject: () => pgServer!.crash(), holdMs: 1_500, heal: () => pgServer!.start() },
+    });
+  });
+
+  it('PostgreSQL hang (every process stopped: connections accepted, nothing answered) for 4 s', async (t) => {
+    if (!ready(t)) return;
+    await run(t, {
+      fault: 'PostgreSQL hang 4 s',
+      strategies: [...DB_STRATEGIES, ...REDIS_STRATEGIES],
+      plan: { inject: async () => pgServer!.hang(), holdMs: 4_000, heal: async () => pgServer!.resume() },
+    });
+  });
+
+  it('Redis kill -9 with appendfsync always, restarted from its files', async (t) => {
+    if (!ready(t)) return;
+    await run(t, {
+      fault: 'Redis kill -9 (AOF always) + restart',
+      strategies: REDIS_STRATEGIES,
+      plan: { inject: () => redisServer!.kill9(), holdMs: 1_000, heal: () => redisServer!.start() },
+    });
+  });
+
+  it('Redis restarted without its data (no persistence): the rebuild path; only queued admissions answered before the restart can be lost', async (t) => {
+    if (!ready(t)) return;
+    await run(t, {
+      fault: 'Redis restart without persistence',
+      strategies: REDIS_STRATEGIES,
+      plan: {
+        inject: async () => {
+          await redisServer!.kill9();
+          redisServer!.wipe();
+        },
+        holdMs: 1_000,
+        heal: () => redisServer!.start(),
+      },
+      forgets: (strategy) => QUEUED.has(strategy),
+    });
+  });
+
+  it('Redis hang (SIGSTOP) for 3 s', async (t) => {
+    if (!ready(t)) return;
+    await run(t, {
+      fault: 'Redis hang 3 s',
+      strategies: REDIS_STRATEGIES,
+      plan: { inject: async () => redisServer!.hang(), holdMs: 3_000, heal: async () => redisServer!.resume() },
+    });
+  });
+
+  it('connection resets between the API and Redis, every 250 ms for 2 s', async (t) => {
+    if (!ready(t)) return;
+    // This API reaches Redis through a proxy that cuts every open connection on command.
+    const proxy = await new TcpProxy('127.0.0.1', redisServer!.port).up();
+    const viaProxy = await startApi(['--with-worker'], { ...apiEnv, REDIS_URL: `redis://${proxy.url}` });
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await run(
+        t,
+        {
+          fault: 'API↔Redis connection resets',
+          strategies: REDIS_STRATEGIES,
+          plan: {
+            inject: async () => {
+              proxy.resetConnections();
+              timer = setInterval(() => proxy.resetConnections(), 250);
+            },
+            holdMs: 2_000,
+            heal: async () => clearInterval(timer),
+          },
+        },
+        () => viaProxy,
+      );
+    } finally {
+      clearInterval(timer);
+      await viaProxy.stop();
+      await proxy.down();
+    }
+  });
+
+  it('kill -9 of the API process (with its worker), restarted on the same port', async (t) => {
+    if (!ready(t)) return;
+    await run(t, {
+      fault: 'API kill -9 + restart',
+      strategies: [...DB_STRATEGIES, ...REDIS_STRATEGIES],
+      plan: {
+        inject: () => api!.kill9(),
+        holdMs: 500,
+        heal: async () => {
+          api = await startApi(['--with-worker'], apiEnv, apiPort);
+        },
+      },
+    });
+  });
+});
