@@ -462,6 +462,26 @@ export function reportGuarantee(row: GuaranteeRow): void {
   table.push(row);
 }
 
+const seconds = (ms: number | undefined) => (ms === undefined ? '—' : `${(ms / 1000).toFixed(1)} s`);
+
+/**
+ * The compact form (the README's): a row per fault, a column per strategy, each cell
+ * "lost / wrongly refused · answering again after the heal".
+ */
+export function guaranteesPivot(): string {
+  const faults = [...new Set(table.map((r) => r.fault))];
+  const strategies = [...new Set(table.map((r) => r.strategy))];
+  const cell = (fault: string, strategy: string) => {
+    const r = table.find((x) => x.fault === fault && x.strategy === strategy);
+    return r === undefined ? '' : `${r.lost} / ${r.wronglyRefused} · ${seconds(r.recoveredAfterMs)}`;
+  };
+  return [
+    `| fault | ${strategies.map((s) => `\`${s}\``).join(' | ')} |`,
+    `|---|${strategies.map(() => '---').join('|')}|`,
+    ...faults.map((f) => `| ${f} | ${strategies.map((s) => cell(f, s)).join(' | ')} |`),
+  ].join('\n');
+}
+
 /** The rows reported so far as a Markdown table (printed by each fault suite at its end). */
 export function guaranteesMarkdown(): string {
   const lines = [
@@ -469,7 +489,7 @@ export function guaranteesMarkdown(): string {
     '|---|---|---:|---:|---:|---:|---:|---:|',
     ...table.map(
       (r) =>
-        `| ${r.fault} | \`${r.strategy}\` | ${r.acknowledged} | ${r.lost} | ${r.wronglyRefused} | ${r.notDecided} | ${r.undetermined} | ${r.recoveredAfterMs === undefined ? '—' : `${(r.recoveredAfterMs / 1000).toFixed(1)} s`} |`,
+        `| ${r.fault} | \`${r.strategy}\` | ${r.acknowledged} | ${r.lost} | ${r.wronglyRefused} | ${r.notDecided} | ${r.undetermined} | ${seconds(r.recoveredAfterMs)} |`,
     ),
   ];
   return lines.join('\n');

@@ -5,12 +5,17 @@
 // and the queue drained, compared with the database: nothing acknowledged is lost, nobody told
 // "no" holds a coupon, no 409 without a coupon, no over-issue — and the process never exits.
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
+import { createPgliteDb } from '../src/db/index.js';
 import { openRedis, type RedisHandle } from '../src/redis/client.js';
+import { WORKER_GROUP } from '../src/redis/keys.js';
 import {
   createCampaign,
   guaranteesMarkdown,
+  guaranteesPivot,
   Ledger,
   postgresBinDir,
   PrivatePostgres,
@@ -24,9 +29,9 @@ import {
   type FaultPlan,
   type Target,
 } from './fault-helpers.js';
-import { missing, request } from './helpers.js';
+import { ADMIN_TOKEN, JWT_SECRET, missing, request } from './helpers.js';
 import { TcpProxy, waitFor } from './ops-helpers.js';
-import { backlog, FAST_WORKER_ENV, silent } from './redis-helpers.js';
+import { backlog, exited, FAST_WORKER_ENV, silent, spawnWorker } from './redis-helpers.js';
 
 const PREFIX = 'faults:';
 /** Stock per campaign: enough that the fault comes during admissions, for the fast strategies too. */
@@ -37,6 +42,24 @@ export const RECOVERY_BOUND_MS = 10_000;
 const DB_STRATEGIES = ['db-atomic', 'db-pessimistic', 'db-optimistic'] as const;
 const REDIS_STRATEGIES = ['redis-lock', 'redis-lua-sync', 'redis-lua-async', 'redis-lua-async-cached'] as const;
 const QUEUED = new Set<string>(['redis-lua-async', 'redis-lua-async-cached']);
+
+// The guarantees table of this run (the README quotes it): printed and kept in test-results/.
+after(() => {
+  const tables = `${guaranteesPivot()}\n\nCells: lost / wrongly refused · answering again after the heal.\n\n${guaranteesMarkdown()}\n`;
+  mkdirSync('test-results', { recursive: true });
+  writeFileSync('test-results/guarantees.md', tables);
+  process.stdout.write(`\n${tables}`);
+});
+
+/** Entries delivered to `consumer` and not acknowledged, over every registered stream. */
+async function pendingOf(redis: RedisHandle, consumer: string): Promise<number> {
+  let n = 0;
+  for (const id of await redis.client.smembers(redis.keys.registry)) {
+    const summary = (await redis.client.xpending(redis.keys.campaign(Number(id)).stream, WORKER_GROUP)) as [number, string, string, Array<[string, string]> | null];
+    for (const [name, count] of summary[3] ?? []) if (name === consumer) n += Number(count);
+  }
+  return n;
+}
 
 describe('faults in the middle of a stampede (private PostgreSQL and Redis, real API process)', () => {
   const pgBin = postgresBinDir();
@@ -74,10 +97,6 @@ describe('faults in the middle of a stampede (private PostgreSQL and Redis, real
   });
 
   after(async () => {
-    const table = guaranteesMarkdown();
-    mkdirSync('test-results', { recursive: true });
-    writeFileSync('test-results/guarantees.md', `${table}\n`);
-    process.stdout.write(`\n${table}\n`);
     await api?.stop();
     await redis?.close();
     await redisServer?.destroy();
@@ -90,6 +109,8 @@ describe('faults in the middle of a stampede (private PostgreSQL and Redis, real
     plan: Pick<FaultPlan, 'inject' | 'heal' | 'holdMs'> & Partial<FaultPlan>;
     /** The store forgot acknowledged work (Redis without persistence): losses are allowed, but only of answers given before the heal. */
     forgets?: (strategy: string) => boolean;
+    /** A store is away: /readyz must say so while the fault lasts. */
+    unready?: boolean;
   }
 
   async function run(t: TestContext, s: Scenario, via: () => ApiProcess = () => api!): Promise<void> {
@@ -98,12 +119,31 @@ describe('faults in the middle of a stampede (private PostgreSQL and Redis, real
       const stock = stockOf(strategy);
       targets.push({ strategy, couponId: await createCampaign(via().url, strategy, stock), users: Math.round(stock * 1.5), ledger: new Ledger() });
     }
+    // While the fault lasts, /readyz is asked every 200 ms (each answer takes up to its 2 s bound).
+    const readiness: number[] = [];
+    let probing: Promise<void> | undefined;
+    let healed = false;
     const { healedAt } = await stampedeThroughFault(() => via().url, targets, {
       concurrency: 6,
       faultAfterAnswers: 150,
       afterHealMs: 4_000,
       ...s.plan,
+      inject: async () => {
+        await s.plan.inject();
+        probing = (async () => {
+          while (!healed) {
+            readiness.push(await request(via().url, 'GET', '/readyz').then((r) => r.status, () => 0));
+            await new Promise((r) => setTimeout(r, 200));
+          }
+        })();
+      },
+      heal: async () => {
+        healed = true;
+        await s.plan.heal();
+      },
     });
+    await probing;
+    if (s.unready === true) assert.ok(readiness.includes(503), `/readyz during "${s.fault}" answered ${readiness.join(',')}`);
     assert.ok(via().alive(), `the API process exited during "${s.fault}":\n${via().child.output()}`);
     // Queued admissions are persisted by the worker: wait until every stream is acknowledged.
     for (const q of targets.filter((x) => QUEUED.has(x.strategy))) {
@@ -154,6 +194,7 @@ describe('faults in the middle of a stampede (private PostgreSQL and Redis, real
     if (!ready(t)) return;
     await run(t, {
       fault: 'PostgreSQL crash + restart',
+      unready: true,
       strategies: [...DB_STRATEGIES, ...REDIS_STRATEGIES],
       plan: { inject: () => pgServer!.crash(), holdMs: 1_500, heal: () => pgServer!.start() },
     });
@@ -163,6 +204,7 @@ describe('faults in the middle of a stampede (private PostgreSQL and Redis, real
     if (!ready(t)) return;
     await run(t, {
       fault: 'PostgreSQL hang 4 s',
+      unready: true,
       strategies: [...DB_STRATEGIES, ...REDIS_STRATEGIES],
       plan: { inject: async () => pgServer!.hang(), holdMs: 4_000, heal: async () => pgServer!.resume() },
     });
@@ -172,6 +214,7 @@ describe('faults in the middle of a stampede (private PostgreSQL and Redis, real
     if (!ready(t)) return;
     await run(t, {
       fault: 'Redis kill -9 (AOF always) + restart',
+      unready: true,
       strategies: REDIS_STRATEGIES,
       plan: { inject: () => redisServer!.kill9(), holdMs: 1_000, heal: () => redisServer!.start() },
     });
@@ -181,6 +224,7 @@ describe('faults in the middle of a stampede (private PostgreSQL and Redis, real
     if (!ready(t)) return;
     await run(t, {
       fault: 'Redis restart without persistence',
+      unready: true,
       strategies: REDIS_STRATEGIES,
       plan: {
         inject: async () => {
@@ -194,12 +238,13 @@ describe('faults in the middle of a stampede (private PostgreSQL and Redis, real
     });
   });
 
-  it('Redis hang (SIGSTOP) for 3 s', async (t) => {
+  it('Redis hang (SIGSTOP) for 5 s, longer than the request deadline', async (t) => {
     if (!ready(t)) return;
     await run(t, {
-      fault: 'Redis hang 3 s',
+      fault: 'Redis hang 5 s',
+      unready: true,
       strategies: REDIS_STRATEGIES,
-      plan: { inject: async () => redisServer!.hang(), holdMs: 3_000, heal: async () => redisServer!.resume() },
+      plan: { inject: async () => redisServer!.hang(), holdMs: 5_000, heal: async () => redisServer!.resume() },
     });
   });
 
@@ -233,6 +278,65 @@ describe('faults in the middle of a stampede (private PostgreSQL and Redis, real
     }
   });
 
+  it('serve --workers 2: a PostgreSQL crash and a Redis kill -9 end none of the API processes', async (t) => {
+    if (!ready(t)) return;
+    const cluster = await startApi(['--workers', '2', '--with-worker'], apiEnv);
+    try {
+      await run(
+        t,
+        {
+          fault: 'PostgreSQL crash + restart, --workers 2',
+          strategies: ['db-atomic', 'redis-lua-sync', 'redis-lua-async-cached'],
+          unready: true,
+          plan: { inject: () => pgServer!.crash(), holdMs: 1_500, heal: () => pgServer!.start() },
+        },
+        () => cluster,
+      );
+      await run(
+        t,
+        {
+          fault: 'Redis kill -9 (AOF always) + restart, --workers 2',
+          strategies: ['redis-lua-sync', 'redis-lua-async-cached'],
+          unready: true,
+          plan: { inject: () => redisServer!.kill9(), holdMs: 1_000, heal: () => redisServer!.start() },
+        },
+        () => cluster,
+      );
+      // The primary re-forks a worker that dies; it must have had nothing to re-fork.
+      assert.doesNotMatch(cluster.child.output(), /API worker died/, cluster.child.output());
+    } finally {
+      await cluster.stop();
+    }
+  });
+
+  it('kill -9 of a `couponrush worker` mid-batch: its pending entries are claimed and persisted once', async (t) => {
+    if (!ready(t)) return;
+    // A second worker beside the API's own takes its share of the entries; it dies with some in hand.
+    let worker = spawnWorker({ ...apiEnv, ADMIN_TOKEN, JWT_SECRET, LOG_LEVEL: 'warn' }, 'faults-external');
+    try {
+      await run(t, {
+        fault: 'worker kill -9 mid-batch',
+        strategies: [...QUEUED],
+        plan: {
+          inject: async () => {
+            // Kill it while it holds entries it has read and not acknowledged.
+            await waitFor('the external worker holding a batch', async () => (await pendingOf(redis!, 'faults-external')) > 0, 30_000, 2);
+            worker.kill('SIGKILL');
+            await exited(worker);
+            t.diagnostic(`killed with ${await pendingOf(redis!, 'faults-external')} entries pending`);
+          },
+          holdMs: 1_000,
+          heal: async () => {
+            worker = spawnWorker({ ...apiEnv, ADMIN_TOKEN, JWT_SECRET, LOG_LEVEL: 'warn' }, 'faults-external');
+          },
+        },
+      });
+    } finally {
+      worker.kill('SIGTERM');
+      await exited(worker);
+    }
+  });
+
   it('kill -9 of the API process (with its worker), restarted on the same port', async (t) => {
     if (!ready(t)) return;
     await run(t, {
@@ -246,5 +350,62 @@ describe('faults in the middle of a stampede (private PostgreSQL and Redis, real
         },
       },
     });
+  });
+});
+
+describe('faults of the embedded mode (local on PGlite, real API process)', () => {
+  it('kill -9 of the API process mid-stampede: the data directory reopens, every 201 is a row, nobody refused holds one', async (t) => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'couponrush-embedded-'));
+    const env = { DATA_DIR: dataDir, REQUEST_TIMEOUT_MS: '3000' };
+    let api = await startApi([], env);
+    const port = Number(new URL(api.url).port);
+    try {
+      const stock = 5_000;
+      const target: Target = { strategy: 'local', couponId: await createCampaign(api.url, 'local', stock), users: 7_500, ledger: new Ledger() };
+      await stampedeThroughFault(() => api.url, [target], {
+        concurrency: 16,
+        faultAfterAnswers: 1_000,
+        inject: () => api.kill9(),
+        holdMs: 300,
+        heal: async () => {
+          api = await startApi([], env, port);
+        },
+        afterHealMs: 3_000,
+      });
+      assert.ok(api.alive(), `the restarted API exited:\n${api.child.output()}`);
+      await api.stop();
+      const db = await createPgliteDb(join(dataDir, 'pgdata'));
+      let users: string[];
+      let counter: number;
+      try {
+        users = (await db.query<{ user_id: string }>('SELECT user_id FROM coupon_issues WHERE coupon_id = $1', [target.couponId])).rows.map((r) => r.user_id);
+        counter = (await db.query<{ n: number }>('SELECT issued_quantity AS n FROM coupons WHERE id = $1', [target.couponId])).rows[0]?.n ?? -1;
+      } finally {
+        await db.close();
+      }
+      const audit = target.ledger.audit(users);
+      const what = `embedded kill -9, local: ${JSON.stringify(Object.fromEntries(audit.statuses))}`;
+      t.diagnostic(what);
+      reportGuarantee({
+        fault: 'API kill -9 + restart (embedded PGlite)',
+        strategy: 'local',
+        acknowledged: audit.acknowledged,
+        lost: audit.lost.length,
+        wronglyRefused: audit.unexpected.length,
+        notDecided: audit.notDecided,
+        undetermined: audit.undetermined,
+        recoveredAfterMs: target.recoveredAfterMs,
+      });
+      assert.deepEqual(audit.lost, [], `${what}: acknowledged and absent`);
+      assert.deepEqual(audit.falseDuplicates, [], `${what}: told 409 without a coupon`);
+      assert.deepEqual(audit.unexpected, [], `${what}: holds a coupon though every answer said no`);
+      assert.equal(audit.internalErrors, 0, `${what}: 500s`);
+      assert.ok(users.length <= stock, `${what}: over-issued`);
+      assert.equal(counter, users.length, `${what}: issued_quantity disagrees with the rows`);
+      assert.ok(target.recoveredAfterMs !== undefined && target.recoveredAfterMs <= RECOVERY_BOUND_MS, `${what}: answering again after ${target.recoveredAfterMs} ms`);
+    } finally {
+      await api.kill9();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 });

@@ -26,9 +26,11 @@ describe('Redis without the campaign keys', () => {
 
         assert.ok((await deleteKeys(server.prefix)) > 0, 'every key under the prefix is gone (state, users, stream, registry)');
 
-        // 100 holders come back with 200 new users: 100 units are left.
-        const second = await issueAll(server, id, usersRange(100, 400));
-        assert.deepEqual(usersRange(100, 200).filter((u) => second.get(u) !== 409), [], 'every holder hears 409 ALREADY_ISSUED');
+        // 100 holders come back, then 200 new users: 100 units are left. Holders go first: with the
+        // cached strategy a holder who asks after the sell-out hears 410 from the local flag (its
+        // documented trade-off), so holders mixed in with the new users would race the sell-out.
+        const second = new Map([...(await issueAll(server, id, usersRange(100, 200))), ...(await issueAll(server, id, usersRange(200, 400)))]);
+        assert.deepEqual(usersRange(100, 200).filter((u) => second.get(u) !== 409).map((u) => `${u}:${second.get(u)}`), [], 'every holder hears 409 ALREADY_ISSUED');
         const winners = withStatus(second, success);
         assert.equal(winners.length, 100, 'exactly the remaining stock is admitted');
         assert.equal(withStatus(second, 410).length, 100);

@@ -165,7 +165,11 @@ export async function couponRoutes(app: FastifyInstance, { service, requireUser,
         summary: 'Claim the coupon for the calling user (first come, first served)',
         description:
           '201: issued and committed. 202: admitted and durably queued, the row follows (async strategies). ' +
-          'Refusals: 409 ALREADY_ISSUED, 410 SOLD_OUT, 422 ISSUE_WINDOW_NOT_OPEN / ISSUE_WINDOW_CLOSED, 404 COUPON_NOT_FOUND. ' +
+          'Refusals (nothing was issued; do not retry): 409 ALREADY_ISSUED (the user holds it), 410 SOLD_OUT, ' +
+          '422 ISSUE_WINDOW_NOT_OPEN / ISSUE_WINDOW_CLOSED, 404 COUPON_NOT_FOUND. ' +
+          'Retry after Retry-After, nothing was issued: 503 SERVICE_UNAVAILABLE (a store is away), 503 OVERLOADED, 429 RATE_LIMITED. ' +
+          'Outcome unknown (the user may hold the coupon; GET /coupons/{id}/issues/me tells, and a retry never issues a second): ' +
+          '503 OUTCOME_UNKNOWN (a store failed after the decisive command went out), 504 TIMEOUT. ' +
           'A closed window and, with redis-lua-async-cached, a known sell-out are answered before the token is checked: ' +
           'that answer is the same for every caller.',
         security: userSecurity,
@@ -179,7 +183,9 @@ export async function couponRoutes(app: FastifyInstance, { service, requireUser,
           409: problemRef,
           410: problemRef,
           422: problemRef,
+          429: problemRef,
           503: problemRef,
+          504: problemRef,
         },
       },
     },

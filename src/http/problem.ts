@@ -128,10 +128,11 @@ export function sendOutcomeUnknown(reply: FastifyReply): FastifyReply {
 
 const UNAVAILABLE_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN']);
 
-/** Errors that mean a dependency (database, Redis) is down or overloaded, not a bug. */
+/** Errors that mean a dependency (database, Redis) is down or overloaded, not a bug (or wrap one that does). */
 export function isDependencyUnavailable(err: unknown): boolean {
   if (err === null || typeof err !== 'object') return false;
-  const { code, message } = err as { code?: unknown; message?: unknown };
+  const { code, message, cause } = err as { code?: unknown; message?: unknown; cause?: unknown };
+  if (cause !== undefined && cause !== err && isDependencyUnavailable(cause)) return true;
   if (typeof code === 'string') {
     if (UNAVAILABLE_ERRNOS.has(code)) return true;
     // PostgreSQL: 08xxx connection exceptions, 57P0x shutdown, 53xxx insufficient resources,

@@ -99,11 +99,26 @@ export interface CampaignWindow {
   readonly expireAtMs: number;
 }
 
+/**
+ * An admission call failed before it was written to Redis: the connection was not ready when it
+ * was made and did not become ready before it failed, so it waited in ioredis's offline queue the
+ * whole time and cannot have run. Any other failure may have come after the script ran.
+ */
+export class NotSentError extends Error {
+  constructor(cause: unknown) {
+    super(`Redis is unreachable: ${(cause as Error | undefined)?.message ?? String(cause)}`, { cause });
+    this.name = 'NotSentError';
+  }
+}
+
 /** Scripts bound to one connection. Create once per connection; calls are cheap. */
 export class Scripts {
   private readonly fns: Record<ScriptName, ScriptCall>;
+  /** How many times the connection became ready: a call made while it was not, failing before it was again, was never sent. */
+  private readies = 0;
 
   constructor(readonly client: Redis) {
+    client.on('ready', () => this.readies++);
     const fns: Partial<Record<ScriptName, ScriptCall>> = {};
     for (const name of Object.keys(SCRIPTS) as ScriptName[]) {
       client.defineCommand(name, { lua: source(name), numberOfKeys: SCRIPTS[name][1] });
@@ -117,7 +132,7 @@ export class Scripts {
 
   /** admit.lua (redis-lua-sync): window → duplicate → stock; records the user on success. */
   async admit(keys: CampaignKeys, userId: string, nowMs: number): Promise<AdmitResult> {
-    const code = integer(await this.fns.crAdmit(keys.state, keys.users, userId, nowMs), 'admit');
+    const code = integer(await this.unlessUnsent(() => this.fns.crAdmit(keys.state, keys.users, userId, nowMs)), 'admit');
     return code === 1 ? ADMITTED : code === 0 ? MISSING : refusal(code);
   }
 
@@ -128,7 +143,7 @@ export class Scripts {
   async admitEnqueue(keys: CampaignKeys, couponId: string, attempts: readonly AdmissionAttempt[]): Promise<AdmitEnqueueResult[]> {
     const args: (string | number)[] = [keys.state, keys.users, keys.stream, couponId];
     for (const a of attempts) args.push(a.userId, a.nowMs, a.requestId);
-    const reply = await this.fns.crAdmitEnqueue(...args);
+    const reply = await this.unlessUnsent(() => this.fns.crAdmitEnqueue(...args));
     if (!Array.isArray(reply) || reply.length !== attempts.length) {
       throw new Error(`admit-enqueue: expected ${attempts.length} codes, got ${Array.isArray(reply) ? reply.length : typeof reply}`);
     }
@@ -136,6 +151,17 @@ export class Scripts {
       const c = integer(code, 'admit-enqueue');
       return c === 1 ? ACCEPTED : c === 0 ? MISSING : refusal(c);
     });
+  }
+
+  /** Runs a call; a failure of a call that was never written to Redis becomes a NotSentError. */
+  private async unlessUnsent<T>(call: () => Promise<T>): Promise<T> {
+    const queued = this.client.status !== 'ready';
+    const readies = this.readies;
+    try {
+      return await call();
+    } catch (err) {
+      throw queued && readies === this.readies ? new NotSentError(err) : err;
+    }
   }
 
   /** release.lua: undo one admission. True when the user was admitted and is now released. */

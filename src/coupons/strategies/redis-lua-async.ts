@@ -13,7 +13,7 @@ import { findIssue } from '../repository.js';
 import type { RedisHandle } from '../../redis/client.js';
 import { CampaignStates, checkAdmission } from '../../redis/campaign-state.js';
 import { AdmissionBatcher } from '../../redis/admissions.js';
-import { MISSING, type AdmitEnqueueResult } from '../../redis/scripts.js';
+import { MISSING, NotSentError, type AdmitEnqueueResult } from '../../redis/scripts.js';
 import { askUntil } from '../../util/ask-until.js';
 import { CampaignRefs, redisOf, type CampaignRef } from './redis-shared.js';
 import type { IssueStrategy, StrategyModule } from './types.js';
@@ -60,6 +60,7 @@ export class RedisLuaAsync implements IssueStrategy {
     try {
       return await this.admissions.admit(ref.keys, ref.id, userId, nowMs, requestId);
     } catch (err) {
+      if (err instanceof NotSentError) throw err; // it never reached Redis: nothing was admitted
       const check = await askUntil(() => checkAdmission(this.redis, ref.keys, userId, nowMs));
       if (check === 'admitted') return ACCEPTED;
       // A row settles it whatever Redis lost; without one, only an intact state says "not admitted".
