@@ -5,6 +5,7 @@
 // and the queue drained, compared with the database: nothing acknowledged is lost, nobody told
 // "no" holds a coupon, no 409 without a coupon, no over-issue — and the process never exits.
 import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -71,6 +72,7 @@ describe('faults in the middle of a stampede (private PostgreSQL and Redis, real
   let apiEnv: Record<string, string> = {};
   let apiPort = 0;
   let redis: RedisHandle | undefined;
+  let steadyWorker: ChildProcess | undefined;
 
   const ready = (t: TestContext): boolean => {
     if (pgBin === undefined) missing(t, 'PostgreSQL server binaries (initdb, pg_ctl) are not installed');
@@ -93,10 +95,14 @@ describe('faults in the middle of a stampede (private PostgreSQL and Redis, real
     };
     api = await startApi(['--migrate', '--with-worker'], apiEnv);
     apiPort = Number(new URL(api.url).port);
+    // A `couponrush worker` process beside the API's own, through every fault: it must survive them all.
+    steadyWorker = spawnWorker({ ...apiEnv, ADMIN_TOKEN, JWT_SECRET, LOG_LEVEL: 'warn' }, 'faults-steady');
     redis = await openRedis(redisServer.url, PREFIX, silent);
   });
 
   after(async () => {
+    steadyWorker?.kill('SIGTERM');
+    if (steadyWorker !== undefined) await exited(steadyWorker);
     await api?.stop();
     await redis?.close();
     await redisServer?.destroy();
@@ -145,6 +151,7 @@ describe('faults in the middle of a stampede (private PostgreSQL and Redis, real
     await probing;
     if (s.unready === true) assert.ok(readiness.includes(503), `/readyz during "${s.fault}" answered ${readiness.join(',')}`);
     assert.ok(via().alive(), `the API process exited during "${s.fault}":\n${via().child.output()}`);
+    assert.ok(steadyWorker?.exitCode === null && steadyWorker.signalCode === null, `the couponrush worker process exited during "${s.fault}"`);
     // Queued admissions are persisted by the worker: wait until every stream is acknowledged.
     for (const q of targets.filter((x) => QUEUED.has(x.strategy))) {
       await waitFor(

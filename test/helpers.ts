@@ -99,6 +99,8 @@ export type DbKind = 'postgres' | 'pglite';
 export interface TestServerOptions {
   db: DbKind;
   env?: Record<string, string>;
+  /** Rewrites the PostgreSQL URL the app connects to (e.g. through a TcpProxy); the test's own stays direct. */
+  dbVia?: (url: string) => string;
 }
 
 export interface TestServer {
@@ -135,7 +137,7 @@ export async function startTestServer(options: TestServerOptions): Promise<TestS
     ...options.env,
   };
   const config = loadConfig(env);
-  const db = testDb === undefined ? await createPgliteDb(undefined) : createPostgresDb(testDb.url, { poolSize: config.dbPoolSize });
+  const db = testDb === undefined ? await createPgliteDb(undefined) : createPostgresDb(options.dbVia?.(testDb.url) ?? testDb.url, { poolSize: config.dbPoolSize });
   const runtime = await createRuntime(config, pino({ level: 'silent' }), { migrate: true, db });
   const app = await buildApp(runtime);
   await app.listen({ port: 0, host: '127.0.0.1' });

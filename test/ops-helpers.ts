@@ -16,6 +16,7 @@ export class TcpProxy {
   port = 0;
   /** Added to every chunk coming back from the target. */
   delayMs = 0;
+  private lose: { pattern: string; serverGetsIt: boolean; then?: () => void } | undefined;
 
   constructor(
     private readonly targetHost: string,
@@ -42,6 +43,16 @@ export class TcpProxy {
     this.server = undefined;
     this.cutAll();
     if (server !== undefined) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  /**
+   * Once: the next request whose bytes contain `pattern` loses its answer. With `serverGetsIt` the
+   * request reaches the target and the connection is cut before any reply comes back (the command
+   * ran, the client cannot know); without, the connection is cut before the request is forwarded.
+   * `then` runs right after the cut (e.g. to black-hole the proxy so the client cannot ask again).
+   */
+  loseAnswerTo(pattern: string, serverGetsIt: boolean, then?: () => void): void {
+    this.lose = { pattern, serverGetsIt, ...(then === undefined ? {} : { then }) };
   }
 
   /** Open connections are cut (both ends see a reset); new ones go through as before. */
@@ -77,8 +88,26 @@ export class TcpProxy {
     });
     client.on('close', () => upstream.destroy());
     upstream.on('error', () => client.destroy());
-    client.pipe(upstream);
+    let deaf = false; // replies are dropped from now on: this connection is about to be cut
+    client.on('data', (chunk: Buffer) => {
+      const lose = this.lose;
+      if (lose !== undefined && chunk.includes(lose.pattern)) {
+        this.lose = undefined;
+        deaf = true;
+        const cut = () => {
+          client.destroy();
+          upstream.destroy();
+          lose.then?.();
+        };
+        if (!lose.serverGetsIt) return cut();
+        upstream.write(chunk);
+        setTimeout(cut, 100); // the target has long run it; its reply is dropped meanwhile
+        return;
+      }
+      upstream.write(chunk);
+    });
     upstream.on('data', (chunk: Buffer) => {
+      if (deaf) return;
       if (this.delayMs === 0) client.write(chunk);
       else setTimeout(() => client.writable && client.write(chunk), this.delayMs);
     });

@@ -143,8 +143,15 @@ const BEGIN_SQL = 'BEGIN; SELECT txid_current()::text AS xid';
  */
 async function commitStatus(pool: pg.Pool, xid: string): Promise<'committed' | 'aborted' | 'unknown'> {
   const status = await askUntil(async () => {
-    const { rows } = await pool.query<{ status: string | null }>('SELECT txid_status($1::bigint) AS status', [xid]);
-    const s = rows[0]?.status;
+    let s: string | null | undefined;
+    try {
+      s = (await pool.query<{ status: string | null }>('SELECT txid_status($1::bigint) AS status', [xid])).rows[0]?.status;
+    } catch (err) {
+      // A server restarted from a crash may not have logged that the id was ever handed out; a
+      // transaction whose commit record was not logged did not commit.
+      if (/is in the future/.test((err as Error).message)) return 'aborted';
+      throw err;
+    }
     return s === 'committed' || s === 'aborted' ? s : undefined; // 'in progress': ask again
   });
   return status ?? 'unknown';

@@ -1,0 +1,206 @@
+// Lost answers, one at a time: a proxy in front of PostgreSQL or Redis lets the decisive command
+// through (or not) and cuts the connection before its reply comes back. The service must find out
+// what happened before it answers — or say OUTCOME_UNKNOWN — and never call a committed issuance
+// "nothing issued". Needs PostgreSQL (and Redis for the Redis half).
+import assert from 'node:assert/strict';
+import { after, before, describe, it, type TestContext } from 'node:test';
+import { createPostgresDb, OutcomeUnknownError, type Db } from '../src/db/index.js';
+import { createTestDatabase, needServer, PG_ADMIN_URL, request, type TestDatabase } from './helpers.js';
+import { TcpProxy, waitFor } from './ops-helpers.js';
+import { REDIS_URL, startRedisTestServer, waitForDrain, type RedisTestServer } from './redis-helpers.js';
+
+function viaProxy(url: string, proxy: TcpProxy): string {
+  const u = new URL(url);
+  u.host = proxy.url;
+  return u.toString();
+}
+
+describe('db.transaction when the COMMIT answer is lost', () => {
+  let testDb: TestDatabase | undefined;
+  let proxy: TcpProxy | undefined;
+  let db: Db | undefined;
+  let direct: Db | undefined;
+
+  before(async () => {
+    const u = new URL(PG_ADMIN_URL);
+    proxy = await new TcpProxy(u.hostname, Number(u.port || 5432)).up();
+    try {
+      testDb = await createTestDatabase();
+    } catch {
+      return; // each test reports the missing server
+    }
+    direct = createPostgresDb(testDb.url, { poolSize: 1 });
+    await direct.exec('CREATE TABLE t (x int PRIMARY KEY)');
+    db = createPostgresDb(viaProxy(testDb.url, proxy), { poolSize: 2, connectionTimeoutMs: 500 });
+  });
+  after(async () => {
+    await proxy?.up();
+    await db?.close();
+    await direct?.close();
+    await testDb?.drop();
+    await proxy?.down();
+  });
+  const ready = async (t: TestContext) => (await needServer(t, 'PostgreSQL', PG_ADMIN_URL)) && db !== undefined;
+  const has = async (x: number) => (await direct!.query('SELECT 1 FROM t WHERE x = $1', [x])).rows.length === 1;
+
+  it('resolves with the result when the COMMIT reached the server and committed', async (t) => {
+    if (!(await ready(t))) return;
+    proxy!.loseAnswerTo('COMMIT', true);
+    const result = await db!.transaction(async (tx) => {
+      await tx.query('INSERT INTO t VALUES (1)');
+      return 'inserted';
+    });
+    assert.equal(result, 'inserted');
+    assert.ok(await has(1));
+  });
+
+  it('rejects with the connection error (not OutcomeUnknownError) when the COMMIT never reached the server', async (t) => {
+    if (!(await ready(t))) return;
+    proxy!.loseAnswerTo('COMMIT', false);
+    await assert.rejects(
+      db!.transaction(async (tx) => tx.query('INSERT INTO t VALUES (2)')),
+      (err: Error) => !(err instanceof OutcomeUnknownError),
+    );
+    assert.equal(await has(2), false);
+  });
+
+  it('rejects with OutcomeUnknownError when the server cannot be asked within the bound', async (t) => {
+    if (!(await ready(t))) return;
+    proxy!.loseAnswerTo('COMMIT', true, () => proxy!.blackhole());
+    const started = performance.now();
+    await assert.rejects(db!.transaction(async (tx) => tx.query('INSERT INTO t VALUES (3)')), OutcomeUnknownError);
+    const ms = performance.now() - started;
+    assert.ok(ms >= 2_900 && ms < 5_000, `gave up after ${Math.round(ms)} ms`);
+    await proxy!.up();
+    assert.ok(await has(3), 'it had committed: "unknown" was the truth, not "failed"');
+  });
+});
+
+describe('POST /coupons/:id/issues when the decisive answer is lost', () => {
+  let server: RedisTestServer | undefined;
+  let pgProxy: TcpProxy | undefined;
+  let redisProxy: TcpProxy | undefined;
+
+  before(async () => {
+    const pgUrl = new URL(PG_ADMIN_URL);
+    const redisUrl = new URL(REDIS_URL);
+    pgProxy = await new TcpProxy(pgUrl.hostname, Number(pgUrl.port || 5432)).up();
+    redisProxy = await new TcpProxy(redisUrl.hostname, Number(redisUrl.port || 6379)).up();
+    try {
+      // The API's database and Redis connections go through the proxies; the test's own do not.
+      const pg = pgProxy;
+      server = await startRedisTestServer({ REDIS_URL: `redis://${redisProxy.url}`, REQUEST_TIMEOUT_MS: '8000' }, { dbVia: (url) => viaProxy(url, pg) });
+    } catch {
+      // each test reports the missing server
+    }
+  });
+  after(async () => {
+    await pgProxy?.up();
+    await redisProxy?.up();
+    await server?.close();
+    await pgProxy?.down();
+    await redisProxy?.down();
+  });
+  const ready = async (t: TestContext) =>
+    (await needServer(t, 'PostgreSQL', PG_ADMIN_URL)) && (await needServer(t, 'Redis', REDIS_URL)) && server !== undefined;
+  const issue = (s: RedisTestServer, couponId: number, user: string) =>
+    request(s.url, 'POST', `/coupons/${couponId}/issues`, { headers: { authorization: `Bearer ${s.tokenFor(user)}` } });
+  const status = async (s: RedisTestServer, couponId: number, user: string) =>
+    (await request(s.url, 'GET', `/coupons/${couponId}/issues/me`, { headers: { authorization: `Bearer ${s.tokenFor(user)}` } })).json as { status?: string; code?: string };
+  const code = (res: { json: unknown }) => (res.json as { code?: string }).code;
+
+  /** After the cut, Redis's port stays closed for `ms`: ioredis's retries run out, so it does not resend the call. */
+  const closedFor = (ms: number) => () => {
+    void redisProxy!.down();
+    setTimeout(() => void redisProxy!.up(), ms);
+  };
+
+  it('redis-lua-async: the script ran, its reply was lost and ioredis sent it again — 409, true: the user holds it', async (t) => {
+    if (!(await ready(t))) return;
+    const s = server!;
+    await s.startWorker('lost-1');
+    const { id } = await s.createCoupon({ totalQuantity: 5, strategy: 'redis-lua-async' });
+    redisProxy!.loseAnswerTo('resent', true);
+    const res = await issue(s, id, 'resent');
+    assert.equal(res.status, 409, res.text);
+    await waitForDrain(s, id, 1);
+    assert.equal((await status(s, id, 'resent')).status, 'ISSUED');
+  });
+
+  it('redis-lua-async: the script ran and its reply was lost — asks Redis once it is back, answers 202, and the row follows', async (t) => {
+    if (!(await ready(t))) return;
+    const s = server!;
+    const { id } = await s.createCoupon({ totalQuantity: 5, strategy: 'redis-lua-async' });
+    redisProxy!.loseAnswerTo('ran-lost', true, closedFor(800));
+    const res = await issue(s, id, 'ran-lost');
+    assert.equal(res.status, 202, res.text);
+    await waitForDrain(s, id, 1);
+    assert.equal((await status(s, id, 'ran-lost')).status, 'ISSUED');
+  });
+
+  it('redis-lua-async: the script never reached Redis — asks Redis once it is back, answers 503 SERVICE_UNAVAILABLE, nothing admitted', async (t) => {
+    if (!(await ready(t))) return;
+    const s = server!;
+    const { id } = await s.createCoupon({ totalQuantity: 5, strategy: 'redis-lua-async' });
+    redisProxy!.loseAnswerTo('never-ran', false, closedFor(800));
+    const res = await issue(s, id, 'never-ran');
+    assert.equal(res.status, 503, res.text);
+    assert.equal(code(res), 'SERVICE_UNAVAILABLE');
+    assert.equal(await s.redis.client.sismember(s.redis.keys.campaign(id).users, 'never-ran'), 0);
+    assert.equal((await issue(s, id, 'never-ran')).status, 202, 'the retry is admitted');
+  });
+
+  it('redis-lua-async: Redis cannot be asked within the bound — answers 503 OUTCOME_UNKNOWN, and /issues/me tells later', async (t) => {
+    if (!(await ready(t))) return;
+    const s = server!;
+    const { id } = await s.createCoupon({ totalQuantity: 5, strategy: 'redis-lua-async' });
+    redisProxy!.loseAnswerTo('unknowable', true, closedFor(4_500));
+    const res = await issue(s, id, 'unknowable');
+    assert.equal(res.status, 503, res.text);
+    assert.equal(code(res), 'OUTCOME_UNKNOWN');
+    assert.equal(res.headers['retry-after'], '1');
+    await waitFor('Redis answering again', async () => (await request(s.url, 'GET', '/readyz')).status === 200);
+    assert.ok(['PENDING', 'ISSUED'].includes(String((await status(s, id, 'unknowable')).status)), 'it had been admitted: "unknown" was the truth');
+    assert.equal((await issue(s, id, 'unknowable')).status, 409, 'a retry does not issue a second one');
+  });
+
+  it('redis-lua-sync: the admission ran and its reply was lost — 503 (no row: true), and the retry is issued, not told 409', async (t) => {
+    if (!(await ready(t))) return;
+    const s = server!;
+    const { id } = await s.createCoupon({ totalQuantity: 5, strategy: 'redis-lua-sync' });
+    redisProxy!.loseAnswerTo('sync-lost', true, closedFor(800));
+    const first = await issue(s, id, 'sync-lost');
+    assert.equal(first.status, 503, first.text);
+    assert.equal(code(first), 'SERVICE_UNAVAILABLE');
+    await waitFor('Redis answering again', async () => (await request(s.url, 'GET', '/readyz')).status === 200);
+    assert.equal(await s.redis.client.sismember(s.redis.keys.campaign(id).users, 'sync-lost'), 1, 'Redis holds the admission');
+    assert.equal((await status(s, id, 'sync-lost')).code, 'NOT_ISSUED', 'and no row: nothing was issued');
+    const retry = await issue(s, id, 'sync-lost');
+    assert.equal(retry.status, 201, `an orphaned admission becomes the issuance: ${retry.text}`);
+    assert.equal((await issue(s, id, 'sync-lost')).status, 409);
+  });
+
+  it('db-atomic: the COMMIT committed and its answer was lost — answers 201', async (t) => {
+    if (!(await ready(t))) return;
+    const s = server!;
+    const { id } = await s.createCoupon({ totalQuantity: 5, strategy: 'db-atomic' });
+    pgProxy!.loseAnswerTo('COMMIT', true);
+    const res = await issue(s, id, 'commit-lost');
+    assert.equal(res.status, 201, res.text);
+    assert.equal((await status(s, id, 'commit-lost')).status, 'ISSUED');
+  });
+
+  it('db-atomic: the database cannot be asked within the bound — 503 OUTCOME_UNKNOWN, and the user does hold it', async (t) => {
+    if (!(await ready(t))) return;
+    const s = server!;
+    const { id } = await s.createCoupon({ totalQuantity: 5, strategy: 'db-atomic' });
+    pgProxy!.loseAnswerTo('COMMIT', true, () => pgProxy!.blackhole());
+    const res = await issue(s, id, 'commit-unknowable');
+    await pgProxy!.up();
+    assert.equal(res.status, 503, res.text);
+    assert.equal(code(res), 'OUTCOME_UNKNOWN');
+    await waitFor('the database answering again', async () => (await request(s.url, 'GET', '/readyz')).status === 200);
+    assert.equal((await status(s, id, 'commit-unknowable')).status, 'ISSUED');
+    assert.equal((await issue(s, id, 'commit-unknowable')).status, 409, 'a retry does not issue a second one');
+  });
+});
