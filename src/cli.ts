@@ -3,7 +3,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { pino } from 'pino';
 import { benchCommand } from './bench/command.js';
 import { clusterRefusal, serveCluster } from './cluster.js';
-import { ConfigError, loadConfig, type Config } from './config.js';
+import { ConfigError, loadConfig, type Config, type LoadOptions } from './config.js';
 import { isValidUserId } from './coupons/domain.js';
 import { migrate, pendingMigrations } from './db/migrate.js';
 import { signUserToken } from './http/auth.js';
@@ -15,9 +15,9 @@ import { openDb } from './runtime.js';
 import { closeOnSignals, printBanner, startServer } from './server.js';
 import { defaultConsumerName, startWorker } from './worker/worker.js';
 
-function config(): Config {
+function config(options?: LoadOptions): Config {
   try {
-    return loadConfig();
+    return loadConfig(process.env, options);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`couponrush: configuration error: ${err.message}\n`);
@@ -145,7 +145,8 @@ program
   .option('--ttl <seconds>', 'lifetime in seconds', positiveInt, 24 * 3600)
   .action((userId: string, opts: { ttl: number }) => {
     if (!isValidUserId(userId)) program.error('couponrush: user id must be 1-64 characters of [A-Za-z0-9._:-]');
-    const cfg = config();
+    // A token signed with secrets made up here would be refused by the server: use the server's.
+    const cfg = config({ createSecrets: false });
     if (cfg.jwtSecret === '') program.error('couponrush: JWT_SECRET is not set');
     process.stdout.write(signUserToken(cfg.jwtSecret, userId, opts.ttl) + '\n');
   });

@@ -127,8 +127,12 @@ interface EmbeddedSecrets {
   jwtSecret: string;
 }
 
-/** Embedded mode keeps generated secrets in the data directory so tokens survive restarts. */
-function loadOrCreateSecrets(dataDir: string): EmbeddedSecrets {
+/**
+ * Embedded mode keeps generated secrets in the data directory so tokens survive restarts. With
+ * `create` false (a command that must use the server's secrets, not new ones) a missing file is a
+ * ConfigError that says where it looked.
+ */
+function loadOrCreateSecrets(dataDir: string, create: boolean): EmbeddedSecrets {
   const file = join(dataDir, 'secrets.json');
   try {
     const parsed = JSON.parse(readFileSync(file, 'utf8')) as Partial<EmbeddedSecrets>;
@@ -137,6 +141,12 @@ function loadOrCreateSecrets(dataDir: string): EmbeddedSecrets {
     }
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (!create) {
+    throw new ConfigError(
+      'DATA_DIR',
+      `no embedded secrets at ${file}: run this from the directory where \`npm start\` runs (its data is in ./.couponrush), or set DATA_DIR to the server's data directory, or JWT_SECRET`,
+    );
   }
   const secrets = { adminToken: randomBytes(24).toString('base64url'), jwtSecret: randomBytes(32).toString('base64url') };
   mkdirSync(dataDir, { recursive: true });
@@ -211,7 +221,12 @@ function protectionConfig(env: Env, port: number): Pick<
   };
 }
 
-export function loadConfig(env: Env = process.env): Config {
+export interface LoadOptions {
+  /** Embedded mode: create the secrets file when missing (serve). Off for commands that must use the server's. */
+  createSecrets?: boolean;
+}
+
+export function loadConfig(env: Env = process.env, options: LoadOptions = {}): Config {
   const databaseUrl = urlVar(env, 'DATABASE_URL', ['postgres:', 'postgresql:']);
   const redisUrl = urlVar(env, 'REDIS_URL', ['redis:', 'rediss:']);
   const redisPrefix = nonEmpty(env, 'REDIS_PREFIX') ?? 'couponrush:';
@@ -228,7 +243,7 @@ export function loadConfig(env: Env = process.env): Config {
   let generatedSecrets = false;
 
   if (embedded && (adminToken === undefined || jwtSecret === undefined)) {
-    const secrets = loadOrCreateSecrets(dataDir);
+    const secrets = loadOrCreateSecrets(dataDir, options.createSecrets ?? true);
     generatedSecrets = adminToken === undefined;
     adminToken ??= secrets.adminToken;
     jwtSecret ??= secrets.jwtSecret;

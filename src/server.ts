@@ -65,12 +65,15 @@ export async function startServer(config: Config, options: ServeOptions = {}): P
   return { app, runtime, url, adminUrl: admin?.url, close };
 }
 
-/** In embedded mode, a first start gets one open demo campaign so the printed curl works as is. */
-async function demoCouponId(runtime: Runtime): Promise<number | undefined> {
-  if (!runtime.config.embedded) return undefined;
+/**
+ * A campaign open now, for the printed issue curl; in embedded mode a first start creates one
+ * (a demo) so that the curl works as is. Undefined: none is open.
+ */
+async function openCouponId(runtime: Runtime): Promise<number | undefined> {
   const now = new Date();
   const open = (await listCurrentCoupons(runtime.db, now)).find((c) => c.issueStartsAt <= now);
   if (open !== undefined) return open.id;
+  if (!runtime.config.embedded) return undefined;
   const { rows } = await runtime.db.query<{ n: number }>('SELECT count(*)::int AS n FROM coupons');
   if ((rows[0]?.n ?? 0) > 0) return undefined;
   const demo = await insertCoupon(runtime.db, {
@@ -86,6 +89,10 @@ async function demoCouponId(runtime: Runtime): Promise<number | undefined> {
   return demo.id;
 }
 
+/**
+ * What `serve` prints: where it listens, and shell commands that work when pasted in order (a
+ * test runs each of them as printed).
+ */
 export async function printBanner(server: RunningServer): Promise<void> {
   const { config } = server.runtime;
   const url = server.url.replace('[::1]', 'localhost');
@@ -98,24 +105,33 @@ export async function printBanner(server: RunningServer): Promise<void> {
     `  Metrics      ${adminBase}/metrics   (Prometheus)${server.adminUrl === undefined ? '' : `; /admin/* on ${adminBase} only`}`,
   ];
   if (config.generatedSecrets) lines.push(`  Admin token  ${config.adminToken}   (generated; kept in ${config.dataDir}/secrets.json)`);
-  const couponId = await demoCouponId(server.runtime);
+  const couponId = await openCouponId(server.runtime);
+  const issue: string[] = [];
   if (config.authMode === 'jwt' && config.jwtSecret !== '') {
     const token = signUserToken(config.jwtSecret, 'demo-user');
-    const id = couponId ?? '<couponId>';
-    lines.push(
+    issue.push(
       '',
       `  Issue a coupon as user "demo-user" (mint tokens for others with \`npx couponrush token <userId>\`):`,
-      `    curl -i -X POST ${url}/coupons/${id}/issues -H 'authorization: Bearer ${token}'`,
+      `    curl -i -X POST ${url}/coupons/${couponId ?? '$COUPON_ID'}/issues -H "authorization: Bearer ${token}"`,
     );
   }
-  lines.push(
-    '',
-    '  Create a campaign:',
-    `    curl -i -X POST ${adminBase}/admin/coupons -H 'authorization: Bearer ${config.generatedSecrets ? config.adminToken : '$ADMIN_TOKEN'}' \\`,
-    `      -H 'content-type: application/json' \\`,
-    `      -d '{"name":"Chicken","totalQuantity":10000,"issueStartsAt":"${new Date().toISOString()}","issueEndsAt":"${new Date(Date.now() + 3600_000).toISOString()}"}'`,
-    '',
-  );
+  // Double quotes: pasted into a shell, "$ADMIN_TOKEN" expands (single quotes would send it literally).
+  const adminAuth = `-H "authorization: Bearer ${config.generatedSecrets ? config.adminToken : '$ADMIN_TOKEN'}"`;
+  const body = `-d '{"name":"Chicken","totalQuantity":10000,"issueStartsAt":"${new Date().toISOString()}","issueEndsAt":"${new Date(Date.now() + 3600_000).toISOString()}"}'`;
+  if (couponId !== undefined) {
+    lines.push(...issue, '', '  Create a campaign:', `    curl -i -X POST ${adminBase}/admin/coupons ${adminAuth} \\`, `      -H 'content-type: application/json' \\`, `      ${body}`);
+  } else {
+    // No open campaign to issue from: create one first and keep its id for the issue command.
+    lines.push(
+      '',
+      '  Create a campaign (its id is kept in COUPON_ID for the next command):',
+      `    COUPON_ID=$(curl -s -X POST ${adminBase}/admin/coupons ${adminAuth} \\`,
+      `      -H 'content-type: application/json' \\`,
+      `      ${body} | node -pe "JSON.parse(require('fs').readFileSync(0, 'utf8')).id")`,
+      ...issue,
+    );
+  }
+  lines.push('');
   process.stdout.write(lines.join('\n') + '\n');
 }
 

@@ -1,8 +1,8 @@
 // The newcomer's path: `couponrush serve` with no environment starts on embedded PostgreSQL,
 // migrates, prints the URL, docs, admin token and a curl that really issues a coupon.
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -30,7 +30,9 @@ describe('embedded mode (no DATABASE_URL)', () => {
         child.on('exit', (code) => reject(new Error(`serve exited with ${code}:\n${out}`)));
       });
       const stop = () =>
-        new Promise<number | null>((resolve) => {
+        child.exitCode !== null || child.signalCode !== null
+          ? Promise.resolve(child.exitCode)
+          : new Promise<number | null>((resolve) => {
           child.removeAllListeners('exit');
           child.on('exit', (code) => resolve(code));
           child.kill('SIGTERM');
@@ -38,8 +40,9 @@ describe('embedded mode (no DATABASE_URL)', () => {
       return { banner, stop };
     };
 
+    let running: ReturnType<typeof start> | undefined;
     try {
-      const first = start();
+      const first = (running = start());
       const banner = await first.banner;
       const url = /listening on (http:\/\/\S+)/.exec(banner)?.[1];
       assert.ok(url, 'the banner shows the URL');
@@ -48,7 +51,7 @@ describe('embedded mode (no DATABASE_URL)', () => {
       assert.ok(adminToken, 'the banner shows the generated admin token');
 
       // The printed issue curl, run as printed.
-      const curl = /curl -i -X POST (\S+\/coupons\/(\d+)\/issues) -H 'authorization: Bearer (\S+)'/.exec(banner);
+      const curl = /curl -i -X POST (\S+\/coupons\/(\d+)\/issues) -H "authorization: Bearer (\S+)"/.exec(banner);
       assert.ok(curl, 'the banner shows a curl that issues a coupon');
       const issued = await request(curl[1]!, 'POST', '', { headers: { authorization: `Bearer ${curl[3]}` } });
       assert.equal(issued.status, 201, issued.text);
@@ -59,6 +62,22 @@ describe('embedded mode (no DATABASE_URL)', () => {
       const second = await request(url, 'POST', `/coupons/${curl[2]}/issues`, { headers: { authorization: `Bearer ${token}` } });
       assert.equal(second.status, 201, second.text);
 
+      // From another directory (no DATA_DIR) it does not make up secrets the server would refuse:
+      // it says where it looked, and creates nothing there.
+      const elsewhere = mkdtempSync(join(tmpdir(), 'couponrush-elsewhere-'));
+      try {
+        const lost = spawnSync(process.execPath, ['--import', import.meta.resolve('tsx'), join(process.cwd(), 'src/cli.ts'), 'token', 'newcomer'], {
+          cwd: elsewhere,
+          env: { PATH: env.PATH },
+          encoding: 'utf8',
+        });
+        assert.equal(lost.status, 2, lost.stderr);
+        assert.match(lost.stderr, new RegExp(`no embedded secrets at ${join(elsewhere, '.couponrush', 'secrets.json').replace(/[.]/g, '\\.')}`));
+        assert.equal(existsSync(join(elsewhere, '.couponrush')), false, 'nothing created there');
+      } finally {
+        rmSync(elsewhere, { recursive: true, force: true });
+      }
+
       // The admin token works for creating campaigns.
       const created = await request(url, 'POST', '/admin/coupons', {
         headers: { authorization: `Bearer ${adminToken}` },
@@ -68,7 +87,7 @@ describe('embedded mode (no DATABASE_URL)', () => {
       assert.equal(await first.stop(), 0, 'SIGTERM exits cleanly');
 
       // Restart on the same data directory: the issuance is still there, same secrets.
-      const again = start();
+      const again = (running = start());
       const banner2 = await again.banner;
       const url2 = /listening on (http:\/\/\S+)/.exec(banner2)?.[1]!;
       const me = await request(url2, 'GET', `/coupons/${curl[2]}/issues/me`, { headers: { authorization: `Bearer ${token}` } });
@@ -77,6 +96,7 @@ describe('embedded mode (no DATABASE_URL)', () => {
       assert.equal(dup.status, 409, 'the rebuilt in-memory gate remembers the holder');
       assert.equal(await again.stop(), 0);
     } finally {
+      await running?.stop(); // also after a failed assertion: a server left running keeps the test alive
       rmSync(dataDir, { recursive: true, force: true });
     }
   });

@@ -1,0 +1,89 @@
+// Every command `couponrush serve` prints works when pasted into a shell: each curl of the banner
+// is run as printed by `sh` — with ADMIN_TOKEN in the environment on PostgreSQL, as a user who
+// followed the README would have it — and must get its 201. Needs curl (and PostgreSQL for the
+// PostgreSQL half).
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it, type TestContext } from 'node:test';
+import { ADMIN_TOKEN, createTestDatabase, JWT_SECRET, missing, needServer, PG_ADMIN_URL } from './helpers.js';
+import { freePort, runCli, waitFor } from './ops-helpers.js';
+
+const hasCurl = () => spawnSync('sh', ['-c', 'command -v curl'], { encoding: 'utf8' }).status === 0;
+
+/** The banner's shell commands: lines starting with `curl` or `COUPON_ID=`, with their `\`-continued lines. */
+function printedCommands(banner: string): string[] {
+  const commands: string[] = [];
+  let current: string | undefined;
+  for (const raw of banner.split('\n')) {
+    const line = raw.trim();
+    if (current === undefined && !line.startsWith('curl ') && !line.startsWith('COUPON_ID=')) continue;
+    current = current === undefined ? line : `${current}\n${line}`;
+    if (!line.endsWith('\\')) {
+      commands.push(current);
+      current = undefined;
+    }
+  }
+  return commands;
+}
+
+async function bannerOf(env: Record<string, string>): Promise<{ banner: string; stop: () => Promise<unknown> }> {
+  const child = runCli(['serve', '--migrate'], { HOST: '127.0.0.1', LOG_LEVEL: 'warn', ...env });
+  try {
+    // Complete once both commands and the blank line after the last one are out.
+    await waitFor('the banner', () => /(Create a campaign|Issue a coupon)[\s\S]*(Create a campaign|Issue a coupon)[\s\S]*\n\n/.test(child.output()), 60_000);
+  } catch (err) {
+    child.proc.kill('SIGKILL');
+    throw new Error(`${(err as Error).message}\n${child.output()}`);
+  }
+  return {
+    banner: child.output(),
+    stop: () => {
+      child.proc.kill('SIGTERM');
+      return child.exited;
+    },
+  };
+}
+
+function runAsPasted(command: string, env: Record<string, string>): string {
+  const r = spawnSync('sh', ['-c', command], { encoding: 'utf8', env: { PATH: process.env.PATH ?? '', ...env }, timeout: 20_000 });
+  return `${r.stdout}${r.stderr}`;
+}
+
+describe('the commands couponrush serve prints', () => {
+  it('embedded: the issue curl and the create-campaign curl both get 201 when pasted', async (t: TestContext) => {
+    if (!hasCurl()) return missing(t, 'curl is not installed');
+    const dataDir = mkdtempSync(join(tmpdir(), 'couponrush-banner-'));
+    const server = await bannerOf({ DATA_DIR: dataDir, PORT: String(await freePort()) });
+    try {
+      const commands = printedCommands(server.banner);
+      assert.equal(commands.length, 2, `two curls in:\n${server.banner}`);
+      for (const c of commands) assert.match(runAsPasted(c, {}), /^HTTP\/1\.1 201/m, c);
+    } finally {
+      await server.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('PostgreSQL, no open campaign: pasted in order, the commands create one (expanding $ADMIN_TOKEN) and issue from it', async (t: TestContext) => {
+    if (!hasCurl()) return missing(t, 'curl is not installed');
+    if (!(await needServer(t, 'PostgreSQL', PG_ADMIN_URL))) return;
+    const db = await createTestDatabase();
+    const env = { DATABASE_URL: db.url, ADMIN_TOKEN, JWT_SECRET, PORT: String(await freePort()) };
+    const server = await bannerOf(env);
+    try {
+      const commands = printedCommands(server.banner);
+      assert.equal(commands.length, 2, `create, then issue, in:\n${server.banner}`);
+      assert.match(commands[0]!, /\$ADMIN_TOKEN/, 'the token is not printed on PostgreSQL: the shell supplies it');
+      // One shell, in the printed order, as a user pastes them.
+      const out = runAsPasted(commands.join('\n'), { ADMIN_TOKEN });
+      assert.match(out, /^HTTP\/1\.1 201/m, `${commands.join('\n')}\n→\n${out}`);
+      assert.match(out, /"status":"ISSUED"/);
+    } finally {
+      await server.stop();
+      await db.drop();
+    }
+  });
+});
