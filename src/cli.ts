@@ -5,6 +5,7 @@ import { benchCommand } from './bench/command.js';
 import { clusterRefusal, serveCluster } from './cluster.js';
 import { ConfigError, loadConfig, type Config, type LoadOptions } from './config.js';
 import { isValidUserId } from './coupons/domain.js';
+import { reconciledStrategies } from './coupons/strategies/index.js';
 import { migrate, pendingMigrations } from './db/migrate.js';
 import { signUserToken } from './http/auth.js';
 import { openRedis } from './redis/client.js';
@@ -120,7 +121,8 @@ program
       throw err;
     });
     try {
-      const reports = await reconcile(db, redis, { repair: opts.repair === true, couponId: opts.coupon });
+      const strategies = reconciledStrategies();
+      const reports = await reconcile(db, redis, { repair: opts.repair === true, couponId: opts.coupon, strategies });
       const out: string[] = [];
       for (const r of reports) {
         const redisCount = r.redisIssued === undefined ? 'missing' : `${r.redisIssued}/${r.total}`;
@@ -129,7 +131,13 @@ program
         );
         for (const p of r.problems) out.push(`  - ${p}`);
       }
-      if (reports.length === 0) out.push('no campaign with Redis admission state to check');
+      if (reports.length === 0) {
+        out.push(
+          opts.coupon === undefined
+            ? 'no campaign with Redis admission state to check'
+            : `coupon ${opts.coupon}: nothing to check — it does not exist, or its strategy keeps no admission state in Redis (only ${strategies.redisAdmitted.join(', ')} do)`,
+        );
+      }
       process.stdout.write(out.join('\n') + '\n');
       if (reports.some((r) => r.status === 'DRIFT' && !r.repaired)) process.exitCode = 1;
     } finally {

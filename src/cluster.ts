@@ -5,13 +5,14 @@
 import cluster, { type Worker } from 'node:cluster';
 import { pino, type Logger } from 'pino';
 import type { Config } from './config.js';
+import { strategiesWhere } from './coupons/strategies/index.js';
 import { migrate } from './db/migrate.js';
 import { installPrimaryAggregator } from './metrics/cluster.js';
 import { openDb } from './runtime.js';
 import { closeOnSignals, printBanner, startServer, type ServeOptions } from './server.js';
 
 /** Strategies whose admission state lives in one process's memory: exact only with one process. */
-export const SINGLE_PROCESS_STRATEGIES: readonly string[] = ['local', 'process-mutex'];
+export const SINGLE_PROCESS_STRATEGIES: readonly string[] = strategiesWhere((m) => m.admission === 'process');
 
 /** A worker that dies this soon after starting counts toward a crash loop. */
 const EARLY_EXIT_MS = 10_000;

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
-import { STRATEGY_NAMES, type StrategyName } from './coupons/strategies/index.js';
+import { STRATEGY_NAMES, unavailableReason, type StrategyName } from './coupons/strategies/index.js';
 
 export type AuthMode = 'jwt' | 'header';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -262,6 +262,10 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
   }
 
   const port = intVar(env, 'PORT', 3000, 0, 65535);
+  const defaultStrategy = oneOf(env, 'DEFAULT_STRATEGY', STRATEGY_NAMES, defaultStrategyFor(databaseUrl, redisUrl));
+  // A default no campaign could use would turn every campaign created without a strategy into a 400.
+  const unusable = unavailableReason(defaultStrategy, { redis: redisUrl !== undefined });
+  if (unusable !== undefined) throw new ConfigError('DEFAULT_STRATEGY', unusable);
   return Object.freeze({
     port,
     host: nonEmpty(env, 'HOST') ?? '127.0.0.1',
@@ -272,7 +276,7 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
     generatedSecrets,
     authMode,
     jwtSecret,
-    defaultStrategy: oneOf(env, 'DEFAULT_STRATEGY', STRATEGY_NAMES, defaultStrategyFor(databaseUrl, redisUrl)),
+    defaultStrategy,
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
     dbPoolSize: intVar(env, 'DB_POOL_SIZE', 20, 1, 1000),
     ...protectionConfig(env, port),

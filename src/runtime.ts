@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Config } from './config.js';
 import { CouponService } from './coupons/service.js';
-import { StrategySet } from './coupons/strategies/index.js';
+import { StrategySet, strategiesWhere } from './coupons/strategies/index.js';
 import { createPgliteDb, createPostgresDb, type Db } from './db/index.js';
 import { migrate, pendingMigrations } from './db/migrate.js';
 import { Metrics } from './metrics/index.js';
@@ -74,8 +74,10 @@ export async function createRuntime(config: Config, log: FastifyBaseLogger, opti
     const r = redis;
     // Another instance rebuilt or repaired a campaign: drop what this one cached about it.
     r.onInvalidate((couponId) => service.forget(couponId));
-    // For Redis-admitted campaigns the stock left is decided in Redis, not by committed rows.
-    metrics.addStockReader((ids) => remainingStock(r, ids));
+    // For Redis-admitted campaigns the stock left is decided in Redis, not by committed rows; any
+    // other campaign's is the database's, whatever keys Redis may hold for it.
+    const inRedis = new Set<string>(strategiesWhere((m) => m.admission === 'redis'));
+    metrics.addStockReader((campaigns) => remainingStock(r, campaigns.filter((c) => inRedis.has(c.strategy)).map((c) => c.id)));
   }
   let worker: IssueWorker | undefined;
   if (options.withWorker === true && redis !== undefined) {

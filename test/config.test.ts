@@ -32,6 +32,11 @@ describe('loadConfig', () => {
   it('rejects an out-of-range PORT', () => throwsNaming({ ...base, PORT: '70000' }, 'PORT'));
   it('rejects an unknown AUTH_MODE', () => throwsNaming({ ...base, AUTH_MODE: 'oauth' }, 'AUTH_MODE'));
   it('rejects an unknown DEFAULT_STRATEGY', () => throwsNaming({ ...base, DEFAULT_STRATEGY: 'fastest' }, 'DEFAULT_STRATEGY'));
+  it('rejects a DEFAULT_STRATEGY this configuration cannot run (a Redis strategy without REDIS_URL)', () => {
+    throwsNaming({ ...base, DEFAULT_STRATEGY: 'redis-lua-async' }, 'DEFAULT_STRATEGY');
+    assert.throws(() => loadConfig({ ...base, DEFAULT_STRATEGY: 'redis-lua-async' }), /needs REDIS_URL/);
+    assert.equal(loadConfig({ ...base, DEFAULT_STRATEGY: 'redis-lua-async', REDIS_URL: 'redis://127.0.0.1:6379' }).defaultStrategy, 'redis-lua-async');
+  });
   it('rejects an unknown LOG_LEVEL', () => throwsNaming({ ...base, LOG_LEVEL: 'loud' }, 'LOG_LEVEL'));
   it('rejects a DATABASE_URL that is not postgres://', () => throwsNaming({ ...base, DATABASE_URL: 'mysql://root@localhost/x' }, 'DATABASE_URL'));
   it('rejects a DB_POOL_SIZE of 0', () => throwsNaming({ ...base, DB_POOL_SIZE: '0' }, 'DB_POOL_SIZE'));

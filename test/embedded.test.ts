@@ -33,10 +33,10 @@ describe('embedded mode (no DATABASE_URL)', () => {
         child.exitCode !== null || child.signalCode !== null
           ? Promise.resolve(child.exitCode)
           : new Promise<number | null>((resolve) => {
-          child.removeAllListeners('exit');
-          child.on('exit', (code) => resolve(code));
-          child.kill('SIGTERM');
-        });
+              child.removeAllListeners('exit');
+              child.on('exit', (code) => resolve(code));
+              child.kill('SIGTERM');
+            });
       return { banner, stop };
     };
 

@@ -10,6 +10,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
+import { strategiesWhere } from '../src/coupons/strategies/index.js';
 import { createPgliteDb } from '../src/db/index.js';
 import { openRedis, type RedisHandle } from '../src/redis/client.js';
 import { WORKER_GROUP } from '../src/redis/keys.js';
@@ -42,7 +43,7 @@ export const RECOVERY_BOUND_MS = 10_000;
 
 const DB_STRATEGIES = ['db-atomic', 'db-pessimistic', 'db-optimistic'] as const;
 const REDIS_STRATEGIES = ['redis-lock', 'redis-lua-sync', 'redis-lua-async', 'redis-lua-async-cached'] as const;
-const QUEUED = new Set<string>(['redis-lua-async', 'redis-lua-async-cached']);
+const QUEUED = new Set<string>(strategiesWhere((m) => m.queued));
 
 // The guarantees table of this run (the README quotes it): printed and kept in test-results/.
 after(() => {

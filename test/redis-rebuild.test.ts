@@ -3,8 +3,10 @@
 // second one, and the stock is never exceeded. And `reconcile` reporting and repairing drift.
 import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
+import { reconciledStrategies } from '../src/coupons/strategies/index.js';
 import { reconcile } from '../src/redis/reconcile.js';
-import { issuedRows, needServer, PG_ADMIN_URL } from './helpers.js';
+import { issuedRows, needServer, PG_ADMIN_URL, request } from './helpers.js';
+import { runCli, sample } from './ops-helpers.js';
 import { deleteKeys, issueAll, REDIS_URL, startRedisTestServer, usersRange, waitForDrain, withStatus } from './redis-helpers.js';
 
 async function servers(t: TestContext): Promise<boolean> {
@@ -86,26 +88,52 @@ describe('couponrush reconcile', () => {
       const holders = withStatus(await issueAll(server, id, usersRange(0, 10)), 202);
       await waitForDrain(server, id, 10);
       const { db, redis } = server;
-      const [clean] = await reconcile(db, redis, { repair: false, couponId: id });
+      const [clean] = await reconcile(db, redis, { repair: false, couponId: id, strategies: reconciledStrategies() });
       assert.equal(clean?.status, 'OK', JSON.stringify(clean?.problems));
 
       const keys = redis.keys.campaign(id);
       await redis.client.srem(keys.users, 'user-3'); // a holder Redis forgot
       await redis.client.sadd(keys.users, 'ghost'); // an admission that never reached the queue
       await redis.client.hset(keys.state, 'issued', '20');
-      const [drift] = await reconcile(db, redis, { repair: false, couponId: id });
+      const [drift] = await reconcile(db, redis, { repair: false, couponId: id, strategies: reconciledStrategies() });
       assert.equal(drift?.status, 'DRIFT');
       assert.equal(drift?.repaired, false);
       assert.equal(drift?.problems.length, 3, JSON.stringify(drift?.problems));
       assert.equal(await redis.client.hget(keys.state, 'issued'), '20', 'reporting changes nothing');
 
-      const [repaired] = await reconcile(db, redis, { repair: true, couponId: id });
+      const [repaired] = await reconcile(db, redis, { repair: true, couponId: id, strategies: reconciledStrategies() });
       assert.equal(repaired?.repaired, true);
-      const [after] = await reconcile(db, redis, { repair: false, couponId: id });
+      const [after] = await reconcile(db, redis, { repair: false, couponId: id, strategies: reconciledStrategies() });
       assert.equal(after?.status, 'OK', JSON.stringify(after?.problems));
       assert.equal(await redis.client.hget(keys.state, 'issued'), '10');
       assert.deepEqual((await redis.client.smembers(keys.users)).sort(), [...holders].sort());
       assert.equal((await issueAll(server, id, ['user-3'])).get('user-3'), 409, 'the forgotten holder is known again');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('checks only campaigns whose strategy keeps admission state in Redis: --coupon on db-atomic says so, writes nothing, and its gauges come from the database', async (t) => {
+    if (!(await servers(t))) return;
+    const server = await startRedisTestServer();
+    try {
+      const { id } = await server.createCoupon({ totalQuantity: 3, strategy: 'db-atomic' });
+      const { db, redis } = server;
+      const keys = redis.keys.campaign(id);
+      assert.deepEqual(await reconcile(db, redis, { repair: true, couponId: id, strategies: reconciledStrategies() }), []);
+      assert.equal(await redis.client.exists(keys.state), 0, '--repair made no Redis state for it');
+
+      const cli = runCli(['reconcile', '--coupon', String(id), '--repair'], server.workerEnv);
+      assert.equal(await cli.exited, 0, cli.output());
+      assert.match(cli.output(), new RegExp(`coupon ${id}: nothing to check .* keeps no admission state in Redis`));
+      assert.equal(await redis.client.exists(keys.state), 0);
+
+      // Even with stray keys in Redis (an older --repair wrote some), the gauges are the database's.
+      await redis.scripts.restore(keys, `${keys.users}:none`, { totalQuantity: 3, startsAtMs: 0, endsAtMs: Date.now() + 3600_000, expireAtMs: Date.now() + 7200_000 });
+      assert.equal((await issueAll(server, id, ['only-one'])).get('only-one'), 201);
+      const metrics = (await request(server.url, 'GET', '/metrics')).text;
+      assert.equal(sample(metrics, 'couponrush_campaign_remaining', { coupon: String(id) }), 2, 'one of three issued');
+      assert.equal(sample(metrics, 'couponrush_campaign_persisted', { coupon: String(id) }), 1);
     } finally {
       await server.close();
     }

@@ -38,8 +38,14 @@ const STOCK_QUERY_LIMIT = 200;
 /** A scrape must answer even when the database does not. */
 const SCRAPE_QUERY_TIMEOUT_MS = 1_000;
 
-/** Remaining stock per coupon id, from wherever admission is decided (Redis for async strategies). */
-export type StockReader = (coupons: readonly number[]) => Promise<ReadonlyMap<number, number>>;
+/** A campaign the stock gauges show. */
+export interface StockCampaign {
+  readonly id: number;
+  readonly strategy: string;
+}
+
+/** Remaining stock per coupon id, from wherever admission is decided (Redis for the Redis-admitted strategies). */
+export type StockReader = (campaigns: readonly StockCampaign[]) => Promise<ReadonlyMap<number, number>>;
 
 interface StockRow {
   id: number;
@@ -221,16 +227,15 @@ export class Metrics implements IssueObserver {
   }
 
   private async queryStock(): Promise<StockRow[]> {
-    const { rows } = await this.options.db.query<{ id: number; total: number; issued: number }>(
-      `SELECT id, total_quantity AS total, issued_quantity AS issued FROM coupons
+    const { rows } = await this.options.db.query<{ id: number; strategy: string; total: number; issued: number }>(
+      `SELECT id, strategy, total_quantity AS total, issued_quantity AS issued FROM coupons
         WHERE issue_starts_at < $1 AND issue_ends_at > $2
         ORDER BY id DESC LIMIT ${STOCK_QUERY_LIMIT}`,
       [new Date(Date.now() + STOCK_WINDOW_MS), new Date(Date.now() - STOCK_WINDOW_MS)],
     );
     const fromReaders = new Map<number, number>();
-    const ids = rows.map((r) => r.id);
     for (const reader of this.stockReaders) {
-      for (const [id, remaining] of await reader(ids)) if (!fromReaders.has(id)) fromReaders.set(id, remaining);
+      for (const [id, remaining] of await reader(rows)) if (!fromReaders.has(id)) fromReaders.set(id, remaining);
     }
     return rows.map((r) => ({ id: r.id, total: r.total, persisted: r.issued, remaining: fromReaders.get(r.id) ?? Math.max(0, r.total - r.issued) }));
   }

@@ -14,9 +14,6 @@ import { findCoupon } from '../coupons/repository.js';
 import type { RedisHandle } from './client.js';
 import { STATE_RETENTION_MS, campaignWindow, ensureGroup, loadAdmittedUsers, restoreCampaign } from './campaign-state.js';
 
-/** Strategies whose admission state lives in Redis (redis-lock keeps none). */
-export const REDIS_STATE_STRATEGIES = ['redis-lua-sync', 'redis-lua-async', 'redis-lua-async-cached'] as const;
-const QUEUED = new Set<string>(['redis-lua-async', 'redis-lua-async-cached']);
 const SAMPLE = 5;
 
 export interface CampaignReport {
@@ -35,18 +32,24 @@ export interface CampaignReport {
 
 export interface ReconcileOptions {
   readonly repair: boolean;
+  /**
+   * The strategies whose admission state lives in Redis (the only ones reconciled), and those of
+   * them that queue; the caller derives both from the strategies' declarations.
+   */
+  readonly strategies: { readonly redisAdmitted: readonly string[]; readonly queued: readonly string[] };
   /** Only this campaign; default: every Redis campaign whose window ended less than the retention ago. */
   readonly couponId?: number | undefined;
 }
 
-async function campaigns(db: Db, couponId: number | undefined): Promise<Coupon[]> {
+async function campaigns(db: Db, couponId: number | undefined, redisAdmitted: readonly string[]): Promise<Coupon[]> {
   if (couponId !== undefined) {
+    // A campaign of another strategy has no Redis state to check (and --repair must not make one).
     const c = await findCoupon(db, couponId);
-    return c === undefined ? [] : [c];
+    return c === undefined || !redisAdmitted.includes(c.strategy) ? [] : [c];
   }
   const { rows } = await db.query<{ id: number }>(
     `SELECT id FROM coupons WHERE strategy = ANY($1::text[]) AND issue_ends_at > $2 ORDER BY id`,
-    [REDIS_STATE_STRATEGIES, new Date(Date.now() - STATE_RETENTION_MS)],
+    [redisAdmitted, new Date(Date.now() - STATE_RETENTION_MS)],
   );
   const out: Coupon[] = [];
   for (const r of rows) {
@@ -62,15 +65,14 @@ function sample(values: readonly string[]): string {
 
 export async function reconcile(db: Db, redis: RedisHandle, options: ReconcileOptions): Promise<CampaignReport[]> {
   const reports: CampaignReport[] = [];
-  for (const coupon of await campaigns(db, options.couponId)) {
-    reports.push(await reconcileOne(db, redis, coupon, options.repair));
+  for (const coupon of await campaigns(db, options.couponId, options.strategies.redisAdmitted)) {
+    reports.push(await reconcileOne(db, redis, coupon, options.repair, options.strategies.queued.includes(coupon.strategy)));
   }
   return reports;
 }
 
-async function reconcileOne(db: Db, redis: RedisHandle, coupon: Coupon, repair: boolean): Promise<CampaignReport> {
+async function reconcileOne(db: Db, redis: RedisHandle, coupon: Coupon, repair: boolean, queued: boolean): Promise<CampaignReport> {
   const keys = redis.keys.campaign(coupon.id);
-  const queued = QUEUED.has(coupon.strategy);
   const problems: string[] = [];
 
   const state = await redis.client.hgetall(keys.state);

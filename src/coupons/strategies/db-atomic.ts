@@ -9,6 +9,8 @@ import type { StrategyModule } from './types.js';
 export const dbAtomic: StrategyModule = {
   summary: 'conditional UPDATE … WHERE issued < total plus a unique insert, one short transaction — exact with any number of instances',
   requires: [],
+  admission: 'database',
+  queued: false,
   create: ({ db }) => ({
     async issue(coupon, userId, now) {
       // Cheap read first: once sold out, the stampede costs one SELECT instead of a transaction.

@@ -9,6 +9,8 @@ import type { StrategyModule } from './types.js';
 export const dbNaive: StrategyModule = {
   summary: 'read, check, insert with no locking — over-issues under concurrency; a demonstration, never for production',
   requires: [],
+  admission: 'database',
+  queued: false,
   create: ({ db }) => ({
     async issue(coupon, userId, now) {
       const { rows } = await db.query<{ issued_quantity: number }>(

@@ -15,6 +15,8 @@ const LOST_RACE = unavailable('optimistic version check lost');
 export const dbOptimistic: StrategyModule = {
   summary: 'version column compare-and-set with bounded, jittered retries — exact with any number of instances, retry storms under contention',
   requires: [],
+  admission: 'database',
+  queued: false,
   create: ({ db }) => ({
     async issue(coupon, userId, now) {
       for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {

@@ -9,6 +9,8 @@ import type { StrategyModule } from './types.js';
 export const dbPessimistic: StrategyModule = {
   summary: 'SELECT … FOR UPDATE on the coupon row — exact with any number of instances, one request at a time per coupon',
   requires: [],
+  admission: 'database',
+  queued: false,
   create: ({ db }) => ({
     issue: (coupon, userId, now) =>
       transactionOutcome(db, async (tx) => {

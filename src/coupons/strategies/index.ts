@@ -27,6 +27,16 @@ export const strategyModules = {
 export type StrategyName = keyof typeof strategyModules;
 export const STRATEGY_NAMES = Object.keys(strategyModules) as StrategyName[];
 
+/** The strategies whose modules declare what `test` asks: every list of strategies elsewhere is one of these. */
+export function strategiesWhere(test: (m: StrategyModule) => boolean): StrategyName[] {
+  return STRATEGY_NAMES.filter((name) => test(strategyModules[name]));
+}
+
+/** What `reconcile` checks: the strategies that keep admission state in Redis, and those that queue. */
+export function reconciledStrategies(): { redisAdmitted: StrategyName[]; queued: StrategyName[] } {
+  return { redisAdmitted: strategiesWhere((m) => m.admission === 'redis'), queued: strategiesWhere((m) => m.queued) };
+}
+
 export function isStrategyName(value: string): value is StrategyName {
   return Object.hasOwn(strategyModules, value);
 }

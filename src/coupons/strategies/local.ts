@@ -133,5 +133,7 @@ class LocalGate implements IssueStrategy {
 export const local: StrategyModule = {
   summary: 'in-process gate + group commit, 201 after commit — fastest without Redis, exact with one API process only',
   requires: [],
+  admission: 'process',
+  queued: false,
   create: ({ db, log }) => new LocalGate(db, log),
 };

@@ -10,6 +10,8 @@ import type { StrategyModule } from './types.js';
 export const processMutex: StrategyModule = {
   summary: 'per-coupon mutex inside the API process — exact with one process only, serialises every request',
   requires: [],
+  admission: 'process',
+  queued: false,
   create: ({ db }) => {
     const mutexes = new Map<number, Mutex>();
     const mutexFor = (couponId: number) => {

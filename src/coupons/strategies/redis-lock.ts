@@ -33,6 +33,8 @@ const GAVE_UP = unavailable(`waited more than ${LOCK_WAIT_MS} ms for the coupon 
 export const redisLock: StrategyModule = {
   summary: 'distributed lock per coupon (token, TTL, watchdog, safe release) around the db-atomic path — exact because of the database, not the lock',
   requires: ['redis'],
+  admission: 'database',
+  queued: false,
   create: (ctx) => {
     const redis = redisOf(ctx);
     const { db, log } = ctx;

@@ -46,6 +46,8 @@ class RedisLuaAsyncCached extends RedisLuaAsync {
 export const redisLuaAsyncCached: StrategyModule = {
   summary: 'redis-lua-async + local sold-out short-circuit and cached metadata invalidated over pub/sub — the default with REDIS_URL',
   requires: ['redis'],
+  admission: 'redis',
+  queued: true,
   create: (ctx) => {
     const redis = redisOf(ctx);
     const strategy = new RedisLuaAsyncCached(redis, ctx.db, ctx.log);

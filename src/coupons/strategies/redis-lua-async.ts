@@ -83,5 +83,7 @@ export class RedisLuaAsync implements IssueStrategy {
 export const redisLuaAsync: StrategyModule = {
   summary: 'one Lua script admits and enqueues to a Redis Stream (202 PENDING); the worker batch-writes to the database',
   requires: ['redis'],
+  admission: 'redis',
+  queued: true,
   create: (ctx) => new RedisLuaAsync(redisOf(ctx), ctx.db, ctx.log),
 };

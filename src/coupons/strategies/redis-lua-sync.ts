@@ -19,6 +19,8 @@ const NOT_REBUILT = unavailable('campaign state is missing in Redis and could no
 export const redisLuaSync: StrategyModule = {
   summary: 'atomic Lua admission in Redis, then a synchronous insert (201); a failed insert is rolled back in Redis by a second script',
   requires: ['redis'],
+  admission: 'redis',
+  queued: false,
   create: (ctx) => {
     const redis = redisOf(ctx);
     const { db, log } = ctx;

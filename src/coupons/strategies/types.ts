@@ -39,5 +39,14 @@ export interface StrategyModule {
   readonly summary: string;
   /** Services that must be configured for this strategy; campaigns cannot pick it without them. */
   readonly requires: readonly 'redis'[];
+  /**
+   * Where the state that decides admission lives: `database` (exact with any number of API
+   * processes), `process` (this process's memory: exact with one API process only, so
+   * `serve --workers N` refuses it as the default), `redis` (Redis holds admitted users and counts,
+   * so `reconcile` checks it against the database and the stock gauges read it there).
+   */
+  readonly admission: 'database' | 'process' | 'redis';
+  /** Admitted issuances are queued and persisted later by the worker (202, not 201). */
+  readonly queued: boolean;
   create(ctx: StrategyContext): IssueStrategy;
 }
