@@ -235,6 +235,17 @@ describe('reads', () => {
     assert.equal(byId.has(ended.id), false);
   });
 
+  it('GET /coupons/:id says SOLD_OUT with remaining 0 once the stock is gone, and ENDED after the window', async () => {
+    const { id } = await server.createCoupon({ totalQuantity: 2, strategy: 'local' });
+    const view = async () => (await request(server.url, 'GET', `/coupons/${id}`)).json as { status: string; remaining: number; issuedCount: number };
+    assert.equal((await request(server.url, 'POST', `/coupons/${id}/issues`, { headers: asUser('so-1') })).status, 201);
+    assert.deepEqual(await view().then((v) => [v.status, v.remaining]), ['OPEN', 1]);
+    assert.equal((await request(server.url, 'POST', `/coupons/${id}/issues`, { headers: asUser('so-2') })).status, 201);
+    assert.deepEqual(await view().then((v) => [v.status, v.remaining, v.issuedCount]), ['SOLD_OUT', 0, 2]);
+    const ended = await server.createCoupon({ totalQuantity: 2, issueStartsAt: iso(-2 * HOUR), issueEndsAt: iso(-HOUR) });
+    assert.equal(((await request(server.url, 'GET', `/coupons/${ended.id}`)).json as { status: string }).status, 'ENDED');
+  });
+
   it('GET /coupons/:id returns 404 COUPON_NOT_FOUND for an unknown id', async () => {
     assertProblem(await request(server.url, 'GET', '/coupons/424242'), 404, 'COUPON_NOT_FOUND');
   });

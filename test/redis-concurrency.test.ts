@@ -107,6 +107,26 @@ describe('redis-lua-async: GET /coupons/:id/issues/me', () => {
   });
 });
 
+describe('redis-lua-async: GET /coupons/:id', () => {
+  it('says SOLD_OUT with remaining 0 once admissions reach the stock, before the rows exist', async (t) => {
+    if (!(await servers(t))) return;
+    const server = await startRedisTestServer();
+    try {
+      // No worker: the admissions stay queued and issuedCount stays 0.
+      const { id } = await server.createCoupon({ totalQuantity: 3, strategy: 'redis-lua-async' });
+      const view = async () => (await request(server.url, 'GET', `/coupons/${id}`)).json as { status: string; remaining: number; issuedCount: number };
+      for (const u of ['a', 'b']) assert.equal((await request(server.url, 'POST', `/coupons/${id}/issues`, { headers: { authorization: `Bearer ${server.tokenFor(u)}` } })).status, 202);
+      assert.deepEqual(await view(), { ...(await view()), status: 'OPEN', remaining: 1, issuedCount: 0 });
+      assert.equal((await request(server.url, 'POST', `/coupons/${id}/issues`, { headers: { authorization: `Bearer ${server.tokenFor('c')}` } })).status, 202);
+      assert.deepEqual(await view(), { ...(await view()), status: 'SOLD_OUT', remaining: 0, issuedCount: 0 });
+      const listed = ((await request(server.url, 'GET', '/coupons')).json as { items: Array<{ id: number; status: string }> }).items.find((c) => c.id === id);
+      assert.equal(listed?.status, 'SOLD_OUT');
+    } finally {
+      await server.close();
+    }
+  });
+});
+
 describe('redis-lua-sync: a failed insert', () => {
   it('is rolled back in Redis by release.lua, so Redis and the database agree', async (t) => {
     if (!(await servers(t))) return;

@@ -17,7 +17,13 @@ export interface Coupon {
 }
 
 export interface CouponWithStock extends Coupon {
+  /** Rows committed to the database. */
   readonly issuedCount: number;
+  /**
+   * Admitted so far, where admission is decided ahead of the rows (Redis strategies: the queue and
+   * the worker follow); undefined where it is the rows themselves.
+   */
+  readonly admittedCount?: number | undefined;
 }
 
 export interface NewCoupon {
@@ -77,11 +83,23 @@ export function windowOutcome(coupon: Coupon, nowMs: number): typeof WINDOW_NOT_
   return undefined;
 }
 
-export type CampaignStatus = 'UPCOMING' | 'OPEN' | 'ENDED';
+/**
+ * What a client can show: UPCOMING before the window, OPEN while stock is left, SOLD_OUT once
+ * admissions reached the stock (within the window), ENDED after the window.
+ */
+export type CampaignStatus = 'UPCOMING' | 'OPEN' | 'SOLD_OUT' | 'ENDED';
+export const CAMPAIGN_STATUSES: readonly CampaignStatus[] = ['UPCOMING', 'OPEN', 'SOLD_OUT', 'ENDED'];
 
-export function campaignStatus(coupon: Coupon, nowMs: number): CampaignStatus {
+/** Stock not yet admitted. */
+export function remainingStock(coupon: CouponWithStock): number {
+  return Math.max(0, coupon.totalQuantity - Math.max(coupon.issuedCount, coupon.admittedCount ?? 0));
+}
+
+export function campaignStatus(coupon: CouponWithStock, nowMs: number): CampaignStatus {
   const w = windowOutcome(coupon, nowMs);
-  return w === WINDOW_NOT_OPEN ? 'UPCOMING' : w === WINDOW_CLOSED ? 'ENDED' : 'OPEN';
+  if (w === WINDOW_NOT_OPEN) return 'UPCOMING';
+  if (w === WINDOW_CLOSED) return 'ENDED';
+  return remainingStock(coupon) === 0 ? 'SOLD_OUT' : 'OPEN';
 }
 
 /** User ids are opaque strings chosen by the caller's identity provider. */

@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import Type, { type Static } from 'typebox';
 import { HttpProblem, sendOutcomeUnknown, sendRefusal } from '../http/problem.js';
 import type { Deadline, IssuerCheck } from '../http/protection.js';
-import { campaignStatus, MAX_COUPON_ID, MAX_TOTAL_QUANTITY, USER_ID_PATTERN, type CouponWithStock } from './domain.js';
+import { CAMPAIGN_STATUSES, campaignStatus, MAX_COUPON_ID, MAX_TOTAL_QUANTITY, remainingStock, USER_ID_PATTERN, type CouponWithStock } from './domain.js';
 import type { CouponService } from './service.js';
 import { STRATEGY_NAMES } from './strategies/index.js';
 
@@ -51,10 +51,14 @@ const CouponView = Type.Object({
   name: Type.String(),
   totalQuantity: Type.Integer(),
   issuedCount: Type.Integer({ description: 'rows committed to the database' }),
-  remaining: Type.Integer(),
+  remaining: Type.Integer({
+    description: 'stock not yet admitted: with the Redis strategies admissions run ahead of the rows (issuedCount catches up as the worker persists)',
+  }),
   issueStartsAt: Type.String({ format: 'date-time' }),
   issueEndsAt: Type.String({ format: 'date-time' }),
-  status: Type.Enum(['UPCOMING', 'OPEN', 'ENDED']),
+  status: Type.Enum(CAMPAIGN_STATUSES, {
+    description: 'UPCOMING before the window; OPEN while stock is left; SOLD_OUT once admissions reached the stock; ENDED after the window',
+  }),
   strategy: Type.String(),
   discountType: Type.Union([Type.Enum(['AMOUNT', 'PERCENT']), Type.Null()]),
   discountValue: Type.Union([Type.Integer(), Type.Null()]),
@@ -84,7 +88,7 @@ function view(c: CouponWithStock, nowMs = Date.now()): Static<typeof CouponView>
     name: c.name,
     totalQuantity: c.totalQuantity,
     issuedCount: c.issuedCount,
-    remaining: Math.max(0, c.totalQuantity - c.issuedCount),
+    remaining: remainingStock(c),
     issueStartsAt: c.issueStartsAt.toISOString(),
     issueEndsAt: c.issueEndsAt.toISOString(),
     status: campaignStatus(c, nowMs),

@@ -57,12 +57,37 @@ export class CouponService {
     return { ok: true, coupon };
   }
 
-  get(id: number): Promise<CouponWithStock | undefined> {
-    return findCoupon(this.db, id);
+  async get(id: number): Promise<CouponWithStock | undefined> {
+    const coupon = await findCoupon(this.db, id);
+    return coupon === undefined ? undefined : (await this.withAdmissions([coupon]))[0];
   }
 
-  listCurrent(now = new Date()): Promise<CouponWithStock[]> {
-    return listCurrentCoupons(this.db, now);
+  async listCurrent(now = new Date()): Promise<CouponWithStock[]> {
+    return this.withAdmissions(await listCurrentCoupons(this.db, now));
+  }
+
+  /**
+   * Adds what each campaign has admitted where admission runs ahead of the rows (the Redis
+   * strategies), so that its remaining stock and SOLD_OUT status are those of the admissions. A
+   * store that cannot be asked fails the read: the rows alone would not be the truth.
+   */
+  private async withAdmissions(coupons: CouponWithStock[]): Promise<CouponWithStock[]> {
+    const byStrategy = new Map<IssueStrategy, number[]>();
+    for (const c of coupons) {
+      const strategy = this.strategyFor(c);
+      if (strategy?.admitted === undefined) continue;
+      const ids = byStrategy.get(strategy);
+      if (ids === undefined) byStrategy.set(strategy, [c.id]);
+      else ids.push(c.id);
+    }
+    if (byStrategy.size === 0) return coupons;
+    const admitted = new Map<number, number>();
+    await Promise.all(
+      [...byStrategy].map(async ([strategy, ids]) => {
+        for (const [id, n] of await strategy.admitted!(ids)) admitted.set(id, n);
+      }),
+    );
+    return coupons.map((c) => (admitted.has(c.id) ? { ...c, admittedCount: admitted.get(c.id) } : c));
   }
 
   /** `requestId` (optional) is carried into queued issuances for tracing. */
@@ -112,8 +137,10 @@ export class CouponService {
     else this.coupons.delete(couponId);
   }
 
-  userCoupons(userId: string): Promise<UserCoupon[]> {
-    return listUserIssues(this.db, userId);
+  async userCoupons(userId: string): Promise<UserCoupon[]> {
+    const items = await listUserIssues(this.db, userId);
+    const coupons = await this.withAdmissions(items.map((i) => i.coupon));
+    return items.map((i, n) => ({ ...i, coupon: coupons[n]! }));
   }
 
   private strategyFor(coupon: Coupon): IssueStrategy | undefined {

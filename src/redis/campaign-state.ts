@@ -93,9 +93,9 @@ export async function restoreCampaign(redis: RedisHandle, db: Db, coupon: Coupon
   return created;
 }
 
-/** Stock not yet admitted per campaign, from the state hashes; campaigns without state are left out. */
-export async function remainingStock(redis: RedisHandle, couponIds: readonly number[]): Promise<Map<number, number>> {
-  const out = new Map<number, number>();
+/** Admitted count and stock per campaign, from the state hashes; campaigns without state are left out. */
+export async function admissionCounts(redis: RedisHandle, couponIds: readonly number[]): Promise<Map<number, { admitted: number; total: number }>> {
+  const out = new Map<number, { admitted: number; total: number }>();
   if (couponIds.length === 0) return out;
   const pipeline = redis.client.pipeline();
   for (const id of couponIds) pipeline.hmget(redis.keys.campaign(id).state, 'total', 'issued');
@@ -105,9 +105,21 @@ export async function remainingStock(redis: RedisHandle, couponIds: readonly num
     if (err !== null || !Array.isArray(reply)) return;
     const [total, issued] = reply as Array<string | null>;
     if (total === null || total === undefined || issued === null || issued === undefined) return;
-    out.set(id, Math.max(0, Number(total) - Number(issued)));
+    out.set(id, { admitted: Number(issued), total: Number(total) });
   });
   return out;
+}
+
+/** Stock not yet admitted per campaign, from the state hashes; campaigns without state are left out. */
+export async function remainingStock(redis: RedisHandle, couponIds: readonly number[]): Promise<Map<number, number>> {
+  const counts = await admissionCounts(redis, couponIds);
+  return new Map([...counts].map(([id, c]) => [id, Math.max(0, c.total - c.admitted)]));
+}
+
+/** Admitted count per campaign (IssueStrategy.admitted of the Redis strategies). */
+export async function admittedCounts(redis: RedisHandle, couponIds: readonly number[]): Promise<Map<number, number>> {
+  const counts = await admissionCounts(redis, couponIds);
+  return new Map([...counts].map(([id, c]) => [id, c.admitted]));
 }
 
 /** What Redis tells of one user's admission after an admission call lost its answer. */

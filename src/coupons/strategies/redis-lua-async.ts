@@ -11,7 +11,7 @@ import type { Db } from '../../db/index.js';
 import { ACCEPTED, ALREADY_ISSUED, OUTCOME_UNKNOWN, SOLD_OUT, unavailable, type Coupon, type IssueOutcome } from '../domain.js';
 import { findIssue } from '../repository.js';
 import type { RedisHandle } from '../../redis/client.js';
-import { CampaignStates, checkAdmission } from '../../redis/campaign-state.js';
+import { admittedCounts, CampaignStates, checkAdmission } from '../../redis/campaign-state.js';
 import { AdmissionBatcher } from '../../redis/admissions.js';
 import { MISSING, NotSentError, type AdmitEnqueueResult } from '../../redis/scripts.js';
 import { askUntil } from '../../util/ask-until.js';
@@ -69,6 +69,10 @@ export class RedisLuaAsync implements IssueStrategy {
       if (check === 'not-admitted') throw err;
       return OUTCOME_UNKNOWN;
     }
+  }
+
+  admitted(couponIds: readonly number[]): Promise<ReadonlyMap<number, number>> {
+    return admittedCounts(this.redis, couponIds);
   }
 
   /** Admitted (in the set) but not necessarily persisted; the service asks only when no row exists. */

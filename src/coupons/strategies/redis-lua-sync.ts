@@ -9,7 +9,7 @@
 // Redis holds without a row gets the insert now — the database's constraints decide.
 import { ALREADY_ISSUED, SOLD_OUT, unavailable, type IssueOutcome } from '../domain.js';
 import { findIssue } from '../repository.js';
-import { CampaignStates } from '../../redis/campaign-state.js';
+import { admittedCounts, CampaignStates } from '../../redis/campaign-state.js';
 import { ADMITTED, MISSING } from '../../redis/scripts.js';
 import { CampaignRefs, insertAndCount, redisOf } from './redis-shared.js';
 import type { StrategyModule } from './types.js';
@@ -38,6 +38,7 @@ export const redisLuaSync: StrategyModule = {
 
     return {
       prepare: (coupon) => states.prepare(coupon),
+      admitted: (couponIds) => admittedCounts(redis, couponIds),
 
       async issue(coupon, userId, now) {
         const { keys } = refs.get(coupon.id);

@@ -28,6 +28,11 @@ export interface IssueStrategy {
    * after sold-out must not implement it.
    */
   knownSoldOut?(couponId: number): boolean;
+  /**
+   * How many each campaign has admitted, where admission runs ahead of the rows (Redis
+   * strategies); campaigns it cannot tell are left out. Read for GET /coupons, never on the hot path.
+   */
+  admitted?(couponIds: readonly number[]): Promise<ReadonlyMap<number, number>>;
   /** True when the user was admitted but the row is not in the database yet (async strategies). */
   isPending?(coupon: Coupon, userId: string): Promise<boolean>;
   /** Finish in-flight work and release resources. */
