@@ -18,7 +18,7 @@ import { defaultConsumerName, startWorker } from './worker/worker.js';
 
 function config(options?: LoadOptions): Config {
   try {
-    return loadConfig(process.env, options);
+    return loadConfig(undefined, options);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`couponrush: configuration error: ${err.message}\n`);
@@ -73,7 +73,11 @@ program
 program
   .command('worker')
   .description('persist queued issuances from the Redis Streams into PostgreSQL (several may run at once; needs DATABASE_URL and REDIS_URL)')
-  .option('--consumer <name>', 'consumer name, stable across restarts so a restart finishes its own pending entries first', defaultConsumerName())
+  .option(
+    '--consumer <name>',
+    'consumer name; the default (<hostname>-<pid>) is new at every restart, so pass one that is stable (the pod name): a restart then finishes its own pending entries first instead of leaving them to be claimed after WORKER_CLAIM_IDLE_MS',
+    defaultConsumerName(),
+  )
   .action(async (opts: { consumer: string }) => {
     const cfg = config();
     if (cfg.redisUrl === undefined) return program.error('couponrush worker: REDIS_URL is not set');

@@ -290,3 +290,26 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
     }),
   });
 }
+
+/**
+ * What `couponrush bench` reads from the environment. It does not load the server's Config: a
+ * bench starts its own servers (or targets one with --url), and validates these itself.
+ */
+export interface BenchEnvironment {
+  readonly DATABASE_URL?: string | undefined;
+  readonly REDIS_URL?: string | undefined;
+  readonly ADMIN_TOKEN?: string | undefined;
+  readonly JWT_SECRET?: string | undefined;
+  /** https://no-color.org: set (to anything) turns colour off. */
+  readonly noColor: boolean;
+}
+
+export function benchEnvironment(env: Env = process.env): BenchEnvironment {
+  return Object.freeze({
+    DATABASE_URL: env.DATABASE_URL,
+    REDIS_URL: env.REDIS_URL,
+    ADMIN_TOKEN: env.ADMIN_TOKEN,
+    JWT_SECRET: env.JWT_SECRET,
+    noColor: env.NO_COLOR !== undefined,
+  });
+}

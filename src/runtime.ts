@@ -8,7 +8,7 @@ import { StrategySet, strategiesWhere } from './coupons/strategies/index.js';
 import { createPgliteDb, createPostgresDb, type Db } from './db/index.js';
 import { migrate, pendingMigrations } from './db/migrate.js';
 import { Metrics } from './metrics/index.js';
-import { countRedisErrors } from './metrics/redis.js';
+import { countRedisErrors, registerStreamMetrics } from './metrics/redis.js';
 import { registerWorkerMetrics } from './metrics/worker.js';
 import { remainingStock } from './redis/campaign-state.js';
 import { openRedis, type RedisHandle } from './redis/client.js';
@@ -92,8 +92,11 @@ export async function createRuntime(config: Config, log: FastifyBaseLogger, opti
   }
   if (redis !== undefined) {
     countRedisErrors(metrics.registry, redis);
-    // serve --with-worker: the worker's series join this process's /metrics.
+    // serve --with-worker: the worker's series (with the streams') join this process's /metrics.
+    // Without it the streams' gauges are here all the same: they are read from Redis at scrape
+    // time, whoever persists the entries.
     if (worker !== undefined) worker.observe(registerWorkerMetrics(metrics.registry, redis));
+    else registerStreamMetrics(metrics.registry, redis);
   }
   return {
     config,

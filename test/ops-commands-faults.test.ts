@@ -1,10 +1,10 @@
 // The one-shot commands (migrate, reconcile, bench) facing a store that refuses connections or
 // accepts them and never answers: each exits 1 within a bound, with one line on stderr that says
-// what failed — never a stack trace, never a hang. Needs no server: a closed port and a silent
-// proxy stand in for the broken stores.
+// what failed — never a stack trace, never a hang. A closed port and a silent proxy stand in for
+// the broken stores; the missing-database case needs the shared PostgreSQL.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { ADMIN_TOKEN, JWT_SECRET } from './helpers.js';
+import { ADMIN_TOKEN, JWT_SECRET, needServer, PG_ADMIN_URL } from './helpers.js';
 import { freePort, runCli, TcpProxy } from './ops-helpers.js';
 
 /** Longest a command may take to give up (the connect/answer timeouts are 5 s). */
@@ -47,6 +47,14 @@ describe('one-shot commands against a broken store', () => {
   it('migrate: a database that accepts and never answers is one line and exit 1, within the connect timeout', async () => {
     const r = await runOnce(['migrate'], { DATABASE_URL: `postgres://postgres@${silent.url}/x` });
     assertOneLine(r, 'migrate', /timeout/i);
+  });
+
+  it('migrate: a database that does not exist is one line naming it, and exit 1', async (t) => {
+    if (!(await needServer(t, 'PostgreSQL', PG_ADMIN_URL))) return;
+    const url = new URL(PG_ADMIN_URL);
+    url.pathname = '/couponrush_no_such_database';
+    const r = await runOnce(['migrate'], { DATABASE_URL: url.toString() });
+    assertOneLine(r, 'migrate', /database "couponrush_no_such_database" does not exist/);
   });
 
   it('reconcile: a silent Redis is one line and exit 1', async () => {

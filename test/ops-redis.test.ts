@@ -109,6 +109,12 @@ describe('operability with Redis', () => {
         assert.equal(sample(api, 'couponrush_campaign_persisted', coupon), 30);
         assert.equal(sample(api, 'couponrush_campaign_admitted_total', coupon), 30);
         assert.equal(sample(api, 'couponrush_issue_outcomes_total', { strategy: 'redis-lua-async-cached', outcome: 'ACCEPTED' }), 30);
+        // The queue's gauges are on the API's /metrics too, though it runs no worker.
+        assert.equal(sample(api, 'couponrush_stream_lag', coupon), 0);
+        assert.equal(sample(api, 'couponrush_stream_pending', coupon), 0);
+        assert.equal(sample(api, 'couponrush_dead_letters', coupon), 0);
+        assert.notEqual(sample(api, 'couponrush_stream_length', coupon), undefined);
+        assert.equal(sample(api, 'couponrush_worker_rows_written_total'), undefined, "the worker's own counters are where it runs");
       } finally {
         await listener.close();
       }

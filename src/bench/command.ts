@@ -3,6 +3,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { BenchOptionsError, DEFAULTS, parseStrategyList, resolveBenchOptions, type BenchFlags, type BenchOptions } from './options.js';
 import { STRATEGY_NAMES, type StrategyName } from '../coupons/strategies/index.js';
+import { benchEnvironment } from '../config.js';
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -64,9 +65,10 @@ export function benchCommand(): Command {
     .action(async (flags: BenchFlags) => {
       let options: BenchOptions;
       try {
-        options = resolveBenchOptions(flags, process.env, {
+        const env = benchEnvironment();
+        options = resolveBenchOptions(flags, env, {
           commandLine: ['couponrush', ...process.argv.slice(2)].map(shellQuote).join(' '),
-          color: process.stdout.isTTY === true && process.env.NO_COLOR === undefined,
+          color: process.stdout.isTTY === true && !env.noColor,
           interactive: process.stderr.isTTY === true,
         });
       } catch (err) {

@@ -2,6 +2,7 @@
 // BenchOptions, with a clear message for every value that cannot work.
 import { MAX_TOTAL_QUANTITY } from '../coupons/domain.js';
 import { isStrategyName, STRATEGY_NAMES, type StrategyName } from '../coupons/strategies/index.js';
+import type { BenchEnvironment } from '../config.js';
 
 export const DEFAULTS = Object.freeze({
   stock: 10_000,
@@ -122,7 +123,7 @@ function postgresUrl(raw: string): string {
 
 export function resolveBenchOptions(
   flags: BenchFlags,
-  env: Readonly<Record<string, string | undefined>>,
+  env: Pick<BenchEnvironment, 'DATABASE_URL' | 'REDIS_URL' | 'ADMIN_TOKEN' | 'JWT_SECRET'>,
   extra: { commandLine: string; color: boolean; interactive: boolean },
 ): BenchOptions {
   const users = flags.users ?? DEFAULTS.users;
