@@ -198,13 +198,17 @@ describe('faults in the middle of a stampede (private PostgreSQL and Redis, real
     assert.equal((await request(via().url, 'GET', '/readyz')).status, 200, 'ready again');
   }
 
+  // Faults used more than once.
+  const pgCrash = (): Scenario['plan'] => ({ inject: () => pgServer!.crash(), holdMs: 1_500, heal: () => pgServer!.start() });
+  const redisKill = (): Scenario['plan'] => ({ inject: () => redisServer!.kill9(), holdMs: 1_000, heal: () => redisServer!.start() });
+
   it('PostgreSQL crash (immediate stop) and restart: every strategy stays exact and truthful, the API stays up', async (t) => {
     if (!ready(t)) return;
     await run(t, {
       fault: 'PostgreSQL crash + restart',
       unready: true,
       strategies: [...DB_STRATEGIES, ...REDIS_STRATEGIES],
-      plan: { inject: () => pgServer!.crash(), holdMs: 1_500, heal: () => pgServer!.start() },
+      plan: pgCrash(),
     });
   });
 
@@ -224,7 +228,7 @@ describe('faults in the middle of a stampede (private PostgreSQL and Redis, real
       fault: 'Redis kill -9 (AOF always) + restart',
       unready: true,
       strategies: REDIS_STRATEGIES,
-      plan: { inject: () => redisServer!.kill9(), holdMs: 1_000, heal: () => redisServer!.start() },
+      plan: redisKill(),
     });
   });
 
@@ -296,7 +300,7 @@ describe('faults in the middle of a stampede (private PostgreSQL and Redis, real
           fault: 'PostgreSQL crash + restart, --workers 2',
           strategies: ['db-atomic', 'redis-lua-sync', 'redis-lua-async-cached'],
           unready: true,
-          plan: { inject: () => pgServer!.crash(), holdMs: 1_500, heal: () => pgServer!.start() },
+          plan: pgCrash(),
         },
         () => cluster,
       );
@@ -306,7 +310,7 @@ describe('faults in the middle of a stampede (private PostgreSQL and Redis, real
           fault: 'Redis kill -9 (AOF always) + restart, --workers 2',
           strategies: ['redis-lua-sync', 'redis-lua-async-cached'],
           unready: true,
-          plan: { inject: () => redisServer!.kill9(), holdMs: 1_000, heal: () => redisServer!.start() },
+          plan: redisKill(),
         },
         () => cluster,
       );
