@@ -32,7 +32,7 @@ import {
   type Target,
 } from './fault-helpers.js';
 import { ADMIN_TOKEN, JWT_SECRET, missing, request } from './helpers.js';
-import { TcpProxy, waitFor } from './ops-helpers.js';
+import { freePort, TcpProxy, waitFor } from './ops-helpers.js';
 import { backlog, exited, FAST_WORKER_ENV, silent, spawnWorker } from './redis-helpers.js';
 
 const PREFIX = 'faults:';
@@ -96,8 +96,11 @@ describe('faults in the middle of a stampede (private PostgreSQL and Redis, real
     };
     api = await startApi(['--migrate', '--with-worker'], apiEnv);
     apiPort = Number(new URL(api.url).port);
-    // A `couponrush worker` process beside the API's own, through every fault: it must survive them all.
-    steadyWorker = spawnWorker({ ...apiEnv, ADMIN_TOKEN, JWT_SECRET, LOG_LEVEL: 'warn' }, 'faults-steady');
+    // A `couponrush worker` process beside the API's own, through every fault: it must survive them
+    // all. Its /healthz answers once it has started (a store away at start-up ends it, by design).
+    const workerAdmin = await freePort();
+    steadyWorker = spawnWorker({ ...apiEnv, ADMIN_TOKEN, JWT_SECRET, LOG_LEVEL: 'warn', ADMIN_PORT: String(workerAdmin) }, 'faults-steady');
+    await waitFor('the couponrush worker started', async () => (await request(`http://127.0.0.1:${workerAdmin}`, 'GET', '/healthz')).status === 200, 30_000);
     redis = await openRedis(redisServer.url, PREFIX, silent);
   });
 
