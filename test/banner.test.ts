@@ -56,13 +56,14 @@ describe('the commands couponrush serve prints', () => {
   it('embedded: the issue curl and the create-campaign curl both get 201 when pasted', async (t: TestContext) => {
     if (!hasCurl()) return missing(t, 'curl is not installed');
     const dataDir = mkdtempSync(join(tmpdir(), 'couponrush-banner-'));
-    const server = await bannerOf({ DATA_DIR: dataDir, PORT: String(await freePort()) });
+    let server: Awaited<ReturnType<typeof bannerOf>> | undefined;
     try {
+      server = await bannerOf({ DATA_DIR: dataDir, PORT: String(await freePort()) });
       const commands = printedCommands(server.banner);
       assert.equal(commands.length, 2, `two curls in:\n${server.banner}`);
       for (const c of commands) assert.match(runAsPasted(c, {}), /^HTTP\/1\.1 201/m, c);
     } finally {
-      await server.stop();
+      await server?.stop();
       rmSync(dataDir, { recursive: true, force: true });
     }
   });
@@ -71,9 +72,9 @@ describe('the commands couponrush serve prints', () => {
     if (!hasCurl()) return missing(t, 'curl is not installed');
     if (!(await needServer(t, 'PostgreSQL', PG_ADMIN_URL))) return;
     const db = await createTestDatabase();
-    const env = { DATABASE_URL: db.url, ADMIN_TOKEN, JWT_SECRET, PORT: String(await freePort()) };
-    const server = await bannerOf(env);
+    let server: Awaited<ReturnType<typeof bannerOf>> | undefined;
     try {
+      server = await bannerOf({ DATABASE_URL: db.url, ADMIN_TOKEN, JWT_SECRET, PORT: String(await freePort()) });
       const commands = printedCommands(server.banner);
       assert.equal(commands.length, 2, `create, then issue, in:\n${server.banner}`);
       assert.match(commands[0]!, /\$ADMIN_TOKEN/, 'the token is not printed on PostgreSQL: the shell supplies it');
@@ -82,7 +83,7 @@ describe('the commands couponrush serve prints', () => {
       assert.match(out, /^HTTP\/1\.1 201/m, `${commands.join('\n')}\n→\n${out}`);
       assert.match(out, /"status":"ISSUED"/);
     } finally {
-      await server.stop();
+      await server?.stop();
       await db.drop();
     }
   });
