@@ -2,7 +2,8 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import { couponRoutes, ISSUE_ROUTE_URL } from './coupons/routes.js';
+import { ISSUE_ROUTE_URL } from './coupons/paths.js';
+import { couponRoutes } from './coupons/routes.js';
 import { guardAdminRoutes } from './http/admin-listener.js';
 import { createAdminAuthenticator, createUserAuthenticator, USER_ID_HEADER } from './http/auth.js';
 import { earlyAnswers } from './http/early-answers.js';

@@ -5,6 +5,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { pino, type Logger } from 'pino';
 import type { Config } from './config.js';
+import { campaignsOf } from './coupons/repository.js';
 import { strategiesWhere } from './coupons/strategies/index.js';
 import { migrate } from './db/migrate.js';
 import { installPrimaryAggregator } from './metrics/cluster.js';
@@ -53,10 +54,7 @@ async function prepare(config: Config, options: ServeOptions, log: Logger): Prom
       const { applied } = await migrate(db);
       if (applied.length > 0) log.info({ applied }, 'migrations applied');
     }
-    const { rows } = await db.query<{ id: number; strategy: string }>(
-      'SELECT id, strategy FROM coupons WHERE strategy = ANY($1) AND issue_ends_at > now() ORDER BY id',
-      [SINGLE_PROCESS_STRATEGIES],
-    );
+    const rows = await campaignsOf(db, SINGLE_PROCESS_STRATEGIES, new Date());
     if (rows.length > 0) {
       log.warn(
         { campaigns: rows },

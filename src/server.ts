@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { buildApp } from './app.js';
 import type { Config } from './config.js';
-import { insertCoupon, listCurrentCoupons } from './coupons/repository.js';
+import { countCoupons, insertCoupon, listCurrentCoupons } from './coupons/repository.js';
 import { signUserToken } from './http/auth.js';
 import { startAdminListener, type AdminListener } from './http/admin-listener.js';
 import { reapIdleConnections } from './http/drain.js';
@@ -74,8 +74,7 @@ async function openCouponId(runtime: Runtime): Promise<number | undefined> {
   const open = (await listCurrentCoupons(runtime.db, now)).find((c) => c.issueStartsAt <= now);
   if (open !== undefined) return open.id;
   if (!runtime.config.embedded) return undefined;
-  const { rows } = await runtime.db.query<{ n: number }>('SELECT count(*)::int AS n FROM coupons');
-  if ((rows[0]?.n ?? 0) > 0) return undefined;
+  if ((await countCoupons(runtime.db)) > 0) return undefined;
   const demo = await insertCoupon(runtime.db, {
     name: 'Demo: 100 chicken coupons',
     totalQuantity: 100,

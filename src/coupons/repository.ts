@@ -1,5 +1,7 @@
-// Coupon persistence: plain functions taking a Queryable (db or transaction) first, plain SQL.
-// Statements that decide correctness (locks, conditional updates) live in the strategy modules.
+// Coupon persistence: plain functions taking a Queryable (db or transaction) first, plain SQL —
+// every statement on `coupons` and `coupon_issues`, including the ones that decide correctness
+// (the row lock, the conditional and compare-and-set updates, ON CONFLICT), which the strategies
+// call by name. A column change touches this module only.
 import type { Queryable } from '../db/index.js';
 import type { CouponWithStock, DiscountType, NewCoupon } from './domain.js';
 
@@ -69,6 +71,81 @@ export async function listCurrentCoupons(db: Queryable, now: Date, limit = 100):
     [now, limit],
   );
   return rows.map(toCoupon);
+}
+
+/** The committed issued count, or undefined for an unknown coupon. */
+export async function issuedCount(db: Queryable, couponId: number): Promise<number | undefined> {
+  const { rows } = await db.query<Pick<CouponsTable, 'issued_quantity'>>('SELECT issued_quantity FROM coupons WHERE id = $1', [couponId]);
+  return rows[0]?.issued_quantity;
+}
+
+/** True when the counter reached the stock, or the coupon does not exist. */
+export async function isSoldOut(db: Queryable, couponId: number): Promise<boolean> {
+  const { rows } = await db.query<{ sold_out: boolean }>('SELECT issued_quantity >= total_quantity AS sold_out FROM coupons WHERE id = $1', [couponId]);
+  return rows[0]?.sold_out !== false;
+}
+
+/** SELECT … FOR UPDATE: the coupon row stays locked until the transaction ends. Its issued count. */
+export async function lockIssuedCount(tx: Queryable, couponId: number): Promise<number | undefined> {
+  const { rows } = await tx.query<Pick<CouponsTable, 'issued_quantity'>>('SELECT issued_quantity FROM coupons WHERE id = $1 FOR UPDATE', [couponId]);
+  return rows[0]?.issued_quantity;
+}
+
+/** Issued count and version, for a compare-and-set (db-optimistic). */
+export async function issuedAndVersion(tx: Queryable, couponId: number): Promise<{ issued: number; version: number } | undefined> {
+  const { rows } = await tx.query<Pick<CouponsTable, 'issued_quantity' | 'version'>>('SELECT issued_quantity, version FROM coupons WHERE id = $1', [couponId]);
+  const row = rows[0];
+  return row === undefined ? undefined : { issued: row.issued_quantity, version: row.version };
+}
+
+/** Adds one to the counter: for strategies that decided the stock themselves (the CHECK still stands behind them). */
+export async function bumpIssued(tx: Queryable, couponId: number): Promise<void> {
+  await tx.query('UPDATE coupons SET issued_quantity = issued_quantity + 1 WHERE id = $1', [couponId]);
+}
+
+/** Claims one unit only while below the stock (the conditional UPDATE decides). True when claimed. */
+export async function claimUnit(tx: Queryable, couponId: number): Promise<boolean> {
+  const { rowCount } = await tx.query(
+    `UPDATE coupons SET issued_quantity = issued_quantity + 1
+      WHERE id = $1 AND issued_quantity < total_quantity`,
+    [couponId],
+  );
+  return rowCount === 1;
+}
+
+/** Claims one unit only if the version is still `version` (compare-and-set). True when it won. */
+export async function claimUnitAtVersion(tx: Queryable, couponId: number, version: number): Promise<boolean> {
+  const { rowCount } = await tx.query(
+    `UPDATE coupons SET issued_quantity = issued_quantity + 1, version = version + 1
+      WHERE id = $1 AND version = $2`,
+    [couponId, version],
+  );
+  return rowCount === 1;
+}
+
+export async function countCoupons(db: Queryable): Promise<number> {
+  const { rows } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM coupons');
+  return rows[0]?.n ?? 0;
+}
+
+/** Campaigns of these strategies whose window ends after `after`, by id. */
+export async function campaignsOf(db: Queryable, strategies: readonly string[], after: Date): Promise<Array<{ id: number; strategy: string }>> {
+  const { rows } = await db.query<Pick<CouponsTable, 'id' | 'strategy'>>(
+    'SELECT id, strategy FROM coupons WHERE strategy = ANY($1::text[]) AND issue_ends_at > $2 ORDER BY id',
+    [strategies, after],
+  );
+  return rows;
+}
+
+/** Stock figures of the campaigns whose window overlaps [from, to), newest first (the stock gauges). */
+export async function campaignStock(db: Queryable, from: Date, to: Date, limit: number): Promise<Array<{ id: number; strategy: string; total: number; issued: number }>> {
+  const { rows } = await db.query<{ id: number; strategy: string; total: number; issued: number }>(
+    `SELECT id, strategy, total_quantity AS total, issued_quantity AS issued FROM coupons
+      WHERE issue_starts_at < $2 AND issue_ends_at > $1
+      ORDER BY id DESC LIMIT $3`,
+    [from, to, limit],
+  );
+  return rows;
 }
 
 export async function findIssue(db: Queryable, couponId: number, userId: string): Promise<{ issuedAt: Date } | undefined> {

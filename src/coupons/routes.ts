@@ -4,11 +4,10 @@ import Type, { type Static } from 'typebox';
 import { HttpProblem, sendOutcomeUnknown, sendRefusal } from '../http/problem.js';
 import type { Deadline, IssuerCheck } from '../http/protection.js';
 import { CAMPAIGN_STATUSES, campaignStatus, MAX_COUPON_ID, MAX_TOTAL_QUANTITY, remainingStock, USER_ID_PATTERN, type CouponWithStock } from './domain.js';
+import { ISSUE_ROUTE_URL } from './paths.js';
 import type { CouponService } from './service.js';
-import { STRATEGY_NAMES } from './strategies/index.js';
+import { STRATEGY_NAMES, strategyModules } from './strategies/index.js';
 
-/** The issue hot path; protections and metrics attach to it by this pattern. */
-export const ISSUE_ROUTE_URL = '/coupons/:id/issues';
 
 export interface CouponRouteOptions {
   service: CouponService;
@@ -38,7 +37,11 @@ const CreateCouponBody = Type.Object(
     totalQuantity: Type.Integer({ minimum: 1, maximum: MAX_TOTAL_QUANTITY }),
     issueStartsAt: Type.String({ format: 'date-time' }),
     issueEndsAt: Type.String({ format: 'date-time', description: 'exclusive; must be after issueStartsAt' }),
-    strategy: Type.Optional(Type.Enum(STRATEGY_NAMES, { description: 'defaults to the server DEFAULT_STRATEGY' })),
+    strategy: Type.Optional(
+      Type.Enum(STRATEGY_NAMES, {
+        description: `defaults to the server's DEFAULT_STRATEGY. ${STRATEGY_NAMES.map((n) => `${n}: ${strategyModules[n].summary}.`).join(' ')}`,
+      }),
+    ),
     discountType: Type.Optional(Type.Enum(['AMOUNT', 'PERCENT'])),
     discountValue: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000_000 })),
     minOrderAmount: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000_000 })),

@@ -3,6 +3,7 @@
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import type { Refusal } from '../coupons/domain.js';
 import { OutcomeUnknownError } from '../db/index.js';
+import { isDependencyUnavailable } from '../util/dependency-errors.js';
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 
@@ -124,27 +125,6 @@ const OUTCOME_UNKNOWN_JSON = JSON.stringify(problemBody(503, 'OUTCOME_UNKNOWN', 
 /** The issue attempt may or may not have issued the coupon (see OUTCOME_UNKNOWN in the domain). */
 export function sendOutcomeUnknown(reply: FastifyReply): FastifyReply {
   return reply.code(503).header('retry-after', '1').type(PROBLEM_CONTENT_TYPE).send(OUTCOME_UNKNOWN_JSON);
-}
-
-const UNAVAILABLE_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN']);
-
-/** Errors that mean a dependency (database, Redis) is down or overloaded, not a bug (or wrap one that does). */
-export function isDependencyUnavailable(err: unknown): boolean {
-  if (err === null || typeof err !== 'object') return false;
-  const { code, message, cause } = err as { code?: unknown; message?: unknown; cause?: unknown };
-  if (cause !== undefined && cause !== err && isDependencyUnavailable(cause)) return true;
-  if (typeof code === 'string') {
-    if (UNAVAILABLE_ERRNOS.has(code)) return true;
-    // PostgreSQL: 08xxx connection exceptions, 57P0x shutdown, 53xxx insufficient resources,
-    // 57014 statement timeout (query_canceled).
-    if (/^(08|53|57P0)/.test(code) || code === '57014') return true;
-  }
-  // pg: pool/connect timeouts and dropped connections; ioredis: a closed connection, a command
-  // timeout, retries exhausted, or the offline queue disabled while disconnected.
-  return (
-    typeof message === 'string' &&
-    /timeout exceeded when trying to connect|Connection terminated|connection is closed|Command timed out|max retries per request|Stream isn't writeable/i.test(message)
-  );
 }
 
 export function registerProblemHandlers(app: FastifyInstance): void {

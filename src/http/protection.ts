@@ -8,7 +8,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler, onResponseHookHandler } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { RateLimit } from '../config.js';
-import { ISSUE_ROUTE_URL } from '../coupons/routes.js';
+import { ISSUE_ROUTE_URL } from '../coupons/paths.js';
 import { HttpProblem, sendProblem } from './problem.js';
 import { WindowLimiter, type Verdict } from './rate-limit.js';
 

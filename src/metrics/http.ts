@@ -2,7 +2,7 @@
 // recorder (route pattern + status, plus the latency histogram on the issue route), and
 // GET /metrics serves the exposition text.
 import type { FastifyInstance, onResponseHookHandler } from 'fastify';
-import { ISSUE_ROUTE_URL } from '../coupons/routes.js';
+import { ISSUE_ROUTE_URL } from '../coupons/paths.js';
 import { METRICS_CONTENT_TYPE, type Metrics } from './index.js';
 
 export const METRICS_PATH = '/metrics';

@@ -4,8 +4,9 @@
 // Hot-path series are plain cells (cells.ts) that prom-client reads at scrape time, so recording
 // is a map lookup and an add.
 import cluster from 'node:cluster';
-import { Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
+import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Coupon, IssueOutcome, IssueOutcomeKind } from '../coupons/domain.js';
+import { campaignStock } from '../coupons/repository.js';
 import type { IssueObserver } from '../coupons/service.js';
 import { STRATEGY_NAMES } from '../coupons/strategies/index.js';
 import type { Db } from '../db/index.js';
@@ -141,11 +142,6 @@ export class Metrics implements IssueObserver {
     if (cluster.isWorker) installWorkerResponder(this.registry);
   }
 
-  /** Registers a metric defined elsewhere (the worker's and Redis layers') on this registry. */
-  register(metric: Metric): void {
-    this.registry.registerMetric(metric);
-  }
-
   /** A better source of remaining stock than the database (e.g. Redis counters); first answer wins. */
   addStockReader(reader: StockReader): void {
     this.stockReaders.push(reader);
@@ -227,12 +223,8 @@ export class Metrics implements IssueObserver {
   }
 
   private async queryStock(): Promise<StockRow[]> {
-    const { rows } = await this.options.db.query<{ id: number; strategy: string; total: number; issued: number }>(
-      `SELECT id, strategy, total_quantity AS total, issued_quantity AS issued FROM coupons
-        WHERE issue_starts_at < $1 AND issue_ends_at > $2
-        ORDER BY id DESC LIMIT ${STOCK_QUERY_LIMIT}`,
-      [new Date(Date.now() + STOCK_WINDOW_MS), new Date(Date.now() - STOCK_WINDOW_MS)],
-    );
+    const now = Date.now();
+    const rows = await campaignStock(this.options.db, new Date(now - STOCK_WINDOW_MS), new Date(now + STOCK_WINDOW_MS), STOCK_QUERY_LIMIT);
     const fromReaders = new Map<number, number>();
     for (const reader of this.stockReaders) {
       for (const [id, remaining] of await reader(rows)) if (!fromReaders.has(id)) fromReaders.set(id, remaining);

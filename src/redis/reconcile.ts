@@ -10,7 +10,7 @@
 // Redis (the database's constraints keep the result exact anyway).
 import type { Db } from '../db/index.js';
 import type { Coupon } from '../coupons/domain.js';
-import { findCoupon } from '../coupons/repository.js';
+import { campaignsOf, findCoupon, issuedCount } from '../coupons/repository.js';
 import type { RedisHandle } from './client.js';
 import { STATE_RETENTION_MS, campaignWindow, ensureGroup, loadAdmittedUsers, restoreCampaign } from './campaign-state.js';
 
@@ -47,12 +47,8 @@ async function campaigns(db: Db, couponId: number | undefined, redisAdmitted: re
     const c = await findCoupon(db, couponId);
     return c === undefined || !redisAdmitted.includes(c.strategy) ? [] : [c];
   }
-  const { rows } = await db.query<{ id: number }>(
-    `SELECT id FROM coupons WHERE strategy = ANY($1::text[]) AND issue_ends_at > $2 ORDER BY id`,
-    [redisAdmitted, new Date(Date.now() - STATE_RETENTION_MS)],
-  );
   const out: Coupon[] = [];
-  for (const r of rows) {
+  for (const r of await campaignsOf(db, redisAdmitted, new Date(Date.now() - STATE_RETENTION_MS))) {
     const c = await findCoupon(db, r.id);
     if (c !== undefined) out.push(c);
   }
@@ -78,8 +74,7 @@ async function reconcileOne(db: Db, redis: RedisHandle, coupon: Coupon, repair: 
   const state = await redis.client.hgetall(keys.state);
   const redisUsers = new Set(await redis.client.smembers(keys.users));
   const admitted = await loadAdmittedUsers(redis, db, coupon.id);
-  const counter = await db.query<{ issued_quantity: number }>('SELECT issued_quantity FROM coupons WHERE id = $1', [coupon.id]);
-  const dbCounter = counter.rows[0]?.issued_quantity ?? 0;
+  const dbCounter = (await issuedCount(db, coupon.id)) ?? 0;
   const expected = new Set([...admitted.issued, ...admitted.queued, ...admitted.dead]);
 
   const present = state.total !== undefined;

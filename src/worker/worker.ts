@@ -23,7 +23,7 @@ import type { WorkerConfig } from '../config.js';
 import type { Coupon } from '../coupons/domain.js';
 import { findCoupon, insertIssues, type NewIssue } from '../coupons/repository.js';
 import type { Db } from '../db/index.js';
-import { isDependencyUnavailable } from '../http/problem.js';
+import { isDependencyUnavailable } from '../util/dependency-errors.js';
 import { STATE_RETENTION_MS, ensureGroup } from '../redis/campaign-state.js';
 import type { RedisHandle } from '../redis/client.js';
 import { WORKER_GROUP, type CampaignKeys } from '../redis/keys.js';

@@ -2,7 +2,7 @@
 // concurrent requests read the same count and all pass the check, so it over-issues. The
 // coupons_not_over_issued CHECK exempts this strategy on purpose; UNIQUE still stops doubles.
 import { ALREADY_ISSUED, ISSUED, SOLD_OUT } from '../domain.js';
-import { insertIssueIfAbsent } from '../repository.js';
+import { bumpIssued, insertIssueIfAbsent, issuedCount } from '../repository.js';
 import { transactionOutcome } from './shared.js';
 import type { StrategyModule } from './types.js';
 
@@ -13,15 +13,11 @@ export const dbNaive: StrategyModule = {
   queued: false,
   create: ({ db }) => ({
     async issue(coupon, userId, now) {
-      const { rows } = await db.query<{ issued_quantity: number }>(
-        'SELECT issued_quantity FROM coupons WHERE id = $1',
-        [coupon.id],
-      );
       // The race: between this read and the update below, others read the same count.
-      if ((rows[0]?.issued_quantity ?? 0) >= coupon.totalQuantity) return SOLD_OUT;
+      if (((await issuedCount(db, coupon.id)) ?? 0) >= coupon.totalQuantity) return SOLD_OUT;
       return transactionOutcome(db, async (tx) => {
         if (!(await insertIssueIfAbsent(tx, coupon.id, userId, now))) return ALREADY_ISSUED;
-        await tx.query('UPDATE coupons SET issued_quantity = issued_quantity + 1 WHERE id = $1', [coupon.id]);
+        await bumpIssued(tx, coupon.id);
         return ISSUED;
       });
     },

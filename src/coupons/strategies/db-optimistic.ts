@@ -4,7 +4,7 @@
 // that keeps losing answers 503 (nothing issued) rather than waiting forever.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ALREADY_ISSUED, ISSUED, unavailable } from '../domain.js';
-import { insertIssueIfAbsent } from '../repository.js';
+import { claimUnitAtVersion, insertIssueIfAbsent, issuedAndVersion } from '../repository.js';
 import { rollbackWith, soldOutUnlessHeld, transactionOutcome } from './shared.js';
 import type { StrategyModule } from './types.js';
 
@@ -23,19 +23,10 @@ export const dbOptimistic: StrategyModule = {
         // Read and compare-and-set on one connection: reading on another pooled connection would
         // let the version go stale while waiting for the pool, and nearly every CAS would lose.
         const outcome = await transactionOutcome(db, async (tx) => {
-          const { rows } = await tx.query<{ issued_quantity: number; version: number }>(
-            'SELECT issued_quantity, version FROM coupons WHERE id = $1',
-            [coupon.id],
-          );
-          const row = rows[0];
-          if (row === undefined || row.issued_quantity >= coupon.totalQuantity) return soldOutUnlessHeld(tx, coupon.id, userId);
+          const row = await issuedAndVersion(tx, coupon.id);
+          if (row === undefined || row.issued >= coupon.totalQuantity) return soldOutUnlessHeld(tx, coupon.id, userId);
           if (!(await insertIssueIfAbsent(tx, coupon.id, userId, now))) return ALREADY_ISSUED;
-          const cas = await tx.query(
-            `UPDATE coupons SET issued_quantity = issued_quantity + 1, version = version + 1
-              WHERE id = $1 AND version = $2`,
-            [coupon.id, row.version],
-          );
-          return cas.rowCount === 1 ? ISSUED : rollbackWith(LOST_RACE);
+          return (await claimUnitAtVersion(tx, coupon.id, row.version)) ? ISSUED : rollbackWith(LOST_RACE);
         });
         if (outcome !== LOST_RACE) return outcome;
         await sleep(Math.random() * Math.min(MAX_BACKOFF_MS, 2 ** attempt));

@@ -2,7 +2,7 @@
 // with any number of API processes; every request for the coupon queues on one row lock while
 // holding a pooled connection, which is why it is slow under a stampede.
 import { ALREADY_ISSUED, ISSUED } from '../domain.js';
-import { insertIssueIfAbsent } from '../repository.js';
+import { bumpIssued, insertIssueIfAbsent, lockIssuedCount } from '../repository.js';
 import { soldOutUnlessHeld, transactionOutcome } from './shared.js';
 import type { StrategyModule } from './types.js';
 
@@ -14,13 +14,9 @@ export const dbPessimistic: StrategyModule = {
   create: ({ db }) => ({
     issue: (coupon, userId, now) =>
       transactionOutcome(db, async (tx) => {
-        const { rows } = await tx.query<{ issued_quantity: number }>(
-          'SELECT issued_quantity FROM coupons WHERE id = $1 FOR UPDATE',
-          [coupon.id],
-        );
-        if ((rows[0]?.issued_quantity ?? 0) >= coupon.totalQuantity) return soldOutUnlessHeld(tx, coupon.id, userId);
+        if (((await lockIssuedCount(tx, coupon.id)) ?? 0) >= coupon.totalQuantity) return soldOutUnlessHeld(tx, coupon.id, userId);
         if (!(await insertIssueIfAbsent(tx, coupon.id, userId, now))) return ALREADY_ISSUED;
-        await tx.query('UPDATE coupons SET issued_quantity = issued_quantity + 1 WHERE id = $1', [coupon.id]);
+        await bumpIssued(tx, coupon.id);
         return ISSUED;
       }),
   }),

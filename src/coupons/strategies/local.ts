@@ -5,7 +5,7 @@
 import type { FastifyBaseLogger } from 'fastify';
 import { OutcomeUnknownError, type Db } from '../../db/index.js';
 import { ALREADY_ISSUED, ISSUED, OUTCOME_UNKNOWN, SOLD_OUT, unavailable, type Coupon, type IssueOutcome } from '../domain.js';
-import { insertIssues } from '../repository.js';
+import { insertIssues, issuedCount, loadIssuedUsers } from '../repository.js';
 import type { IssueStrategy, StrategyModule } from './types.js';
 
 /** How long an idle gate waits to gather a batch; under load batches form while a write is in flight. */
@@ -65,11 +65,11 @@ class LocalGate implements IssueStrategy {
     let pending = this.loading.get(couponId);
     if (pending === undefined) {
       pending = this.serial(async () => {
-        const state = await this.db.transaction(async (tx) => {
-          const coupon = await tx.query<{ issued_quantity: number }>('SELECT issued_quantity FROM coupons WHERE id = $1', [couponId]);
-          const users = await tx.query<{ user_id: string }>('SELECT user_id FROM coupon_issues WHERE coupon_id = $1', [couponId]);
-          return { issued: coupon.rows[0]?.issued_quantity ?? 0, users: new Set(users.rows.map((r) => r.user_id)) };
-        });
+        // One transaction, so the count and the users are of the same moment.
+        const state = await this.db.transaction(async (tx) => ({
+          issued: (await issuedCount(tx, couponId)) ?? 0,
+          users: new Set(await loadIssuedUsers(tx, couponId)),
+        }));
         // Admissions still queued are not in the database yet, but they are promised.
         for (const a of this.queue) {
           if (a.couponId === couponId && !state.users.has(a.userId)) {

@@ -3,7 +3,7 @@
 // mutexes, and then only the database constraints stand between it and an over-issue.
 import { Mutex } from 'async-mutex';
 import { ALREADY_ISSUED, ISSUED } from '../domain.js';
-import { insertIssueIfAbsent } from '../repository.js';
+import { bumpIssued, insertIssueIfAbsent, issuedCount } from '../repository.js';
 import { soldOutUnlessHeld, transactionOutcome } from './shared.js';
 import type { StrategyModule } from './types.js';
 
@@ -22,14 +22,10 @@ export const processMutex: StrategyModule = {
     return {
       issue: (coupon, userId, now) =>
         mutexFor(coupon.id).runExclusive(async () => {
-          const { rows } = await db.query<{ issued_quantity: number }>(
-            'SELECT issued_quantity FROM coupons WHERE id = $1',
-            [coupon.id],
-          );
-          if ((rows[0]?.issued_quantity ?? 0) >= coupon.totalQuantity) return soldOutUnlessHeld(db, coupon.id, userId);
+          if (((await issuedCount(db, coupon.id)) ?? 0) >= coupon.totalQuantity) return soldOutUnlessHeld(db, coupon.id, userId);
           return transactionOutcome(db, async (tx) => {
             if (!(await insertIssueIfAbsent(tx, coupon.id, userId, now))) return ALREADY_ISSUED;
-            await tx.query('UPDATE coupons SET issued_quantity = issued_quantity + 1 WHERE id = $1', [coupon.id]);
+            await bumpIssued(tx, coupon.id);
             return ISSUED;
           });
         }),

@@ -16,8 +16,8 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Mutex, withTimeout, type MutexInterface } from 'async-mutex';
 import { SOLD_OUT, unavailable } from '../domain.js';
-import { CampaignRefs, insertAndCount, redisOf } from './redis-shared.js';
-import { soldOutUnlessHeld } from './shared.js';
+import { CampaignRefs, redisOf } from './redis-shared.js';
+import { insertAndClaim, soldOutUnlessHeld } from './shared.js';
 import type { StrategyModule } from './types.js';
 
 /** The lock's time to live; the watchdog extends it every third of that while the holder works. */
@@ -85,7 +85,7 @@ export const redisLock: StrategyModule = {
             );
           }, LOCK_TTL_MS / 3);
           try {
-            const outcome = await insertAndCount(db, coupon.id, userId, now);
+            const outcome = await insertAndClaim(db, coupon.id, userId, now);
             if (outcome === SOLD_OUT) {
               if (soldOut.size >= MAX_COUPONS) soldOut.clear();
               soldOut.add(coupon.id);

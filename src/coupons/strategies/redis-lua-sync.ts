@@ -11,7 +11,8 @@ import { ALREADY_ISSUED, SOLD_OUT, unavailable, type IssueOutcome } from '../dom
 import { findIssue } from '../repository.js';
 import { admittedCounts, CampaignStates } from '../../redis/campaign-state.js';
 import { ADMITTED, MISSING } from '../../redis/scripts.js';
-import { CampaignRefs, insertAndCount, redisOf } from './redis-shared.js';
+import { CampaignRefs, redisOf } from './redis-shared.js';
+import { insertAndClaim } from './shared.js';
 import type { StrategyModule } from './types.js';
 
 const NOT_REBUILT = unavailable('campaign state is missing in Redis and could not be rebuilt');
@@ -55,7 +56,7 @@ export const redisLuaSync: StrategyModule = {
         try {
           // A row Redis did not know about (it lost data) answers ALREADY_ISSUED: the admission
           // now matches that row, so it is kept.
-          outcome = await insertAndCount(db, coupon.id, userId, now);
+          outcome = await insertAndClaim(db, coupon.id, userId, now);
         } catch (err) {
           await release(coupon.id, userId, false);
           throw err;

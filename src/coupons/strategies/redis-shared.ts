@@ -1,12 +1,7 @@
-// What the Redis strategies share: getting the Redis handle from the context, per-coupon key
-// names computed once (the hot path allocates no strings for them), and the database write of
-// the synchronous ones.
-import type { Db } from '../../db/index.js';
-import { ALREADY_ISSUED, ISSUED, SOLD_OUT, type IssueOutcome } from '../domain.js';
-import { insertIssueIfAbsent } from '../repository.js';
+// What the Redis strategies share: getting the Redis handle from the context, and per-coupon key
+// names computed once (the hot path allocates no strings for them).
 import type { RedisHandle } from '../../redis/client.js';
 import type { CampaignKeys } from '../../redis/keys.js';
-import { rollbackWith, transactionOutcome } from './shared.js';
 import type { StrategyContext } from './types.js';
 
 export function redisOf(ctx: StrategyContext): RedisHandle {
@@ -38,21 +33,4 @@ export class CampaignRefs {
     }
     return ref;
   }
-}
-
-/**
- * The database half of redis-lock and redis-lua-sync: insert the row unless the user has one
- * (UNIQUE decides) and bump the counter only while below the stock (the conditional UPDATE
- * decides), in one transaction. Exact on its own; Redis only keeps contention off it.
- */
-export function insertAndCount(db: Db, couponId: number, userId: string, now: Date): Promise<IssueOutcome> {
-  return transactionOutcome(db, async (tx) => {
-    if (!(await insertIssueIfAbsent(tx, couponId, userId, now))) return ALREADY_ISSUED;
-    const { rowCount } = await tx.query(
-      `UPDATE coupons SET issued_quantity = issued_quantity + 1
-        WHERE id = $1 AND issued_quantity < total_quantity`,
-      [couponId],
-    );
-    return rowCount === 1 ? ISSUED : rollbackWith(SOLD_OUT);
-  });
 }

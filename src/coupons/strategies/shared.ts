@@ -1,8 +1,8 @@
 // Small pieces the database strategies share: refusal precedence, and a transaction's outcome
 // (rolled back with a refusal, or a COMMIT whose fate is unknown).
 import { OutcomeUnknownError, type Db, type Queryable, type Transaction } from '../../db/index.js';
-import { ALREADY_ISSUED, OUTCOME_UNKNOWN, SOLD_OUT, type IssueOutcome } from '../domain.js';
-import { findIssue } from '../repository.js';
+import { ALREADY_ISSUED, ISSUED, OUTCOME_UNKNOWN, SOLD_OUT, type IssueOutcome } from '../domain.js';
+import { claimUnit, findIssue, insertIssueIfAbsent } from '../repository.js';
 
 /** Stock is gone: a user who already holds the coupon still hears ALREADY_ISSUED. */
 export async function soldOutUnlessHeld(db: Queryable, couponId: number, userId: string): Promise<IssueOutcome> {
@@ -31,4 +31,17 @@ export async function transactionOutcome(db: Db, fn: (tx: Transaction) => Promis
     if (err instanceof OutcomeUnknownError) return OUTCOME_UNKNOWN;
     throw err;
   }
+}
+
+/**
+ * Insert the row unless the user has one (UNIQUE decides) and claim a unit only while below the
+ * stock (the conditional UPDATE decides), in one transaction: exact on its own, whatever sits in
+ * front of it. db-atomic's whole decision; the database half of redis-lock and redis-lua-sync.
+ */
+export function insertAndClaim(db: Db, couponId: number, userId: string, now: Date): Promise<IssueOutcome> {
+  return transactionOutcome(db, async (tx) => {
+    if (!(await insertIssueIfAbsent(tx, couponId, userId, now))) return ALREADY_ISSUED;
+    // The user was not a duplicate, so losing here means the last unit went to someone else.
+    return (await claimUnit(tx, couponId)) ? ISSUED : rollbackWith(SOLD_OUT);
+  });
 }

@@ -40,7 +40,7 @@ export interface IssueStrategy {
 }
 
 export interface StrategyModule {
-  /** One line for the README and the docs. */
+  /** One line: what it is (the OpenAPI description of a campaign's `strategy` lists them). */
   readonly summary: string;
   /** Services that must be configured for this strategy; campaigns cannot pick it without them. */
   readonly requires: readonly 'redis'[];
