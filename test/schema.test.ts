@@ -1,12 +1,14 @@
 // The schema's own guarantees, on both databases couponrush runs on: whatever the application
 // does, coupon_issues holds one row per (coupon, user), only for coupons that exist, and only for
-// well-formed user ids. Also the upgrade: a database migrated to 000001 with rows in it keeps
+// well-formed user ids; the over-issue CHECK exempts exactly the strategies that declare they
+// over-issue. Also the upgrade: a database migrated to 000001 with rows in it keeps
 // every row through the later migrations.
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, copyFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it, type TestContext } from 'node:test';
+import { STRATEGY_NAMES, strategyModules } from '../src/coupons/strategies/index.js';
 import { createPgliteDb, createPostgresDb, type Db } from '../src/db/index.js';
 import { MIGRATIONS_DIR, migrate } from '../src/db/migrate.js';
 import { createTestDatabase, needServer, PG_ADMIN_URL, type TestDatabase } from './helpers.js';
@@ -77,6 +79,22 @@ function schemaSuite(kind: 'pglite' | 'postgres'): void {
     // The inserts' ON CONFLICT clause names the constraint: it must keep that name.
     const skipped = await db.query(`${INSERT} ON CONFLICT ON CONSTRAINT coupon_issues_one_per_user DO NOTHING`, [coupon, 'alice']);
     assert.equal(skipped.rowCount, 0);
+  });
+
+  it('refuses an issued count above the stock for every strategy but those declaring mayOverIssue', async (t) => {
+    const db = await open(t);
+    if (db === undefined) return;
+    await migrate(db);
+    for (const strategy of STRATEGY_NAMES) {
+      const { rows } = await db.query<{ id: number }>(
+        `INSERT INTO coupons (name, total_quantity, issue_starts_at, issue_ends_at, strategy)
+         VALUES ('over-issue', 1, now(), now() + interval '1 hour', $1) RETURNING id`,
+        [strategy],
+      );
+      const over = db.query('UPDATE coupons SET issued_quantity = 2 WHERE id = $1', [rows[0]!.id]);
+      if (strategyModules[strategy].mayOverIssue) await over;
+      else await assert.rejects(over, /coupons_not_over_issued/, `${strategy} must not be able to over-issue`);
+    }
   });
 
   it('keeps every row when a database at 000001 is migrated to the latest', async (t) => {

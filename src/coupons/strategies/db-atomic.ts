@@ -10,6 +10,7 @@ export const dbAtomic: StrategyModule = {
   requires: [],
   admission: 'database',
   queued: false,
+  mayOverIssue: false,
   create: ({ db }) => ({
     async issue(coupon, userId, now) {
       // Cheap read first: once sold out, the stampede costs one SELECT instead of a transaction.

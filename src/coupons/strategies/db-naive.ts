@@ -11,6 +11,7 @@ export const dbNaive: StrategyModule = {
   requires: [],
   admission: 'database',
   queued: false,
+  mayOverIssue: true,
   create: ({ db }) => ({
     async issue(coupon, userId, now) {
       // The race: between this read and the update below, others read the same count.

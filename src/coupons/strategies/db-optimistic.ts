@@ -17,6 +17,7 @@ export const dbOptimistic: StrategyModule = {
   requires: [],
   admission: 'database',
   queued: false,
+  mayOverIssue: false,
   create: ({ db }) => ({
     async issue(coupon, userId, now) {
       for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {

@@ -11,6 +11,7 @@ export const dbPessimistic: StrategyModule = {
   requires: [],
   admission: 'database',
   queued: false,
+  mayOverIssue: false,
   create: ({ db }) => ({
     issue: (coupon, userId, now) =>
       transactionOutcome(db, async (tx) => {

@@ -135,5 +135,6 @@ export const local: StrategyModule = {
   requires: [],
   admission: 'process',
   queued: false,
+  mayOverIssue: false,
   create: ({ db, log }) => new LocalGate(db, log),
 };

@@ -12,6 +12,7 @@ export const processMutex: StrategyModule = {
   requires: [],
   admission: 'process',
   queued: false,
+  mayOverIssue: false,
   create: ({ db }) => {
     const mutexes = new Map<number, Mutex>();
     const mutexFor = (couponId: number) => {

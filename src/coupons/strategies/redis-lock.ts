@@ -35,6 +35,7 @@ export const redisLock: StrategyModule = {
   requires: ['redis'],
   admission: 'database',
   queued: false,
+  mayOverIssue: false,
   create: (ctx) => {
     const redis = redisOf(ctx);
     const { db, log } = ctx;

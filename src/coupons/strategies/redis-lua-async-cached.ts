@@ -48,6 +48,7 @@ export const redisLuaAsyncCached: StrategyModule = {
   requires: ['redis'],
   admission: 'redis',
   queued: true,
+  mayOverIssue: false,
   create: (ctx) => {
     const redis = redisOf(ctx);
     const strategy = new RedisLuaAsyncCached(redis, ctx.db, ctx.log);

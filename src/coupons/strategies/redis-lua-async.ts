@@ -89,5 +89,6 @@ export const redisLuaAsync: StrategyModule = {
   requires: ['redis'],
   admission: 'redis',
   queued: true,
+  mayOverIssue: false,
   create: (ctx) => new RedisLuaAsync(redisOf(ctx), ctx.db, ctx.log),
 };

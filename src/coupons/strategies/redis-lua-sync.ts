@@ -22,6 +22,7 @@ export const redisLuaSync: StrategyModule = {
   requires: ['redis'],
   admission: 'redis',
   queued: false,
+  mayOverIssue: false,
   create: (ctx) => {
     const redis = redisOf(ctx);
     const { db, log } = ctx;

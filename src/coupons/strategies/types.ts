@@ -53,5 +53,11 @@ export interface StrategyModule {
   readonly admission: 'database' | 'process' | 'redis';
   /** Admitted issuances are queued and persisted later by the worker (202, not 201). */
   readonly queued: boolean;
+  /**
+   * Over-issues by design (db-naive, kept to show the race): the bench reports its over-issue
+   * instead of failing, and the schema's over-issue CHECK exempts exactly these by name (a test
+   * holds the two together).
+   */
+  readonly mayOverIssue: boolean;
   create(ctx: StrategyContext): IssueStrategy;
 }
