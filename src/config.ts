@@ -5,6 +5,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import { STRATEGY_NAMES, unavailableReason, type StrategyName } from './coupons/strategies/index.js';
+import { DATABASE_URL_SCHEMES } from './db/types.js';
 
 export type AuthMode = 'jwt' | 'header';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -117,7 +118,7 @@ function urlVar(env: Env, name: string, protocols: readonly string[]): string | 
     throw new ConfigError(name, 'is not a valid URL');
   }
   if (!protocols.includes(url.protocol)) {
-    throw new ConfigError(name, `must start with ${protocols.map((p) => `${p}//`).join(' or ')}`);
+    throw new ConfigError(name, `must start with ${protocols.map((p) => `${p}//`).join(', ')}`);
   }
   return raw;
 }
@@ -227,7 +228,7 @@ export interface LoadOptions {
 }
 
 export function loadConfig(env: Env = process.env, options: LoadOptions = {}): Config {
-  const databaseUrl = urlVar(env, 'DATABASE_URL', ['postgres:', 'postgresql:']);
+  const databaseUrl = urlVar(env, 'DATABASE_URL', Object.keys(DATABASE_URL_SCHEMES));
   const redisUrl = urlVar(env, 'REDIS_URL', ['redis:', 'rediss:']);
   const redisPrefix = nonEmpty(env, 'REDIS_PREFIX') ?? 'couponrush:';
   // A brace would become the key's hash tag and break the per-coupon {cpn:N} slotting.

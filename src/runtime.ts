@@ -5,7 +5,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { Config } from './config.js';
 import { CouponService } from './coupons/service.js';
 import { StrategySet, strategiesWhere } from './coupons/strategies/index.js';
-import { createPgliteDb, createPostgresDb, type Db } from './db/index.js';
+import { createPgliteDb, openServerDb, type Db } from './db/index.js';
 import { migrate, pendingMigrations } from './db/migrate.js';
 import { Metrics } from './metrics/index.js';
 import { countRedisErrors, registerStreamMetrics } from './metrics/redis.js';
@@ -40,7 +40,7 @@ export interface RuntimeOptions {
 export function openDb(config: Config): Promise<Db> {
   return config.databaseUrl === undefined
     ? createPgliteDb(join(config.dataDir, 'pgdata'))
-    : Promise.resolve(createPostgresDb(config.databaseUrl, { poolSize: config.dbPoolSize }));
+    : Promise.resolve(openServerDb(config.databaseUrl, { poolSize: config.dbPoolSize }));
 }
 
 export async function createRuntime(config: Config, log: FastifyBaseLogger, options: RuntimeOptions = {}): Promise<Runtime> {

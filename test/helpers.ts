@@ -5,10 +5,11 @@ import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { TestContext } from 'node:test';
+import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { buildApp } from '../src/app.js';
 import { loadConfig, type Config } from '../src/config.js';
-import { createPgliteDb, createPostgresDb, type Db } from '../src/db/index.js';
+import { createMysqlDb, createPgliteDb, createPostgresDb, type Db, type Dialect } from '../src/db/index.js';
 import { signUserToken } from '../src/http/auth.js';
 import { createRuntime, type Runtime } from '../src/runtime.js';
 import type { FastifyInstance } from 'fastify';
@@ -17,6 +18,8 @@ import { pino } from 'pino';
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 export const JWT_SECRET = 'test-jwt-secret-0123456789abcdef0123456789';
 export const PG_ADMIN_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+/** MariaDB (or MySQL) the suites create their databases on; the user needs CREATE/DROP DATABASE. */
+export const MYSQL_ADMIN_URL = process.env.TEST_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/';
 
 const reachable = new Map<string, Promise<boolean>>();
 
@@ -45,7 +48,7 @@ export function canConnect(host: string, port: number): Promise<boolean> {
 /** Whether a server a test needs answers; if not, `missing` (skip loudly, or fail under CI=true). */
 export async function needServer(t: TestContext, name: string, url: string): Promise<boolean> {
   const u = new URL(url);
-  const port = Number(u.port || (u.protocol.startsWith('redis') ? 6379 : 5432));
+  const port = Number(u.port || (u.protocol.startsWith('redis') ? 6379 : u.protocol.startsWith('mysql') ? 3306 : 5432));
   if (await canConnect(u.hostname, port)) return true;
   missing(t, `${name} is not reachable at ${u.hostname}:${port} — start it to run this test`);
   return false;
@@ -67,9 +70,31 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-/** Creates a fresh, uniquely named PostgreSQL database. */
-export async function createTestDatabase(): Promise<TestDatabase> {
+/** Creates a fresh, uniquely named database on the PostgreSQL or the MariaDB/MySQL server. */
+export async function createTestDatabase(dialect: Dialect = 'postgres'): Promise<TestDatabase> {
   const name = `couponrush_test_${Date.now().toString(36)}_${randomBytes(4).toString('hex')}`;
+  if (dialect === 'mysql') {
+    const admin = await mysql.createConnection({ uri: MYSQL_ADMIN_URL });
+    try {
+      await admin.query(`CREATE DATABASE ${name}`);
+    } finally {
+      await admin.end();
+    }
+    const url = new URL(MYSQL_ADMIN_URL);
+    url.pathname = `/${name}`;
+    return {
+      url: url.toString(),
+      name,
+      async drop() {
+        const c = await mysql.createConnection({ uri: MYSQL_ADMIN_URL });
+        try {
+          await c.query(`DROP DATABASE IF EXISTS ${name}`);
+        } finally {
+          await c.end();
+        }
+      },
+    };
+  }
   const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
   await admin.connect();
   try {
@@ -94,12 +119,35 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   };
 }
 
-export type DbKind = 'postgres' | 'pglite';
+/** The database servers, by test kind: what `needDatabase` checks and where test databases go. */
+export const SERVER_KINDS = {
+  postgres: { name: 'PostgreSQL', url: PG_ADMIN_URL, dialect: 'postgres' },
+  mysql: { name: 'MariaDB', url: MYSQL_ADMIN_URL, dialect: 'mysql' },
+} as const;
+
+/** The kinds of database every stampede/invariant suite runs on. */
+export const DB_KINDS = ['postgres', 'pglite', 'mysql'] as const;
+/** The database servers (PGlite is in-process). */
+export const SERVER_DB_KINDS = ['postgres', 'mysql'] as const;
+
+/** Whether the server a kind of database needs answers (PGlite needs none); else `missing`. */
+export async function needDatabase(t: TestContext, kind: DbKind): Promise<boolean> {
+  if (kind === 'pglite') return true;
+  return needServer(t, SERVER_KINDS[kind].name, SERVER_KINDS[kind].url);
+}
+
+/** Opens a pool on a test database of a server kind. */
+export function openTestDb(kind: ServerDbKind, url: string, poolSize = 4): Db {
+  return kind === 'mysql' ? createMysqlDb(url, { poolSize }) : createPostgresDb(url, { poolSize });
+}
+
+export type DbKind = (typeof DB_KINDS)[number];
+export type ServerDbKind = (typeof SERVER_DB_KINDS)[number];
 
 export interface TestServerOptions {
   db: DbKind;
   env?: Record<string, string>;
-  /** Rewrites the PostgreSQL URL the app connects to (e.g. through a TcpProxy); the test's own stays direct. */
+  /** Rewrites the database URL the app connects to (e.g. through a TcpProxy); the test's own stays direct. */
   dbVia?: (url: string) => string;
 }
 
@@ -123,11 +171,11 @@ export interface CouponBody {
 }
 
 /**
- * Starts the real app on an ephemeral port over a fresh database: a new PostgreSQL database
- * (needs the server; check with `needServer` first) or an in-memory PGlite.
+ * Starts the real app on an ephemeral port over a fresh database: a new PostgreSQL or MariaDB
+ * database (needs the server; check with `needDatabase` first) or an in-memory PGlite.
  */
 export async function startTestServer(options: TestServerOptions): Promise<TestServer> {
-  const testDb = options.db === 'postgres' ? await createTestDatabase() : undefined;
+  const testDb = options.db === 'pglite' ? undefined : await createTestDatabase(SERVER_KINDS[options.db].dialect);
   const env: Record<string, string> = {
     ADMIN_TOKEN,
     JWT_SECRET,
@@ -137,7 +185,10 @@ export async function startTestServer(options: TestServerOptions): Promise<TestS
     ...options.env,
   };
   const config = loadConfig(env);
-  const db = testDb === undefined ? await createPgliteDb(undefined) : createPostgresDb(options.dbVia?.(testDb.url) ?? testDb.url, { poolSize: config.dbPoolSize });
+  const db =
+    testDb === undefined || options.db === 'pglite'
+      ? await createPgliteDb(undefined)
+      : openTestDb(options.db, options.dbVia?.(testDb.url) ?? testDb.url, config.dbPoolSize);
   const runtime = await createRuntime(config, pino({ level: 'silent' }), { migrate: true, db });
   const app = await buildApp(runtime);
   await app.listen({ port: 0, host: '127.0.0.1' });
@@ -262,8 +313,10 @@ export async function stampede(
 
 /** Rows actually in the database for a coupon. */
 export async function issuedRows(db: Db, couponId: number): Promise<{ rows: number; distinctUsers: number; counter: number; users: string[] }> {
-  const { rows } = await db.query<{ user_id: string }>('SELECT user_id FROM coupon_issues WHERE coupon_id = $1', [couponId]);
-  const c = await db.query<{ issued_quantity: number }>('SELECT issued_quantity FROM coupons WHERE id = $1', [couponId]);
+  // Portable SQL (no placeholders, the id is an integer): read independently of the repository.
+  const id = Math.trunc(couponId);
+  const { rows } = await db.query<{ user_id: string }>(`SELECT user_id FROM coupon_issues WHERE coupon_id = ${id}`);
+  const c = await db.query<{ issued_quantity: number }>(`SELECT issued_quantity FROM coupons WHERE id = ${id}`);
   const users = rows.map((r) => r.user_id);
   return { rows: users.length, distinctUsers: new Set(users).size, counter: c.rows[0]?.issued_quantity ?? -1, users };
 }

@@ -10,7 +10,7 @@ import { openRedis, type RedisHandle } from '../src/redis/client.js';
 import { WORKER_GROUP } from '../src/redis/keys.js';
 import { parseGroups, parsePendingSummary } from '../src/redis/streams.js';
 import { startWorker, type IssueWorker } from '../src/worker/worker.js';
-import { ADMIN_TOKEN, JWT_SECRET, request, startTestServer, type TestServer, type TestServerOptions } from './helpers.js';
+import { ADMIN_TOKEN, JWT_SECRET, request, startTestServer, type ServerDbKind, type TestServer, type TestServerOptions } from './helpers.js';
 
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -64,10 +64,13 @@ export interface RedisTestServer extends TestServer {
   adminHeaders: Record<string, string>;
 }
 
-/** The real app over a fresh PostgreSQL database and a fresh Redis key prefix. */
-export async function startRedisTestServer(env: Record<string, string> = {}, options: Pick<TestServerOptions, 'dbVia'> = {}): Promise<RedisTestServer> {
+/** The real app over a fresh PostgreSQL (or, with `db`, MariaDB) database and a fresh Redis key prefix. */
+export async function startRedisTestServer(
+  env: Record<string, string> = {},
+  options: Pick<TestServerOptions, 'dbVia'> & { db?: ServerDbKind } = {},
+): Promise<RedisTestServer> {
   const prefix = uniquePrefix();
-  const server = await startTestServer({ db: 'postgres', env: { REDIS_URL, REDIS_PREFIX: prefix, ...FAST_WORKER_ENV, ...env }, ...options });
+  const server = await startTestServer({ db: options.db ?? 'postgres', env: { REDIS_URL, REDIS_PREFIX: prefix, ...FAST_WORKER_ENV, ...env }, dbVia: options.dbVia });
   const redis = server.runtime.redis;
   if (redis === undefined) throw new Error('REDIS_URL did not open Redis');
   const workers: IssueWorker[] = [];

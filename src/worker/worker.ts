@@ -5,10 +5,10 @@
 //   start-up   its own pending entries first (a restart with the same consumer name), then
 //   loop       claim entries idle longer than WORKER_CLAIM_IDLE_MS (a dead or stuck worker's,
 //              or our own that failed) with XAUTOCLAIM; read new ones with XREADGROUP … COUNT
-//              … BLOCK; validate; write the batch in ONE statement (rows + issued counts); XACK
+//              … BLOCK; validate; write the batch in ONE transaction (rows + issued counts); XACK
 //              only after that commit; after a partial batch, linger WORKER_LINGER_MS so the next
-//              one is fuller. A redelivered entry is harmless (ON CONFLICT DO NOTHING, and the
-//              counter counts only rows inserted).
+//              one is fuller. A redelivered entry is harmless (the insert skips a pair already
+//              there, and the counter counts only rows inserted).
 //   failures   an entry that does not validate goes to the dead-letter stream at once; a batch
 //              the database refuses is retried entry by entry, and an entry failing its
 //              WORKER_MAX_DELIVERIES-th delivery is dead-lettered with the error. The database
@@ -315,7 +315,7 @@ export class IssueWorker {
     if (valid.length === 0) return;
     const started = performance.now();
     try {
-      await insertIssues(this.db, valid.map((v) => v.issue));
+      await this.db.transaction((tx) => insertIssues(tx, valid.map((v) => v.issue)));
     } catch (err) {
       if (isDependencyUnavailable(err)) throw err;
       this.log.warn({ err, entries: valid.length }, 'worker: batch refused by the database; writing its entries one by one');
@@ -342,7 +342,7 @@ export class IssueWorker {
   private async writeOne(d: Delivery, issue: NewIssue): Promise<void> {
     const started = performance.now();
     try {
-      await insertIssues(this.db, [issue]);
+      await this.db.transaction((tx) => insertIssues(tx, [issue]));
     } catch (err) {
       if (isDependencyUnavailable(err)) throw err;
       const deliveries = await this.deliveries(d);

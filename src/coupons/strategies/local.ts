@@ -107,7 +107,7 @@ class LocalGate implements IssueStrategy {
       // A transaction, not a lone statement: if the COMMIT's answer is lost, transaction() asks
       // the server what became of it, so the batch still gets a true answer.
       const rows = await this.db.transaction((tx) => insertIssues(tx, batch));
-      inserted = new Set(rows.map((r) => `${r.coupon_id}\u0000${r.user_id}`));
+      inserted = new Set(rows.map((r) => `${r.couponId}\u0000${r.userId}`));
     } catch (err) {
       // Nothing of the batch was written (or, OutcomeUnknownError, it cannot be known whether it
       // was): answer so, and rebuild the gates of the coupons involved from the database before

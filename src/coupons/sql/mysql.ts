@@ -1,0 +1,181 @@
+// The coupon statements in MySQL's dialect (MySQL 8.0.16+, MariaDB 10.11+). SQL both accept: no
+// RETURNING, no data-modifying CTE, no INSERT IGNORE (it would turn every error into a warning,
+// the over-issue CHECK's included). A duplicate is skipped by `ON DUPLICATE KEY UPDATE` with a
+// no-op assignment, which only a primary-key collision reaches and which reports 0 affected rows
+// (the connections count changed rows, src/db/mysql.ts). Connections run at READ COMMITTED.
+import type { Queryable, Transaction } from '../../db/index.js';
+import type { NewCoupon } from '../domain.js';
+import { COUPON_COLUMNS, toCoupon, type CampaignStock, type CouponIssuesTable, type CouponRow, type CouponsTable, type CouponStatements, type NewIssue } from './tables.js';
+
+const SKIP_DUPLICATE = 'ON DUPLICATE KEY UPDATE user_id = user_id';
+
+/** A row set a concurrent transaction changed between our read and our insert: the batch is retried. */
+export class ConcurrentIssueError extends Error {
+  constructor(couponId: number) {
+    super(`coupon ${couponId}: another transaction inserted some of the same issuances concurrently`);
+    this.name = 'ConcurrentIssueError';
+  }
+}
+
+export const mysqlStatements: CouponStatements = {
+  async insertCoupon(db: Queryable, c: NewCoupon) {
+    const { insertId } = await db.query(
+      `INSERT INTO coupons (name, total_quantity, issue_starts_at, issue_ends_at, strategy,
+                            discount_type, discount_value, min_order_amount)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      [c.name, c.totalQuantity, c.issueStartsAt, c.issueEndsAt, c.strategy, c.discountType, c.discountValue, c.minOrderAmount],
+    );
+    const created = await mysqlStatements.findCoupon(db, insertId!);
+    if (created === undefined) throw new Error(`coupon ${insertId} vanished right after its INSERT`);
+    return created;
+  },
+
+  async findCoupon(db, id) {
+    const { rows } = await db.query<CouponRow>(`SELECT ${COUPON_COLUMNS} FROM coupons WHERE id = ?`, [id]);
+    return rows[0] === undefined ? undefined : toCoupon(rows[0]);
+  },
+
+  async listCurrentCoupons(db, now, limit) {
+    const { rows } = await db.query<CouponRow>(
+      `SELECT ${COUPON_COLUMNS} FROM coupons WHERE issue_ends_at > ? ORDER BY issue_starts_at, id LIMIT ?`,
+      [now, limit],
+    );
+    return rows.map(toCoupon);
+  },
+
+  async issuedCount(db, couponId) {
+    const { rows } = await db.query<Pick<CouponsTable, 'issued_quantity'>>('SELECT issued_quantity FROM coupons WHERE id = ?', [couponId]);
+    return rows[0]?.issued_quantity;
+  },
+
+  async isSoldOut(db, couponId) {
+    const { rows } = await db.query<{ sold_out: number }>('SELECT issued_quantity >= total_quantity AS sold_out FROM coupons WHERE id = ?', [couponId]);
+    return rows[0] === undefined || rows[0].sold_out === 1;
+  },
+
+  async lockIssuedCount(tx, couponId) {
+    const { rows } = await tx.query<Pick<CouponsTable, 'issued_quantity'>>('SELECT issued_quantity FROM coupons WHERE id = ? FOR UPDATE', [couponId]);
+    return rows[0]?.issued_quantity;
+  },
+
+  async issuedAndVersion(tx, couponId) {
+    const { rows } = await tx.query<Pick<CouponsTable, 'issued_quantity' | 'version'>>('SELECT issued_quantity, version FROM coupons WHERE id = ?', [couponId]);
+    const row = rows[0];
+    return row === undefined ? undefined : { issued: row.issued_quantity, version: row.version };
+  },
+
+  async bumpIssued(tx, couponId) {
+    await tx.query('UPDATE coupons SET issued_quantity = issued_quantity + 1 WHERE id = ?', [couponId]);
+  },
+
+  async claimUnit(tx, couponId) {
+    const { rowCount } = await tx.query(
+      `UPDATE coupons SET issued_quantity = issued_quantity + 1
+        WHERE id = ? AND issued_quantity < total_quantity`,
+      [couponId],
+    );
+    return rowCount === 1;
+  },
+
+  async claimUnitAtVersion(tx, couponId, version) {
+    const { rowCount } = await tx.query(
+      `UPDATE coupons SET issued_quantity = issued_quantity + 1, version = version + 1
+        WHERE id = ? AND version = ?`,
+      [couponId, version],
+    );
+    return rowCount === 1;
+  },
+
+  async countCoupons(db) {
+    const { rows } = await db.query<{ n: number }>('SELECT COUNT(*) AS n FROM coupons');
+    return Number(rows[0]?.n ?? 0);
+  },
+
+  async campaignsOf(db, strategies, after) {
+    if (strategies.length === 0) return [];
+    const { rows } = await db.query<Pick<CouponsTable, 'id' | 'strategy'>>(
+      'SELECT id, strategy FROM coupons WHERE strategy IN (?) AND issue_ends_at > ? ORDER BY id',
+      [strategies, after],
+    );
+    return rows;
+  },
+
+  async campaignStock(db, from, to, limit) {
+    const { rows } = await db.query<CampaignStock>(
+      `SELECT id, strategy, total_quantity AS total, issued_quantity AS issued FROM coupons
+        WHERE issue_starts_at < ? AND issue_ends_at > ?
+        ORDER BY id DESC LIMIT ?`,
+      [to, from, limit],
+    );
+    return rows;
+  },
+
+  async findIssue(db, couponId, userId) {
+    const { rows } = await db.query<Pick<CouponIssuesTable, 'issued_at'>>(
+      'SELECT issued_at FROM coupon_issues WHERE coupon_id = ? AND user_id = ?',
+      [couponId, userId],
+    );
+    return rows[0] === undefined ? undefined : { issuedAt: rows[0].issued_at };
+  },
+
+  async listUserIssues(db, userId) {
+    const { rows } = await db.query<CouponRow & Pick<CouponIssuesTable, 'issued_at'>>(
+      `SELECT c.id, c.name, c.total_quantity, c.issued_quantity, c.issue_starts_at, c.issue_ends_at, c.strategy,
+              c.discount_type, c.discount_value, c.min_order_amount, i.issued_at
+         FROM coupon_issues i JOIN coupons c ON c.id = i.coupon_id
+        WHERE i.user_id = ?
+        ORDER BY i.issued_at DESC
+        LIMIT 1000`,
+      [userId],
+    );
+    return rows.map((row) => ({ coupon: toCoupon(row), issuedAt: row.issued_at }));
+  },
+
+  async insertIssueIfAbsent(tx, couponId, userId, issuedAt) {
+    const { rowCount } = await tx.query(`INSERT INTO coupon_issues (coupon_id, user_id, issued_at) VALUES (?, ?, ?) ${SKIP_DUPLICATE}`, [
+      couponId,
+      userId,
+      issuedAt,
+    ]);
+    return rowCount === 1;
+  },
+
+  async loadIssuedUsers(db, couponId) {
+    const { rows } = await db.query<Pick<CouponIssuesTable, 'user_id'>>('SELECT user_id FROM coupon_issues WHERE coupon_id = ?', [couponId]);
+    return rows.map((r) => r.user_id);
+  },
+
+  // Without RETURNING, the rows inserted are the batch minus the pairs already there: read those,
+  // insert the batch skipping duplicates, and check that the rows the server reports inserted are
+  // exactly that many. A mismatch means another transaction inserted some of the same pairs in
+  // between (a redelivered entry written twice at once): the caller's transaction rolls back and
+  // the batch is retried, rather than the counter moving by a guess. Coupons in id order, so two
+  // batches lock coupon rows in the same order.
+  async insertIssues(tx: Transaction, issues: readonly NewIssue[]) {
+    const byCoupon = new Map<number, NewIssue[]>();
+    for (const i of issues) {
+      const list = byCoupon.get(i.couponId);
+      if (list === undefined) byCoupon.set(i.couponId, [i]);
+      else list.push(i);
+    }
+    const inserted: Array<{ couponId: number; userId: string }> = [];
+    for (const couponId of [...byCoupon.keys()].sort((a, b) => a - b)) {
+      const group = byCoupon.get(couponId)!;
+      const { rows } = await tx.query<Pick<CouponIssuesTable, 'user_id'>>('SELECT user_id FROM coupon_issues WHERE coupon_id = ? AND user_id IN (?)', [
+        couponId,
+        group.map((i) => i.userId),
+      ]);
+      const present = new Set(rows.map((r) => r.user_id));
+      const fresh = new Map<string, NewIssue>();
+      for (const i of group) if (!present.has(i.userId) && !fresh.has(i.userId)) fresh.set(i.userId, i);
+      if (fresh.size === 0) continue;
+      const { rowCount } = await tx.query(`INSERT INTO coupon_issues (coupon_id, user_id, issued_at) VALUES ? ${SKIP_DUPLICATE}`, [
+        [...fresh.values()].map((i) => [i.couponId, i.userId, i.issuedAt]),
+      ]);
+      if (rowCount !== fresh.size) throw new ConcurrentIssueError(couponId);
+      await tx.query('UPDATE coupons SET issued_quantity = issued_quantity + ? WHERE id = ?', [rowCount, couponId]);
+      for (const userId of fresh.keys()) inserted.push({ couponId, userId });
+    }
+    return inserted;
+  },
+};

@@ -1,0 +1,156 @@
+// The coupon statements in PostgreSQL's dialect (a server, or embedded PGlite).
+import type { Queryable, Transaction } from '../../db/index.js';
+import type { NewCoupon } from '../domain.js';
+import { COUPON_COLUMNS, toCoupon, type CampaignStock, type CouponIssuesTable, type CouponRow, type CouponsTable, type CouponStatements, type NewIssue } from './tables.js';
+
+// One statement: the rows and the issued counts move together, and each coupon's counter grows by
+// exactly the rows inserted (duplicates are skipped; an over-issue fails the CHECK for the whole
+// statement).
+const INSERT_ISSUES_SQL = `
+  WITH ins AS (
+    INSERT INTO coupon_issues (coupon_id, user_id, issued_at)
+    SELECT * FROM unnest($1::int[], $2::text[], $3::timestamptz[])
+    ON CONFLICT ON CONSTRAINT coupon_issues_one_per_user DO NOTHING
+    RETURNING coupon_id, user_id
+  ), bumped AS (
+    UPDATE coupons c SET issued_quantity = c.issued_quantity + n.rows
+      FROM (SELECT coupon_id, count(*)::int AS rows FROM ins GROUP BY coupon_id) n
+     WHERE c.id = n.coupon_id
+  )
+  SELECT coupon_id, user_id FROM ins`;
+
+export const postgresStatements: CouponStatements = {
+  async insertCoupon(db: Queryable, c: NewCoupon) {
+    const { rows } = await db.query<CouponRow>(
+      `INSERT INTO coupons (name, total_quantity, issue_starts_at, issue_ends_at, strategy,
+                            discount_type, discount_value, min_order_amount)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+       RETURNING ${COUPON_COLUMNS}`,
+      [c.name, c.totalQuantity, c.issueStartsAt, c.issueEndsAt, c.strategy, c.discountType, c.discountValue, c.minOrderAmount],
+    );
+    return toCoupon(rows[0]!);
+  },
+
+  async findCoupon(db, id) {
+    const { rows } = await db.query<CouponRow>(`SELECT ${COUPON_COLUMNS} FROM coupons WHERE id = $1`, [id]);
+    return rows[0] === undefined ? undefined : toCoupon(rows[0]);
+  },
+
+  async listCurrentCoupons(db, now, limit) {
+    const { rows } = await db.query<CouponRow>(
+      `SELECT ${COUPON_COLUMNS} FROM coupons WHERE issue_ends_at > $1 ORDER BY issue_starts_at, id LIMIT $2`,
+      [now, limit],
+    );
+    return rows.map(toCoupon);
+  },
+
+  async issuedCount(db, couponId) {
+    const { rows } = await db.query<Pick<CouponsTable, 'issued_quantity'>>('SELECT issued_quantity FROM coupons WHERE id = $1', [couponId]);
+    return rows[0]?.issued_quantity;
+  },
+
+  async isSoldOut(db, couponId) {
+    const { rows } = await db.query<{ sold_out: boolean }>('SELECT issued_quantity >= total_quantity AS sold_out FROM coupons WHERE id = $1', [couponId]);
+    return rows[0]?.sold_out !== false;
+  },
+
+  async lockIssuedCount(tx, couponId) {
+    const { rows } = await tx.query<Pick<CouponsTable, 'issued_quantity'>>('SELECT issued_quantity FROM coupons WHERE id = $1 FOR UPDATE', [couponId]);
+    return rows[0]?.issued_quantity;
+  },
+
+  async issuedAndVersion(tx, couponId) {
+    const { rows } = await tx.query<Pick<CouponsTable, 'issued_quantity' | 'version'>>('SELECT issued_quantity, version FROM coupons WHERE id = $1', [couponId]);
+    const row = rows[0];
+    return row === undefined ? undefined : { issued: row.issued_quantity, version: row.version };
+  },
+
+  async bumpIssued(tx, couponId) {
+    await tx.query('UPDATE coupons SET issued_quantity = issued_quantity + 1 WHERE id = $1', [couponId]);
+  },
+
+  async claimUnit(tx, couponId) {
+    const { rowCount } = await tx.query(
+      `UPDATE coupons SET issued_quantity = issued_quantity + 1
+        WHERE id = $1 AND issued_quantity < total_quantity`,
+      [couponId],
+    );
+    return rowCount === 1;
+  },
+
+  async claimUnitAtVersion(tx, couponId, version) {
+    const { rowCount } = await tx.query(
+      `UPDATE coupons SET issued_quantity = issued_quantity + 1, version = version + 1
+        WHERE id = $1 AND version = $2`,
+      [couponId, version],
+    );
+    return rowCount === 1;
+  },
+
+  async countCoupons(db) {
+    const { rows } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM coupons');
+    return rows[0]?.n ?? 0;
+  },
+
+  async campaignsOf(db, strategies, after) {
+    const { rows } = await db.query<Pick<CouponsTable, 'id' | 'strategy'>>(
+      'SELECT id, strategy FROM coupons WHERE strategy = ANY($1::text[]) AND issue_ends_at > $2 ORDER BY id',
+      [strategies, after],
+    );
+    return rows;
+  },
+
+  async campaignStock(db, from, to, limit) {
+    const { rows } = await db.query<CampaignStock>(
+      `SELECT id, strategy, total_quantity AS total, issued_quantity AS issued FROM coupons
+        WHERE issue_starts_at < $2 AND issue_ends_at > $1
+        ORDER BY id DESC LIMIT $3`,
+      [from, to, limit],
+    );
+    return rows;
+  },
+
+  async findIssue(db, couponId, userId) {
+    const { rows } = await db.query<Pick<CouponIssuesTable, 'issued_at'>>(
+      'SELECT issued_at FROM coupon_issues WHERE coupon_id = $1 AND user_id = $2',
+      [couponId, userId],
+    );
+    return rows[0] === undefined ? undefined : { issuedAt: rows[0].issued_at };
+  },
+
+  async listUserIssues(db, userId) {
+    const { rows } = await db.query<CouponRow & Pick<CouponIssuesTable, 'issued_at'>>(
+      `SELECT c.id, c.name, c.total_quantity, c.issued_quantity, c.issue_starts_at, c.issue_ends_at, c.strategy,
+              c.discount_type, c.discount_value, c.min_order_amount, i.issued_at
+         FROM coupon_issues i JOIN coupons c ON c.id = i.coupon_id
+        WHERE i.user_id = $1
+        ORDER BY i.issued_at DESC
+        LIMIT 1000`,
+      [userId],
+    );
+    return rows.map((row) => ({ coupon: toCoupon(row), issuedAt: row.issued_at }));
+  },
+
+  async insertIssueIfAbsent(tx, couponId, userId, issuedAt) {
+    const { rowCount } = await tx.query(
+      `INSERT INTO coupon_issues (coupon_id, user_id, issued_at) VALUES ($1, $2, $3)
+       ON CONFLICT ON CONSTRAINT coupon_issues_one_per_user DO NOTHING`,
+      [couponId, userId, issuedAt],
+    );
+    return rowCount === 1;
+  },
+
+  async loadIssuedUsers(db, couponId) {
+    const { rows } = await db.query<Pick<CouponIssuesTable, 'user_id'>>('SELECT user_id FROM coupon_issues WHERE coupon_id = $1', [couponId]);
+    return rows.map((r) => r.user_id);
+  },
+
+  async insertIssues(tx: Transaction, issues: readonly NewIssue[]) {
+    const { rows } = await tx.query<Pick<CouponIssuesTable, 'coupon_id' | 'user_id'>>(INSERT_ISSUES_SQL, [
+      issues.map((i) => i.couponId),
+      issues.map((i) => i.userId),
+      issues.map((i) => i.issuedAt.toISOString()),
+    ]);
+    return rows.map((r) => ({ couponId: r.coupon_id, userId: r.user_id }));
+  },
+};

@@ -1,0 +1,170 @@
+// PostgreSQL over node-postgres (a pool), and embedded PostgreSQL (PGlite, one connection).
+import { mkdirSync } from 'node:fs';
+import pg from 'pg';
+import { PGlite } from '@electric-sql/pglite';
+import { askUntil } from '../util/ask-until.js';
+import { OutcomeUnknownError, type Db, type QueryResult, type ServerDbOptions, type Transaction } from './types.js';
+
+export function createPostgresDb(url: string, options: ServerDbOptions): Db {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: options.poolSize,
+    connectionTimeoutMillis: options.connectionTimeoutMs ?? 5_000,
+    statement_timeout: options.statementTimeoutMs ?? 10_000,
+    idleTimeoutMillis: 30_000,
+  });
+  // An idle client losing its server must not crash the process; the next query reports it.
+  pool.on('error', () => {});
+  const query = async <R>(sql: string, params?: readonly unknown[]) => {
+    const res = await pool.query(sql, params as unknown[] | undefined);
+    return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 };
+  };
+  return {
+    kind: 'postgres',
+    dialect: 'postgres',
+    query,
+    async transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T> {
+      const client = await pool.connect();
+      // pg-pool listens for a client's 'error' only while it is idle in the pool. A checked-out
+      // client whose server goes away emits 'error' (after failing the query in flight, if any):
+      // without a listener that is an uncaught exception that ends the process.
+      const ignore = () => {};
+      client.on('error', ignore);
+      let broken = false;
+      const release = () => {
+        client.removeListener('error', ignore);
+        client.release(broken);
+      };
+      let result: T;
+      let xid: string | undefined;
+      try {
+        // The transaction's id, known before COMMIT goes out: if the COMMIT's answer is lost,
+        // txid_status(xid) tells what became of it.
+        const begun = (await client.query(BEGIN_SQL)) as unknown as Array<pg.QueryResult<{ xid: string }>>;
+        xid = begun[1]?.rows[0]?.xid;
+        result = await fn(onClient(client));
+      } catch (err) {
+        // No COMMIT was sent: whatever happened, the server rolls the transaction back.
+        try {
+          await client.query('ROLLBACK');
+        } catch {
+          broken = true; // connection is gone; do not hand it back to the pool
+        }
+        release();
+        throw err;
+      }
+      try {
+        await client.query('COMMIT');
+      } catch (err) {
+        broken = true;
+        release();
+        const status = xid === undefined ? 'unknown' : await commitStatus(pool, xid);
+        if (status === 'committed') return result;
+        if (status === 'aborted') throw err;
+        throw new OutcomeUnknownError('the COMMIT was sent and no answer came', { cause: err });
+      }
+      release();
+      return result;
+    },
+    async session(fn) {
+      const client = await pool.connect();
+      const ignore = () => {};
+      client.on('error', ignore);
+      let broken = false;
+      try {
+        return await fn(onClient(client));
+      } catch (err) {
+        broken = true; // it may hold session state (a lock) that must not go back to the pool
+        throw err;
+      } finally {
+        client.removeListener('error', ignore);
+        client.release(broken);
+      }
+    },
+    async exec(sql) {
+      await pool.query(sql);
+    },
+    poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
+    close: () => pool.end(),
+  };
+}
+
+function onClient(client: pg.PoolClient): Transaction {
+  return {
+    dialect: 'postgres',
+    async query<R>(sql: string, params?: readonly unknown[]) {
+      const res = await client.query(sql, params as unknown[] | undefined);
+      return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 };
+    },
+    async exec(sql) {
+      await client.query(sql);
+    },
+  };
+}
+
+const BEGIN_SQL = 'BEGIN; SELECT txid_current()::text AS xid';
+
+/**
+ * What became of transaction `xid` whose COMMIT answer was lost: asks the server (on another
+ * connection, as soon as one works) until it says committed or aborted — after a crash, a
+ * transaction that did not commit is reported aborted — or LOST_ANSWER_CHECK_MS has passed.
+ */
+async function commitStatus(pool: pg.Pool, xid: string): Promise<'committed' | 'aborted' | 'unknown'> {
+  const status = await askUntil(async () => {
+    let s: string | null | undefined;
+    try {
+      s = (await pool.query<{ status: string | null }>('SELECT txid_status($1::bigint) AS status', [xid])).rows[0]?.status;
+    } catch (err) {
+      // A server restarted from a crash may not have logged that the id was ever handed out; a
+      // transaction whose commit record was not logged did not commit.
+      if (/is in the future/.test((err as Error).message)) return 'aborted';
+      throw err;
+    }
+    return s === 'committed' || s === 'aborted' ? s : undefined; // 'in progress': ask again
+  });
+  return status ?? 'unknown';
+}
+
+/** Embedded PostgreSQL (WASM). `dataDir` undefined → in memory (tests). */
+export async function createPgliteDb(dataDir: string | undefined): Promise<Db> {
+  if (dataDir !== undefined) mkdirSync(dataDir, { recursive: true });
+  const lite = await PGlite.create(dataDir);
+  let waiting = 0;
+  const wrap = async <R>(run: () => Promise<{ rows: unknown[]; affectedRows?: number }>): Promise<QueryResult<R>> => {
+    const res = await run();
+    return { rows: res.rows as R[], rowCount: res.affectedRows ?? res.rows.length };
+  };
+  return {
+    kind: 'pglite',
+    dialect: 'postgres',
+    query: (sql, params) => wrap(() => lite.query(sql, params as unknown[] | undefined)),
+    async transaction(fn) {
+      waiting++;
+      return lite.transaction(async (t) => {
+        waiting--;
+        return fn({
+          dialect: 'postgres',
+          query: (sql, params) => wrap(() => t.query(sql, params as unknown[] | undefined)),
+          exec: async (sql) => {
+            await t.exec(sql);
+          },
+        });
+      });
+    },
+    // One connection: every call is already on the same session.
+    session: (fn) =>
+      fn({
+        dialect: 'postgres',
+        query: (sql, params) => wrap(() => lite.query(sql, params as unknown[] | undefined)),
+        exec: async (sql) => {
+          await lite.exec(sql);
+        },
+      }),
+    async exec(sql) {
+      await lite.exec(sql);
+    },
+    // PGlite is one connection; "waiting" counts transactions queued for it.
+    poolStats: () => ({ total: 1, idle: waiting === 0 ? 1 : 0, waiting }),
+    close: () => lite.close(),
+  };
+}
