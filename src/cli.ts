@@ -40,7 +40,7 @@ const program = new Command('couponrush')
 
 program
   .command('serve')
-  .description('run the HTTP API (embedded PostgreSQL unless DATABASE_URL is set)')
+  .description('run the HTTP API (embedded PostgreSQL unless DATABASE_URL names a PostgreSQL or MySQL/MariaDB server)')
   .option('--migrate', 'apply pending migrations before serving (always done in embedded mode)')
   .option('--workers <n>', 'API processes on this machine sharing the port (node:cluster; needs DATABASE_URL)', positiveInt, 1)
   .option('--with-worker', 'also run the stream worker in this process (needs REDIS_URL; the way to persist queued issuances on the embedded database)')
@@ -72,7 +72,7 @@ program
 
 program
   .command('worker')
-  .description('persist queued issuances from the Redis Streams into PostgreSQL (several may run at once; needs DATABASE_URL and REDIS_URL)')
+  .description('persist queued issuances from the Redis Streams into the database (several may run at once; needs DATABASE_URL and REDIS_URL)')
   .option(
     '--consumer <name>',
     'consumer name; the default (<hostname>-<pid>) is new at every restart, so pass one that is stable (the pod name): a restart then finishes its own pending entries first instead of leaving them to be claimed after WORKER_CLAIM_IDLE_MS',

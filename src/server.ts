@@ -5,6 +5,7 @@ import { pino } from 'pino';
 import { buildApp } from './app.js';
 import type { Config } from './config.js';
 import { countCoupons, insertCoupon, listCurrentCoupons } from './coupons/repository.js';
+import { dialectOf } from './db/index.js';
 import { signUserToken } from './http/auth.js';
 import { startAdminListener, type AdminListener } from './http/admin-listener.js';
 import { reapIdleConnections } from './http/drain.js';
@@ -96,7 +97,7 @@ export async function printBanner(server: RunningServer): Promise<void> {
   const { config } = server.runtime;
   const url = server.url.replace('[::1]', 'localhost');
   const adminBase = server.adminUrl?.replace('[::1]', 'localhost') ?? url;
-  const where = config.embedded ? `embedded PostgreSQL in ${config.dataDir}` : 'PostgreSQL at DATABASE_URL';
+  const where = config.embedded ? `embedded PostgreSQL in ${config.dataDir}` : `${config.databaseUrl !== undefined && dialectOf(config.databaseUrl) === 'mysql' ? 'MySQL/MariaDB' : 'PostgreSQL'} at DATABASE_URL`;
   const lines = [
     '',
     `couponrush is listening on ${url} (${where}, default strategy ${config.defaultStrategy})`,

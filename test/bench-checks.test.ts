@@ -120,7 +120,7 @@ describe('the verifier', () => {
       };
       const check = (couponId: number, stock: number, acked: number[], statuses: Record<number, number>, overIssueExpected = false) =>
         verify({
-          db: pool,
+          db,
           couponId,
           stock,
           overIssueExpected,

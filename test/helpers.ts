@@ -10,6 +10,7 @@ import pg from 'pg';
 import { buildApp } from '../src/app.js';
 import { loadConfig, type Config } from '../src/config.js';
 import { createMysqlDb, createPgliteDb, createPostgresDb, type Db, type Dialect } from '../src/db/index.js';
+import { lockIssuedCount } from '../src/coupons/repository.js';
 import { signUserToken } from '../src/http/auth.js';
 import { createRuntime, type Runtime } from '../src/runtime.js';
 import type { FastifyInstance } from 'fastify';
@@ -319,4 +320,46 @@ export async function issuedRows(db: Db, couponId: number): Promise<{ rows: numb
   const c = await db.query<{ issued_quantity: number }>(`SELECT issued_quantity FROM coupons WHERE id = ${id}`);
   const users = rows.map((r) => r.user_id);
   return { rows: users.length, distinctUsers: new Set(users).size, counter: c.rows[0]?.issued_quantity ?? -1, users };
+}
+
+/**
+ * Makes the database refuse every insert of `userId` into coupon_issues with `message` (a trigger,
+ * in the database's dialect), until the returned function drops it.
+ */
+export async function refuseInsertsOf(db: Db, userId: string, message: string): Promise<() => Promise<void>> {
+  if (!/^[\w-]+$/.test(userId) || !/^[\w ]+$/.test(message)) throw new Error('refuseInsertsOf: plain ids and messages only');
+  const name = `test_refuse_${userId.replace(/-/g, '_')}`;
+  if (db.dialect === 'mysql') {
+    await db.query(`CREATE TRIGGER ${name} BEFORE INSERT ON coupon_issues FOR EACH ROW
+      BEGIN IF NEW.user_id = '${userId}' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = '${message}'; END IF; END`);
+    return async () => {
+      await db.query(`DROP TRIGGER ${name}`);
+    };
+  }
+  await db.exec(`
+    CREATE FUNCTION ${name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION '${message}'; END $$;
+    CREATE TRIGGER ${name} BEFORE INSERT ON coupon_issues FOR EACH ROW WHEN (NEW.user_id = '${userId}') EXECUTE FUNCTION ${name}();`);
+  return async () => {
+    await db.exec(`DROP TRIGGER ${name} ON coupon_issues; DROP FUNCTION ${name}();`);
+  };
+}
+
+/** Holds the coupon's row lock (SELECT … FOR UPDATE in an open transaction) until the returned function is called. */
+export async function holdCouponRow(db: Db, couponId: number): Promise<() => Promise<void>> {
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  let locked!: () => void;
+  const isLocked = new Promise<void>((r) => (locked = r));
+  const done = db
+    .transaction(async (tx) => {
+      await lockIssuedCount(tx, couponId);
+      locked();
+      await released;
+    })
+    .catch(() => undefined);
+  await isLocked;
+  return async () => {
+    release();
+    await done;
+  };
 }

@@ -1,10 +1,10 @@
-// The stampede test of the core issue for each Redis strategy, on real PostgreSQL and real Redis:
+// The stampede test of the core issue for each Redis strategy, on real PostgreSQL, real MariaDB and real Redis:
 // 2,000 concurrent HTTP requests from 1,000 users against stock 500 — exactly the stock in the
 // database once the queue is drained, no user twice, success responses == stock. Plus the
 // PENDING → ISSUED status of the async path and the sync path's rollback of a failed insert.
 import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
-import { issuedRows, needServer, PG_ADMIN_URL, request, stampede } from './helpers.js';
+import { issuedRows, needDatabase, needServer, refuseInsertsOf, request, SERVER_DB_KINDS, stampede, type ServerDbKind } from './helpers.js';
 import { backlog, issueAll, REDIS_URL, startRedisTestServer, waitFor, waitForDrain } from './redis-helpers.js';
 
 const STOCK = 500;
@@ -18,15 +18,15 @@ const STRATEGIES = [
   { name: 'redis-lua-async-cached', success: 202, queued: true },
 ] as const;
 
-async function servers(t: TestContext): Promise<boolean> {
-  return (await needServer(t, 'PostgreSQL', PG_ADMIN_URL)) && (await needServer(t, 'Redis', REDIS_URL));
+async function servers(t: TestContext, db: ServerDbKind = 'postgres'): Promise<boolean> {
+  return (await needDatabase(t, db)) && (await needServer(t, 'Redis', REDIS_URL));
 }
 
-describe('POST /coupons/:id/issues under a stampede (Redis strategies, PostgreSQL)', () => {
+for (const dbKind of SERVER_DB_KINDS) describe(`POST /coupons/:id/issues under a stampede (Redis strategies, ${dbKind})`, () => {
   for (const { name, success, queued } of STRATEGIES) {
     it(`${name}: issues exactly the stock, never twice to one user, queue drained`, async (t) => {
-      if (!(await servers(t))) return;
-      const server = await startRedisTestServer();
+      if (!(await servers(t, dbKind))) return;
+      const server = await startRedisTestServer({}, { db: dbKind });
       try {
         if (queued) await server.startWorker('w1');
         const { id } = await server.createCoupon({ totalQuantity: STOCK, strategy: name });
@@ -127,15 +127,13 @@ describe('redis-lua-async: GET /coupons/:id', () => {
   });
 });
 
-describe('redis-lua-sync: a failed insert', () => {
+for (const dbKind of SERVER_DB_KINDS) describe(`redis-lua-sync: a failed insert (${dbKind})`, () => {
   it('is rolled back in Redis by release.lua, so Redis and the database agree', async (t) => {
-    if (!(await servers(t))) return;
-    const server = await startRedisTestServer();
+    if (!(await servers(t, dbKind))) return;
+    const server = await startRedisTestServer({}, { db: dbKind });
     try {
       const { id } = await server.createCoupon({ totalQuantity: 5, strategy: 'redis-lua-sync' });
-      await server.db.exec(`
-        CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by test'; END $$;
-        CREATE TRIGGER test_refuse BEFORE INSERT ON coupon_issues FOR EACH ROW WHEN (NEW.user_id = 'mallory') EXECUTE FUNCTION test_refuse();`);
+      const fix = await refuseInsertsOf(server.db, 'mallory', 'refused by test');
       const statuses = await issueAll(server, id, ['alice', 'mallory', 'bob']);
       assert.equal(statuses.get('alice'), 201);
       assert.equal(statuses.get('bob'), 201);
@@ -144,7 +142,7 @@ describe('redis-lua-sync: a failed insert', () => {
       assert.equal(await server.redis.client.sismember(keys.users, 'mallory'), 0, 'the admission was released');
       assert.equal(await server.redis.client.hget(keys.state, 'issued'), '2', 'Redis counts what the database has');
       assert.equal((await issuedRows(server.db, id)).rows, 2);
-      await server.db.exec('DROP TRIGGER test_refuse ON coupon_issues');
+      await fix();
       assert.equal((await issueAll(server, id, ['mallory'])).get('mallory'), 201, 'and the user can try again');
     } finally {
       await server.close();

@@ -10,7 +10,7 @@ import { openRedis, type RedisHandle } from '../src/redis/client.js';
 import { WORKER_GROUP } from '../src/redis/keys.js';
 import { parseGroups, parsePendingSummary } from '../src/redis/streams.js';
 import { startWorker, type IssueWorker } from '../src/worker/worker.js';
-import { ADMIN_TOKEN, JWT_SECRET, request, startTestServer, type ServerDbKind, type TestServer, type TestServerOptions } from './helpers.js';
+import { ADMIN_TOKEN, issuedRows, JWT_SECRET, request, startTestServer, type ServerDbKind, type TestServer, type TestServerOptions } from './helpers.js';
 
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -129,8 +129,7 @@ export async function waitForDrain(server: Pick<RedisTestServer, 'db' | 'redis'>
   await waitFor(
     `${rows} rows for coupon ${couponId} and an empty backlog`,
     async () => {
-      const { rows: r } = await server.db.query<{ n: number }>('SELECT count(*)::int AS n FROM coupon_issues WHERE coupon_id = $1', [couponId]);
-      if (r[0]?.n !== rows) return false;
+      if ((await issuedRows(server.db, couponId)).rows !== rows) return false;
       const b = await backlog(server.redis, couponId);
       return b.pending === 0 && b.undelivered === 0;
     },

@@ -1,10 +1,9 @@
-// The stream worker under failure, on real PostgreSQL, real Redis and real HTTP: a worker killed
+// The stream worker under failure, on real PostgreSQL and MariaDB, real Redis and real HTTP: a worker killed
 // with SIGKILL in the middle of a drain, two workers at once, and poison entries that go to the
 // dead-letter stream and are replayed once their cause is fixed.
 import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
-import pg from 'pg';
-import { issuedRows, needServer, PG_ADMIN_URL, request } from './helpers.js';
+import { holdCouponRow, issuedRows, needDatabase, needServer, refuseInsertsOf, request, SERVER_DB_KINDS, type ServerDbKind } from './helpers.js';
 import {
   backlog,
   exited,
@@ -20,16 +19,16 @@ import {
 import { WORKER_GROUP } from '../src/redis/keys.js';
 import { parsePendingSummary, parseRead } from '../src/redis/streams.js';
 
-async function servers(t: TestContext): Promise<boolean> {
-  return (await needServer(t, 'PostgreSQL', PG_ADMIN_URL)) && (await needServer(t, 'Redis', REDIS_URL));
+async function servers(t: TestContext, db: ServerDbKind = 'postgres'): Promise<boolean> {
+  return (await needDatabase(t, db)) && (await needServer(t, 'Redis', REDIS_URL));
 }
 
-describe('couponrush worker', () => {
+for (const dbKind of SERVER_DB_KINDS) describe(`couponrush worker (${dbKind})`, () => {
   it('killed with SIGKILL mid-drain: a new worker persists every admitted issuance exactly once', async (t) => {
-    if (!(await servers(t))) return;
-    const server = await startRedisTestServer({ WORKER_BATCH_SIZE: '50' });
+    if (!(await servers(t, dbKind))) return;
+    const server = await startRedisTestServer({ WORKER_BATCH_SIZE: '50' }, { db: dbKind });
     const children: ReturnType<typeof spawnWorker>[] = [];
-    const locker = new pg.Client({ connectionString: server.config.databaseUrl });
+    let unlock: (() => Promise<void>) | undefined;
     try {
       const { id } = await server.createCoupon({ totalQuantity: 450, strategy: 'redis-lua-async' });
       const stream = server.redis.keys.campaign(id).stream;
@@ -42,9 +41,7 @@ describe('couponrush worker', () => {
       await waitForDrain(server, id, 200);
 
       // Hold the coupon row so A's next batch write blocks inside the database, then admit wave 2.
-      await locker.connect();
-      await locker.query('BEGIN');
-      await locker.query('SELECT 1 FROM coupons WHERE id = $1 FOR UPDATE', [id]);
+      unlock = await holdCouponRow(server.db, id);
       admitted.push(...withStatus(await issueAll(server, id, usersRange(200, 400)), 202));
       await waitFor('worker A holds a batch it has not acknowledged', async () => {
         const reply = (await server.redis.client.xpending(stream, WORKER_GROUP, '-', '+', 1000, 'worker-a')) as unknown[];
@@ -52,7 +49,7 @@ describe('couponrush worker', () => {
       });
       a.kill('SIGKILL');
       assert.equal((await exited(a)).signal, 'SIGKILL');
-      await locker.query('ROLLBACK');
+      await unlock();
 
       // Admissions go on while no worker runs; then worker B claims A's entries and drains.
       admitted.push(...withStatus(await issueAll(server, id, usersRange(400, 500)), 202));
@@ -74,14 +71,14 @@ describe('couponrush worker', () => {
     } finally {
       for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
       await Promise.all(children.map(exited));
-      await locker.end().catch(() => undefined);
+      await unlock?.();
       await server.close();
     }
   });
 
   it('two workers at once: no duplicates, no loss', async (t) => {
-    if (!(await servers(t))) return;
-    const server = await startRedisTestServer({ WORKER_BATCH_SIZE: '20' });
+    if (!(await servers(t, dbKind))) return;
+    const server = await startRedisTestServer({ WORKER_BATCH_SIZE: '20' }, { db: dbKind });
     try {
       const w1 = await server.startWorker('w1');
       const w2 = await server.startWorker('w2');
@@ -103,46 +100,14 @@ describe('couponrush worker', () => {
     }
   });
 
-  it('trims a stream only below what every consumer group has acknowledged', async (t) => {
-    if (!(await servers(t))) return;
-    const server = await startRedisTestServer();
-    try {
-      const { id } = await server.createCoupon({ totalQuantity: 10, strategy: 'redis-lua-async' });
-      const { stream } = server.redis.keys.campaign(id);
-      const r = server.redis.client;
-      await issueAll(server, id, usersRange(0, 5), 1);
-      // A second group (say, an audit consumer) that is behind: it acked 2, holds 1 pending.
-      await r.xgroup('CREATE', stream, 'audit', '0');
-      const read = async (count: number) => parseRead(await r.call('XREADGROUP', 'GROUP', 'audit', 'a1', 'COUNT', count, 'STREAMS', stream, '>'))[0]?.entries ?? [];
-      const firstThree = await read(3);
-      await r.xack(stream, 'audit', firstThree[0]!.id, firstThree[1]!.id);
-
-      const worker = await server.startWorker('w1');
-      await waitForDrain(server, id, 5);
-      await worker.upkeep();
-      const kept = (await r.xrange(stream, '-', '+')).map(([entryId]) => entryId);
-      assert.equal(kept.length, 3, "kept: audit's pending entry and the two it never read");
-      assert.equal(kept[0], firstThree[2]!.id);
-
-      const rest = await read(10);
-      await r.xack(stream, 'audit', firstThree[2]!.id, ...rest.map((e) => e.id));
-      await worker.upkeep();
-      assert.equal(await r.xlen(stream), 0, 'everything acknowledged by every group is trimmed');
-    } finally {
-      await server.close();
-    }
-  });
-
   it('dead-letters a poison entry with its reason, lets the rest flow, and replays it once fixed', async (t) => {
-    if (!(await servers(t))) return;
-    const server = await startRedisTestServer();
+    if (!(await servers(t, dbKind))) return;
+    const server = await startRedisTestServer({}, { db: dbKind });
     try {
       const { id } = await server.createCoupon({ totalQuantity: 50, strategy: 'redis-lua-async' });
       const keys = server.redis.keys.campaign(id);
       // The database refuses one user's row: the entry fails on every delivery.
-      await server.db.exec(`
-        CREATE FUNCTION test_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'poisoned by the test'; END $$;
-        CREATE TRIGGER test_poison BEFORE INSERT ON coupon_issues FOR EACH ROW WHEN (NEW.user_id = 'poison-1') EXECUTE FUNCTION test_poison();`);
+      const fix = await refuseInsertsOf(server.db, 'poison-1', 'poisoned by the test');
       await server.startWorker('w1');
       const first = await issueAll(server, id, [...usersRange(0, 10), 'poison-1', ...usersRange(10, 20)]);
       assert.equal(withStatus(first, 202).length, 21);
@@ -170,7 +135,7 @@ describe('couponrush worker', () => {
       await waitForDrain(server, id, 25);
 
       // Fix the cause, replay.
-      await server.db.exec('DROP TRIGGER test_poison ON coupon_issues');
+      await fix();
       const replay = await request(server.url, 'POST', '/admin/dead-letters/replay', { headers: admin, json: { couponId: id, ids: [poison.id, '1-1'] } });
       assert.equal(replay.status, 200, replay.text);
       const body = replay.json as { replayed: Array<{ id: string }>; notFound: string[] };
@@ -182,6 +147,38 @@ describe('couponrush worker', () => {
       assert.equal(db.counter, 26);
       assert.deepEqual((await letters()).map((l) => l.id), [invalid.id], 'only the invalid entry is left');
       assert.deepEqual(await backlog(server.redis, id), { pending: 0, undelivered: 0 });
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('couponrush worker: stream upkeep', () => {
+  it('trims a stream only below what every consumer group has acknowledged', async (t) => {
+    if (!(await servers(t))) return;
+    const server = await startRedisTestServer();
+    try {
+      const { id } = await server.createCoupon({ totalQuantity: 10, strategy: 'redis-lua-async' });
+      const { stream } = server.redis.keys.campaign(id);
+      const r = server.redis.client;
+      await issueAll(server, id, usersRange(0, 5), 1);
+      // A second group (say, an audit consumer) that is behind: it acked 2, holds 1 pending.
+      await r.xgroup('CREATE', stream, 'audit', '0');
+      const read = async (count: number) => parseRead(await r.call('XREADGROUP', 'GROUP', 'audit', 'a1', 'COUNT', count, 'STREAMS', stream, '>'))[0]?.entries ?? [];
+      const firstThree = await read(3);
+      await r.xack(stream, 'audit', firstThree[0]!.id, firstThree[1]!.id);
+
+      const worker = await server.startWorker('w1');
+      await waitForDrain(server, id, 5);
+      await worker.upkeep();
+      const kept = (await r.xrange(stream, '-', '+')).map(([entryId]) => entryId);
+      assert.equal(kept.length, 3, "kept: audit's pending entry and the two it never read");
+      assert.equal(kept[0], firstThree[2]!.id);
+
+      const rest = await read(10);
+      await r.xack(stream, 'audit', firstThree[2]!.id, ...rest.map((e) => e.id));
+      await worker.upkeep();
+      assert.equal(await r.xlen(stream), 0, 'everything acknowledged by every group is trimmed');
     } finally {
       await server.close();
     }

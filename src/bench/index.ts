@@ -7,7 +7,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
-import pg from 'pg';
+import { openServerDb, type Db } from '../db/index.js';
 import { STRATEGY_NAMES, strategyModules, unavailableReason, type StrategyName } from '../coupons/strategies/index.js';
 import { renderChart } from './chart.js';
 import { startLoad, type LoadResult, type RunningLoad } from './load.js';
@@ -50,9 +50,15 @@ function runStamp(date: Date): string {
   return date.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
 }
 
-async function postgresVersion(db: pg.Pool): Promise<string> {
-  const { rows } = await db.query<{ v: string }>("SELECT current_setting('server_version') AS v");
-  return rows[0]?.v.split(' ')[0] ?? 'unknown';
+/** 'PostgreSQL 16.4', 'MariaDB 10.11.19', 'MySQL 8.0.36'. */
+async function databaseVersion(db: Db): Promise<string> {
+  if (db.dialect === 'postgres') {
+    const { rows } = await db.query<{ v: string }>("SELECT current_setting('server_version') AS v");
+    return `PostgreSQL ${rows[0]?.v.split(' ')[0] ?? 'unknown'}`;
+  }
+  const { rows } = await db.query<{ v: string }>('SELECT VERSION() AS v');
+  const v = rows[0]?.v ?? 'unknown';
+  return /mariadb/i.test(v) ? `MariaDB ${v.split('-')[0]}` : `MySQL ${v.split('-')[0]}`;
 }
 
 async function redisVersion(url: string): Promise<string> {
@@ -125,7 +131,7 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
   const aborted = () => control.signal?.aborted === true;
 
   let scratch: ScratchDatabase | undefined;
-  let verifyDb: pg.Pool | undefined;
+  let verifyDb: Db | undefined;
   const redisPrefix = selfManaged && options.redisUrl !== undefined ? `couponrush-bench-${runId}:` : undefined;
   let keepWorkDir = options.keep;
   const results: StrategyResult[] = [];
@@ -134,7 +140,7 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
   /** Every ceiling run's rate, in order, and the runs just before and after each strategy. */
   const ceilingRuns: number[] = [];
   const around = new Map<string, { before?: number | undefined; after?: number | undefined }>();
-  let services: BenchReport['services'] = { postgres: 'unknown', redis: null };
+  let services: BenchReport['services'] = { database: 'unknown', redis: null };
 
   try {
     const adminToken = options.adminToken ?? randomBytes(24).toString('base64url');
@@ -144,10 +150,9 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
       progress.say(`scratch database ${scratch.name} created${options.keep ? ' (kept: --keep)' : ' (dropped at the end)'}`);
     }
     // Idle connections stay open through a stampede, so the first drain poll costs no connect.
-    verifyDb = new pg.Pool({ connectionString: scratch?.url ?? options.databaseUrl, max: 2, idleTimeoutMillis: 0, connectionTimeoutMillis: 5_000 });
-    verifyDb.on('error', () => {}); // an idle connection lost: the next query reports it
+    verifyDb = openServerDb(scratch?.url ?? options.databaseUrl, { poolSize: 2, connectionTimeoutMs: 5_000 });
     services = {
-      postgres: await postgresVersion(verifyDb),
+      database: await databaseVersion(verifyDb),
       redis: options.redisUrl === undefined ? null : await redisVersion(options.redisUrl).catch(() => 'unreachable'),
     };
 
@@ -346,7 +351,7 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
             drainPhase?.update(n);
           });
         });
-        drainPhase = progress.phase(`${name}: drain to PostgreSQL`, acknowledgedUsers, 'rows');
+        drainPhase = progress.phase(`${name}: drain to the database`, acknowledgedUsers, 'rows');
         drainPhase.update(rowsSoFar);
         const drain = await after;
         drainPhase.done(drain.drainMs === undefined ? 'TIMEOUT' : `${Math.round(drain.drainMs)} ms after the last response`);
@@ -408,7 +413,7 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
     control.signal?.removeEventListener('abort', onAbort);
     for (const c of children) await c.stop();
     process.removeListener('exit', killAll);
-    await verifyDb?.end();
+    await verifyDb?.close();
     if (!options.keep) {
       await scratch?.drop().catch((err: unknown) => progress.say(`could not drop ${scratch?.name}: ${(err as Error).message}`));
       if (redisPrefix !== undefined && options.redisUrl !== undefined) {

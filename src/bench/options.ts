@@ -3,6 +3,7 @@
 import { MAX_TOTAL_QUANTITY } from '../coupons/domain.js';
 import { isStrategyName, STRATEGY_NAMES, type StrategyName } from '../coupons/strategies/index.js';
 import type { BenchEnvironment } from '../config.js';
+import { DATABASE_URL_SCHEMES } from '../db/types.js';
 
 export const DEFAULTS = Object.freeze({
   stock: 10_000,
@@ -108,15 +109,15 @@ function nonEmpty(value: string | undefined): string | undefined {
   return v === undefined || v === '' ? undefined : v;
 }
 
-function postgresUrl(raw: string): string {
+function databaseUrl(raw: string): string {
   let url: URL;
   try {
     url = new URL(raw);
   } catch {
     throw new BenchOptionsError('DATABASE_URL is not a valid URL');
   }
-  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
-    throw new BenchOptionsError('DATABASE_URL must start with postgres:// or postgresql://');
+  if (DATABASE_URL_SCHEMES[url.protocol] === undefined) {
+    throw new BenchOptionsError(`DATABASE_URL must start with ${Object.keys(DATABASE_URL_SCHEMES).map((p) => `${p}//`).join(', ')}`);
   }
   return raw;
 }
@@ -173,8 +174,8 @@ export function resolveBenchOptions(
   if (rawDb === undefined) {
     throw new BenchOptionsError(
       url === undefined
-        ? 'DATABASE_URL is required: the bench creates a scratch database on that PostgreSQL server and verifies every issuance in it, ' +
-            'e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres'
+        ? 'DATABASE_URL is required: the bench creates a scratch database on that PostgreSQL or MySQL/MariaDB server and verifies every issuance in it, ' +
+            'e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres or DATABASE_URL=mysql://root@127.0.0.1:3306/mysql'
         : 'DATABASE_URL is required with --url: the database the target server writes to, to verify the issuances',
     );
   }
@@ -190,7 +191,7 @@ export function resolveBenchOptions(
     url,
     adminToken,
     jwtSecret,
-    databaseUrl: postgresUrl(rawDb),
+    databaseUrl: databaseUrl(rawDb),
     redisUrl: nonEmpty(env.REDIS_URL),
     out: flags.out ?? DEFAULTS.out,
     keep: flags.keep === true,

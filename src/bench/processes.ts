@@ -8,7 +8,7 @@ import { dirname, extname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import pg from 'pg';
+import { dialectOf, openServerDb } from '../db/index.js';
 
 const READY_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 20_000;
@@ -274,29 +274,22 @@ const CONNECT_TIMEOUT_MS = 5_000;
 /** Creates an empty database next to the one DATABASE_URL names (which is left untouched). */
 export async function createScratchDatabase(serverUrl: string, name: string): Promise<ScratchDatabase> {
   if (!/^[a-z0-9_]+$/.test(name)) throw new Error(`bad scratch database name ${name}`);
-  const admin = new pg.Client({ connectionString: serverUrl, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
-  admin.on('error', () => {}); // the query in flight reports it
-  await admin.connect();
-  try {
-    await admin.query(`CREATE DATABASE ${name}`);
-  } finally {
-    await admin.end();
-  }
+  const dialect = dialectOf(serverUrl);
+  const onServer = async (sql: string) => {
+    const admin = openServerDb(serverUrl, { poolSize: 1, connectionTimeoutMs: CONNECT_TIMEOUT_MS });
+    try {
+      await admin.query(sql);
+    } finally {
+      await admin.close();
+    }
+  };
+  await onServer(`CREATE DATABASE ${name}`);
   const url = new URL(serverUrl);
   url.pathname = `/${name}`;
   return {
     name,
     url: url.toString(),
-    async drop() {
-      const c = new pg.Client({ connectionString: serverUrl, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
-      c.on('error', () => {}); // the query in flight reports it
-      await c.connect();
-      try {
-        await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      } finally {
-        await c.end();
-      }
-    },
+    drop: () => onServer(dialect === 'postgres' ? `DROP DATABASE IF EXISTS ${name} WITH (FORCE)` : `DROP DATABASE IF EXISTS ${name}`),
   };
 }
 

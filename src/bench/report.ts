@@ -53,7 +53,8 @@ export interface BenchReport {
     readonly os: string;
     readonly node: string;
   };
-  readonly services: { readonly postgres: string; readonly redis: string | null };
+  /** The database server with its version ('PostgreSQL 16.4', 'MariaDB 10.11.19'), and Redis's. */
+  readonly services: { readonly database: string; readonly redis: string | null };
   readonly config: {
     readonly target: string;
     readonly stock: number;
@@ -273,8 +274,8 @@ export function describeMachine(report: BenchReport): string {
 export function renderMarkdown(report: BenchReport, chartFile: string | undefined): string {
   const out: string[] = [];
   out.push(`# couponrush bench — ${report.startedAt.replace('T', ' ').replace(/\.\d+Z$/, ' UTC')}`, '');
-  out.push(`- **Machine:** ${describeMachine(report)} — load generator, API, PostgreSQL${report.services.redis === null ? '' : ' and Redis'} all on it`);
-  out.push(`- **Services:** PostgreSQL ${report.services.postgres}${report.services.redis === null ? ', no Redis' : `, Redis ${report.services.redis}`}`);
+  out.push(`- **Machine:** ${describeMachine(report)} — load generator, API, ${report.services.database.split(' ')[0]}${report.services.redis === null ? '' : ' and Redis'} all on it`);
+  out.push(`- **Services:** ${report.services.database}${report.services.redis === null ? ', no Redis' : `, Redis ${report.services.redis}`}`);
   out.push(`- **Target:** ${report.config.target}`);
   out.push(`- **Command:** \`${report.command}\``);
   out.push(`- **Load:** ${describeLoad(report)}`);
@@ -302,7 +303,7 @@ export function renderMarkdown(report: BenchReport, chartFile: string | undefine
       'one; a strategy\'s ratio divides by the mean of the two runs around it, seconds apart, so a machine whose speed drifts over the ' +
       'run (a shared VM) is compared with itself. The two ceiling rows are the first and the last run, each over the mean of all runs. ' +
       'Latencies from an HDR histogram of every response. ' +
-      '_drain_: from the last response until every 201/202 had its row in PostgreSQL. _peak RSS_: the API process during the stampede. ' +
+      '_drain_: from the last response until every 201/202 had its row in the database. _peak RSS_: the API process during the stampede. ' +
       '_CPU µs/req_: CPU time (user + system) of the API process during the stampede over its responses — the cost of one request, ' +
       'whatever else competes for the cores (with Redis it includes the in-process stream worker).',
     '',

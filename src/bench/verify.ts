@@ -1,6 +1,6 @@
 // After a stampede: wait for the admitted issuances to reach the database, then check the
 // product's promises (DESIGN.md invariants 1, 2, 4, 5, 6) against the rows, user by user.
-import type pg from 'pg';
+import type { Db } from '../db/index.js';
 import type { LoadResult } from './load.js';
 import type { BenchUser } from './plan.js';
 
@@ -12,9 +12,11 @@ const DRAIN_POLL_MS = 20;
  */
 const EXPECTED_STATUSES = new Set([201, 202, 409, 410, 429, 503, 504]);
 
-export async function countRows(db: pg.Pool, couponId: number): Promise<number> {
-  const { rows } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM coupon_issues WHERE coupon_id = $1', [couponId]);
-  return rows[0]?.n ?? 0;
+export async function countRows(db: Db, couponId: number): Promise<number> {
+  // Its own SQL, not the repository's, so a repository bug cannot hide from it; portable (the id is
+  // an integer, inlined) so one statement serves every dialect.
+  const { rows } = await db.query<{ n: number | string }>(`SELECT COUNT(*) AS n FROM coupon_issues WHERE coupon_id = ${Math.trunc(couponId)}`);
+  return Number(rows[0]?.n ?? 0);
 }
 
 export interface DrainResult {
@@ -25,7 +27,7 @@ export interface DrainResult {
 
 /** Polls the row count until it reaches `acknowledged` or the timeout passes. */
 export async function waitForDrain(
-  db: pg.Pool,
+  db: Db,
   couponId: number,
   acknowledged: number,
   endedAt: number,
@@ -67,7 +69,7 @@ export interface Verification {
 }
 
 export interface VerifyInput {
-  readonly db: pg.Pool;
+  readonly db: Db;
   readonly couponId: number;
   readonly stock: number;
   /** db-naive exists to over-issue: its over-issue is reported, not failed. */
@@ -80,8 +82,9 @@ export interface VerifyInput {
 
 export async function verify(input: VerifyInput): Promise<Verification> {
   const { db, couponId, stock, load, users } = input;
-  const issued = await db.query<{ user_id: string }>('SELECT user_id FROM coupon_issues WHERE coupon_id = $1', [couponId]);
-  const counterRow = await db.query<{ issued_quantity: number }>('SELECT issued_quantity FROM coupons WHERE id = $1', [couponId]);
+  const id = Math.trunc(couponId);
+  const issued = await db.query<{ user_id: string }>(`SELECT user_id FROM coupon_issues WHERE coupon_id = ${id}`);
+  const counterRow = await db.query<{ issued_quantity: number }>(`SELECT issued_quantity FROM coupons WHERE id = ${id}`);
   const counter = counterRow.rows[0]?.issued_quantity ?? -1;
 
   const rowUsers = issued.rows.map((r) => r.user_id);

@@ -109,7 +109,7 @@ export function isValidUserId(value: unknown): value is string {
   return typeof value === 'string' && USER_ID_PATTERN.test(value);
 }
 
-/** Coupon ids are PostgreSQL `integer` identities. */
+/** Coupon ids are 32-bit `integer` identities (PostgreSQL identity, MySQL AUTO_INCREMENT INT). */
 export const MAX_COUPON_ID = 2_147_483_647;
 export const MAX_TOTAL_QUANTITY = 10_000_000;
 
