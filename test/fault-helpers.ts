@@ -1,4 +1,4 @@
-// Fault injection: private PostgreSQL and Redis servers started from this machine's binaries on
+// Fault injection: private PostgreSQL, MariaDB and Redis servers started from this machine's binaries on
 // free ports in temp directories (never the shared servers, which CI and other tests use), the API
 // as a real `couponrush serve` child process, and a stampede that records every answer, lets a
 // fault happen in its middle, and audits the answers against the database once it has healed.
@@ -7,7 +7,9 @@ import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import mysql from 'mysql2/promise';
 import pg from 'pg';
+import { openServerDb } from '../src/db/index.js';
 import { signUserToken } from '../src/http/auth.js';
 import { ADMIN_TOKEN, JWT_SECRET, request, type Response } from './helpers.js';
 import { freePort, runCli, waitFor, type Child } from './ops-helpers.js';
@@ -42,7 +44,8 @@ function runPg(bin: string, tool: string, args: string[]): void {
 }
 
 /** A PostgreSQL cluster of our own: crash it, hang it, restart it without touching anyone else's. */
-export class PrivatePostgres {
+export class PrivatePostgres implements PrivateDatabase {
+  readonly label = 'PostgreSQL';
   private constructor(
     private readonly bin: string,
     readonly dir: string,
@@ -105,6 +108,130 @@ export class PrivatePostgres {
     } catch {
       // already stopped
     }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** The first of these programs on the PATH or in /usr/sbin (where Debian puts server binaries). */
+function program(...names: string[]): string | undefined {
+  for (const name of names) {
+    const found = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' }).stdout.trim();
+    if (found !== '') return found;
+    if (existsSync(join('/usr/sbin', name))) return join('/usr/sbin', name);
+  }
+  return undefined;
+}
+
+/** The MariaDB server binaries (mariadbd, mariadb-install-db), or undefined. */
+export function mariadbBinaries(): { server: string; install: string } | undefined {
+  const server = program('mariadbd', 'mysqld');
+  const install = program('mariadb-install-db', 'mysql_install_db');
+  return server === undefined || install === undefined ? undefined : { server, install };
+}
+
+/** What the fault suite does to its private database server, whichever it is. */
+export interface PrivateDatabase {
+  readonly label: string;
+  start(): Promise<void>;
+  crash(): Promise<void>;
+  hang(): void;
+  resume(): void;
+  /** A fresh database on it; its URL. */
+  createDatabase(): Promise<string>;
+  destroy(): Promise<void>;
+}
+
+/**
+ * A MariaDB server of our own, in a temp directory on a free port: kill -9 it (InnoDB recovers
+ * from its redo log on the next start), hang it, restart it. No grant tables: it listens on
+ * 127.0.0.1 only and lives as long as the suite.
+ */
+export class PrivateMariaDb implements PrivateDatabase {
+  readonly label = 'MariaDB';
+  private proc: ChildProcess | undefined;
+
+  private constructor(
+    private readonly bins: { server: string; install: string },
+    readonly dir: string,
+    readonly port: number,
+  ) {}
+
+  static async create(bins: { server: string; install: string }): Promise<PrivateMariaDb> {
+    const dir = mkdtempSync(join(tmpdir(), 'couponrush-mariadb-'));
+    const user = isRoot ? ['--user=root'] : [];
+    const r = spawnSync(bins.install, ['--no-defaults', `--datadir=${join(dir, 'data')}`, ...user, '--skip-test-db', '--auth-root-authentication-method=normal'], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`${bins.install} failed (${r.status}): ${r.stderr}${r.stdout}`);
+    const server = new PrivateMariaDb(bins, dir, await freePort());
+    await server.start();
+    return server;
+  }
+
+  url(database = 'mysql'): string {
+    return `mysql://root@127.0.0.1:${this.port}/${database}`;
+  }
+
+  private async query(sql: string): Promise<void> {
+    const c = await mysql.createConnection({ uri: this.url(), connectTimeout: 1_000 });
+    try {
+      await c.query(sql);
+    } finally {
+      c.destroy();
+    }
+  }
+
+  async start(): Promise<void> {
+    const args = [
+      '--no-defaults',
+      ...(isRoot ? ['--user=root'] : []),
+      `--datadir=${join(this.dir, 'data')}`,
+      `--port=${this.port}`,
+      '--bind-address=127.0.0.1',
+      `--socket=${join(this.dir, 'sock')}`,
+      `--pid-file=${join(this.dir, 'pid')}`,
+      '--skip-grant-tables',
+      '--max-connections=300',
+      '--innodb-buffer-pool-size=64M',
+    ];
+    const proc = spawn(this.bins.server, args, { stdio: 'ignore' });
+    this.proc = proc;
+    await waitFor(`private MariaDB on :${this.port}`, async () => {
+      if (proc.exitCode !== null) throw new Error(`mariadbd exited with ${proc.exitCode}`);
+      return this.query('SELECT 1').then(
+        () => true,
+        () => false,
+      );
+    }, 30_000);
+  }
+
+  /** kill -9: what InnoDB had not written to its redo log is gone; the rest is recovered on start. */
+  async crash(): Promise<void> {
+    const proc = this.proc;
+    this.proc = undefined;
+    if (proc === undefined || proc.exitCode !== null) return;
+    await new Promise<void>((resolve) => {
+      proc.once('exit', () => resolve());
+      proc.kill('SIGKILL');
+    });
+  }
+
+  /** SIGSTOP: the port still accepts connections, nothing answers. */
+  hang(): void {
+    this.proc?.kill('SIGSTOP');
+  }
+
+  resume(): void {
+    this.proc?.kill('SIGCONT');
+  }
+
+  async createDatabase(): Promise<string> {
+    const name = `faults_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`;
+    await this.query(`CREATE DATABASE ${name}`);
+    return this.url(name);
+  }
+
+  async destroy(): Promise<void> {
+    this.resume();
+    await this.crash();
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
@@ -429,16 +556,16 @@ export async function stampedeThroughFault(baseUrl: () => string, targets: Targe
   return { targets, healedAt };
 }
 
-/** Rows of a coupon in the database: the users, the counter, whether they agree. */
+/** Rows of a coupon in the database (PostgreSQL or MariaDB): the users, the counter, whether they agree. */
 export async function rowsOf(databaseUrl: string, couponId: number): Promise<{ users: string[]; counter: number; total: number }> {
-  const c = new pg.Client({ connectionString: databaseUrl });
-  await c.connect();
+  const db = openServerDb(databaseUrl, { poolSize: 1 });
+  const id = Math.trunc(couponId); // portable SQL: the id inlined, no placeholders
   try {
-    const rows = await c.query<{ user_id: string }>('SELECT user_id FROM coupon_issues WHERE coupon_id = $1', [couponId]);
-    const coupon = await c.query<{ issued_quantity: number; total_quantity: number }>('SELECT issued_quantity, total_quantity FROM coupons WHERE id = $1', [couponId]);
+    const rows = await db.query<{ user_id: string }>(`SELECT user_id FROM coupon_issues WHERE coupon_id = ${id}`);
+    const coupon = await db.query<{ issued_quantity: number; total_quantity: number }>(`SELECT issued_quantity, total_quantity FROM coupons WHERE id = ${id}`);
     return { users: rows.rows.map((r) => r.user_id), counter: coupon.rows[0]?.issued_quantity ?? -1, total: coupon.rows[0]?.total_quantity ?? -1 };
   } finally {
-    await c.end();
+    await db.close();
   }
 }
 
