@@ -9,7 +9,7 @@ import { reconciledStrategies } from './coupons/strategies/index.js';
 import { migrate, pendingMigrations } from './db/migrate.js';
 import { signUserToken } from './http/auth.js';
 import { openRedis } from './redis/client.js';
-import { reconcile } from './redis/reconcile.js';
+import { reconcile } from './coupons/reconcile.js';
 import { startMetricsListener, type MetricsListener } from './metrics/listener.js';
 import { createWorkerRegistry } from './metrics/worker.js';
 import { openDb } from './runtime.js';

@@ -4,7 +4,7 @@
 // exports, through the provisioned datasource. Where the real tool is installed (nginx, promtool,
 // docker-compose) it checks the file too, and says loudly when it is not.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -35,7 +35,7 @@ const services = compose.services;
 
 /** `${VAR:?msg}` / `${VAR}` → a value that passes validation (what .env would hold). */
 const DUMMY: Record<string, string> = {
-  POSTGRES_PASSWORD: 'pw',
+  DB_PASSWORD: 'pw',
   ADMIN_TOKEN: 'a'.repeat(24),
   JWT_SECRET: 'j'.repeat(48),
   GRAFANA_ADMIN_PASSWORD: 'g',
@@ -54,7 +54,7 @@ function has(tool: string): boolean {
 
 describe('deploy/docker-compose.yml', () => {
   it('runs API ×2 behind nginx, a worker, Redis with AOF, PostgreSQL, Prometheus and Grafana', () => {
-    for (const s of ['api1', 'api2', 'worker', 'nginx', 'redis', 'postgres', 'prometheus', 'grafana', 'migrate']) {
+    for (const s of ['api1', 'api2', 'worker', 'nginx', 'redis', 'database', 'prometheus', 'grafana', 'migrate']) {
       assert.ok(services[s] !== undefined, `service ${s}`);
     }
     assert.deepEqual(services.api1?.command, ['serve']);
@@ -68,7 +68,8 @@ describe('deploy/docker-compose.yml', () => {
   it("gives every couponrush service an environment the app's config accepts", () => {
     for (const s of couponrushServices) {
       const config = loadConfig(envOf(s));
-      assert.equal(config.embedded, false, `${s} uses PostgreSQL`);
+      assert.equal(config.embedded, false, `${s} uses the database service`);
+      assert.match(config.databaseUrl ?? '', /^postgres:\/\/couponrush:pw@database:5432\//, `${s} uses PostgreSQL`);
       assert.notEqual(config.redisUrl, undefined, `${s} uses Redis`);
       assert.equal(config.host, '0.0.0.0', `${s} listens beyond the container`);
       assert.equal(config.adminPort, 9091, `${s} serves /metrics on the admin port`);
@@ -76,12 +77,52 @@ describe('deploy/docker-compose.yml', () => {
   });
 
   it('is accepted by docker-compose', (t) => {
-    const v1 = has('docker-compose');
-    const v2 = !v1 && spawnSync('docker', ['compose', 'version']).status === 0;
-    if (!v1 && !v2) return toolMissing(t, 'docker-compose', 'the compose file');
-    const [cmd, args] = v1 ? ['docker-compose', [] as string[]] : ['docker', ['compose']];
-    const res = spawnSync(cmd, [...args, '-f', join(DEPLOY, 'docker-compose.yml'), 'config', '-q'], { env: { ...process.env, ...DUMMY }, encoding: 'utf8' });
+    const res = composeConfig(t, ['docker-compose.yml']);
+    if (res !== undefined) assert.equal(res.status, 0, res.stderr);
+  });
+});
+
+/** `docker-compose config` (v1 or v2) over these files, or undefined (said loudly) when neither is installed. */
+function composeConfig(t: TestContext, files: string[], quiet = true): SpawnSyncReturns<string> | undefined {
+  const v1 = has('docker-compose');
+  const v2 = !v1 && spawnSync('docker', ['compose', 'version']).status === 0;
+  if (!v1 && !v2) {
+    toolMissing(t, 'docker-compose', files.join(' + '));
+    return undefined;
+  }
+  const [cmd, args] = v1 ? ['docker-compose', [] as string[]] : ['docker', ['compose']];
+  const fileArgs = files.flatMap((f) => ['-f', join(DEPLOY, f)]);
+  return spawnSync(cmd, [...args, ...fileArgs, 'config', ...(quiet ? ['-q'] : [])], { env: { ...process.env, ...DUMMY }, encoding: 'utf8' });
+}
+
+describe('deploy/docker-compose.mysql.yml (the MySQL variant)', () => {
+  const override = parse(read('deploy/docker-compose.mysql.yml'), { merge: true }) as { services: Record<string, ComposeService & { healthcheck?: { test?: string[] } }> };
+  /** A service's environment as compose merges it: the base file's, then the override's on top. */
+  const mergedEnv = (service: string) => ({
+    ...envOf(service),
+    ...Object.fromEntries(Object.entries(override.services[service]?.environment ?? {}).map(([k, v]) => [k, substitute(String(v))])),
+  });
+
+  it('turns the database service into MySQL and points every couponrush service at it', () => {
+    assert.match(override.services.database?.image ?? '', /^mysql:8\./);
+    assert.match(JSON.stringify(override.services.database?.healthcheck?.test), /mysqladmin ping/);
+    for (const s of couponrushServices) {
+      const config = loadConfig(mergedEnv(s));
+      assert.match(config.databaseUrl ?? '', /^mysql:\/\/couponrush:pw@database:3306\/couponrush$/, `${s} uses MySQL`);
+    }
+    const unknown = Object.keys(override.services).filter((s) => services[s] === undefined);
+    assert.deepEqual(unknown, [], 'the override adds no service: it changes the ones there');
+  });
+
+  it('is accepted by docker-compose merged with the base file, and the merge reaches every service', (t) => {
+    const res = composeConfig(t, ['docker-compose.yml', 'docker-compose.mysql.yml'], false);
+    if (res === undefined) return;
     assert.equal(res.status, 0, res.stderr);
+    const merged = parse(res.stdout) as { services: Record<string, ComposeService> };
+    assert.match(merged.services.database?.image ?? '', /^mysql:/);
+    for (const s of couponrushServices) {
+      assert.match(String(merged.services[s]?.environment?.DATABASE_URL), /^mysql:\/\/couponrush:pw@database:3306\//, `${s} after the merge`);
+    }
   });
 });
 

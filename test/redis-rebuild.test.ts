@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
 import { reconciledStrategies } from '../src/coupons/strategies/index.js';
-import { reconcile } from '../src/redis/reconcile.js';
+import { reconcile } from '../src/coupons/reconcile.js';
 import { issuedRows, needServer, PG_ADMIN_URL, request } from './helpers.js';
 import { runCli, sample } from './ops-helpers.js';
 import { deleteKeys, issueAll, REDIS_URL, startRedisTestServer, usersRange, waitForDrain, withStatus } from './redis-helpers.js';

@@ -7,14 +7,12 @@ import type { PoolConnection as CoreConnection } from 'mysql2';
 import mysql from 'mysql2/promise';
 import { OutcomeUnknownError, type Db, type QueryResult, type ServerDbOptions, type Transaction } from './types.js';
 
-type Conn = mysql.Pool | mysql.PoolConnection;
-
 /** mysql2 reads `mysql://`; `mariadb://` names the same protocol. */
 function driverUrl(url: string): string {
   return url.replace(/^mariadb:/, 'mysql:');
 }
 
-async function run<R>(conn: Conn, sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
+async function run<R>(conn: mysql.PoolConnection, sql: string, params?: readonly unknown[]): Promise<QueryResult<R>> {
   const [result] = await conn.query(sql, params as unknown[] | undefined);
   if (Array.isArray(result)) return { rows: result as R[], rowCount: result.length };
   const header = result as mysql.ResultSetHeader;
@@ -72,9 +70,36 @@ export function createMysqlDb(url: string, options: ServerDbOptions): Db {
     conn.query(`SET time_zone = '+00:00', innodb_lock_wait_timeout = ${lockWaitSeconds}`, () => {});
   });
 
+  // mysql2's pool waits for a free connection without a bound: bound it as pg's pool is bounded, so
+  // requests fail fast with a 503 instead of queueing until their deadline. A connection that comes
+  // after its waiter gave up goes straight back.
+  const acquireTimeoutMs = options.connectionTimeoutMs ?? 5_000;
+  const acquire = (): Promise<mysql.PoolConnection> =>
+    new Promise((resolve, reject) => {
+      let waiting = true;
+      const timer = setTimeout(() => {
+        waiting = false;
+        reject(Object.assign(new Error(`no pooled MySQL connection became free within ${acquireTimeoutMs} ms`), { code: 'POOL_ACQUIRE_TIMEOUT' }));
+      }, acquireTimeoutMs);
+      pool.getConnection().then(
+        (conn) => {
+          if (!waiting) return conn.release();
+          waiting = false;
+          clearTimeout(timer);
+          resolve(conn);
+        },
+        (err: unknown) => {
+          if (!waiting) return;
+          waiting = false;
+          clearTimeout(timer);
+          reject(err);
+        },
+      );
+    });
+
   /** Runs fn on one pooled connection; it goes back to the pool unless fn failed and `keepOnError` says no. */
   const hold = async <T>(fn: (conn: mysql.PoolConnection) => Promise<T>, keepOnError: (err: unknown) => boolean): Promise<T> => {
-    const conn = await pool.getConnection();
+    const conn = await acquire();
     let broken = false;
     try {
       return await fn(conn);
@@ -90,7 +115,7 @@ export function createMysqlDb(url: string, options: ServerDbOptions): Db {
   return {
     kind: 'mysql',
     dialect: 'mysql',
-    query: (sql, params) => run(pool, sql, params),
+    query: (sql, params) => hold((conn) => run(conn, sql, params), (err) => !isFatal(err)),
     transaction: (fn) => {
       let rolledBack = true;
       return hold(async (conn) => {

@@ -10,20 +10,31 @@
 // admitted between the reads and the atomic restore (which only creates state that is absent).
 import { randomBytes } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
-import type { Db } from '../db/index.js';
-import type { Coupon } from '../coupons/domain.js';
-import { loadIssuedUsers } from '../coupons/repository.js';
 import type { RedisHandle } from './client.js';
 import { WORKER_GROUP, type CampaignKeys } from './keys.js';
 import type { CampaignWindow } from './scripts.js';
 import { isReplyError, parseEntries } from './streams.js';
+
+/** What Redis needs to know of a campaign (a coupon is one). */
+export interface Campaign {
+  readonly id: number;
+  readonly totalQuantity: number;
+  readonly issueStartsAt: Date;
+  readonly issueEndsAt: Date;
+}
+
+/**
+ * The users holding a row for a campaign, read from the database by the caller (the coupons
+ * layer, which owns the repository: this module stays below it).
+ */
+export type IssuedUsers = (couponId: number) => Promise<readonly string[]>;
 
 /** Redis keeps a campaign's state this long after its window closes (status lookups, reconcile). */
 export const STATE_RETENTION_MS = 24 * 3600 * 1000;
 const LOAD_CHUNK = 5_000;
 const LOAD_KEY_TTL_MS = 60_000;
 
-export function campaignWindow(coupon: Coupon): CampaignWindow {
+export function campaignWindow(coupon: Campaign): CampaignWindow {
   const endsAtMs = coupon.issueEndsAt.getTime();
   return { totalQuantity: coupon.totalQuantity, startsAtMs: coupon.issueStartsAt.getTime(), endsAtMs, expireAtMs: endsAtMs + STATE_RETENTION_MS };
 }
@@ -53,7 +64,7 @@ export interface AdmittedUsers {
 }
 
 /** Everyone Redis must consider admitted for this campaign (see the module header for the order). */
-export async function loadAdmittedUsers(redis: RedisHandle, db: Db, couponId: number): Promise<AdmittedUsers> {
+export async function loadAdmittedUsers(redis: RedisHandle, issuedUsers: IssuedUsers, couponId: number): Promise<AdmittedUsers> {
   const keys = redis.keys.campaign(couponId);
   const replies = await redis.client.multi().xrange(keys.stream, '-', '+').xrange(keys.dead, '-', '+').exec();
   if (replies === null) throw new Error('redis: MULTI was aborted');
@@ -69,7 +80,7 @@ export async function loadAdmittedUsers(redis: RedisHandle, db: Db, couponId: nu
   };
   const queued = users(0);
   const dead = users(1);
-  const issued = await loadIssuedUsers(db, couponId);
+  const issued = await issuedUsers(couponId);
   return { issued, queued, dead };
 }
 
@@ -78,10 +89,10 @@ export async function loadAdmittedUsers(redis: RedisHandle, db: Db, couponId: nu
  * unless this is the campaign's creation. Returns the issued count it created, or undefined when
  * another process restored it first.
  */
-export async function restoreCampaign(redis: RedisHandle, db: Db, coupon: Coupon, queued: boolean, rebuilt = true): Promise<number | undefined> {
+export async function restoreCampaign(redis: RedisHandle, issuedUsers: IssuedUsers, coupon: Campaign, queued: boolean, rebuilt = true): Promise<number | undefined> {
   if (queued) await registerStream(redis, coupon.id);
   const keys = redis.keys.campaign(coupon.id);
-  const admitted = await loadAdmittedUsers(redis, db, coupon.id);
+  const admitted = await loadAdmittedUsers(redis, issuedUsers, coupon.id);
   const all = [...new Set([...admitted.issued, ...admitted.queued, ...admitted.dead])];
   const loadKey = redis.keys.usersLoad(coupon.id, randomBytes(6).toString('hex'));
   for (let i = 0; i < all.length; i += LOAD_CHUNK) {
@@ -157,7 +168,7 @@ export class CampaignStates {
 
   constructor(
     private readonly redis: RedisHandle,
-    private readonly db: Db,
+    private readonly issuedUsers: IssuedUsers,
     private readonly log: FastifyBaseLogger,
     /** Queued campaigns (redis-lua-async*) also get their stream registered for the workers. */
     private readonly queued: boolean,
@@ -167,19 +178,19 @@ export class CampaignStates {
    * At campaign creation: empty state (the database has no rows yet). A failure does not fail
    * the creation — the campaign row exists, and the first request rebuilds the state.
    */
-  async prepare(coupon: Coupon): Promise<void> {
+  async prepare(coupon: Campaign): Promise<void> {
     try {
-      await restoreCampaign(this.redis, this.db, coupon, this.queued, false);
+      await restoreCampaign(this.redis, this.issuedUsers, coupon, this.queued, false);
     } catch (err) {
       this.log.warn({ err, couponId: coupon.id }, 'redis: preparing the campaign state failed; the first request will build it');
     }
   }
 
   /** The state is missing: rebuild it (or wait for this process's rebuild in flight). */
-  rebuild(coupon: Coupon): Promise<unknown> {
+  rebuild(coupon: Campaign): Promise<unknown> {
     let p = this.inFlight.get(coupon.id);
     if (p === undefined) {
-      p = restoreCampaign(this.redis, this.db, coupon, this.queued)
+      p = restoreCampaign(this.redis, this.issuedUsers, coupon, this.queued)
         .then((created) => {
           if (created !== undefined) this.log.warn({ couponId: coupon.id, issued: created }, 'redis: campaign state was missing; rebuilt from the database');
         })

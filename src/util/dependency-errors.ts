@@ -19,6 +19,7 @@ const MYSQL_UNAVAILABLE = new Set([
   'ER_LOCK_WAIT_TIMEOUT',
   'ER_LOCK_DEADLOCK',
   'ER_STATEMENT_TIMEOUT',
+  'POOL_ACQUIRE_TIMEOUT', // src/db/mysql.ts: no pooled connection became free in time
 ]);
 
 /** Errors that mean a dependency (database, Redis) is down or overloaded, not a bug (or wrap one that does). */

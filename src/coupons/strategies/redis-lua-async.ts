@@ -9,7 +9,7 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { Db } from '../../db/index.js';
 import { ACCEPTED, ALREADY_ISSUED, OUTCOME_UNKNOWN, SOLD_OUT, unavailable, type Coupon, type IssueOutcome } from '../domain.js';
-import { findIssue } from '../repository.js';
+import { findIssue, loadIssuedUsers } from '../repository.js';
 import type { RedisHandle } from '../../redis/client.js';
 import { admittedCounts, CampaignStates, checkAdmission } from '../../redis/campaign-state.js';
 import { AdmissionBatcher } from '../../redis/admissions.js';
@@ -31,7 +31,7 @@ export class RedisLuaAsync implements IssueStrategy {
     log: FastifyBaseLogger,
   ) {
     this.refs = new CampaignRefs(redis);
-    this.states = new CampaignStates(redis, db, log, true);
+    this.states = new CampaignStates(redis, (id) => loadIssuedUsers(db, id), log, true);
     this.admissions = new AdmissionBatcher(redis.scripts);
   }
 

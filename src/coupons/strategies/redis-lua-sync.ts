@@ -8,7 +8,7 @@
 // duplicate from Redis is checked against the database before it is answered 409, and a user
 // Redis holds without a row gets the insert now — the database's constraints decide.
 import { ALREADY_ISSUED, SOLD_OUT, unavailable, type IssueOutcome } from '../domain.js';
-import { findIssue } from '../repository.js';
+import { findIssue, loadIssuedUsers } from '../repository.js';
 import { admittedCounts, CampaignStates } from '../../redis/campaign-state.js';
 import { ADMITTED, MISSING } from '../../redis/scripts.js';
 import { CampaignRefs, redisOf } from './redis-shared.js';
@@ -27,7 +27,7 @@ export const redisLuaSync: StrategyModule = {
     const redis = redisOf(ctx);
     const { db, log } = ctx;
     const refs = new CampaignRefs(redis);
-    const states = new CampaignStates(redis, db, log, false);
+    const states = new CampaignStates(redis, (id) => loadIssuedUsers(db, id), log, false);
 
     const release = async (couponId: number, userId: string, soldOut: boolean) => {
       try {

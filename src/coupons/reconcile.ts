@@ -9,10 +9,10 @@
 // redis-lua-sync insert still in flight at that moment looks like drift and is dropped from
 // Redis (the database's constraints keep the result exact anyway).
 import type { Db } from '../db/index.js';
-import type { Coupon } from '../coupons/domain.js';
-import { campaignsOf, findCoupon, issuedCount } from '../coupons/repository.js';
-import type { RedisHandle } from './client.js';
-import { STATE_RETENTION_MS, campaignWindow, ensureGroup, loadAdmittedUsers, restoreCampaign } from './campaign-state.js';
+import { STATE_RETENTION_MS, campaignWindow, ensureGroup, loadAdmittedUsers, restoreCampaign, type IssuedUsers } from '../redis/campaign-state.js';
+import type { RedisHandle } from '../redis/client.js';
+import type { Coupon } from './domain.js';
+import { campaignsOf, findCoupon, issuedCount, loadIssuedUsers } from './repository.js';
 
 const SAMPLE = 5;
 
@@ -73,7 +73,7 @@ async function reconcileOne(db: Db, redis: RedisHandle, coupon: Coupon, repair: 
 
   const state = await redis.client.hgetall(keys.state);
   const redisUsers = new Set(await redis.client.smembers(keys.users));
-  const admitted = await loadAdmittedUsers(redis, db, coupon.id);
+  const admitted = await loadAdmittedUsers(redis, issuedUsersOf(db), coupon.id);
   const dbCounter = (await issuedCount(db, coupon.id)) ?? 0;
   const expected = new Set([...admitted.issued, ...admitted.queued, ...admitted.dead]);
 
@@ -113,7 +113,7 @@ async function reconcileOne(db: Db, redis: RedisHandle, coupon: Coupon, repair: 
     // Delete, then restore from a snapshot taken after the delete: admissions in between see
     // MISSING and rebuild the same way; restore only ever creates absent state.
     await redis.client.del(keys.state, keys.users);
-    await restoreCampaign(redis, db, coupon, queued);
+    await restoreCampaign(redis, issuedUsersOf(db), coupon, queued);
     if (queued) await ensureGroup(redis, coupon.id);
     await redis.invalidate(coupon.id);
     repaired = true;
@@ -132,4 +132,8 @@ async function reconcileOne(db: Db, redis: RedisHandle, coupon: Coupon, repair: 
     dead: admitted.dead.length,
     repaired,
   };
+}
+
+function issuedUsersOf(db: Db): IssuedUsers {
+  return (couponId) => loadIssuedUsers(db, couponId);
 }
