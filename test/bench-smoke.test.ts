@@ -1,5 +1,5 @@
-// Smoke run of `couponrush bench`: a tiny stampede against real PostgreSQL through real API
-// processes, asserting the invariants verdict and the report files — never a speed.
+// Smoke run of `couponrush bench`: a tiny stampede against real PostgreSQL (and MariaDB) through
+// real API processes, asserting the invariants verdict and the report files — never a speed.
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -8,7 +8,8 @@ import { describe, it } from 'node:test';
 import { runBench } from '../src/bench/index.js';
 import { resolveBenchOptions } from '../src/bench/options.js';
 import type { BenchReport } from '../src/bench/report.js';
-import { needServer, PG_ADMIN_URL } from './helpers.js';
+import mysql from 'mysql2/promise';
+import { MYSQL_ADMIN_URL, needServer, PG_ADMIN_URL } from './helpers.js';
 import { REDIS_URL } from './redis-helpers.js';
 
 const STOCK = 50;
@@ -101,6 +102,41 @@ describe('couponrush bench (smoke)', () => {
       assert.equal(report.ceilingAfter, null);
       assert.deepEqual(report.ceilingRuns, []);
       assert.ok(report.strategies.every((s) => s.ratioToCeiling === undefined), 'no ratio without a ceiling');
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+
+  it('on MariaDB: verifies every invariant there, names the server, and drops its scratch database', async (t) => {
+    if (!(await needServer(t, 'MariaDB', MYSQL_ADMIN_URL))) return;
+    const out = mkdtempSync(join(tmpdir(), 'couponrush-bench-smoke-'));
+    const strategies = ['db-atomic', 'db-pessimistic', 'local'] as const;
+    try {
+      const { REDIS_URL: _redis, ...env } = process.env;
+      const options = resolveBenchOptions(
+        { strategies: [...strategies], stock: STOCK, users: 200, requests: 300, connections: 16, warmup: 40, out },
+        { ...env, DATABASE_URL: `${MYSQL_ADMIN_URL.replace(/\/$/, '')}/mysql` },
+        { commandLine: 'couponrush bench (smoke test, MariaDB)', color: false, interactive: false },
+      );
+      const scratchDatabases = async () => {
+        const admin = await mysql.createConnection({ uri: MYSQL_ADMIN_URL });
+        try {
+          const [rows] = await admin.query("SHOW DATABASES LIKE 'couponrush\\_bench\\_%'");
+          return (rows as unknown[]).length;
+        } finally {
+          await admin.end();
+        }
+      };
+      const before = await scratchDatabases();
+      const { report } = await runBench(options);
+      assert.equal(await scratchDatabases(), before, 'the scratch database is dropped');
+      assert.match(report.services.database, /^(MariaDB|MySQL) \d+\./);
+      assert.equal(report.ok, true, JSON.stringify(report.strategies.map((s) => [s.name, s.verdict, s.violations])));
+      for (const s of report.strategies) {
+        assert.equal(s.verdict, 'ok', `${s.name}: ${s.reason ?? ''}`);
+        assert.equal(s.rows, STOCK, `${s.name}: rows == stock`);
+        assert.equal((s.statuses?.['201'] ?? 0), STOCK, `${s.name}: success responses == stock`);
+      }
     } finally {
       rmSync(out, { recursive: true, force: true });
     }

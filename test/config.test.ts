@@ -38,7 +38,12 @@ describe('loadConfig', () => {
     assert.equal(loadConfig({ ...base, DEFAULT_STRATEGY: 'redis-lua-async', REDIS_URL: 'redis://127.0.0.1:6379' }).defaultStrategy, 'redis-lua-async');
   });
   it('rejects an unknown LOG_LEVEL', () => throwsNaming({ ...base, LOG_LEVEL: 'loud' }, 'LOG_LEVEL'));
-  it('rejects a DATABASE_URL that is not postgres://', () => throwsNaming({ ...base, DATABASE_URL: 'mysql://root@localhost/x' }, 'DATABASE_URL'));
+  it('rejects a DATABASE_URL that is neither postgres:// nor mysql://', () => throwsNaming({ ...base, DATABASE_URL: 'sqlite:///tmp/x.db' }, 'DATABASE_URL'));
+  it('accepts postgres://, postgresql://, mysql:// and mariadb:// as DATABASE_URL', () => {
+    for (const url of ['postgres://u@h/d', 'postgresql://u@h/d', 'mysql://root@127.0.0.1:3306/d', 'mariadb://root@h/d']) {
+      assert.equal(loadConfig({ ...base, DATABASE_URL: url }).databaseUrl, url);
+    }
+  });
   it('rejects a DB_POOL_SIZE of 0', () => throwsNaming({ ...base, DB_POOL_SIZE: '0' }, 'DB_POOL_SIZE'));
   it('rejects a WORKER_LINGER_MS above one second', () => throwsNaming({ ...base, WORKER_LINGER_MS: '1001' }, 'WORKER_LINGER_MS'));
   it('WORKER_BATCH_SIZE: 500 by default, 1 to 10,000', () => {

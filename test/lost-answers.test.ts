@@ -1,11 +1,11 @@
 // Lost answers, one at a time: a proxy in front of PostgreSQL or Redis lets the decisive command
 // through (or not) and cuts the connection before its reply comes back. The service must find out
 // what happened before it answers — or say OUTCOME_UNKNOWN — and never call a committed issuance
-// "nothing issued". Needs PostgreSQL (and Redis for the Redis half).
+// "nothing issued". Needs PostgreSQL and MariaDB (and Redis for the Redis half).
 import assert from 'node:assert/strict';
 import { after, before, describe, it, type TestContext } from 'node:test';
-import { createPostgresDb, OutcomeUnknownError, type Db } from '../src/db/index.js';
-import { createTestDatabase, needServer, PG_ADMIN_URL, request, type TestDatabase } from './helpers.js';
+import { createMysqlDb, createPostgresDb, OutcomeUnknownError, type Db, type Queryable, type Transaction } from '../src/db/index.js';
+import { createTestDatabase, needDatabase, needServer, openTestDb, PG_ADMIN_URL, request, SERVER_DB_KINDS, SERVER_KINDS, type TestDatabase } from './helpers.js';
 import { TcpProxy, waitFor } from './ops-helpers.js';
 import { REDIS_URL, startRedisTestServer, waitForDrain, type RedisTestServer } from './redis-helpers.js';
 
@@ -15,66 +15,82 @@ function viaProxy(url: string, proxy: TcpProxy): string {
   return u.toString();
 }
 
-describe('db.transaction when the COMMIT answer is lost', () => {
-  let testDb: TestDatabase | undefined;
-  let proxy: TcpProxy | undefined;
-  let db: Db | undefined;
-  let direct: Db | undefined;
+for (const kind of SERVER_DB_KINDS) {
+  describe(`db.transaction when the COMMIT answer is lost (${kind})`, () => {
+    let testDb: TestDatabase | undefined;
+    let proxy: TcpProxy | undefined;
+    let db: Db | undefined;
+    let direct: Db | undefined;
+    const p = (n: number) => (kind === 'mysql' ? '?' : `$${n}`);
+    // The COMMIT statement on the wire. On MySQL the bare word would also match each new
+    // connection's `SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED`: match the query
+    // packet's command byte (COM_QUERY, 0x03) in front of it.
+    const COMMIT = kind === 'mysql' ? '\x03COMMIT' : 'COMMIT';
 
-  before(async () => {
-    const u = new URL(PG_ADMIN_URL);
-    proxy = await new TcpProxy(u.hostname, Number(u.port || 5432)).up();
-    try {
-      testDb = await createTestDatabase();
-    } catch {
-      return; // each test reports the missing server
-    }
-    direct = createPostgresDb(testDb.url, { poolSize: 1 });
-    await direct.exec('CREATE TABLE t (x int PRIMARY KEY)');
-    db = createPostgresDb(viaProxy(testDb.url, proxy), { poolSize: 2, connectionTimeoutMs: 500 });
-  });
-  after(async () => {
-    await proxy?.up();
-    await db?.close();
-    await direct?.close();
-    await testDb?.drop();
-    await proxy?.down();
-  });
-  const ready = async (t: TestContext) => (await needServer(t, 'PostgreSQL', PG_ADMIN_URL)) && db !== undefined;
-  const has = async (x: number) => (await direct!.query('SELECT 1 FROM t WHERE x = $1', [x])).rows.length === 1;
-
-  it('resolves with the result when the COMMIT reached the server and committed', async (t) => {
-    if (!(await ready(t))) return;
-    proxy!.loseAnswerTo('COMMIT', true);
-    const result = await db!.transaction(async (tx) => {
-      await tx.query('INSERT INTO t VALUES (1)');
-      return 'inserted';
+    before(async () => {
+      const u = new URL(SERVER_KINDS[kind].url);
+      proxy = await new TcpProxy(u.hostname, Number(u.port || (kind === 'mysql' ? 3306 : 5432))).up();
+      try {
+        testDb = await createTestDatabase(SERVER_KINDS[kind].dialect);
+      } catch {
+        return; // each test reports the missing server
+      }
+      direct = openTestDb(kind, testDb.url, 1);
+      await direct.query('CREATE TABLE t (x int PRIMARY KEY)');
+      db = kind === 'mysql' ? createMysqlDb(viaProxy(testDb.url, proxy), { poolSize: 2, connectionTimeoutMs: 500 }) : createPostgresDb(viaProxy(testDb.url, proxy), { poolSize: 2, connectionTimeoutMs: 500 });
     });
-    assert.equal(result, 'inserted');
-    assert.ok(await has(1));
-  });
+    after(async () => {
+      await proxy?.up();
+      await db?.close();
+      await direct?.close();
+      await testDb?.drop();
+      await proxy?.down();
+    });
+    const ready = async (t: TestContext) => (await needDatabase(t, kind)) && db !== undefined;
+    const has = async (x: number) => (await direct!.query(`SELECT 1 FROM t WHERE x = ${p(1)}`, [x])).rows.length === 1;
+    /** How the caller tells a committed transaction (MySQL asks it; PostgreSQL asks the server by id). */
+    const wrote = (x: number) => ({ committed: async (q: Queryable) => (await q.query(`SELECT 1 FROM t WHERE x = ${p(1)}`, [x])).rows.length === 1 });
+    const insert = (x: number) => async (tx: Transaction) => tx.query(`INSERT INTO t VALUES (${p(1)})`, [x]);
 
-  it('rejects with the connection error (not OutcomeUnknownError) when the COMMIT never reached the server', async (t) => {
-    if (!(await ready(t))) return;
-    proxy!.loseAnswerTo('COMMIT', false);
-    await assert.rejects(
-      db!.transaction(async (tx) => tx.query('INSERT INTO t VALUES (2)')),
-      (err: Error) => !(err instanceof OutcomeUnknownError),
-    );
-    assert.equal(await has(2), false);
-  });
+    it('resolves with the result when the COMMIT reached the server and committed', async (t) => {
+      if (!(await ready(t))) return;
+      proxy!.loseAnswerTo(COMMIT, true);
+      const result = await db!.transaction(async (tx) => {
+        await insert(1)(tx);
+        return 'inserted';
+      }, wrote(1));
+      assert.equal(result, 'inserted');
+      assert.ok(await has(1));
+    });
 
-  it('rejects with OutcomeUnknownError when the server cannot be asked within the bound', async (t) => {
-    if (!(await ready(t))) return;
-    proxy!.loseAnswerTo('COMMIT', true, () => proxy!.blackhole());
-    const started = performance.now();
-    await assert.rejects(db!.transaction(async (tx) => tx.query('INSERT INTO t VALUES (3)')), OutcomeUnknownError);
-    const ms = performance.now() - started;
-    assert.ok(ms >= 2_900 && ms < 5_000, `gave up after ${Math.round(ms)} ms`);
-    await proxy!.up();
-    assert.ok(await has(3), 'it had committed: "unknown" was the truth, not "failed"');
+    it('rejects with the connection error (not OutcomeUnknownError) when the COMMIT never reached the server', async (t) => {
+      if (!(await ready(t))) return;
+      proxy!.loseAnswerTo(COMMIT, false);
+      await assert.rejects(db!.transaction(insert(2), wrote(2)), (err: Error) => !(err instanceof OutcomeUnknownError));
+      assert.equal(await has(2), false);
+    });
+
+    it('rejects with OutcomeUnknownError when the server cannot be asked within the bound', async (t) => {
+      if (!(await ready(t))) return;
+      proxy!.loseAnswerTo(COMMIT, true, () => proxy!.blackhole());
+      const started = performance.now();
+      await assert.rejects(db!.transaction(insert(3), wrote(3)), OutcomeUnknownError);
+      const ms = performance.now() - started;
+      assert.ok(ms >= 2_900 && ms < 5_000, `gave up after ${Math.round(ms)} ms`);
+      await proxy!.up();
+      assert.ok(await has(3), 'it had committed: "unknown" was the truth, not "failed"');
+    });
+
+    if (kind === 'mysql') {
+      it('rejects with OutcomeUnknownError when the caller gave no way to tell (MySQL has no transaction ids to ask)', async (t) => {
+        if (!(await ready(t))) return;
+        proxy!.loseAnswerTo(COMMIT, true);
+        await assert.rejects(db!.transaction(insert(4)), OutcomeUnknownError);
+        assert.ok(await has(4), 'it had committed: "unknown" was the truth');
+      });
+    }
   });
-});
+}
 
 describe('POST /coupons/:id/issues when the decisive answer is lost', () => {
   let server: RedisTestServer | undefined;

@@ -5,21 +5,20 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { signUserToken } from '../src/http/auth.js';
 import { openRedis } from '../src/redis/client.js';
-import { ADMIN_TOKEN, createTestDatabase, issuedRows, JWT_SECRET, needServer, PG_ADMIN_URL, request } from './helpers.js';
+import { ADMIN_TOKEN, createTestDatabase, issuedRows, JWT_SECRET, needDatabase, needServer, openTestDb, request, SERVER_DB_KINDS, SERVER_KINDS } from './helpers.js';
 import { freePort, runCli, sample, waitFor, type Child } from './ops-helpers.js';
 import { backlog, deleteKeys, REDIS_URL, silent, uniquePrefix } from './redis-helpers.js';
-import { createPostgresDb } from '../src/db/index.js';
 
 const STOCK = 200;
 const USERS = 400;
 const REQUESTS = 800;
 
-describe('two API instances and two workers on Redis', () => {
+for (const kind of SERVER_DB_KINDS) describe(`two API instances and two workers on Redis (${kind})`, () => {
   it('stay exact under one stampede and expose their metrics', async (t) => {
-    if (!(await needServer(t, 'PostgreSQL', PG_ADMIN_URL)) || !(await needServer(t, 'Redis', REDIS_URL))) return;
-    const testDb = await createTestDatabase();
+    if (!(await needDatabase(t, kind)) || !(await needServer(t, 'Redis', REDIS_URL))) return;
+    const testDb = await createTestDatabase(SERVER_KINDS[kind].dialect);
     const prefix = uniquePrefix();
-    const db = createPostgresDb(testDb.url, { poolSize: 2 });
+    const db = openTestDb(kind, testDb.url, 2);
     const redis = await openRedis(REDIS_URL, prefix, silent);
     const children: Child[] = [];
     try {

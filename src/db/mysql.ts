@@ -5,7 +5,8 @@
 // not rows matched, so a no-op `ON DUPLICATE KEY UPDATE` reports 0 (a duplicate).
 import type { PoolConnection as CoreConnection } from 'mysql2';
 import mysql from 'mysql2/promise';
-import { OutcomeUnknownError, type Db, type QueryResult, type ServerDbOptions, type Transaction } from './types.js';
+import { askUntil } from '../util/ask-until.js';
+import { OutcomeUnknownError, type Db, type Queryable, type QueryResult, type ServerDbOptions, type Transaction, type TransactionOptions } from './types.js';
 
 /** mysql2 reads `mysql://`; `mariadb://` names the same protocol. */
 function driverUrl(url: string): string {
@@ -44,6 +45,18 @@ function onConnection(conn: mysql.PoolConnection): Transaction {
   };
 }
 
+const UPTIME_SQL = "SHOW GLOBAL STATUS LIKE 'Uptime'";
+/** How long a lost COMMIT's server thread may linger before it is killed (see commitStatus). */
+const KILL_AFTER_MS = 1_000;
+/** Two readings of the server's start (now − uptime, whole seconds) within this are the same run. */
+const SAME_START_TOLERANCE_S = 3;
+
+/** The server's start time in Unix seconds, from the rows of UPTIME_SQL. */
+function startedAt(rows: unknown): number {
+  const value = (rows as Array<{ Value?: string | number }>)[0]?.Value;
+  return Date.now() / 1000 - Number(value);
+}
+
 /** Errors after which the connection cannot be trusted to go back to the pool. */
 function isFatal(err: unknown): boolean {
   return typeof err === 'object' && err !== null && (err as { fatal?: unknown }).fatal === true;
@@ -68,6 +81,11 @@ export function createMysqlDb(url: string, options: ServerDbOptions): Db {
     conn.on('error', () => {});
     conn.query('SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED', () => {});
     conn.query(`SET time_zone = '+00:00', innodb_lock_wait_timeout = ${lockWaitSeconds}`, () => {});
+    // When the server started, as this connection saw it: thread ids start again from 1 after a
+    // restart, so a lost COMMIT's thread id means something only on the same server run.
+    conn.query(UPTIME_SQL, (err: unknown, rows: unknown) => {
+      if (err === null || err === undefined) serverStarts.set(conn, startedAt(rows));
+    });
   });
 
   // mysql2's pool waits for a free connection without a bound: bound it as pg's pool is bounded, so
@@ -112,13 +130,15 @@ export function createMysqlDb(url: string, options: ServerDbOptions): Db {
     }
   };
 
-  return {
+  const serverStarts = new WeakMap<CoreConnection, number>();
+  const db: Db = {
     kind: 'mysql',
     dialect: 'mysql',
     query: (sql, params) => hold((conn) => run(conn, sql, params), (err) => !isFatal(err)),
-    transaction: (fn) => {
+    transaction: (fn, txOptions) => {
       let rolledBack = true;
       return hold(async (conn) => {
+        const core = (conn as unknown as { connection: CoreConnection & { threadId: number | null } }).connection;
         await conn.query('START TRANSACTION');
         let result;
         try {
@@ -135,9 +155,12 @@ export function createMysqlDb(url: string, options: ServerDbOptions): Db {
           await conn.query('COMMIT');
         } catch (err) {
           // The server answered with an error: it did not commit. No answer (the connection
-          // failed with the COMMIT in flight): MySQL has no txid_status to ask afterwards, so
-          // the outcome is unknown and is said so.
+          // failed with the COMMIT in flight): see commitStatus.
           if (!isFatal(err)) throw err;
+          // Read now, not at checkout: a new connection's set-up answers come before any of ours.
+          const status = await commitStatus(db, { thread: core.threadId, serverStartedAt: serverStarts.get(core) }, txOptions);
+          if (status === 'committed') return result;
+          if (status === 'aborted') throw err;
           throw new OutcomeUnknownError('the COMMIT was sent and no answer came', { cause: err });
         }
         return result;
@@ -153,4 +176,40 @@ export function createMysqlDb(url: string, options: ServerDbOptions): Db {
     },
     close: () => pool.end(),
   };
+  return db;
+}
+
+/**
+ * What became of a transaction whose COMMIT answer was lost. MySQL cannot be asked by a
+ * transaction id, so: first make sure the transaction has ended — its server thread is gone (it
+ * ends by itself once it reads that its client left, after any COMMIT it had received; after a
+ * restart it is gone; one still there after KILL_AFTER_MS is KILLed, and a COMMIT in progress
+ * completes or rolls back whole) — then ask the caller's `committed` check, which reads what the
+ * transaction wrote. All on other connections, again and again for up to LOST_ANSWER_CHECK_MS.
+ * Without a check, a thread id or an answer in time: unknown.
+ */
+async function commitStatus(
+  db: Queryable,
+  session: { thread: number | null; serverStartedAt: number | undefined },
+  options: TransactionOptions | undefined,
+): Promise<'committed' | 'aborted' | 'unknown'> {
+  const committed = options?.committed;
+  const { thread, serverStartedAt } = session;
+  if (committed === undefined || thread === null || serverStartedAt === undefined) return 'unknown';
+  let seenSince: number | undefined;
+  const status = await askUntil(async () => {
+    const restarted = Math.abs(startedAt((await db.query(UPTIME_SQL)).rows) - serverStartedAt) > SAME_START_TOLERANCE_S;
+    // After a restart every thread of the old run is gone (and its id may be someone else's now).
+    const { rows } = restarted ? { rows: [{ n: 0 }] } : await db.query<{ n: number }>('SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE ID = ?', [thread]);
+    if (Number(rows[0]?.n ?? 0) > 0) {
+      // A server thread whose client went away ends by itself as soon as it reads the end of the
+      // connection, after the COMMIT it had received, if any. One still there after a while has
+      // not seen the end (a half-open connection): end it, so that its transaction is decided.
+      seenSince ??= Date.now();
+      if (Date.now() - seenSince >= KILL_AFTER_MS) await db.query(`KILL ${Math.trunc(thread)}`).catch(() => undefined); // gone meanwhile: fine
+      return undefined; // ask again once it is gone
+    }
+    return (await committed(db)) ? 'committed' : 'aborted';
+  });
+  return status ?? 'unknown';
 }

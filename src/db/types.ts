@@ -29,6 +29,16 @@ export interface PoolStats {
   waiting: number;
 }
 
+export interface TransactionOptions {
+  /**
+   * Whether the transaction's writes are in the database, asked on another connection only when
+   * its COMMIT's answer was lost and the transaction has certainly ended (MySQL: its connection is
+   * gone from the server). PostgreSQL needs none: it is asked by the transaction's id. Without
+   * one, a lost COMMIT answer on MySQL is OutcomeUnknownError.
+   */
+  committed?: (db: Queryable) => Promise<boolean>;
+}
+
 export interface Db extends Queryable {
   readonly kind: 'postgres' | 'pglite' | 'mysql';
   /**
@@ -36,7 +46,7 @@ export interface Db extends Queryable {
    * the COMMIT is known to have succeeded; rejects with OutcomeUnknownError when it cannot be
    * known whether it did, and with any other error when it did not.
    */
-  transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T>;
+  transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T>;
   /**
    * Runs fn on one connection held for its whole duration, outside any transaction (session
    * locks, DDL that commits by itself on MySQL).

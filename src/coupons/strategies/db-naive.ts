@@ -16,7 +16,7 @@ export const dbNaive: StrategyModule = {
     async issue(coupon, userId, now) {
       // The race: between this read and the update below, others read the same count.
       if (((await issuedCount(db, coupon.id)) ?? 0) >= coupon.totalQuantity) return SOLD_OUT;
-      return transactionOutcome(db, async (tx) => {
+      return transactionOutcome(db, { couponId: coupon.id, userId }, async (tx) => {
         if (!(await insertIssueIfAbsent(tx, coupon.id, userId, now))) return ALREADY_ISSUED;
         await bumpIssued(tx, coupon.id);
         return ISSUED;

@@ -23,7 +23,7 @@ export const dbOptimistic: StrategyModule = {
       for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
         // Read and compare-and-set on one connection: reading on another pooled connection would
         // let the version go stale while waiting for the pool, and nearly every CAS would lose.
-        const outcome = await transactionOutcome(db, async (tx) => {
+        const outcome = await transactionOutcome(db, { couponId: coupon.id, userId }, async (tx) => {
           const row = await issuedAndVersion(tx, coupon.id);
           if (row === undefined || row.issued >= coupon.totalQuantity) return soldOutUnlessHeld(tx, coupon.id, userId);
           if (!(await insertIssueIfAbsent(tx, coupon.id, userId, now))) return ALREADY_ISSUED;

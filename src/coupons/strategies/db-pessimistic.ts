@@ -14,7 +14,7 @@ export const dbPessimistic: StrategyModule = {
   mayOverIssue: false,
   create: ({ db }) => ({
     issue: (coupon, userId, now) =>
-      transactionOutcome(db, async (tx) => {
+      transactionOutcome(db, { couponId: coupon.id, userId }, async (tx) => {
         if (((await lockIssuedCount(tx, coupon.id)) ?? 0) >= coupon.totalQuantity) return soldOutUnlessHeld(tx, coupon.id, userId);
         if (!(await insertIssueIfAbsent(tx, coupon.id, userId, now))) return ALREADY_ISSUED;
         await bumpIssued(tx, coupon.id);

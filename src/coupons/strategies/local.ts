@@ -3,9 +3,9 @@
 // statement, a few milliseconds apart, and each is answered 201 only after its row committed.
 // The embedded default. Exact with ONE API process: the gate's memory is not shared.
 import type { FastifyBaseLogger } from 'fastify';
-import { OutcomeUnknownError, type Db } from '../../db/index.js';
+import { OutcomeUnknownError, type Db, type Queryable } from '../../db/index.js';
 import { ALREADY_ISSUED, ISSUED, OUTCOME_UNKNOWN, SOLD_OUT, unavailable, type Coupon, type IssueOutcome } from '../domain.js';
-import { insertIssues, issuedCount, loadIssuedUsers } from '../repository.js';
+import { findIssue, insertIssues, issuedCount, loadIssuedUsers } from '../repository.js';
 import type { IssueStrategy, StrategyModule } from './types.js';
 
 /** How long an idle gate waits to gather a batch; under load batches form while a write is in flight. */
@@ -106,7 +106,7 @@ class LocalGate implements IssueStrategy {
     try {
       // A transaction, not a lone statement: if the COMMIT's answer is lost, transaction() asks
       // the server what became of it, so the batch still gets a true answer.
-      const rows = await this.db.transaction((tx) => insertIssues(tx, batch));
+      const rows = await this.db.transaction((tx) => insertIssues(tx, batch), { committed: (q) => allHeld(q, batch) });
       inserted = new Set(rows.map((r) => `${r.couponId}\u0000${r.userId}`));
     } catch (err) {
       // Nothing of the batch was written (or, OutcomeUnknownError, it cannot be known whether it
@@ -138,3 +138,9 @@ export const local: StrategyModule = {
   mayOverIssue: false,
   create: ({ db, log }) => new LocalGate(db, log),
 };
+
+/** Whether every user of a batch holds its coupon: a lost COMMIT's batch committed (all or nothing). */
+async function allHeld(db: Queryable, batch: readonly Admitted[]): Promise<boolean> {
+  for (const a of batch) if ((await findIssue(db, a.couponId, a.userId)) === undefined) return false;
+  return true;
+}

@@ -24,7 +24,7 @@ export const processMutex: StrategyModule = {
       issue: (coupon, userId, now) =>
         mutexFor(coupon.id).runExclusive(async () => {
           if (((await issuedCount(db, coupon.id)) ?? 0) >= coupon.totalQuantity) return soldOutUnlessHeld(db, coupon.id, userId);
-          return transactionOutcome(db, async (tx) => {
+          return transactionOutcome(db, { couponId: coupon.id, userId }, async (tx) => {
             if (!(await insertIssueIfAbsent(tx, coupon.id, userId, now))) return ALREADY_ISSUED;
             await bumpIssued(tx, coupon.id);
             return ISSUED;

@@ -19,13 +19,14 @@ export function rollbackWith(outcome: IssueOutcome): never {
 }
 
 /**
- * Runs fn in a transaction; a `rollbackWith(outcome)` inside rolls back and yields that outcome,
- * and a COMMIT whose fate could not be learnt yields OUTCOME_UNKNOWN. Any error it throws means
- * nothing was committed.
+ * Runs fn, the issuance of one coupon to one user, in a transaction; a `rollbackWith(outcome)`
+ * inside rolls back and yields that outcome, and a COMMIT whose fate could not be learnt yields
+ * OUTCOME_UNKNOWN. Any error it throws means nothing was committed. If the COMMIT's answer is
+ * lost, the user's row is what tells whether it committed (on MySQL; PostgreSQL is asked by id).
  */
-export async function transactionOutcome(db: Db, fn: (tx: Transaction) => Promise<IssueOutcome>): Promise<IssueOutcome> {
+export async function transactionOutcome(db: Db, issue: { couponId: number; userId: string }, fn: (tx: Transaction) => Promise<IssueOutcome>): Promise<IssueOutcome> {
   try {
-    return await db.transaction(fn);
+    return await db.transaction(fn, { committed: async (q) => (await findIssue(q, issue.couponId, issue.userId)) !== undefined });
   } catch (err) {
     if (err instanceof Rollback) return err.outcome;
     if (err instanceof OutcomeUnknownError) return OUTCOME_UNKNOWN;
@@ -39,7 +40,7 @@ export async function transactionOutcome(db: Db, fn: (tx: Transaction) => Promis
  * front of it. db-atomic's whole decision; the database half of redis-lock and redis-lua-sync.
  */
 export function insertAndClaim(db: Db, couponId: number, userId: string, now: Date): Promise<IssueOutcome> {
-  return transactionOutcome(db, async (tx) => {
+  return transactionOutcome(db, { couponId, userId }, async (tx) => {
     if (!(await insertIssueIfAbsent(tx, couponId, userId, now))) return ALREADY_ISSUED;
     // The user was not a duplicate, so losing here means the last unit went to someone else.
     return (await claimUnit(tx, couponId)) ? ISSUED : rollbackWith(SOLD_OUT);
