@@ -6,13 +6,12 @@ import { clusterRefusal, serveCluster } from './cluster.js';
 import { ConfigError, loadConfig, type Config, type LoadOptions } from './config.js';
 import { isValidUserId } from './coupons/domain.js';
 import { reconciledStrategies } from './coupons/strategies/index.js';
-import { migrate, pendingMigrations } from './db/migrate.js';
+import { migrate } from './db/migrate.js';
 import { signUserToken } from './http/auth.js';
-import { openRedis } from './redis/client.js';
 import { reconcile } from './coupons/reconcile.js';
 import { startMetricsListener, type MetricsListener } from './metrics/listener.js';
 import { createWorkerRegistry } from './metrics/worker.js';
-import { openDb } from './runtime.js';
+import { openDb, openStores } from './runtime.js';
 import { closeOnSignals, printBanner, startServer } from './server.js';
 import { defaultConsumerName, startWorker } from './worker/worker.js';
 
@@ -86,14 +85,13 @@ program
     }
     if (!/^[A-Za-z0-9._:-]{1,64}$/.test(opts.consumer)) program.error('couponrush worker: --consumer must be 1-64 characters of [A-Za-z0-9._:-]');
     const log = pino({ level: cfg.logLevel });
-    const db = await openDb(cfg);
-    const pending = await pendingMigrations(db);
-    if (pending.length > 0) {
-      await db.close();
-      program.error(`couponrush worker: database schema is behind (${pending.join(', ')} not applied): run \`couponrush migrate\``);
-    }
-    const redis = await openRedis(cfg.redisUrl, cfg.redisPrefix, log);
-    const worker = await startWorker({ db, redis, config: cfg.worker, log, consumer: opts.consumer });
+    const stores = await openStores(cfg, log);
+    const { db } = stores;
+    const redis = stores.redis!; // REDIS_URL is set
+    const worker = await startWorker({ db, redis, config: cfg.worker, log, consumer: opts.consumer }).catch(async (err: unknown) => {
+      await stores.close();
+      throw err;
+    });
     // Prometheus scrapes the worker on ADMIN_HOST:ADMIN_PORT (/metrics, /healthz).
     let metrics: MetricsListener | undefined;
     if (cfg.adminPort !== undefined) {
@@ -105,8 +103,7 @@ program
     closeOnSignals(async () => {
       await metrics?.close();
       await worker.stop();
-      await redis.close();
-      await db.close();
+      await stores.close();
     }, log);
   });
 
@@ -119,11 +116,9 @@ program
     const cfg = config();
     if (cfg.redisUrl === undefined) return program.error('couponrush reconcile: REDIS_URL is not set');
     const log = pino({ level: cfg.logLevel });
-    const db = await openDb(cfg);
-    const redis = await openRedis(cfg.redisUrl, cfg.redisPrefix, log, { commandTimeoutMs: ONE_SHOT_COMMAND_TIMEOUT_MS }).catch(async (err: unknown) => {
-      await db.close();
-      throw err;
-    });
+    const stores = await openStores(cfg, log, { redisCommandTimeoutMs: ONE_SHOT_COMMAND_TIMEOUT_MS });
+    const { db } = stores;
+    const redis = stores.redis!; // REDIS_URL is set
     try {
       const strategies = reconciledStrategies();
       const reports = await reconcile(db, redis, { repair: opts.repair === true, couponId: opts.coupon, strategies });
@@ -145,8 +140,7 @@ program
       process.stdout.write(out.join('\n') + '\n');
       if (reports.some((r) => r.status === 'DRIFT' && !r.repaired)) process.exitCode = 1;
     } finally {
-      await redis.close();
-      await db.close();
+      await stores.close();
     }
   });
 

@@ -43,10 +43,39 @@ export function openDb(config: Config): Promise<Db> {
     : Promise.resolve(openServerDb(config.databaseUrl, { poolSize: config.dbPoolSize }));
 }
 
-export async function createRuntime(config: Config, log: FastifyBaseLogger, options: RuntimeOptions = {}): Promise<Runtime> {
+/** The stores a process works on: the database, and Redis when REDIS_URL is set. */
+export interface Stores {
+  readonly db: Db;
+  readonly redis: RedisHandle | undefined;
+  /** Closes what openStores opened (a database passed in stays open). */
+  close(): Promise<void>;
+}
+
+export interface OpenStoresOptions {
+  /** 'apply' runs pending migrations; 'check' (the default) refuses a schema that is behind. */
+  migrations?: 'apply' | 'check';
+  /** Use this database instead of opening one from the config (tests); it is not closed. */
+  db?: Db;
+  /** Bound on each Redis command (the one-shot commands); none for long-running processes. */
+  redisCommandTimeoutMs?: number;
+}
+
+/**
+ * The one start-up of every process (serve, worker, reconcile, the tests): open the database,
+ * apply or check the migrations, open Redis; whatever fails, what was opened is closed again.
+ */
+export async function openStores(config: Config, log: FastifyBaseLogger, options: OpenStoresOptions = {}): Promise<Stores> {
   const db = options.db ?? (await openDb(config));
+  const closeDb = async () => {
+    if (options.db === undefined) await db.close();
+  };
+  let redis: RedisHandle | undefined;
   try {
-    if (options.migrate === true || config.embedded) {
+    if (config.redisUrl !== undefined) {
+      const timeout = options.redisCommandTimeoutMs;
+      redis = await openRedis(config.redisUrl, config.redisPrefix, log, timeout === undefined ? {} : { commandTimeoutMs: timeout });
+    }
+    if (options.migrations === 'apply') {
       const { applied } = await migrate(db);
       if (applied.length > 0) log.info({ applied }, 'migrations applied');
     } else {
@@ -56,17 +85,27 @@ export async function createRuntime(config: Config, log: FastifyBaseLogger, opti
       }
     }
   } catch (err) {
-    if (options.db === undefined) await db.close();
+    await redis?.close();
+    await closeDb();
     throw err;
   }
-  let redis: RedisHandle | undefined;
-  try {
-    if (options.withWorker === true && config.redisUrl === undefined) throw new Error('--with-worker needs REDIS_URL');
-    if (config.redisUrl !== undefined) redis = await openRedis(config.redisUrl, config.redisPrefix, log);
-  } catch (err) {
-    if (options.db === undefined) await db.close();
-    throw err;
-  }
+  return {
+    db,
+    redis,
+    async close() {
+      await redis?.close();
+      await closeDb();
+    },
+  };
+}
+
+export async function createRuntime(config: Config, log: FastifyBaseLogger, options: RuntimeOptions = {}): Promise<Runtime> {
+  if (options.withWorker === true && config.redisUrl === undefined) throw new Error('--with-worker needs REDIS_URL');
+  const stores = await openStores(config, log, {
+    migrations: options.migrate === true || config.embedded ? 'apply' : 'check',
+    ...(options.db === undefined ? {} : { db: options.db }),
+  });
+  const { db, redis } = stores;
   const strategies = new StrategySet({ db, log, redis }, { redis: redis !== undefined });
   const metrics = new Metrics({ db, processMetrics: true });
   const service = new CouponService(db, strategies, config.defaultStrategy, metrics);
@@ -85,8 +124,7 @@ export async function createRuntime(config: Config, log: FastifyBaseLogger, opti
       worker = await startWorker({ db, redis, config: config.worker, log });
     } catch (err) {
       await strategies.close();
-      await redis.close();
-      if (options.db === undefined) await db.close();
+      await stores.close();
       throw err;
     }
   }
@@ -109,8 +147,7 @@ export async function createRuntime(config: Config, log: FastifyBaseLogger, opti
     async close() {
       await worker?.stop();
       await strategies.close();
-      await redis?.close();
-      if (options.db === undefined) await db.close();
+      await stores.close();
     },
   };
 }

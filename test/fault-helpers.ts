@@ -112,6 +112,15 @@ export class PrivatePostgres implements PrivateDatabase {
   }
 }
 
+/** SIGKILL a child server process and wait until it is gone (nothing when it already is). */
+async function kill9(proc: ChildProcess | undefined): Promise<void> {
+  if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return;
+  await new Promise<void>((resolve) => {
+    proc.once('exit', () => resolve());
+    proc.kill('SIGKILL');
+  });
+}
+
 /** The first of these programs on the PATH or in /usr/sbin (where Debian puts server binaries). */
 function program(...names: string[]): string | undefined {
   for (const name of names) {
@@ -207,11 +216,7 @@ export class PrivateMariaDb implements PrivateDatabase {
   async crash(): Promise<void> {
     const proc = this.proc;
     this.proc = undefined;
-    if (proc === undefined || proc.exitCode !== null) return;
-    await new Promise<void>((resolve) => {
-      proc.once('exit', () => resolve());
-      proc.kill('SIGKILL');
-    });
+    await kill9(proc);
   }
 
   /** SIGSTOP: the port still accepts connections, nothing answers. */
@@ -293,11 +298,7 @@ export class PrivateRedis {
   async kill9(): Promise<void> {
     const proc = this.proc;
     this.proc = undefined;
-    if (proc === undefined || proc.exitCode !== null) return;
-    await new Promise<void>((resolve) => {
-      proc.once('exit', () => resolve());
-      proc.kill('SIGKILL');
-    });
+    await kill9(proc);
   }
 
   async destroy(): Promise<void> {
@@ -587,6 +588,20 @@ const table: GuaranteeRow[] = [];
 
 export function reportGuarantee(row: GuaranteeRow): void {
   table.push(row);
+}
+
+/** One row of the table from an audit: what a fault did to one strategy's campaign. */
+export function reportAudit(fault: string, strategy: string, audit: Audit, recoveredAfterMs: number | undefined): void {
+  reportGuarantee({
+    fault,
+    strategy,
+    acknowledged: audit.acknowledged,
+    lost: audit.lost.length,
+    wronglyRefused: audit.unexpected.length,
+    notDecided: audit.notDecided,
+    undetermined: audit.undetermined,
+    recoveredAfterMs,
+  });
 }
 
 const seconds = (ms: number | undefined) => (ms === undefined ? '—' : `${(ms / 1000).toFixed(1)} s`);

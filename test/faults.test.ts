@@ -26,7 +26,7 @@ import {
   type PrivateDatabase,
   PrivateRedis,
   redisServerBinary,
-  reportGuarantee,
+  reportAudit,
   rowsOf,
   startApi,
   stampedeThroughFault,
@@ -193,16 +193,7 @@ function storeFaults(kind: 'postgres' | 'mysql'): void {
         const what = `${s.fault}, ${target.strategy}: ${JSON.stringify(Object.fromEntries(audit.statuses))}`;
         t.diagnostic(what);
         const forgets = s.forgets?.(target.strategy) === true;
-        reportGuarantee({
-          fault: s.fault,
-          strategy: target.strategy,
-          acknowledged: audit.acknowledged,
-          lost: audit.lost.length,
-          wronglyRefused: audit.unexpected.length,
-          notDecided: audit.notDecided,
-          undetermined: audit.undetermined,
-          recoveredAfterMs: target.recoveredAfterMs,
-        });
+        reportAudit(s.fault, target.strategy, audit, target.recoveredAfterMs);
         if (forgets) {
           // What the store forgot was acknowledged before it came back empty; nothing after.
           assert.deepEqual(audit.lost.filter((c) => c.at > healedAt), [], `${what}: an answer given after the restart was lost`);
@@ -425,16 +416,7 @@ describe('faults of the embedded mode (local on PGlite, real API process)', () =
       const audit = target.ledger.audit(users);
       const what = `embedded kill -9, local: ${JSON.stringify(Object.fromEntries(audit.statuses))}`;
       t.diagnostic(what);
-      reportGuarantee({
-        fault: 'API kill -9 + restart (embedded PGlite)',
-        strategy: 'local',
-        acknowledged: audit.acknowledged,
-        lost: audit.lost.length,
-        wronglyRefused: audit.unexpected.length,
-        notDecided: audit.notDecided,
-        undetermined: audit.undetermined,
-        recoveredAfterMs: target.recoveredAfterMs,
-      });
+      reportAudit('API kill -9 + restart (embedded PGlite)', 'local', audit, target.recoveredAfterMs);
       assert.deepEqual(audit.lost, [], `${what}: acknowledged and absent`);
       assert.deepEqual(audit.falseDuplicates, [], `${what}: told 409 without a coupon`);
       assert.deepEqual(audit.unexpected, [], `${what}: holds a coupon though every answer said no`);
