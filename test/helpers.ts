@@ -148,6 +148,8 @@ export type ServerDbKind = (typeof SERVER_DB_KINDS)[number];
 export interface TestServerOptions {
   db: DbKind;
   env?: Record<string, string>;
+  /** Another instance on this server's database (not created, not dropped by this one). */
+  sharing?: TestServer;
   /** Rewrites the database URL the app connects to (e.g. through a TcpProxy); the test's own stays direct. */
   dbVia?: (url: string) => string;
 }
@@ -176,7 +178,13 @@ export interface CouponBody {
  * database (needs the server; check with `needDatabase` first) or an in-memory PGlite.
  */
 export async function startTestServer(options: TestServerOptions): Promise<TestServer> {
-  const testDb = options.db === 'pglite' ? undefined : await createTestDatabase(SERVER_KINDS[options.db].dialect);
+  const shared = options.sharing?.config.databaseUrl;
+  const testDb =
+    options.db === 'pglite'
+      ? undefined
+      : shared !== undefined
+        ? { url: shared, name: new URL(shared).pathname.slice(1), drop: async () => {} }
+        : await createTestDatabase(SERVER_KINDS[options.db].dialect);
   const env: Record<string, string> = {
     ADMIN_TOKEN,
     JWT_SECRET,

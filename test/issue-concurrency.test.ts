@@ -55,3 +55,32 @@ for (const dbKind of SERVER_DB_KINDS) describe(`db-naive (kept to show the race,
     }
   });
 });
+
+// The database-only strategies that claim exactness across instances, with two API instances on one
+// database and the stampede split between them.
+for (const dbKind of SERVER_DB_KINDS) describe(`two API instances on one database (${dbKind})`, () => {
+  for (const strategy of ['db-batch', 'db-atomic'] as const) {
+    it(`${strategy}: issues exactly the stock across both, never twice to one user`, async (t) => {
+      if (!(await needDatabase(t, dbKind))) return;
+      const a = await startTestServer({ db: dbKind });
+      const b = await startTestServer({ db: dbKind, sharing: a });
+      try {
+        const { id } = await a.createCoupon({ totalQuantity: STOCK, strategy });
+        // Both halves at once; each user may be sent to either instance (and twice).
+        const [ra, rb] = await Promise.all([stampede(a, id, USERS, REQUESTS / 2, 128), stampede(b, id, USERS, REQUESTS / 2, 128)]);
+        const db = await issuedRows(a.db, id);
+        assert.equal(db.rows, STOCK, 'rows in the database == stock');
+        assert.equal(db.distinctUsers, db.rows, 'no user has two rows');
+        assert.equal(db.counter, STOCK, 'issued_quantity matches the rows');
+        const winners = [...ra.winners, ...rb.winners];
+        assert.equal(winners.length, STOCK, `exactly the stock answered 201 (${JSON.stringify([...ra.statuses, ...rb.statuses])})`);
+        assert.deepEqual(new Set(winners), new Set(db.users), 'every 201 has a row, every row had a 201');
+        const others = [...ra.statuses, ...rb.statuses].filter(([status]) => status !== 201 && status !== 409 && status !== 410);
+        assert.deepEqual(others, [], 'every other answer is 409 or 410');
+      } finally {
+        await b.close();
+        await a.close();
+      }
+    });
+  }
+});

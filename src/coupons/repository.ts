@@ -33,3 +33,9 @@ export const insertIssueIfAbsent = (tx: Queryable, couponId: number, userId: str
   sql(tx).insertIssueIfAbsent(tx, couponId, userId, issuedAt);
 export const loadIssuedUsers = (db: Queryable, couponId: number): Promise<string[]> => sql(db).loadIssuedUsers(db, couponId);
 export const insertIssues = (tx: Transaction, issues: readonly NewIssue[]): Promise<Array<{ couponId: number; userId: string }>> => sql(tx).insertIssues(tx, issues);
+export const lockRemaining = (tx: Queryable, couponId: number): Promise<number | undefined> => sql(tx).lockRemaining(tx, couponId);
+export const insertNewIssues = (tx: Transaction, couponId: number, issues: readonly NewIssue[]): Promise<string[]> => sql(tx).insertNewIssues(tx, couponId, issues);
+export const removeIssues = (tx: Queryable, couponId: number, userIds: readonly string[]): Promise<void> => sql(tx).removeIssues(tx, couponId, userIds);
+export const addIssued = (tx: Queryable, couponId: number, n: number): Promise<void> => sql(tx).addIssued(tx, couponId, n);
+export const holdersAmong = (db: Queryable, couponId: number, userIds: readonly string[]): Promise<string[]> => sql(db).holdersAmong(db, couponId, userIds);
+export const soldOutAmong = (db: Queryable, couponIds: readonly number[]): Promise<number[]> => sql(db).soldOutAmong(db, couponIds);

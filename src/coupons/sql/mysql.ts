@@ -145,12 +145,56 @@ export const mysqlStatements: CouponStatements = {
     return rows.map((r) => r.user_id);
   },
 
+  async lockRemaining(tx, couponId) {
+    const { rows } = await tx.query<{ remaining: number }>(
+      'SELECT GREATEST(total_quantity - issued_quantity, 0) AS remaining FROM coupons WHERE id = ? FOR UPDATE',
+      [couponId],
+    );
+    return rows[0] === undefined ? undefined : Number(rows[0].remaining);
+  },
+
   // Without RETURNING, the rows inserted are the batch minus the pairs already there: read those,
-  // insert the batch skipping duplicates, and check that the rows the server reports inserted are
+  // insert the rest skipping duplicates, and check that the rows the server reports inserted are
   // exactly that many. A mismatch means another transaction inserted some of the same pairs in
   // between (a redelivered entry written twice at once): the caller's transaction rolls back and
-  // the batch is retried, rather than the counter moving by a guess. Coupons in id order, so two
-  // batches lock coupon rows in the same order.
+  // is retried, rather than a counter moving by a guess.
+  async insertNewIssues(tx, couponId, issues) {
+    if (issues.length === 0) return [];
+    const present = new Set(await mysqlStatements.holdersAmong(tx, couponId, issues.map((i) => i.userId)));
+    const fresh = new Map<string, NewIssue>();
+    for (const i of issues) if (!present.has(i.userId) && !fresh.has(i.userId)) fresh.set(i.userId, i);
+    if (fresh.size === 0) return [];
+    const { rowCount } = await tx.query(`INSERT INTO coupon_issues (coupon_id, user_id, issued_at) VALUES ? ${SKIP_DUPLICATE}`, [
+      [...fresh.values()].map((i) => [couponId, i.userId, i.issuedAt]),
+    ]);
+    if (rowCount !== fresh.size) throw new ConcurrentIssueError(couponId);
+    return [...fresh.keys()];
+  },
+
+  async removeIssues(tx, couponId, userIds) {
+    if (userIds.length === 0) return;
+    await tx.query('DELETE FROM coupon_issues WHERE coupon_id = ? AND user_id IN (?)', [couponId, userIds]);
+  },
+
+  async addIssued(tx, couponId, n) {
+    await tx.query('UPDATE coupons SET issued_quantity = issued_quantity + ? WHERE id = ?', [n, couponId]);
+  },
+
+  async holdersAmong(db, couponId, userIds) {
+    if (userIds.length === 0) return [];
+    const { rows } = await db.query<Pick<CouponIssuesTable, 'user_id'>>('SELECT user_id FROM coupon_issues WHERE coupon_id = ? AND user_id IN (?)', [couponId, userIds]);
+    return rows.map((r) => r.user_id);
+  },
+
+  async soldOutAmong(db, couponIds) {
+    if (couponIds.length === 0) return [];
+    const { rows } = await db.query<{ id: number }>('SELECT id FROM coupons WHERE id IN (?) AND issued_quantity < total_quantity', [couponIds]);
+    const open = new Set(rows.map((r) => r.id));
+    return couponIds.filter((id) => !open.has(id));
+  },
+
+  // Per coupon (in id order, so two batches lock coupon rows in the same order): insert the new
+  // pairs (insertNewIssues says which), then move the counter by exactly that many.
   async insertIssues(tx: Transaction, issues: readonly NewIssue[]) {
     const byCoupon = new Map<number, NewIssue[]>();
     for (const i of issues) {
@@ -160,21 +204,10 @@ export const mysqlStatements: CouponStatements = {
     }
     const inserted: Array<{ couponId: number; userId: string }> = [];
     for (const couponId of [...byCoupon.keys()].sort((a, b) => a - b)) {
-      const group = byCoupon.get(couponId)!;
-      const { rows } = await tx.query<Pick<CouponIssuesTable, 'user_id'>>('SELECT user_id FROM coupon_issues WHERE coupon_id = ? AND user_id IN (?)', [
-        couponId,
-        group.map((i) => i.userId),
-      ]);
-      const present = new Set(rows.map((r) => r.user_id));
-      const fresh = new Map<string, NewIssue>();
-      for (const i of group) if (!present.has(i.userId) && !fresh.has(i.userId)) fresh.set(i.userId, i);
-      if (fresh.size === 0) continue;
-      const { rowCount } = await tx.query(`INSERT INTO coupon_issues (coupon_id, user_id, issued_at) VALUES ? ${SKIP_DUPLICATE}`, [
-        [...fresh.values()].map((i) => [i.couponId, i.userId, i.issuedAt]),
-      ]);
-      if (rowCount !== fresh.size) throw new ConcurrentIssueError(couponId);
-      await tx.query('UPDATE coupons SET issued_quantity = issued_quantity + ? WHERE id = ?', [rowCount, couponId]);
-      for (const userId of fresh.keys()) inserted.push({ couponId, userId });
+      const users = await mysqlStatements.insertNewIssues(tx, couponId, byCoupon.get(couponId)!);
+      if (users.length === 0) continue;
+      await mysqlStatements.addIssued(tx, couponId, users.length);
+      for (const userId of users) inserted.push({ couponId, userId });
     }
     return inserted;
   },

@@ -145,6 +145,50 @@ export const postgresStatements: CouponStatements = {
     return rows.map((r) => r.user_id);
   },
 
+  async lockRemaining(tx, couponId) {
+    const { rows } = await tx.query<{ remaining: number }>(
+      'SELECT greatest(total_quantity - issued_quantity, 0) AS remaining FROM coupons WHERE id = $1 FOR UPDATE',
+      [couponId],
+    );
+    return rows[0]?.remaining;
+  },
+
+  async insertNewIssues(tx, couponId, issues) {
+    const { rows } = await tx.query<Pick<CouponIssuesTable, 'user_id'>>(
+      `INSERT INTO coupon_issues (coupon_id, user_id, issued_at)
+       SELECT $1, u, t FROM unnest($2::text[], $3::timestamptz[]) AS x(u, t)
+       ON CONFLICT ON CONSTRAINT coupon_issues_one_per_user DO NOTHING
+       RETURNING user_id`,
+      [couponId, issues.map((i) => i.userId), issues.map((i) => i.issuedAt.toISOString())],
+    );
+    return rows.map((r) => r.user_id);
+  },
+
+  async removeIssues(tx, couponId, userIds) {
+    await tx.query('DELETE FROM coupon_issues WHERE coupon_id = $1 AND user_id = ANY($2::text[])', [couponId, userIds]);
+  },
+
+  async addIssued(tx, couponId, n) {
+    await tx.query('UPDATE coupons SET issued_quantity = issued_quantity + $2 WHERE id = $1', [couponId, n]);
+  },
+
+  async holdersAmong(db, couponId, userIds) {
+    const { rows } = await db.query<Pick<CouponIssuesTable, 'user_id'>>('SELECT user_id FROM coupon_issues WHERE coupon_id = $1 AND user_id = ANY($2::text[])', [
+      couponId,
+      userIds,
+    ]);
+    return rows.map((r) => r.user_id);
+  },
+
+  async soldOutAmong(db, couponIds) {
+    const { rows } = await db.query<{ id: number }>(
+      `SELECT x.id FROM unnest($1::int[]) AS x(id) LEFT JOIN coupons c ON c.id = x.id
+        WHERE c.id IS NULL OR c.issued_quantity >= c.total_quantity`,
+      [couponIds],
+    );
+    return rows.map((r) => r.id);
+  },
+
   async insertIssues(tx: Transaction, issues: readonly NewIssue[]) {
     const { rows } = await tx.query<Pick<CouponIssuesTable, 'coupon_id' | 'user_id'>>(INSERT_ISSUES_SQL, [
       issues.map((i) => i.couponId),

@@ -101,6 +101,25 @@ export interface CouponStatements {
   /** The users holding the coupon: to rebuild in-memory or Redis state. */
   loadIssuedUsers(db: Queryable, couponId: number): Promise<string[]>;
   /**
+   * SELECT … FOR UPDATE: locks the coupon row until the transaction ends; the units left
+   * (stock − issued, at least 0), or undefined for an unknown coupon.
+   */
+  lockRemaining(tx: Queryable, couponId: number): Promise<number | undefined>;
+  /**
+   * Inserts these issuances of one coupon, skipping users who already hold it; the users actually
+   * inserted. The counter is NOT moved: the caller decides how many to keep (addIssued) and
+   * removes the rest (removeIssues), in the same transaction.
+   */
+  insertNewIssues(tx: Transaction, couponId: number, issues: readonly NewIssue[]): Promise<string[]>;
+  /** Deletes these users' rows of one coupon (rows the same transaction inserted and does not keep). */
+  removeIssues(tx: Queryable, couponId: number, userIds: readonly string[]): Promise<void>;
+  /** Adds n to the counter (the CHECK stands behind it). */
+  addIssued(tx: Queryable, couponId: number, n: number): Promise<void>;
+  /** Which of these users hold the coupon. */
+  holdersAmong(db: Queryable, couponId: number, userIds: readonly string[]): Promise<string[]>;
+  /** Which of these campaigns have no stock left (or do not exist). */
+  soldOutAmong(db: Queryable, couponIds: readonly number[]): Promise<number[]>;
+  /**
    * Inserts many issuances (any coupons) unless the user already has one, and moves each coupon's
    * counter by exactly the rows inserted, in the caller's transaction (an over-issue fails the
    * coupons_not_over_issued CHECK, so the transaction). Returns the rows inserted. Group commit

@@ -1,5 +1,6 @@
 // The strategy registry. Adding a strategy: write its module, add one line here.
 import { dbAtomic } from './db-atomic.js';
+import { dbBatch } from './db-batch.js';
 import { dbNaive } from './db-naive.js';
 import { dbOptimistic } from './db-optimistic.js';
 import { dbPessimistic } from './db-pessimistic.js';
@@ -17,6 +18,7 @@ export const strategyModules = {
   'db-pessimistic': dbPessimistic,
   'db-optimistic': dbOptimistic,
   'db-atomic': dbAtomic,
+  'db-batch': dbBatch,
   'redis-lock': redisLock,
   'redis-lua-sync': redisLuaSync,
   'redis-lua-async': redisLuaAsync,
