@@ -27,7 +27,7 @@ export function clusterRefusal(config: Config, workers: number): string | undefi
   if (workers <= 1) return undefined;
   if (config.embedded) return '--workers > 1 needs DATABASE_URL: the embedded PGlite database belongs to one process';
   if (SINGLE_PROCESS_STRATEGIES.includes(config.defaultStrategy)) {
-    return `--workers > 1 with DEFAULT_STRATEGY=${config.defaultStrategy}: that strategy is exact only inside one process; use db-atomic or a redis-* strategy`;
+    return `--workers > 1 with DEFAULT_STRATEGY=${config.defaultStrategy}: that strategy is exact only inside one process; use db-batch (the default with DATABASE_URL) or a redis-* strategy`;
   }
   return undefined;
 }

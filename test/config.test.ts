@@ -57,9 +57,9 @@ describe('loadConfig', () => {
     assert.equal(loadConfig({ ...base, WORKER_LINGER_MS: '0' }).worker.lingerMs, 0);
   });
 
-  it('defaults to db-atomic on a real PostgreSQL, port 3000 on 127.0.0.1', () => {
+  it('defaults to db-batch on a real database, port 3000 on 127.0.0.1', () => {
     const c = loadConfig(base);
-    assert.equal(c.defaultStrategy, 'db-atomic');
+    assert.equal(c.defaultStrategy, 'db-batch');
     assert.equal(c.port, 3000);
     assert.equal(c.host, '127.0.0.1');
     assert.equal(c.embedded, false);
