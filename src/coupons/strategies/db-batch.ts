@@ -70,8 +70,8 @@ class DbBatch implements IssueStrategy {
     for (const [id, c] of this.campaigns) {
       if (c.timer !== undefined) clearTimeout(c.timer);
       c.timer = undefined;
-      await c.flushing;
-      while (c.queue.length > 0) await this.flush(id, c);
+      // A batch in flight starts the next by itself when more are queued: wait for that chain.
+      while (c.flushing !== undefined || c.queue.length > 0) await (c.flushing ?? this.flush(id, c));
     }
   }
 
