@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it, type TestContext } from 'node:test';
 import { STRATEGY_NAMES, strategyModules } from '../src/coupons/strategies/index.js';
-import { createPgliteDb, type Db } from '../src/db/index.js';
+import { createPgliteDb, type Db, type Queryable } from '../src/db/index.js';
 import { findCoupon, insertCoupon as insertCampaign } from '../src/coupons/repository.js';
 import { migrate, migrationsDir } from '../src/db/migrate.js';
 import { createTestDatabase, DB_KINDS, needDatabase, openTestDb, SERVER_KINDS, type DbKind, type TestDatabase } from './helpers.js';
@@ -154,6 +154,25 @@ function schemaSuite(kind: DbKind): void {
     assert.equal(read?.issueEndsAt.toISOString(), ends.toISOString());
     assert.equal(read?.name, '시간 test');
   });
+
+  if (kind === 'mysql') {
+    it('sets every pooled connection up once and keeps it so: UTC, READ COMMITTED', async (t) => {
+      const db = await open(t);
+      if (db === undefined) return;
+      // More uses than connections, some in transactions: each connection is handed out again.
+      // SHOW VARIABLES: MariaDB calls the isolation tx_isolation, MySQL 8 transaction_isolation.
+      const read = async (q: Queryable): Promise<Record<string, string>> => {
+        const { rows } = await q.query<{ Variable_name: string; Value: string }>(
+          "SHOW SESSION VARIABLES WHERE Variable_name IN ('time_zone', 'tx_isolation', 'transaction_isolation')",
+        );
+        return Object.fromEntries(rows.map((r) => [r.Variable_name === 'time_zone' ? 'tz' : 'iso', r.Value]));
+      };
+      for (let i = 0; i < 6; i++) {
+        const seen: Record<string, string> = i % 2 === 0 ? await read(db) : await db.transaction((tx) => read(tx));
+        assert.deepEqual(seen, { tz: '+00:00', iso: 'READ-COMMITTED' }, `use ${i}`);
+      }
+    });
+  }
 
   it('applies each migration once when several instances start at the same time', async (t) => {
     const first = await open(t);

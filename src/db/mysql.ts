@@ -72,6 +72,8 @@ export function createMysqlDb(url: string, options: ServerDbOptions): Db {
     flags: ['-FOUND_ROWS'],
     timezone: 'Z',
     enableKeepAlive: true,
+    // The session set-up below is done once per connection: a reset on release would undo it.
+    resetOnRelease: false,
   });
   // Set up every new connection before it is handed out (the commands queue in order on it).
   pool.on('connection', (promised) => {
