@@ -5,9 +5,8 @@ import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { TestContext } from 'node:test';
-import mysql from 'mysql2/promise';
-import pg from 'pg';
 import { buildApp } from '../src/app.js';
+import { createScratchDatabase } from '../src/db/scratch.js';
 import { loadConfig, type Config } from '../src/config.js';
 import { createMysqlDb, createPgliteDb, createPostgresDb, type Db, type Dialect } from '../src/db/index.js';
 import { lockIssuedCount } from '../src/coupons/repository.js';
@@ -71,53 +70,10 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-/** Creates a fresh, uniquely named database on the PostgreSQL or the MariaDB/MySQL server. */
-export async function createTestDatabase(dialect: Dialect = 'postgres'): Promise<TestDatabase> {
+/** Creates a fresh, uniquely named database on the PostgreSQL or the MariaDB/MySQL server (as the bench makes its scratch database). */
+export function createTestDatabase(dialect: Dialect = 'postgres'): Promise<TestDatabase> {
   const name = `couponrush_test_${Date.now().toString(36)}_${randomBytes(4).toString('hex')}`;
-  if (dialect === 'mysql') {
-    const admin = await mysql.createConnection({ uri: MYSQL_ADMIN_URL });
-    try {
-      await admin.query(`CREATE DATABASE ${name}`);
-    } finally {
-      await admin.end();
-    }
-    const url = new URL(MYSQL_ADMIN_URL);
-    url.pathname = `/${name}`;
-    return {
-      url: url.toString(),
-      name,
-      async drop() {
-        const c = await mysql.createConnection({ uri: MYSQL_ADMIN_URL });
-        try {
-          await c.query(`DROP DATABASE IF EXISTS ${name}`);
-        } finally {
-          await c.end();
-        }
-      },
-    };
-  }
-  const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
-  await admin.connect();
-  try {
-    await admin.query(`CREATE DATABASE ${name}`);
-  } finally {
-    await admin.end();
-  }
-  const url = new URL(PG_ADMIN_URL);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    name,
-    async drop() {
-      const c = new pg.Client({ connectionString: PG_ADMIN_URL });
-      await c.connect();
-      try {
-        await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      } finally {
-        await c.end();
-      }
-    },
-  };
+  return createScratchDatabase(dialect === 'mysql' ? MYSQL_ADMIN_URL : PG_ADMIN_URL, name);
 }
 
 /** The database servers, by test kind: what `needDatabase` checks and where test databases go. */

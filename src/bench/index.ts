@@ -8,6 +8,7 @@ import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
 import { openServerDb, type Db } from '../db/index.js';
+import { createScratchDatabase, type ScratchDatabase } from '../db/scratch.js';
 import { STRATEGY_NAMES, strategyModules, unavailableReason, type StrategyName } from '../coupons/strategies/index.js';
 import { renderChart } from './chart.js';
 import { startLoad, type LoadResult, type RunningLoad } from './load.js';
@@ -16,7 +17,6 @@ import { buildOrder, mintUsers, type RequestPlan } from './plan.js';
 import {
   ProcessProbe,
   type ProcessUsage,
-  createScratchDatabase,
   deleteRedisPrefix,
   entrypoints,
   freePort,
@@ -24,7 +24,6 @@ import {
   startCeiling,
   type Child,
   type Entrypoints,
-  type ScratchDatabase,
 } from './processes.js';
 import { Progress, type Phase } from './progress.js';
 import { relateToCeiling, renderMarkdown, type BenchReport, type CeilingRun, type StrategyResult } from './report.js';

@@ -8,7 +8,6 @@ import { dirname, extname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import { dialectOf, openServerDb } from '../db/index.js';
 
 const READY_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 20_000;
@@ -260,37 +259,6 @@ export class ProcessProbe {
       cpuMs: this.cpuAtStart === undefined || cpuAtEnd === undefined ? undefined : cpuAtEnd - this.cpuAtStart,
     };
   }
-}
-
-export interface ScratchDatabase {
-  readonly name: string;
-  readonly url: string;
-  drop(): Promise<void>;
-}
-
-/** A server that accepts and never answers must not hang the bench. */
-const CONNECT_TIMEOUT_MS = 5_000;
-
-/** Creates an empty database next to the one DATABASE_URL names (which is left untouched). */
-export async function createScratchDatabase(serverUrl: string, name: string): Promise<ScratchDatabase> {
-  if (!/^[a-z0-9_]+$/.test(name)) throw new Error(`bad scratch database name ${name}`);
-  const dialect = dialectOf(serverUrl);
-  const onServer = async (sql: string) => {
-    const admin = openServerDb(serverUrl, { poolSize: 1, connectionTimeoutMs: CONNECT_TIMEOUT_MS });
-    try {
-      await admin.query(sql);
-    } finally {
-      await admin.close();
-    }
-  };
-  await onServer(`CREATE DATABASE ${name}`);
-  const url = new URL(serverUrl);
-  url.pathname = `/${name}`;
-  return {
-    name,
-    url: url.toString(),
-    drop: () => onServer(dialect === 'postgres' ? `DROP DATABASE IF EXISTS ${name} WITH (FORCE)` : `DROP DATABASE IF EXISTS ${name}`),
-  };
 }
 
 /** Deletes every key under a prefix the bench gave its API processes. */
