@@ -1,11 +1,14 @@
 // The bench's own parts: flags, the request plan, and the verifier — shown to catch broken
 // promises (lost, invented, over-issued rows) against a real PostgreSQL, not only to pass.
 import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import { CommanderError } from 'commander';
 import pg from 'pg';
 import { benchCommand } from '../src/bench/command.js';
 import { splitAtSellOut, type LoadResult } from '../src/bench/load.js';
+import { chunkedLength, parseHead, startSocketLoad } from '../src/bench/socket-client.js';
 import { BenchOptionsError, resolveBenchOptions, type BenchFlags } from '../src/bench/options.js';
 import { relateToCeiling, renderSellOutTable, type BenchReport, type StrategyResult } from '../src/bench/report.js';
 import { benchUserId, buildOrder, type BenchUser } from '../src/bench/plan.js';
@@ -84,6 +87,7 @@ describe('the verifier', () => {
     for (const u of acked) ackedByUser[u]!++;
     const all = new Uint32Array(USERS).fill(1);
     return {
+      generator: 'sockets',
       sent: USERS,
       completed: USERS,
       durationMs: 1,
@@ -98,6 +102,7 @@ describe('the verifier', () => {
       uncertainByUser: new Uint32Array(USERS),
       endedAt: 0,
       sellOut: undefined,
+      generatorCpuMs: 0,
     };
   }
 
@@ -200,6 +205,17 @@ describe('bench ratios to the ceiling', () => {
     assert.match(r.strategies[1]!.notes[0]!, /moved 40% .*15000 → 10000 req\/s.*uncertain/);
   });
 
+  it('gives each strategy the ceiling\'s CPU per response over its own, from the same two runs', () => {
+    const withCpu = (r: StrategyResult, cpuUsPerResponse: number): StrategyResult => ({ ...r, cpuUsPerResponse });
+    const r = relateToCeiling(withCpu(run('ceiling', 10_000), 20), withCpu(run('ceiling-after', 10_000), 30), [10_000, 10_000], [
+      { result: withCpu(run('local', 8_000), 50), ceilingBefore: 10_000, ceilingAfter: 10_000, ceilingCpuBefore: 20, ceilingCpuAfter: 30 },
+      { result: run('db-atomic', 900), ceilingBefore: 10_000, ceilingAfter: 10_000, ceilingCpuBefore: 20, ceilingCpuAfter: 30 },
+    ]);
+    assert.equal(r.strategies[0]!.ceilingCpuUsPerResponse, 25);
+    assert.equal(r.strategies[0]!.cpuRatioToCeiling, 0.5);
+    assert.equal(r.strategies[1]!.cpuRatioToCeiling, undefined, 'no CPU reading, no CPU ratio');
+  });
+
   it('uses the one ceiling run there is, and leaves ratios out without a ceiling', () => {
     const interrupted = relateToCeiling(run('ceiling', 10_000), null, [10_000], [around(run('local', 5_000), 10_000, undefined)]);
     assert.equal(interrupted.strategies[0]!.ratioToCeiling, 0.5);
@@ -221,14 +237,75 @@ describe('bench split at the sell-out', () => {
   });
 
   it('renders both phases against the ceiling, and nothing when no strategy sold out', () => {
-    const sellOut = splitAtSellOut(0, 3_000, 1_000, 5_000, 35_000)!;
+    const split = splitAtSellOut(0, 3_000, 1_000, 5_000, 35_000)!;
+    // The server's CPU per response in each phase, against the ceiling's 30 µs.
+    const sellOut = { before: { ...split.before, cpuUsPerResponse: 100 }, after: { ...split.after, cpuUsPerResponse: 40 } };
     const report = {
       ceilingRequestsPerSecond: 99_999, // the ceiling rows' mean: not what a strategy's phases divide by
-      strategies: [{ name: 'redis-lua-async-cached', verdict: 'ok', sellOut, ceilingRequestsPerSecond: 10_000, violations: [], notes: [] }],
+      strategies: [{ name: 'redis-lua-async-cached', verdict: 'ok', sellOut, ceilingRequestsPerSecond: 10_000, ceilingCpuUsPerResponse: 30, violations: [], notes: [] }],
     } as unknown as BenchReport;
     const lines = renderSellOutTable(report);
-    assert.ok(lines.includes('| redis-lua-async-cached | 5,000 | 5,000 | 0.50 | 30,000 | 15,000 | 1.50 |'), lines.join('\n'));
+    assert.ok(lines.includes('| redis-lua-async-cached | 5,000 | 5,000 | 0.50 | 100 | 0.30 | 30,000 | 15,000 | 1.50 | 40 | 0.75 |'), lines.join('\n'));
     const none = { ceilingRequestsPerSecond: 10_000, strategies: [{ name: 'local', verdict: 'ok', violations: [], notes: [] }] } as unknown as BenchReport;
     assert.deepEqual(renderSellOutTable(none), []);
+  });
+});
+
+describe('the bench\'s raw-socket load generator', () => {
+  it('parses a response head, and a chunked body only once it is whole', () => {
+    const head = parseHead(Buffer.from('HTTP/1.1 410 Gone\r\nContent-Type: application/json\r\ncontent-length: 12\r\n\r\n{"a":1}'));
+    assert.deepEqual(head, { status: 410, headBytes: 73, contentLength: 12, close: false });
+    assert.equal(parseHead(Buffer.from('HTTP/1.1 201 Created\r\ncontent-le')), undefined, 'head not complete yet');
+    assert.equal(parseHead(Buffer.from('HTTP/1.1 503 x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n'))!.close, true);
+    assert.throws(() => parseHead(Buffer.from('HTTP/1.1 200 OK\r\nX: y\r\n\r\n')), /neither Content-Length nor chunked/);
+    const chunked = Buffer.from('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n');
+    const h = parseHead(chunked)!;
+    assert.equal(h.contentLength, -1);
+    assert.equal(chunkedLength(chunked, h.headBytes), chunked.length - h.headBytes);
+    assert.equal(chunkedLength(chunked.subarray(0, chunked.length - 3), h.headBytes), -1, 'the last chunk not in yet');
+  });
+
+  it('gets every answer over keep-alive connections from a server that chunks, splits and closes', async () => {
+    let served = 0;
+    const server = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        const n = ++served;
+        if (n % 7 === 0) res.setHeader('connection', 'close');
+        if (n % 2 === 0) {
+          res.writeHead(201, { 'content-type': 'application/json' }); // no length: chunked
+          res.write('{"n":');
+          setImmediate(() => res.end(`${n}}`));
+        } else {
+          res.writeHead(n % 3 === 0 ? 410 : 409, { 'content-length': '2' });
+          res.end('{}');
+        }
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    const statuses = new Map<number, number>();
+    const users: number[] = [];
+    let i = 0;
+    const load = startSocketLoad({
+      host: '127.0.0.1',
+      port,
+      connections: 4,
+      total: 300,
+      sendUntil: Number.POSITIVE_INFINITY,
+      timeoutMs: 5_000,
+      next: () => ({ user: i, bytes: Buffer.from(`POST /x/${i++} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n`, 'latin1') }),
+      onResponse: (user, status) => {
+        users.push(user);
+        statuses.set(status, (statuses.get(status) ?? 0) + 1);
+      },
+    });
+    const result = await load.done;
+    server.close();
+    assert.deepEqual(result, { sent: 300, errors: 0, timeouts: 0 });
+    assert.equal(users.length, 300);
+    assert.deepEqual([...new Set(users)].length, 300, 'each answer went to its own request');
+    assert.equal(statuses.get(201), 150);
+    assert.equal((statuses.get(409) ?? 0) + (statuses.get(410) ?? 0), 150);
   });
 });

@@ -4,6 +4,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { BenchOptionsError, DEFAULTS, parseStrategyList, resolveBenchOptions, type BenchFlags, type BenchOptions } from './options.js';
 import { STRATEGY_NAMES, type StrategyName } from '../coupons/strategies/index.js';
 import { benchEnvironment } from '../config.js';
+import { GENERATORS } from './load.js';
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -43,6 +44,11 @@ export function benchCommand(): Command {
     .addOption(new Option('--requests <n>', `requests per strategy (default: ${DEFAULTS.retryFactor} × users)`).argParser(positiveInt).conflicts('duration'))
     .addOption(new Option('--duration <seconds>', 'run each stampede this long instead, cycling through the requests').argParser(positiveInt))
     .option('--connections <n>', 'concurrent keep-alive connections', positiveInt, DEFAULTS.connections)
+    .addOption(
+      new Option('--generator <name>', "load generator: the bench's own raw-socket HTTP/1.1 client, or autocannon (costs the shared cores about as much CPU per request as a bare server)")
+        .choices(GENERATORS)
+        .default(DEFAULTS.generator),
+    )
     .option('--url <url>', 'bench a running server instead of starting one (needs --admin-token, --jwt-secret and its DATABASE_URL)')
     .option('--admin-token <token>', 'with --url: the target\'s ADMIN_TOKEN (default: env ADMIN_TOKEN)')
     .option('--jwt-secret <secret>', 'with --url: the target\'s JWT_SECRET (default: env JWT_SECRET)')

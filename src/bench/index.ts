@@ -11,7 +11,7 @@ import { openServerDb, type Db } from '../db/index.js';
 import { createScratchDatabase, type ScratchDatabase } from '../db/scratch.js';
 import { STRATEGY_NAMES, strategyModules, unavailableReason, type StrategyName } from '../coupons/strategies/index.js';
 import { renderChart } from './chart.js';
-import { startLoad, type LoadResult, type RunningLoad } from './load.js';
+import { startLoad, type LoadResult, type RunningLoad, type SellOutSplit } from './load.js';
 import type { BenchOptions } from './options.js';
 import { buildOrder, mintUsers, type RequestPlan } from './plan.js';
 import {
@@ -136,9 +136,11 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
   const results: StrategyResult[] = [];
   let ceiling: StrategyResult | null = null;
   let ceilingAfter: StrategyResult | null = null;
+  let lastCeiling: StrategyResult | undefined;
   /** Every ceiling run's rate, in order, and the runs just before and after each strategy. */
   const ceilingRuns: number[] = [];
-  const around = new Map<string, { before?: number | undefined; after?: number | undefined }>();
+  const ceilingCpuRuns: (number | null)[] = [];
+  const around = new Map<string, { before?: StrategyResult | undefined; after?: StrategyResult | undefined }>();
   let services: BenchReport['services'] = { database: 'unknown', redis: null };
 
   try {
@@ -179,7 +181,9 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
 
     /**
      * Fires the plan at one target. `afterLastResponse` starts the moment the last response is
-     * in (the drain clock), while autocannon is still wrapping up; its promise is handed back.
+     * in (the drain clock), while the generator is still wrapping up; the target's CPU is probed
+     * until it settles too (an async strategy's worker persists the last admissions then), and
+     * split at the first 410 into admissions and refusals.
      */
     const stampede = async <T>(
       label: string,
@@ -201,17 +205,20 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
         connections: options.connections,
         durationSeconds: options.durationSeconds,
         timeoutSeconds: options.requestTimeoutSeconds,
+        generator: options.generator,
         onProgress: (n) => phase.update(seconds === undefined ? n : Math.min(seconds, Math.floor((performance.now() - startedAt) / 1000))),
+        onSellOut: () => probe?.mark(),
       });
       current = running;
       if (aborted()) running.stop();
       try {
         await running.finished;
-        const usage = probe?.stop();
         const after = afterLastResponse(running);
         // Awaited by the caller; keep an early rejection from being reported as unhandled.
         after.catch(() => {});
         const load = await running.done;
+        await after.catch(() => {});
+        const usage = probe?.stop();
         phase.done(`${Math.round(load.requestsPerSecond)} req/s, p99 ${load.latencyMs.p99.toFixed(1)} ms`);
         return { load, usage, after };
       } finally {
@@ -231,6 +238,7 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
         connections: Math.min(options.connections, options.warmupRequests),
         durationSeconds: undefined,
         timeoutSeconds: options.requestTimeoutSeconds,
+        generator: options.generator,
         onProgress: (n) => phase.update(n),
       });
       try {
@@ -260,8 +268,11 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
       try {
         await warmUp(label, baseUrl, 1);
         const { load, usage } = await stampede(label, baseUrl, 1, child.pid, async () => undefined);
+        const row: StrategyResult = { name, verdict: 'ok', ...measured(load, usage), violations: [], notes: [] };
         ceilingRuns.push(load.requestsPerSecond);
-        return { name, verdict: 'ok', ...measured(load, usage), violations: [], notes: [] };
+        ceilingCpuRuns.push(row.cpuUsPerResponse ?? null);
+        lastCeiling = row;
+        return row;
       } finally {
         await child.stop();
         children.delete(child);
@@ -402,10 +413,10 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
         }
       }
       if (ceiling !== null && results.at(-1)?.requestsPerSecond !== undefined) {
-        const before = ceilingRuns.at(-1);
+        const before = lastCeiling;
         const next = await measureCeiling('ceiling-after', `ceiling-after-${name}`, `ceiling after ${name} (node:http)`);
         if (next !== null) ceilingAfter = next;
-        around.set(name, { before, after: next?.requestsPerSecond });
+        around.set(name, { before, after: next ?? undefined });
       }
     }
   } finally {
@@ -429,7 +440,16 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
     ceiling,
     ceilingAfter,
     ceilingRuns,
-    results.map((result) => ({ result, ceilingBefore: around.get(result.name)?.before, ceilingAfter: around.get(result.name)?.after })),
+    results.map((result) => {
+      const { before, after } = around.get(result.name) ?? {};
+      return {
+        result,
+        ceilingBefore: before?.requestsPerSecond,
+        ceilingAfter: after?.requestsPerSecond,
+        ceilingCpuBefore: before?.cpuUsPerResponse,
+        ceilingCpuAfter: after?.cpuUsPerResponse,
+      };
+    }),
   );
   const cpus = os.cpus();
   const report: BenchReport = {
@@ -453,10 +473,12 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
       durationSeconds: options.durationSeconds ?? null,
       connections: options.connections,
       warmupRequests: options.warmupRequests,
+      generator: options.generator,
     },
     ceiling: ceilings.before,
     ceilingAfter: ceilings.after,
     ceilingRuns,
+    ceilingCpuRuns,
     ceilingRequestsPerSecond: ceilings.requestsPerSecond,
     strategies: ceilings.strategies,
     ok: results.every((r) => r.verdict !== 'FAIL') && results.some((r) => r.verdict !== 'skipped') && !aborted(),
@@ -492,15 +514,26 @@ function measured(load: LoadResult, usage: ProcessUsage | undefined) {
     latencyMs: load.latencyMs,
     statuses: statusRecord(load.statuses),
     errors: load.errors,
-    ...(load.sellOut === undefined ? {} : { sellOut: load.sellOut }),
+    ...(load.sellOut === undefined ? {} : { sellOut: phaseCpu(load.sellOut, usage) }),
     ...usageFields(usage, load.completed),
+    ...(load.completed === 0 ? {} : { generatorCpuUsPerResponse: (load.generatorCpuMs * 1000) / load.completed }),
+  };
+}
+
+/** The server's CPU per response within each phase, when the probe marked the sell-out. */
+function phaseCpu(split: SellOutSplit, usage: ProcessUsage | undefined): SellOutSplit {
+  if (usage?.cpuMs === undefined || usage.cpuMsBeforeMark === undefined) return split;
+  return {
+    before: { ...split.before, cpuUsPerResponse: (usage.cpuMsBeforeMark * 1000) / split.before.responses },
+    after: { ...split.after, cpuUsPerResponse: ((usage.cpuMs - usage.cpuMsBeforeMark) * 1000) / split.after.responses },
   };
 }
 
 /** The report's per-process fields: what the probe could read, CPU per answered request. */
-function usageFields(usage: ProcessUsage | undefined, responses: number): { peakRssBytes?: number; cpuUsPerResponse?: number } {
+function usageFields(usage: ProcessUsage | undefined, responses: number): { peakRssBytes?: number; cpuUsPerResponse?: number; systemCpuUsPerResponse?: number } {
   return {
     ...(usage?.peakRssBytes === undefined ? {} : { peakRssBytes: usage.peakRssBytes }),
     ...(usage?.cpuMs === undefined || responses === 0 ? {} : { cpuUsPerResponse: (usage.cpuMs * 1000) / responses }),
+    ...(usage?.systemCpuMs === undefined || responses === 0 ? {} : { systemCpuUsPerResponse: (usage.systemCpuMs * 1000) / responses }),
   };
 }

@@ -1,9 +1,15 @@
-// One stampede: fires a request plan at POST /coupons/:id/issues over N keep-alive connections
-// with autocannon, records every latency in an HDR histogram, and keeps per-user tallies of what
-// was sent, answered and acknowledged (201/202) so the verifier can match them against rows.
+// One stampede: fires a request plan at POST /coupons/:id/issues over N keep-alive connections,
+// records every latency in an HDR histogram, and keeps per-user tallies of what was sent,
+// answered and acknowledged (201/202) so the verifier can match them against rows. Two load
+// generators behind one tally: the bench's own raw-socket client (the default: it costs a
+// fraction of the servers' CPU per request) and autocannon (kept to compare with).
 import autocannon from 'autocannon';
 import * as hdr from 'hdr-histogram-js';
 import type { RequestPlan } from './plan.js';
+import { startSocketLoad } from './socket-client.js';
+
+export const GENERATORS = ['sockets', 'autocannon'] as const;
+export type Generator = (typeof GENERATORS)[number];
 
 export interface LoadSpec {
   /** Base URL of the server, e.g. http://127.0.0.1:3000 */
@@ -14,8 +20,11 @@ export interface LoadSpec {
   /** Stop after this long (cycling through the plan) instead of after one pass of the plan. */
   readonly durationSeconds: number | undefined;
   readonly timeoutSeconds: number;
+  readonly generator: Generator;
   /** Called about ten times a second with the number of responses so far. */
   readonly onProgress?: (completed: number) => void;
+  /** Called once, at the first 410 SOLD_OUT: where the refusal phase starts. */
+  readonly onSellOut?: () => void;
 }
 
 export interface LatencySummary {
@@ -27,6 +36,7 @@ export interface LatencySummary {
 }
 
 export interface LoadResult {
+  readonly generator: Generator;
   readonly sent: number;
   readonly completed: number;
   /** From the first request sent to the last response received. */
@@ -49,6 +59,8 @@ export interface LoadResult {
   readonly endedAt: number;
   /** The stampede split at its first 410 (sold out), when there was one: see `SellOutSplit`. */
   readonly sellOut: SellOutSplit | undefined;
+  /** CPU time (user + system) of this process — the load generator — from the first request to the last response, ms. */
+  readonly generatorCpuMs: number;
 }
 
 /**
@@ -65,6 +77,8 @@ export interface PhaseRate {
   readonly responses: number;
   readonly ms: number;
   readonly requestsPerSecond: number;
+  /** The server's CPU µs per response within the phase (filled in by the bench, which probes it). */
+  readonly cpuUsPerResponse?: number;
 }
 
 const SOLD_OUT = 410;
@@ -91,39 +105,177 @@ export interface RunningLoad {
   stop(): void;
 }
 
-/** What autocannon keeps per connection between setupRequest and onResponse. */
-interface ConnectionContext {
-  user?: number;
-}
-
 const SUCCESS = new Set([201, 202]);
 /** 503 promises nothing was issued; after any other 5xx the request may still have gone through. */
 const isUncertain = (status: number) => status >= 500 && status !== 503;
 const PROGRESS_INTERVAL_MS = 100;
 
-export function startLoad(spec: LoadSpec): RunningLoad {
-  const { plan } = spec;
-  const userCount = plan.users.length;
-  const sentByUser = new Uint32Array(userCount);
-  const answeredByUser = new Uint32Array(userCount);
-  const ackedByUser = new Uint32Array(userCount);
-  const uncertainByUser = new Uint32Array(userCount);
-  const statuses = new Map<number, number>();
+/** What both generators report to: every request sent and every answer, per user. */
+class Tally {
+  readonly sentByUser: Uint32Array;
+  readonly answeredByUser: Uint32Array;
+  readonly ackedByUser: Uint32Array;
+  readonly uncertainByUser: Uint32Array;
+  readonly statuses = new Map<number, number>();
   // Microseconds; autoResize keeps a pathological outlier from throwing.
-  const histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3, autoResize: true });
-  let cursor = 0;
-  let completed = 0;
-  let lastResponseAt = 0;
-  let soldOutAt = 0;
-  let responsesBeforeSellOut = 0;
+  readonly histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3, autoResize: true });
+  cursor = 0;
+  completed = 0;
+  lastResponseAt = 0;
+  soldOutAt = 0;
+  responsesBeforeSellOut = 0;
+
+  constructor(
+    private readonly plan: RequestPlan,
+    private readonly expected: number,
+    private readonly onFinished: () => void,
+    private readonly onSellOut: (() => void) | undefined,
+  ) {
+    const n = plan.users.length;
+    this.sentByUser = new Uint32Array(n);
+    this.answeredByUser = new Uint32Array(n);
+    this.ackedByUser = new Uint32Array(n);
+    this.uncertainByUser = new Uint32Array(n);
+  }
+
+  /** The next user of the one shared plan, so the order holds across connections. */
+  nextUser(): number {
+    const user = this.plan.order[this.cursor++ % this.plan.order.length]!;
+    this.sentByUser[user]!++;
+    return user;
+  }
+
+  answer(user: number | undefined, status: number): void {
+    this.completed++;
+    this.lastResponseAt = performance.now();
+    this.statuses.set(status, (this.statuses.get(status) ?? 0) + 1);
+    if (status === SOLD_OUT && this.soldOutAt === 0) {
+      this.soldOutAt = this.lastResponseAt;
+      this.responsesBeforeSellOut = this.completed - 1;
+      this.onSellOut?.();
+    }
+    if (user !== undefined) {
+      this.answeredByUser[user]!++;
+      if (SUCCESS.has(status)) this.ackedByUser[user]!++;
+      else if (isUncertain(status)) this.uncertainByUser[user]!++;
+    }
+    if (this.completed >= this.expected) this.onFinished();
+  }
+
+  latency(us: number): void {
+    this.histogram.recordValue(Math.max(1, us));
+  }
+
+  result(generator: Generator, startedAt: number, cpuAtStart: NodeJS.CpuUsage, cpuAtLastResponse: NodeJS.CpuUsage | undefined, errors: number, timeouts: number): LoadResult {
+    const endedAt = this.lastResponseAt === 0 ? performance.now() : this.lastResponseAt;
+    const durationMs = Math.max(1, endedAt - startedAt);
+    const h = this.histogram;
+    const ms = (p: number) => h.getValueAtPercentile(p) / 1000;
+    const latencyMs: LatencySummary =
+      h.totalCount === 0 ? { p50: 0, p95: 0, p99: 0, max: 0, mean: 0 } : { p50: ms(50), p95: ms(95), p99: ms(99), max: h.maxValue / 1000, mean: h.mean / 1000 };
+    h.destroy();
+    const cpu = process.cpuUsage(cpuAtStart);
+    const at = cpuAtLastResponse ?? cpu;
+    return {
+      generator,
+      sent: this.cursor,
+      completed: this.completed,
+      durationMs,
+      requestsPerSecond: (this.completed / durationMs) * 1000,
+      statuses: this.statuses,
+      errors,
+      timeouts,
+      latencyMs,
+      sentByUser: this.sentByUser,
+      answeredByUser: this.answeredByUser,
+      ackedByUser: this.ackedByUser,
+      uncertainByUser: this.uncertainByUser,
+      endedAt,
+      sellOut: splitAtSellOut(startedAt, endedAt, this.soldOutAt, this.responsesBeforeSellOut, this.completed),
+      generatorCpuMs: (at.user + at.system) / 1000,
+    };
+  }
+}
+
+/** How a generator runs: starts sending at once; `ended` settles when it has stopped. */
+interface Driver {
+  readonly ended: Promise<{ errors: number; timeouts: number }>;
+  stop(): void;
+}
+
+export function startLoad(spec: LoadSpec): RunningLoad {
+  const expected = spec.durationSeconds === undefined ? spec.plan.order.length : Number.POSITIVE_INFINITY;
+  let cpuAtLastResponse: NodeJS.CpuUsage | undefined;
   let markFinished: () => void = () => {};
   const finished = new Promise<void>((resolve) => {
-    markFinished = resolve;
+    markFinished = () => {
+      // The generator's CPU is counted up to the last response, like the server's.
+      cpuAtLastResponse ??= process.cpuUsage(cpuAtStart);
+      resolve();
+    };
   });
-  const expected = spec.durationSeconds === undefined ? plan.order.length : Number.POSITIVE_INFINITY;
-
-  let settle: (err: unknown, result: autocannon.Result | undefined) => void = () => {};
+  const tally = new Tally(spec.plan, expected, () => markFinished(), spec.onSellOut);
+  const cpuAtStart = process.cpuUsage();
   const startedAt = performance.now();
+  const driver = spec.generator === 'autocannon' ? autocannonDriver(spec, tally) : socketDriver(spec, tally, startedAt);
+  const ticker = spec.onProgress === undefined ? undefined : setInterval(() => spec.onProgress?.(tally.completed), PROGRESS_INTERVAL_MS);
+  const done = driver.ended
+    .then(({ errors, timeouts }) => {
+      spec.onProgress?.(tally.completed);
+      return tally.result(spec.generator, startedAt, cpuAtStart, cpuAtLastResponse, errors, timeouts);
+    })
+    .finally(() => {
+      if (ticker !== undefined) clearInterval(ticker);
+      markFinished();
+    });
+  return {
+    finished,
+    done,
+    ackedByUser: tally.ackedByUser,
+    lastResponseAt: () => (tally.lastResponseAt === 0 ? performance.now() : tally.lastResponseAt),
+    stop: () => driver.stop(),
+  };
+}
+
+function socketDriver(spec: LoadSpec, tally: Tally, startedAt: number): Driver {
+  const url = new URL(spec.baseUrl);
+  const head = `POST ${spec.path} HTTP/1.1\r\nHost: ${url.host}\r\nContent-Length: 0\r\nAuthorization: `;
+  const users = spec.plan.users;
+  // Each user's request, encoded once on first use.
+  const requests = new Array<Buffer | undefined>(users.length);
+  const load = startSocketLoad({
+    host: url.hostname,
+    port: Number(url.port || 80),
+    connections: spec.connections,
+    total: spec.durationSeconds === undefined ? spec.plan.order.length : Number.POSITIVE_INFINITY,
+    sendUntil: spec.durationSeconds === undefined ? Number.POSITIVE_INFINITY : startedAt + spec.durationSeconds * 1000,
+    timeoutMs: spec.timeoutSeconds * 1000,
+    next: () => {
+      const user = tally.nextUser();
+      const bytes = (requests[user] ??= Buffer.from(`${head}${users[user]!.authorization}\r\n\r\n`, 'latin1'));
+      return { user, bytes };
+    },
+    onResponse: (user, status, latencyUs) => {
+      tally.latency(latencyUs);
+      tally.answer(user, status);
+    },
+  });
+  return { ended: load.done.then(({ errors, timeouts }) => ({ errors, timeouts })), stop: () => load.stop() };
+}
+
+/** What autocannon keeps per connection between setupRequest and onResponse. */
+interface ConnectionContext {
+  user?: number;
+}
+
+function autocannonDriver(spec: LoadSpec, tally: Tally): Driver {
+  let settle: (err: unknown, result: autocannon.Result | undefined) => void = () => {};
+  const ended = new Promise<{ errors: number; timeouts: number }>((resolve, reject) => {
+    settle = (err, result) => {
+      if (err !== null && err !== undefined) reject(err instanceof Error ? err : new Error(String(err)));
+      else resolve({ errors: result?.errors ?? 0, timeouts: result?.timeouts ?? 0 });
+    };
+  });
   const instance = autocannon(
     {
       url: spec.baseUrl,
@@ -132,83 +284,24 @@ export function startLoad(spec: LoadSpec): RunningLoad {
       timeout: spec.timeoutSeconds,
       // autocannon notices the end only at its next sample tick; keep that short.
       sampleInt: 100,
-      ...(spec.durationSeconds === undefined ? { amount: plan.order.length } : { duration: spec.durationSeconds }),
+      ...(spec.durationSeconds === undefined ? { amount: spec.plan.order.length } : { duration: spec.durationSeconds }),
       requests: [
         {
           method: 'POST',
           path: spec.path,
-          // Every connection draws the next entry of the one shared plan, so the order holds
-          // across connections. With pipelining 1 a connection has one request in flight, so
-          // its context names the user the next response belongs to.
+          // With pipelining 1 a connection has one request in flight, so its context names the
+          // user the next response belongs to.
           setupRequest: (request, context) => {
-            const user = plan.order[cursor++ % plan.order.length]!;
+            const user = tally.nextUser();
             (context as ConnectionContext).user = user;
-            sentByUser[user]!++;
-            return { ...request, headers: { ...request.headers, authorization: plan.users[user]!.authorization } };
+            return { ...request, headers: { ...request.headers, authorization: spec.plan.users[user]!.authorization } };
           },
-          onResponse: (status, _body, context) => {
-            const user = (context as ConnectionContext).user;
-            completed++;
-            lastResponseAt = performance.now();
-            statuses.set(status, (statuses.get(status) ?? 0) + 1);
-            if (status === SOLD_OUT && soldOutAt === 0) {
-              soldOutAt = lastResponseAt;
-              responsesBeforeSellOut = completed - 1;
-            }
-            if (user !== undefined) {
-              answeredByUser[user]!++;
-              if (SUCCESS.has(status)) ackedByUser[user]!++;
-              else if (isUncertain(status)) uncertainByUser[user]!++;
-            }
-            if (completed >= expected) markFinished();
-          },
+          onResponse: (status, _body, context) => tally.answer((context as ConnectionContext).user, status),
         },
       ],
     },
     (err: unknown, result: autocannon.Result | undefined) => settle(err, result),
   );
-  instance.on('response', (_client, _status, _bytes, responseTimeMs) => {
-    histogram.recordValue(Math.max(1, Math.round(responseTimeMs * 1000)));
-  });
-
-  const ticker = spec.onProgress === undefined ? undefined : setInterval(() => spec.onProgress?.(completed), PROGRESS_INTERVAL_MS);
-
-  const done = new Promise<LoadResult>((resolve, reject) => {
-    settle = (err, result) => {
-      if (ticker !== undefined) clearInterval(ticker);
-      markFinished();
-      if (err !== null && err !== undefined) {
-        histogram.destroy();
-        reject(err instanceof Error ? err : new Error(String(err)));
-        return;
-      }
-      spec.onProgress?.(completed);
-      const endedAt = lastResponseAt === 0 ? performance.now() : lastResponseAt;
-      const durationMs = Math.max(1, endedAt - startedAt);
-      const ms = (p: number) => histogram.getValueAtPercentile(p) / 1000;
-      const latencyMs: LatencySummary =
-        histogram.totalCount === 0
-          ? { p50: 0, p95: 0, p99: 0, max: 0, mean: 0 }
-          : { p50: ms(50), p95: ms(95), p99: ms(99), max: histogram.maxValue / 1000, mean: histogram.mean / 1000 };
-      histogram.destroy();
-      resolve({
-        sent: cursor,
-        completed,
-        durationMs,
-        requestsPerSecond: (completed / durationMs) * 1000,
-        statuses,
-        errors: result?.errors ?? 0,
-        timeouts: result?.timeouts ?? 0,
-        latencyMs,
-        sentByUser,
-        answeredByUser,
-        ackedByUser,
-        uncertainByUser,
-        endedAt,
-        sellOut: splitAtSellOut(startedAt, endedAt, soldOutAt, responsesBeforeSellOut, completed),
-      });
-    };
-  });
-
-  return { finished, done, ackedByUser, lastResponseAt: () => (lastResponseAt === 0 ? performance.now() : lastResponseAt), stop: () => instance.stop() };
+  instance.on('response', (_client, _status, _bytes, responseTimeMs) => tally.latency(Math.round(responseTimeMs * 1000)));
+  return { ended, stop: () => instance.stop() };
 }

@@ -4,6 +4,7 @@ import { MAX_TOTAL_QUANTITY } from '../coupons/domain.js';
 import { isStrategyName, STRATEGY_NAMES, type StrategyName } from '../coupons/strategies/index.js';
 import type { BenchEnvironment } from '../config.js';
 import { DATABASE_URL_SCHEMES } from '../db/types.js';
+import type { Generator } from './load.js';
 
 export const DEFAULTS = Object.freeze({
   stock: 10_000,
@@ -16,6 +17,7 @@ export const DEFAULTS = Object.freeze({
   /** Requests sent to each target before it is measured, so JIT and connection pools are warm. */
   warmupRequests: 2_000,
   out: 'bench-results',
+  generator: 'sockets' as Generator,
 });
 
 /** Bounds that keep one run's memory (tokens, plan, per-user counters) reasonable. */
@@ -34,6 +36,8 @@ export interface BenchOptions {
   /** Run each stampede for this long instead, cycling through the plan. */
   readonly durationSeconds: number | undefined;
   readonly connections: number;
+  /** The load generator: the bench's raw-socket client (default) or autocannon. */
+  readonly generator: Generator;
   /** Target an already running server instead of starting one. */
   readonly url: string | undefined;
   readonly adminToken: string | undefined;
@@ -68,6 +72,7 @@ export interface BenchFlags {
   requests?: number;
   duration?: number;
   connections?: number;
+  generator?: Generator;
   url?: string;
   adminToken?: string;
   jwtSecret?: string;
@@ -188,6 +193,7 @@ export function resolveBenchOptions(
     requests,
     durationSeconds: flags.duration,
     connections,
+    generator: flags.generator ?? DEFAULTS.generator,
     url,
     adminToken,
     jwtSecret,

@@ -191,6 +191,10 @@ export interface ProcessUsage {
   readonly peakRssBytes: number | undefined;
   /** CPU time (user + system) spent in the window, ms. */
   readonly cpuMs: number | undefined;
+  /** Of which before `mark()` was called (undefined without a mark). */
+  readonly cpuMsBeforeMark: number | undefined;
+  /** Of which in the kernel (stime): on loopback, every send also runs the receiver's TCP path. */
+  readonly systemCpuMs: number | undefined;
 }
 
 /** /proc reports CPU times in USER_HZ ticks, which Linux fixes at 100 per second for user space. */
@@ -206,6 +210,7 @@ export class ProcessProbe {
   private polled = 0;
   private resetWorked = false;
   private cpuAtStart: number | undefined;
+  private cpuAtMark: number | undefined;
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly pid: number) {}
@@ -220,12 +225,15 @@ export class ProcessProbe {
     }
   }
 
-  private readCpuMs(): number | undefined {
+  private systemAtStart: number | undefined;
+
+  /** utime + stime, or stime alone, in ms. */
+  private readCpuMs(which: 'all' | 'system' = 'all'): number | undefined {
     try {
       const stat = readFileSync(`/proc/${this.pid}/stat`, 'utf8');
       // The command name (field 2) may hold spaces: count fields from its closing parenthesis.
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15)
+      const ticks = (which === 'all' ? Number(fields[11]) : 0) + Number(fields[12]); // utime, stime (fields 14 and 15)
       return Number.isFinite(ticks) ? (ticks * 1000) / USER_HZ : undefined;
     } catch {
       return undefined;
@@ -240,6 +248,7 @@ export class ProcessProbe {
       this.resetWorked = false;
     }
     this.cpuAtStart = this.readCpuMs();
+    this.systemAtStart = this.readCpuMs('system');
     const poll = () => {
       const kb = this.readKb('VmRSS');
       if (kb !== undefined && kb > this.polled) this.polled = kb;
@@ -248,15 +257,23 @@ export class ProcessProbe {
     this.timer = setInterval(poll, RSS_POLL_MS);
   }
 
+  /** Splits the window here (the sell-out): CPU before and after it are reported apart. */
+  mark(): void {
+    this.cpuAtMark ??= this.readCpuMs();
+  }
+
   stop(): ProcessUsage {
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
     const hwm = this.resetWorked ? this.readKb('VmHWM') : undefined;
     const kb = Math.max(hwm ?? 0, this.polled);
     const cpuAtEnd = this.readCpuMs();
+    const systemAtEnd = this.readCpuMs('system');
     return {
       peakRssBytes: kb === 0 ? undefined : kb * 1024,
       cpuMs: this.cpuAtStart === undefined || cpuAtEnd === undefined ? undefined : cpuAtEnd - this.cpuAtStart,
+      cpuMsBeforeMark: this.cpuAtStart === undefined || this.cpuAtMark === undefined ? undefined : this.cpuAtMark - this.cpuAtStart,
+      systemCpuMs: this.systemAtStart === undefined || systemAtEnd === undefined ? undefined : systemAtEnd - this.systemAtStart,
     };
   }
 }

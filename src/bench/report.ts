@@ -33,8 +33,20 @@ export interface StrategyResult {
   /** Null when the rows never caught up within the drain timeout. */
   readonly drainMs?: number | null;
   readonly peakRssBytes?: number;
-  /** CPU time of the server process (user + system) per response during the stampede, µs. */
+  /** CPU time of the server process (user + system) per response during the stampede and its drain, µs. */
   readonly cpuUsPerResponse?: number;
+  /**
+   * The generator-independent ratio: the ceiling's CPU µs per response over this one's (the same
+   * bracketing ceiling runs as `ratioToCeiling`). 0.8 means a request costs the server 1.25× what
+   * a bare node:http answer costs, whatever the load generator takes of the cores.
+   */
+  readonly cpuRatioToCeiling?: number;
+  /** What `cpuRatioToCeiling` divides: the ceiling's CPU µs per response around this run. */
+  readonly ceilingCpuUsPerResponse?: number;
+  /** Of `cpuUsPerResponse`, the part spent in the kernel (system time). */
+  readonly systemCpuUsPerResponse?: number;
+  /** The load generator's own CPU (the bench process) per response, µs. */
+  readonly generatorCpuUsPerResponse?: number;
   /** The stampede before and after its first 410 SOLD_OUT (admissions, then refusals). */
   readonly sellOut?: SellOutSplit;
   readonly violations: readonly string[];
@@ -63,6 +75,8 @@ export interface BenchReport {
     readonly durationSeconds: number | null;
     readonly connections: number;
     readonly warmupRequests: number;
+    /** The load generator: the bench's raw-socket client or autocannon. */
+    readonly generator?: string;
   };
   /** The bare node:http server, measured before the strategies (null with --no-ceiling)… */
   readonly ceiling: StrategyResult | null;
@@ -70,6 +84,8 @@ export interface BenchReport {
   readonly ceilingAfter: StrategyResult | null;
   /** Every ceiling run in order, req/s: one before the strategies and one after each measured strategy. */
   readonly ceilingRuns: readonly number[];
+  /** The same runs' CPU µs per response (null where the probe could not read it). */
+  readonly ceilingCpuRuns?: readonly (number | null)[];
   /** The mean of the ceiling runs (what the ceiling rows' own ratios divide by). */
   readonly ceilingRequestsPerSecond: number | null;
   readonly strategies: readonly StrategyResult[];
@@ -84,11 +100,13 @@ export type CeilingRun = 'ceiling' | 'ceiling-after';
 /** Above this relative difference between two ceiling runs, the report warns that a ratio is uncertain. */
 export const CEILING_DRIFT_WARNING = 0.15;
 
-/** A strategy's result and the ceiling runs (req/s) measured just before and just after it. */
+/** A strategy's result and the ceiling runs (req/s, and CPU µs/req) measured just before and just after it. */
 export interface Bracketed {
   readonly result: StrategyResult;
   readonly ceilingBefore?: number | undefined;
   readonly ceilingAfter?: number | undefined;
+  readonly ceilingCpuBefore?: number | undefined;
+  readonly ceilingCpuAfter?: number | undefined;
 }
 
 /**
@@ -107,10 +125,16 @@ export function relateToCeiling(
   const overall = runs.length === 0 ? null : mean(runs);
   const ceilingRow = (r: StrategyResult | null) =>
     r === null || r.requestsPerSecond === undefined || overall === null ? r : { ...r, ratioToCeiling: r.requestsPerSecond / overall, ceilingRequestsPerSecond: overall };
-  const related = strategies.map(({ result, ceilingBefore, ceilingAfter }) => {
+  const related = strategies.map(({ result, ceilingBefore, ceilingAfter, ceilingCpuBefore, ceilingCpuAfter }) => {
     const around = [ceilingBefore, ceilingAfter].filter((x): x is number => x !== undefined);
     if (result.requestsPerSecond === undefined || around.length === 0) return result;
     const ceiling = mean(around);
+    const cpuAround = [ceilingCpuBefore, ceilingCpuAfter].filter((x): x is number => x !== undefined && x > 0);
+    const ceilingCpu = cpuAround.length === 0 ? undefined : mean(cpuAround);
+    const cpu =
+      ceilingCpu === undefined || result.cpuUsPerResponse === undefined || result.cpuUsPerResponse <= 0
+        ? {}
+        : { cpuRatioToCeiling: ceilingCpu / result.cpuUsPerResponse, ceilingCpuUsPerResponse: ceilingCpu };
     const notes = [...result.notes];
     if (ceilingBefore !== undefined && ceilingAfter !== undefined) {
       const drift = Math.abs(ceilingAfter - ceilingBefore) / ceiling;
@@ -122,7 +146,7 @@ export function relateToCeiling(
         );
       }
     }
-    return { ...result, ratioToCeiling: result.requestsPerSecond / ceiling, ceilingRequestsPerSecond: ceiling, notes };
+    return { ...result, ratioToCeiling: result.requestsPerSecond / ceiling, ceilingRequestsPerSecond: ceiling, ...cpu, notes };
   });
   return { before: ceilingRow(before), after: ceilingRow(after), requestsPerSecond: overall, strategies: related };
 }
@@ -163,11 +187,11 @@ export function fmtStatuses(statuses: Readonly<Record<string, number>> | undefin
     .join(' ');
 }
 
-const HEADERS = ['strategy', 'req/s', '× ceiling', 'p50 ms', 'p95 ms', 'p99 ms', 'max ms', 'responses', 'issued rows', 'over-issue', 'duplicates', 'drain', 'peak RSS', 'CPU µs/req', 'verdict'];
+const HEADERS = ['strategy', 'req/s', '× ceiling', 'p50 ms', 'p95 ms', 'p99 ms', 'max ms', 'responses', 'issued rows', 'over-issue', 'duplicates', 'drain', 'peak RSS', 'CPU µs/req', 'CPU × ceiling', 'generator µs/req', 'verdict'];
 
 function cells(r: StrategyResult): string[] {
   if (r.verdict === 'skipped' || r.requestsPerSecond === undefined) {
-    return [r.name, '—', '—', '—', '—', '—', '—', '—', '—', '—', '—', '—', '—', '—', r.verdict];
+    return [r.name, ...HEADERS.slice(1, -1).map(() => '—'), r.verdict];
   }
   const l = r.latencyMs;
   const isCeiling = isCeilingRun(r);
@@ -186,6 +210,8 @@ function cells(r: StrategyResult): string[] {
     isCeiling ? '—' : fmtDrain(r.drainMs),
     fmtBytes(r.peakRssBytes),
     r.cpuUsPerResponse === undefined ? '—' : fmtInt(r.cpuUsPerResponse),
+    r.cpuRatioToCeiling === undefined ? (isCeiling && r.cpuUsPerResponse !== undefined ? '1.00' : '—') : r.cpuRatioToCeiling.toFixed(2),
+    r.generatorCpuUsPerResponse === undefined ? '—' : fmtInt(r.generatorCpuUsPerResponse),
     isCeiling ? '' : r.verdict,
   ];
 }
@@ -204,7 +230,7 @@ export function renderTerminal(report: BenchReport, color: boolean): string {
   const table = new Table({
     head: HEADERS,
     style: { head: color ? ['cyan'] : [], border: color ? ['grey'] : [] },
-    colAligns: ['left', 'right', 'right', 'right', 'right', 'right', 'right', 'left', 'right', 'right', 'right', 'right', 'right', 'right', 'left'],
+    colAligns: HEADERS.map((h) => (h === 'strategy' || h === 'responses' || h === 'verdict' ? 'left' : 'right')),
   });
   for (const r of allRows(report)) {
     const row = cells(r);
@@ -233,20 +259,24 @@ export function renderTerminal(report: BenchReport, color: boolean): string {
 export function renderSellOutTable(report: BenchReport): string[] {
   const split = report.strategies.filter((r) => r.sellOut !== undefined);
   if (split.length === 0) return [];
-  const ratio = (rps: number, ceiling: number | undefined) => (ceiling === undefined ? '—' : (rps / ceiling).toFixed(2));
+  const ratio = (x: number | undefined, ceiling: number | undefined) => (ceiling === undefined || x === undefined ? '—' : (x / ceiling).toFixed(2));
+  const cpuRatio = (us: number | undefined, ceiling: number | undefined) => (ceiling === undefined || us === undefined || us <= 0 ? '—' : (ceiling / us).toFixed(2));
+  const us = (x: number | undefined) => (x === undefined ? '—' : fmtInt(x));
   const out = [
     '**Before and after the sell-out.** A stampede is two loads: until the stock is gone most requests are admissions ' +
-      '(token, Redis or the database, a row), after it they are refusals. Split at the first 410:',
+      '(token, Redis or the database, a row), after it they are refusals. Split at the first 410 ' +
+      '(_CPU × ceiling_: the ceiling\'s CPU µs per response over the phase\'s):',
     '',
-    '| strategy | responses until the sell-out | req/s | × ceiling | responses after it | req/s | × ceiling |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| strategy | responses until the sell-out | req/s | × ceiling | CPU µs/req | CPU × ceiling | responses after it | req/s | × ceiling | CPU µs/req | CPU × ceiling |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const r of split) {
     const { before, after } = r.sellOut!;
     const c = r.ceilingRequestsPerSecond;
+    const cc = r.ceilingCpuUsPerResponse;
     out.push(
-      `| ${r.name} | ${fmtInt(before.responses)} | ${fmtInt(before.requestsPerSecond)} | ${ratio(before.requestsPerSecond, c)} | ` +
-        `${fmtInt(after.responses)} | ${fmtInt(after.requestsPerSecond)} | ${ratio(after.requestsPerSecond, c)} |`,
+      `| ${r.name} | ${fmtInt(before.responses)} | ${fmtInt(before.requestsPerSecond)} | ${ratio(before.requestsPerSecond, c)} | ${us(before.cpuUsPerResponse)} | ${cpuRatio(before.cpuUsPerResponse, cc)} | ` +
+        `${fmtInt(after.responses)} | ${fmtInt(after.requestsPerSecond)} | ${ratio(after.requestsPerSecond, c)} | ${us(after.cpuUsPerResponse)} | ${cpuRatio(after.cpuUsPerResponse, cc)} |`,
     );
   }
   out.push('');
@@ -262,7 +292,8 @@ export function describeLoad(report: BenchReport): string {
   const retries = c.requests - c.users;
   const length = c.durationSeconds === null ? `${fmtInt(c.requests)} requests` : `${c.durationSeconds} s per strategy, cycling a plan of ${fmtInt(c.requests)} requests`;
   const warm = c.warmupRequests > 0 ? `; each target warmed up with ${fmtInt(c.warmupRequests)} unmeasured requests first` : '';
-  return `${length} from ${fmtInt(c.users)} users (each once, plus ${fmtInt(retries)} retries by random users, shuffled) over ${c.connections} keep-alive connections; stock ${fmtInt(c.stock)} per campaign${warm}`;
+  const generator = c.generator === 'autocannon' ? 'autocannon' : "the bench's raw-socket HTTP/1.1 client";
+  return `${length} from ${fmtInt(c.users)} users (each once, plus ${fmtInt(retries)} retries by random users, shuffled) over ${c.connections} keep-alive connections of ${generator}; stock ${fmtInt(c.stock)} per campaign${warm}`;
 }
 
 export function describeMachine(report: BenchReport): string {
@@ -296,7 +327,10 @@ export function renderMarkdown(report: BenchReport, chartFile: string | undefine
   }
   if (details.length > 0) out.push(...details, '');
   out.push(...renderSellOutTable(report));
-  if (report.ceilingRuns.length > 2) out.push(`Ceiling runs in order, req/s: ${report.ceilingRuns.map(fmtInt).join(' · ')}.`, '');
+  if (report.ceilingRuns.length > 2) {
+    const cpu = report.ceilingCpuRuns?.every((x) => x !== null) === true ? `; CPU µs/req: ${report.ceilingCpuRuns.map((x) => fmtInt(x!)).join(' · ')}` : '';
+    out.push(`Ceiling runs in order, req/s: ${report.ceilingRuns.map(fmtInt).join(' · ')}${cpu}.`, '');
+  }
   out.push(
     '_req/s_: responses per second from the first request to the last response. _× ceiling_: that rate over the rate of a bare ' +
       '`node:http` server answering the same requests in the same run. The ceiling runs before the first strategy and again after each ' +
@@ -304,8 +338,10 @@ export function renderMarkdown(report: BenchReport, chartFile: string | undefine
       'run (a shared VM) is compared with itself. The two ceiling rows are the first and the last run, each over the mean of all runs. ' +
       'Latencies from an HDR histogram of every response. ' +
       '_drain_: from the last response until every 201/202 had its row in the database. _peak RSS_: the API process during the stampede. ' +
-      '_CPU µs/req_: CPU time (user + system) of the API process during the stampede over its responses — the cost of one request, ' +
-      'whatever else competes for the cores (with Redis it includes the in-process stream worker).',
+      '_CPU µs/req_: CPU time (user + system) of the API process during the stampede and its drain over its responses — the cost of one request, ' +
+      'whatever else competes for the cores (with Redis it includes the in-process stream worker). _CPU × ceiling_: the ceiling\'s CPU µs/req ' +
+      '(the same bracketing runs) over the strategy\'s — a ratio that does not depend on how much of the cores the load generator takes. ' +
+      `_generator µs/req_: the load generator's own CPU (${report.config.generator ?? 'autocannon'}, in the bench process) per response.`,
     '',
   );
   return out.join('\n');
