@@ -4,7 +4,7 @@
 // "nothing issued". Needs PostgreSQL and MariaDB (and Redis for the Redis half).
 import assert from 'node:assert/strict';
 import { after, before, describe, it, type TestContext } from 'node:test';
-import { createMysqlDb, createPostgresDb, OutcomeUnknownError, type Db, type Queryable, type Transaction } from '../src/db/index.js';
+import { COMMITTED_UNSEEN, createMysqlDb, createPostgresDb, OutcomeUnknownError, type Db, type Queryable, type Transaction } from '../src/db/index.js';
 import { createTestDatabase, needDatabase, needServer, openTestDb, PG_ADMIN_URL, request, SERVER_DB_KINDS, SERVER_KINDS, type TestDatabase } from './helpers.js';
 import { TcpProxy, waitFor } from './ops-helpers.js';
 import { REDIS_URL, startRedisTestServer, waitForDrain, type RedisTestServer } from './redis-helpers.js';
@@ -79,6 +79,44 @@ for (const kind of SERVER_DB_KINDS) {
       assert.ok(ms >= 2_900 && ms < 5_000, `gave up after ${Math.round(ms)} ms`);
       await proxy!.up();
       assert.ok(await has(3), 'it had committed: "unknown" was the truth, not "failed"');
+    });
+
+    // db.statement: one statement, its own transaction. On PostgreSQL there is no COMMIT on the
+    // wire: the statement itself is what gets lost.
+    const stmt = (x: number) => `INSERT INTO t VALUES (${kind === 'mysql' ? x : `${x} + 0`})`;
+    const STATEMENT = (x: number) => (kind === 'mysql' ? COMMIT : `VALUES (${x} + 0)`);
+
+    it('statement: committed and its answer lost — the check finds the row after the session is gone', async (t) => {
+      if (!(await ready(t))) return;
+      proxy!.loseAnswerTo(STATEMENT(11), true);
+      const result = await db!.statement(stmt(11), [], wrote(11));
+      // PostgreSQL never saw the result; MySQL's COMMIT answer was lost after the INSERT's came back.
+      if (kind === 'mysql') assert.notEqual(result, COMMITTED_UNSEEN);
+      else assert.equal(result, COMMITTED_UNSEEN);
+      assert.ok(await has(11));
+    });
+
+    it('statement: it never reached the server — rejects with the connection error, nothing written', async (t) => {
+      if (!(await ready(t))) return;
+      proxy!.loseAnswerTo(STATEMENT(12), false);
+      await assert.rejects(db!.statement(stmt(12), [], wrote(12)), (err: Error) => !(err instanceof OutcomeUnknownError));
+      assert.equal(await has(12), false);
+    });
+
+    it('statement: the server refused it — rejects with its error at once, no lookup', async (t) => {
+      if (!(await ready(t))) return;
+      await db!.statement(stmt(13), [], wrote(13));
+      const started = performance.now();
+      await assert.rejects(db!.statement(stmt(13), [], wrote(13)), (err: Error) => !(err instanceof OutcomeUnknownError) && /duplicate/i.test(err.message));
+      assert.ok(performance.now() - started < 1_000, 'a refusal needs no lookup');
+    });
+
+    it('statement: the server cannot be asked within the bound — OutcomeUnknownError, and it had committed', async (t) => {
+      if (!(await ready(t))) return;
+      proxy!.loseAnswerTo(STATEMENT(14), true, () => proxy!.blackhole());
+      await assert.rejects(db!.statement(stmt(14), [], wrote(14)), OutcomeUnknownError);
+      await proxy!.up();
+      assert.ok(await has(14), 'it had committed: "unknown" was the truth');
     });
 
     if (kind === 'mysql') {
@@ -196,11 +234,14 @@ describe('POST /coupons/:id/issues when the decisive answer is lost', () => {
     assert.equal((await issue(s, id, 'sync-lost')).status, 409);
   });
 
-  it('db-atomic: the COMMIT committed and its answer was lost — answers 201', async (t) => {
+  // db-atomic is one autocommit statement on PostgreSQL: its text on the wire is what gets lost.
+  const DB_ATOMIC_STATEMENT = 'WITH coupon AS';
+
+  it('db-atomic: the statement committed and its answer was lost — answers 201', async (t) => {
     if (!(await ready(t))) return;
     const s = server!;
     const { id } = await s.createCoupon({ totalQuantity: 5, strategy: 'db-atomic' });
-    pgProxy!.loseAnswerTo('COMMIT', true);
+    pgProxy!.loseAnswerTo(DB_ATOMIC_STATEMENT, true);
     const res = await issue(s, id, 'commit-lost');
     assert.equal(res.status, 201, res.text);
     assert.equal((await status(s, id, 'commit-lost')).status, 'ISSUED');
@@ -210,7 +251,7 @@ describe('POST /coupons/:id/issues when the decisive answer is lost', () => {
     if (!(await ready(t))) return;
     const s = server!;
     const { id } = await s.createCoupon({ totalQuantity: 5, strategy: 'db-atomic' });
-    pgProxy!.loseAnswerTo('COMMIT', true, () => pgProxy!.blackhole());
+    pgProxy!.loseAnswerTo(DB_ATOMIC_STATEMENT, true, () => pgProxy!.blackhole());
     const res = await issue(s, id, 'commit-unknowable');
     await pgProxy!.up();
     assert.equal(res.status, 503, res.text);

@@ -1,13 +1,13 @@
 // Coupon persistence, called by name: every statement on `coupons` and `coupon_issues` lives in
 // src/coupons/sql/, one module per SQL dialect behind one typed interface (tables.ts). This module
 // only picks the dialect the handle speaks; callers never see SQL.
-import type { Queryable, Transaction } from '../db/index.js';
+import type { Db, Queryable, Transaction } from '../db/index.js';
 import type { CouponWithStock, NewCoupon } from './domain.js';
 import { mysqlStatements } from './sql/mysql.js';
 import { postgresStatements } from './sql/postgres.js';
-import type { CampaignStock, CouponStatements, NewIssue, UserCoupon } from './sql/tables.js';
+import type { AtOnceOutcome, CampaignStock, CouponStatements, NewIssue, UserCoupon } from './sql/tables.js';
 
-export type { CampaignStock, CouponIssuesTable, CouponsTable, NewIssue, UserCoupon } from './sql/tables.js';
+export type { AtOnceOutcome, CampaignStock, CouponIssuesTable, CouponsTable, NewIssue, UserCoupon } from './sql/tables.js';
 
 const STATEMENTS = { postgres: postgresStatements, mysql: mysqlStatements } as const satisfies Record<Queryable['dialect'], CouponStatements>;
 
@@ -38,4 +38,6 @@ export const insertNewIssues = (tx: Transaction, couponId: number, issues: reado
 export const removeIssues = (tx: Queryable, couponId: number, userIds: readonly string[]): Promise<void> => sql(tx).removeIssues(tx, couponId, userIds);
 export const addIssued = (tx: Queryable, couponId: number, n: number): Promise<void> => sql(tx).addIssued(tx, couponId, n);
 export const holdersAmong = (db: Queryable, couponId: number, userIds: readonly string[]): Promise<string[]> => sql(db).holdersAmong(db, couponId, userIds);
+/** The one-statement issuance, where the handle's dialect has one (PostgreSQL); undefined elsewhere. */
+export const issueAtOnce = (db: Db): CouponStatements['issueAtOnce'] => sql(db).issueAtOnce;
 export const soldOutAmong = (db: Queryable, couponIds: readonly number[]): Promise<number[]> => sql(db).soldOutAmong(db, couponIds);

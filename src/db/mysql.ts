@@ -168,6 +168,9 @@ export function createMysqlDb(url: string, options: ServerDbOptions): Db {
         return result;
       }, (err) => rolledBack && !isFatal(err) && !isFatal((err as { cause?: unknown }).cause));
     },
+    // A transaction block of one statement: the lost-COMMIT lookup above covers it, and the
+    // result is known whenever it committed.
+    statement: (sql, params, options) => db.transaction((tx) => tx.query(sql, params), options),
     // A session that failed may still hold session state (a named lock): it is not reused.
     session: (fn) => hold((conn) => fn(onConnection(conn)), () => false),
     exec: (script) => hold((conn) => onConnection(conn).exec(script), (err) => !isFatal(err)),

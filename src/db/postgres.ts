@@ -3,7 +3,7 @@ import { mkdirSync } from 'node:fs';
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
 import { askUntil } from '../util/ask-until.js';
-import { OutcomeUnknownError, type Db, type QueryResult, type ServerDbOptions, type Transaction } from './types.js';
+import { COMMITTED_UNSEEN, OutcomeUnknownError, type Db, type Queryable, type QueryResult, type ServerDbOptions, type Transaction, type TransactionOptions } from './types.js';
 
 export function createPostgresDb(url: string, options: ServerDbOptions): Db {
   const pool = new pg.Pool({
@@ -15,6 +15,7 @@ export function createPostgresDb(url: string, options: ServerDbOptions): Db {
   });
   // An idle client losing its server must not crash the process; the next query reports it.
   pool.on('error', () => {});
+  const backends = new WeakMap<pg.PoolClient, Backend>();
   const query = async <R>(sql: string, params?: readonly unknown[]) => {
     const res = await pool.query(sql, params as unknown[] | undefined);
     return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 };
@@ -65,6 +66,35 @@ export function createPostgresDb(url: string, options: ServerDbOptions): Db {
       }
       release();
       return result;
+    },
+    async statement<R>(sql: string, params: readonly unknown[], { committed }: Required<TransactionOptions>) {
+      const client = await pool.connect();
+      const ignore = () => {};
+      client.on('error', ignore);
+      let broken = false;
+      try {
+        // Who runs it on the server, known before it is sent: if its answer is lost, that session
+        // is what must be gone before the outcome can be read.
+        const session = backends.get(client) ?? (await backendOf(client));
+        backends.set(client, session);
+        try {
+          const res = await client.query(sql, params as unknown[]);
+          return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 };
+        } catch (err) {
+          if (isStatementError(err)) throw err; // the server refused it: nothing committed
+          broken = true;
+          const status = await statementStatus(pool, session, committed);
+          if (status === 'committed') return COMMITTED_UNSEEN;
+          if (status === 'aborted') throw err;
+          throw new OutcomeUnknownError('the statement was sent and no answer came', { cause: err });
+        }
+      } catch (err) {
+        if (!isStatementError(err)) broken = true;
+        throw err;
+      } finally {
+        client.removeListener('error', ignore);
+        client.release(broken);
+      }
     },
     async session(fn) {
       const client = await pool.connect();
@@ -125,6 +155,62 @@ async function commitStatus(pool: pg.Pool, xid: string): Promise<'committed' | '
   return status ?? 'unknown';
 }
 
+/** A server session: its process id, and when it started (a pid alone may be reused later). */
+interface Backend {
+  readonly pid: number;
+  readonly startedAt: string;
+}
+
+async function backendOf(client: pg.PoolClient): Promise<Backend> {
+  const { rows } = await client.query<{ pid: number; started: string }>(
+    'SELECT pid, backend_start::text AS started FROM pg_stat_activity WHERE pid = pg_backend_pid()',
+  );
+  const row = rows[0];
+  if (row === undefined) throw new Error('pg_stat_activity does not show this session');
+  return { pid: row.pid, startedAt: row.started };
+}
+
+/**
+ * An ERROR the server sent for the statement: it was rolled back. A FATAL (the session being
+ * terminated) may come after the commit, and a lost connection says nothing.
+ */
+function isStatementError(err: unknown): boolean {
+  return err instanceof pg.DatabaseError && err.severity === 'ERROR';
+}
+
+/** A session still there this long after its answer was lost is terminated, so that its statement ends. */
+const TERMINATE_AFTER_MS = 1_000;
+
+/**
+ * What became of an autocommit statement whose answer was lost: once its session is gone from
+ * pg_stat_activity (ended by itself, by a restart, or terminated after TERMINATE_AFTER_MS — a
+ * statement is committed or rolled back whole), the caller's `committed` check reads what it
+ * wrote. On other connections, as soon as one works, for up to LOST_ANSWER_CHECK_MS.
+ */
+async function statementStatus(pool: pg.Pool, session: Backend, committed: (db: Queryable) => Promise<boolean>): Promise<'committed' | 'aborted' | 'unknown'> {
+  const queryable: Queryable = {
+    dialect: 'postgres',
+    query: async <R>(sql: string, params?: readonly unknown[]) => {
+      const res = await pool.query(sql, params as unknown[] | undefined);
+      return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 };
+    },
+  };
+  let seenSince: number | undefined;
+  const status = await askUntil(async () => {
+    const { rows } = await pool.query<{ alive: boolean }>(
+      'SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND backend_start::text = $2) AS alive',
+      [session.pid, session.startedAt],
+    );
+    if (rows[0]?.alive === true) {
+      seenSince ??= Date.now();
+      if (Date.now() - seenSince >= TERMINATE_AFTER_MS) await pool.query('SELECT pg_terminate_backend($1)', [session.pid]);
+      return undefined;
+    }
+    return (await committed(queryable)) ? 'committed' : 'aborted';
+  });
+  return status ?? 'unknown';
+}
+
 /** Embedded PostgreSQL (WASM). `dataDir` undefined → in memory (tests). */
 export async function createPgliteDb(dataDir: string | undefined): Promise<Db> {
   if (dataDir !== undefined) mkdirSync(dataDir, { recursive: true });
@@ -163,6 +249,8 @@ export async function createPgliteDb(dataDir: string | undefined): Promise<Db> {
     async exec(sql) {
       await lite.exec(sql);
     },
+    // In process: an answer cannot be lost on the way.
+    statement: (sql, params) => wrap(() => lite.query(sql, params as unknown[])),
     // PGlite is one connection; "waiting" counts transactions queued for it.
     poolStats: () => ({ total: 1, idle: waiting === 0 ? 1 : 0, waiting }),
     close: () => lite.close(),

@@ -48,6 +48,15 @@ export interface Db extends Queryable {
    */
   transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T>;
   /**
+   * Runs one statement as a transaction of its own (autocommit): one round trip where a
+   * transaction block costs three or more. Resolves with its result once it committed, rejects
+   * with the server's error when it did not. When the answer is lost, `committed` is asked once
+   * the statement has certainly ended (its server session is gone, ended by itself or made to):
+   * true resolves with COMMITTED_UNSEEN (committed, its result never seen), false rejects with the
+   * original error, and no answer within LOST_ANSWER_CHECK_MS rejects with OutcomeUnknownError.
+   */
+  statement<R = Record<string, unknown>>(sql: string, params: readonly unknown[], options: Required<TransactionOptions>): Promise<QueryResult<R> | typeof COMMITTED_UNSEEN>;
+  /**
    * Runs fn on one connection held for its whole duration, outside any transaction (session
    * locks, DDL that commits by itself on MySQL).
    */
@@ -57,6 +66,9 @@ export interface Db extends Queryable {
   poolStats(): PoolStats;
   close(): Promise<void>;
 }
+
+/** `statement` committed, but its answer (and so its result) was lost: its `committed` check said so. */
+export const COMMITTED_UNSEEN: unique symbol = Symbol('committed, result unseen');
 
 /**
  * The COMMIT of a transaction was sent and neither its answer nor, within LOST_ANSWER_CHECK_MS, the

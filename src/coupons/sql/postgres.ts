@@ -1,5 +1,5 @@
 // The coupon statements in PostgreSQL's dialect (a server, or embedded PGlite).
-import type { Queryable, Transaction } from '../../db/index.js';
+import { COMMITTED_UNSEEN, type Queryable, type Transaction } from '../../db/index.js';
 import type { NewCoupon } from '../domain.js';
 import { COUPON_COLUMNS, toCoupon, type CampaignStock, type CouponIssuesTable, type CouponRow, type CouponsTable, type CouponStatements, type NewIssue } from './tables.js';
 
@@ -18,6 +18,12 @@ const INSERT_ISSUES_SQL = `
      WHERE c.id = n.coupon_id
   )
   SELECT coupon_id, user_id FROM ins`;
+
+/** check_violation of the over-issue CHECK (node-postgres and PGlite both report the constraint). */
+function isOverIssueRefusal(err: unknown): boolean {
+  const e = err as { code?: unknown; constraint?: unknown };
+  return e.code === '23514' && e.constraint === 'coupons_not_over_issued';
+}
 
 export const postgresStatements: CouponStatements = {
   async insertCoupon(db: Queryable, c: NewCoupon) {
@@ -129,6 +135,46 @@ export const postgresStatements: CouponStatements = {
       [userId],
     );
     return rows.map((row) => ({ coupon: toCoupon(row), issuedAt: row.issued_at }));
+  },
+
+  async issueAtOnce(db, couponId, userId, issuedAt) {
+    // One statement, so one implicit transaction. The row goes in only while the counter was
+    // below the stock when the statement began and the user had no row (ON CONFLICT covers one
+    // committed meanwhile); the claim moves the counter for exactly that row. A claim that finds
+    // the stock gone by the time it holds the row lock breaks coupons_not_over_issued, and the
+    // whole statement — the row too — is rolled back: that is the refusal of the last unit's losers.
+    let result;
+    try {
+      result = await db.statement<{ open: boolean | null; held: boolean; claimed: boolean }>(
+        `WITH coupon AS (
+           SELECT issued_quantity < total_quantity AS open FROM coupons WHERE id = $1
+         ), held AS (
+           SELECT 1 FROM coupon_issues WHERE coupon_id = $1 AND user_id = $2
+         ), inserted AS (
+           INSERT INTO coupon_issues (coupon_id, user_id, issued_at)
+           SELECT $1, $2, $3 WHERE (SELECT open FROM coupon) AND NOT EXISTS (SELECT 1 FROM held)
+           ON CONFLICT ON CONSTRAINT coupon_issues_one_per_user DO NOTHING
+           RETURNING 1
+         ), claimed AS (
+           UPDATE coupons SET issued_quantity = issued_quantity + 1
+            WHERE id = $1 AND EXISTS (SELECT 1 FROM inserted)
+           RETURNING 1
+         )
+         SELECT (SELECT open FROM coupon) AS open, EXISTS (SELECT 1 FROM held) AS held, EXISTS (SELECT 1 FROM claimed) AS claimed`,
+        [couponId, userId, issuedAt],
+        { committed: async (q) => (await postgresStatements.findIssue(q, couponId, userId)) !== undefined },
+      );
+    } catch (err) {
+      if (isOverIssueRefusal(err)) return 'sold-out';
+      throw err;
+    }
+    // Committed with its answer lost: the user's row is there.
+    if (result === COMMITTED_UNSEEN) return 'issued';
+    const row = result.rows[0];
+    if (row?.claimed === true) return 'issued';
+    if (row?.held === true) return 'held';
+    // Open, no row, nothing inserted: a row of this user committed after the statement began.
+    return row?.open === true ? 'held' : 'sold-out';
   },
 
   async insertIssueIfAbsent(tx, couponId, userId, issuedAt) {

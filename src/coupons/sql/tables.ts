@@ -2,7 +2,7 @@
 // implements (postgres.ts, mysql.ts): each operation on `coupons` and `coupon_issues`, including
 // the ones that decide correctness — the row lock, the conditional and compare-and-set claims,
 // the insert that skips a duplicate. A column change touches this directory only.
-import type { Queryable, Transaction } from '../../db/index.js';
+import type { Db, Queryable, Transaction } from '../../db/index.js';
 import type { CouponWithStock, DiscountType, NewCoupon } from '../domain.js';
 
 /** Columns of `coupons`. */
@@ -66,8 +66,18 @@ export interface CampaignStock {
   issued: number;
 }
 
+/** What `issueAtOnce` decided: a new row and unit, a holder, or no unit left. */
+export type AtOnceOutcome = 'issued' | 'held' | 'sold-out';
+
 /** Every statement on the coupon tables, in one dialect. `db` may be a pool or a transaction. */
 export interface CouponStatements {
+  /**
+   * db-atomic's whole decision in one autocommit statement, where the dialect can write one:
+   * insert the row unless the user holds one and claim a unit only while below the stock, all or
+   * nothing. Undefined where it cannot (MySQL has no data-modifying CTE): the caller runs the
+   * insert and the claim in a transaction instead. A lost answer is settled by the user's row.
+   */
+  readonly issueAtOnce?: (db: Db, couponId: number, userId: string, issuedAt: Date) => Promise<AtOnceOutcome>;
   insertCoupon(db: Queryable, c: NewCoupon): Promise<CouponWithStock>;
   findCoupon(db: Queryable, id: number): Promise<CouponWithStock | undefined>;
   /** Campaigns whose window has not ended yet (open now or upcoming), soonest first. */
