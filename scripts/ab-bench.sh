@@ -7,10 +7,11 @@
 # Each checkout must be built (`npm ci` builds dist/). DATABASE_URL and REDIS_URL as for the bench.
 # A_ENV / B_ENV: extra server variables for each side, e.g. A_ENV="RATE_LIMIT_USER=20/10s".
 # Default bench flags: --strategies redis-lua-async-cached --no-ceiling. Prints req/s, API CPU µs/req,
-# × ceiling (when the flags keep the ceiling) and p99 per run, then the medians. See docs/performance.md.
+# × ceiling and CPU × ceiling (when the flags keep the ceiling) and p99 per run, then the medians.
+# See docs/performance.md.
 set -euo pipefail
 if [[ $# -lt 2 ]]; then
-  sed -n '2,10p' "$0" >&2
+  sed -n '2,11p' "$0" >&2
   exit 2
 fi
 dir_a=$(cd "$1" && pwd)
@@ -34,9 +35,10 @@ for i in $(seq 1 "$pairs"); do
       const r = require(process.argv[1] + "/latest.json");
       for (const s of r.strategies)
         console.log([process.argv[2], s.name, Math.round(s.requestsPerSecond), (s.cpuUsPerResponse ?? NaN).toFixed(1), s.verdict,
-          s.ratioToCeiling === undefined ? "—" : s.ratioToCeiling.toFixed(2), s.latencyMs.p99.toFixed(1)].join(" "));
+          s.ratioToCeiling === undefined ? "—" : s.ratioToCeiling.toFixed(2), s.latencyMs.p99.toFixed(1),
+          s.cpuRatioToCeiling === undefined ? "—" : s.cpuRatioToCeiling.toFixed(2)].join(" "));
     ' "$out/$side-$i" "$side")
-    echo "$line" | awk '{ printf "%s %-24s %7d req/s %6s µs CPU/req  %5s × ceiling  p99 %5s ms  %s\n", $1, $2, $3, $4, $6, $7, $5 }'
+    echo "$line" | awk '{ printf "%s %-24s %7d req/s %6s µs CPU/req  %5s × ceiling  %5s CPU × ceiling  p99 %5s ms  %s\n", $1, $2, $3, $4, $6, $8, $7, $5 }'
     summary+=("$line")
   done
 done
@@ -48,7 +50,10 @@ printf '%s\n' "${summary[@]}" | node -e '
     const a = side("A"), b = side("B");
     const rps = (x) => med(x.map((r) => Number(r[2]))), cpu = (x) => med(x.map((r) => Number(r[3])));
     const ratios = a.map((r, i) => Number(r[2]) / Number(b[i][2]));
-    const extra = (x) => { const c = med(x.map((r) => Number(r[5]))); return (Number.isNaN(c) ? "" : `, ${c.toFixed(2)} × ceiling`) + `, p99 ${med(x.map((r) => Number(r[6]))).toFixed(1)} ms`; };
+    const extra = (x) => {
+      const c = med(x.map((r) => Number(r[5]))), cc = med(x.map((r) => Number(r[7])));
+      return (Number.isNaN(c) ? "" : `, ${c.toFixed(2)} × ceiling`) + (Number.isNaN(cc) ? "" : `, ${cc.toFixed(2)} CPU × ceiling`) + `, p99 ${med(x.map((r) => Number(r[6]))).toFixed(1)} ms`;
+    };
     console.log(`${name}: A ${Math.round(rps(a))} req/s, ${cpu(a).toFixed(1)} µs CPU/req${extra(a)} | B ${Math.round(rps(b))} req/s, ${cpu(b).toFixed(1)} µs CPU/req${extra(b)} | ` +
       `A/B req/s: medians ${(rps(a) / rps(b)).toFixed(3)}, median of pairs ${med(ratios).toFixed(3)} (${ratios.map((x) => x.toFixed(2)).join(" ")})`);
   }
