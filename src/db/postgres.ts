@@ -77,6 +77,8 @@ export function createPostgresDb(url: string, options: ServerDbOptions): Db {
         // is what must be gone before the outcome can be read.
         const session = backends.get(client) ?? (await backendOf(client));
         backends.set(client, session);
+        // A connection that died while idle in the pool cannot send it: nothing to look up.
+        if (!isWritable(client)) throw new Error('Connection terminated while idle in the pool: the statement was not sent');
         try {
           const res = await client.query(sql, params as unknown[]);
           return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 };
@@ -168,6 +170,12 @@ async function backendOf(client: pg.PoolClient): Promise<Backend> {
   const row = rows[0];
   if (row === undefined) throw new Error('pg_stat_activity does not show this session');
   return { pid: row.pid, startedAt: row.started };
+}
+
+/** Whether the client's socket can still carry a query (node-postgres keeps it on `connection.stream`). */
+function isWritable(client: pg.PoolClient): boolean {
+  const stream = (client as unknown as { connection?: { stream?: { destroyed?: boolean; writable?: boolean } } }).connection?.stream;
+  return stream === undefined || (stream.destroyed !== true && stream.writable !== false);
 }
 
 /**
