@@ -115,7 +115,7 @@ export async function startKafka(options: BrokerOptions = {}): Promise<KafkaBrok
     ].join('\n') + '\n',
   );
   const java = ['-Xms128m', '-Xmx512m', '-XX:+UseSerialGC', `-Dlog4j2.configurationFile=${log4j}`, '-cp', classpath];
-  await run('java', [...java, 'kafka.tools.StorageTool', 'format', '--standalone', '-t', clusterId(), '-c', serverProperties]);
+  await run('java', [...java, 'kafka.tools.StorageTool', 'format', '--standalone', `--cluster-id=${clusterId()}`, '-c', serverProperties]);
   const logFile = options.logFile ?? join(root, 'broker.log');
 
   let child: ChildProcess | undefined;
@@ -165,9 +165,16 @@ export async function startKafka(options: BrokerOptions = {}): Promise<KafkaBrok
   };
 }
 
-/** A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (what `random-uuid` prints). */
+/**
+ * A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (what `random-uuid` prints),
+ * never starting with '-' (Kafka's own generator avoids it too: the command line would read it as
+ * an option).
+ */
 function clusterId(): string {
-  return Buffer.from(randomUUID().replace(/-/g, ''), 'hex').toString('base64url');
+  for (;;) {
+    const id = Buffer.from(randomUUID().replace(/-/g, ''), 'hex').toString('base64url');
+    if (!id.startsWith('-')) return id;
+  }
 }
 
 /**
