@@ -9,7 +9,7 @@
 // instead (nothing is fetched); COUPONRUSH_CACHE the cache directory (default ~/.cache/couponrush).
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -115,7 +115,12 @@ export async function startKafka(options: BrokerOptions = {}): Promise<KafkaBrok
     ].join('\n') + '\n',
   );
   const java = ['-Xms128m', '-Xmx512m', '-XX:+UseSerialGC', `-Dlog4j2.configurationFile=${log4j}`, '-cp', classpath];
-  await run('java', [...java, 'kafka.tools.StorageTool', 'format', '--standalone', `--cluster-id=${clusterId()}`, '-c', serverProperties]);
+  try {
+    await run('java', [...java, 'kafka.tools.StorageTool', 'format', '--standalone', `--cluster-id=${clusterId()}`, '-c', serverProperties]);
+  } catch (err) {
+    rmSync(root, { recursive: true, force: true });
+    throw err;
+  }
   const logFile = options.logFile ?? join(root, 'broker.log');
 
   let child: ChildProcess | undefined;
@@ -131,11 +136,11 @@ export async function startKafka(options: BrokerOptions = {}): Promise<KafkaBrok
     exited = new Promise((r) => proc.once('exit', () => r()));
     const deadline = Date.now() + READY_TIMEOUT_MS;
     for (;;) {
-      if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`the Kafka broker exited during start-up; its log: ${logFile}`);
+      if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`the Kafka broker exited during start-up; its log:\n${logTail(logFile)}`);
       if (await answersKafka(port)) return;
       if (Date.now() > deadline) {
         proc.kill('SIGKILL');
-        throw new Error(`the Kafka broker did not answer on ${port} within ${READY_TIMEOUT_MS / 1000} s; its log: ${logFile}`);
+        throw new Error(`the Kafka broker did not answer on ${port} within ${READY_TIMEOUT_MS / 1000} s; its log:\n${logTail(logFile)}`);
       }
       await new Promise((r) => setTimeout(r, 200));
     }
@@ -148,7 +153,12 @@ export async function startKafka(options: BrokerOptions = {}): Promise<KafkaBrok
     await exited;
     clearTimeout(timer);
   };
-  await launch();
+  try {
+    await launch();
+  } catch (err) {
+    rmSync(root, { recursive: true, force: true });
+    throw err;
+  }
   return {
     brokers: `127.0.0.1:${port}`,
     port,
@@ -163,6 +173,15 @@ export async function startKafka(options: BrokerOptions = {}): Promise<KafkaBrok
     kill: () => end('SIGKILL'),
     restart: launch,
   };
+}
+
+/** The last lines of the broker's log, for an error message (the log itself goes with its directory). */
+function logTail(file: string, lines = 30): string {
+  try {
+    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
 }
 
 /**
