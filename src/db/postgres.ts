@@ -85,7 +85,7 @@ export function createPostgresDb(url: string, options: ServerDbOptions): Db {
         } catch (err) {
           if (isStatementError(err)) throw err; // the server refused it: nothing committed
           broken = true;
-          const status = await statementStatus(pool, session, committed);
+          const status = await statementStatus({ dialect: 'postgres', query }, session, committed);
           if (status === 'committed') return COMMITTED_UNSEEN;
           if (status === 'aborted') throw err;
           throw new OutcomeUnknownError('the statement was sent and no answer came', { cause: err });
@@ -195,26 +195,19 @@ const TERMINATE_AFTER_MS = 1_000;
  * statement is committed or rolled back whole), the caller's `committed` check reads what it
  * wrote. On other connections, as soon as one works, for up to LOST_ANSWER_CHECK_MS.
  */
-async function statementStatus(pool: pg.Pool, session: Backend, committed: (db: Queryable) => Promise<boolean>): Promise<'committed' | 'aborted' | 'unknown'> {
-  const queryable: Queryable = {
-    dialect: 'postgres',
-    query: async <R>(sql: string, params?: readonly unknown[]) => {
-      const res = await pool.query(sql, params as unknown[] | undefined);
-      return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 };
-    },
-  };
+async function statementStatus(db: Queryable, session: Backend, committed: (db: Queryable) => Promise<boolean>): Promise<'committed' | 'aborted' | 'unknown'> {
   let seenSince: number | undefined;
   const status = await askUntil(async () => {
-    const { rows } = await pool.query<{ alive: boolean }>(
+    const { rows } = await db.query<{ alive: boolean }>(
       'SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND backend_start::text = $2) AS alive',
       [session.pid, session.startedAt],
     );
     if (rows[0]?.alive === true) {
       seenSince ??= Date.now();
-      if (Date.now() - seenSince >= TERMINATE_AFTER_MS) await pool.query('SELECT pg_terminate_backend($1)', [session.pid]);
+      if (Date.now() - seenSince >= TERMINATE_AFTER_MS) await db.query('SELECT pg_terminate_backend($1)', [session.pid]);
       return undefined;
     }
-    return (await committed(queryable)) ? 'committed' : 'aborted';
+    return (await committed(db)) ? 'committed' : 'aborted';
   });
   return status ?? 'unknown';
 }
