@@ -131,7 +131,7 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
     requireAdmin,
   });
   if (runtime.redis !== undefined) {
-    await app.register(deadLetterRoutes, { redis: runtime.redis, requireAdmin });
+    await app.register(deadLetterRoutes, { redis: runtime.redis, kafka: runtime.kafka, requireAdmin });
   }
 
   return app;

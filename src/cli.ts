@@ -13,6 +13,7 @@ import { startMetricsListener, type MetricsListener } from './metrics/listener.j
 import { createWorkerRegistry } from './metrics/worker.js';
 import { openDb, openStores } from './runtime.js';
 import { closeOnSignals, printBanner, startServer } from './server.js';
+import { startKafkaWorker } from './worker/kafka-worker.js';
 import { defaultConsumerName, startWorker } from './worker/worker.js';
 
 function config(options?: LoadOptions): Config {
@@ -92,16 +93,28 @@ program
       await stores.close();
       throw err;
     });
+    // With KAFKA_BROKERS the worker also consumes the issuance topic (redis-lua-kafka).
+    const kafka = stores.kafka;
+    const kafkaWorker =
+      kafka === undefined
+        ? undefined
+        : await startKafkaWorker({ db, kafka, config: cfg.worker, log, consumer: opts.consumer }).catch(async (err: unknown) => {
+            await worker.stop();
+            await stores.close();
+            throw err;
+          });
     // Prometheus scrapes the worker on ADMIN_HOST:ADMIN_PORT (/metrics, /healthz).
     let metrics: MetricsListener | undefined;
     if (cfg.adminPort !== undefined) {
       const { registry, observer } = createWorkerRegistry(db, redis);
       worker.observe(observer);
+      kafkaWorker?.observe(observer);
       metrics = await startMetricsListener(registry, cfg.adminHost, cfg.adminPort);
       log.info(`worker metrics on ${metrics.url}/metrics`);
     }
     closeOnSignals(async () => {
       await metrics?.close();
+      await kafkaWorker?.stop();
       await worker.stop();
       await stores.close();
     }, log);

@@ -51,7 +51,24 @@ export interface Config {
   readonly redisUrl: string | undefined;
   /** Prefix of every Redis key and channel (a test or a tenant gets its own). */
   readonly redisPrefix: string;
+  /** Set (KAFKA_BROKERS) → `redis-lua-kafka` is available and `couponrush worker` consumes its topic. */
+  readonly kafka: KafkaConfig | undefined;
   readonly worker: WorkerConfig;
+}
+
+/** Apache Kafka, for `redis-lua-kafka` (KAFKA_* variables). */
+export interface KafkaConfig {
+  /** host:port of the bootstrap brokers. */
+  readonly brokers: readonly string[];
+  /** The issuance topic; its dead letters go to `<topic>.dead`. */
+  readonly topic: string;
+  /** Partitions when couponrush creates the topic (an existing topic keeps its own). */
+  readonly partitions: number;
+  /**
+   * A produce unacknowledged this long answers OUTCOME_UNKNOWN (the producer is closed and the
+   * record may still be in the log); the seat stays until `reconcile` settles it.
+   */
+  readonly produceTimeoutMs: number;
 }
 
 /** The stream worker (`couponrush worker`, `serve --with-worker`). */
@@ -164,6 +181,27 @@ export function defaultStrategyFor(databaseUrl: string | undefined, redisUrl?: s
   return 'local';
 }
 
+const TOPIC_NAME = /^[A-Za-z0-9._-]{1,200}$/;
+
+function kafkaVar(env: Env): KafkaConfig | undefined {
+  const raw = nonEmpty(env, 'KAFKA_BROKERS');
+  if (raw === undefined) return undefined;
+  const brokers = raw.split(',').map((b) => b.trim()).filter((b) => b !== '');
+  for (const b of brokers) {
+    const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(b);
+    if (m === null || Number(m[2]) < 1 || Number(m[2]) > 65535) throw new ConfigError('KAFKA_BROKERS', `"${b}" is not host:port`);
+  }
+  if (brokers.length === 0) throw new ConfigError('KAFKA_BROKERS', 'names no broker');
+  const topic = nonEmpty(env, 'KAFKA_TOPIC') ?? 'couponrush.issuances';
+  if (!TOPIC_NAME.test(topic)) throw new ConfigError('KAFKA_TOPIC', 'must be 1-200 characters of [A-Za-z0-9._-]');
+  return Object.freeze({
+    brokers: Object.freeze(brokers),
+    topic,
+    partitions: intVar(env, 'KAFKA_PARTITIONS', 6, 1, 10_000),
+    produceTimeoutMs: intVar(env, 'KAFKA_PRODUCE_TIMEOUT_MS', 5_000, 100, 120_000),
+  });
+}
+
 function rateLimitVar(env: Env, name: string, fallback: string): RateLimit | undefined {
   const raw = nonEmpty(env, name) ?? fallback;
   if (raw === 'off') return undefined;
@@ -264,9 +302,14 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
   }
 
   const port = intVar(env, 'PORT', 3000, 0, 65535);
+  const kafka = kafkaVar(env);
+  if (kafka !== undefined && (redisUrl === undefined || embedded)) {
+    // The strategy admits in Redis, and the topic's consumer is `couponrush worker`, a process of its own.
+    throw new ConfigError('KAFKA_BROKERS', 'needs REDIS_URL and DATABASE_URL too (redis-lua-kafka admits in Redis; `couponrush worker` persists)');
+  }
   const defaultStrategy = oneOf(env, 'DEFAULT_STRATEGY', STRATEGY_NAMES, defaultStrategyFor(databaseUrl, redisUrl));
   // A default no campaign could use would turn every campaign created without a strategy into a 400.
-  const unusable = unavailableReason(defaultStrategy, { redis: redisUrl !== undefined });
+  const unusable = unavailableReason(defaultStrategy, { redis: redisUrl !== undefined, kafka: kafka !== undefined });
   if (unusable !== undefined) throw new ConfigError('DEFAULT_STRATEGY', unusable);
   return Object.freeze({
     port,
@@ -284,6 +327,7 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
     ...protectionConfig(env, port),
     redisUrl,
     redisPrefix,
+    kafka,
     worker: Object.freeze({
       batchSize: intVar(env, 'WORKER_BATCH_SIZE', 500, 1, 10_000),
       lingerMs: intVar(env, 'WORKER_LINGER_MS', 50, 0, 1_000),
@@ -300,6 +344,7 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
 export interface BenchEnvironment {
   readonly DATABASE_URL?: string | undefined;
   readonly REDIS_URL?: string | undefined;
+  readonly KAFKA_BROKERS?: string | undefined;
   readonly ADMIN_TOKEN?: string | undefined;
   readonly JWT_SECRET?: string | undefined;
   /** https://no-color.org: set (to anything) turns colour off. */
@@ -310,6 +355,7 @@ export function benchEnvironment(env: Env = process.env): BenchEnvironment {
   return Object.freeze({
     DATABASE_URL: env.DATABASE_URL,
     REDIS_URL: env.REDIS_URL,
+    KAFKA_BROKERS: env.KAFKA_BROKERS,
     ADMIN_TOKEN: env.ADMIN_TOKEN,
     JWT_SECRET: env.JWT_SECRET,
     noColor: env.NO_COLOR !== undefined,

@@ -11,8 +11,10 @@ import { Metrics } from './metrics/index.js';
 import { countRedisErrors, registerStreamMetrics } from './metrics/redis.js';
 import { registerWorkerMetrics } from './metrics/worker.js';
 import { remainingStock } from './redis/campaign-state.js';
+import { openKafka, type KafkaHandle } from './kafka/client.js';
 import { openRedis, type RedisHandle } from './redis/client.js';
-import { startWorker, type IssueWorker } from './worker/worker.js';
+import { startKafkaWorker, type KafkaIssueWorker } from './worker/kafka-worker.js';
+import { defaultConsumerName, startWorker, type IssueWorker } from './worker/worker.js';
 
 export interface Runtime {
   readonly config: Config;
@@ -25,6 +27,10 @@ export interface Runtime {
   readonly redis: RedisHandle | undefined;
   /** The in-process stream worker (`serve --with-worker`). */
   readonly worker: IssueWorker | undefined;
+  /** Open when KAFKA_BROKERS is set. */
+  readonly kafka: KafkaHandle | undefined;
+  /** The in-process Kafka worker (`serve --with-worker` with KAFKA_BROKERS). */
+  readonly kafkaWorker: KafkaIssueWorker | undefined;
   close(): Promise<void>;
 }
 
@@ -43,10 +49,11 @@ export function openDb(config: Config): Promise<Db> {
     : Promise.resolve(openServerDb(config.databaseUrl, { poolSize: config.dbPoolSize }));
 }
 
-/** The stores a process works on: the database, and Redis when REDIS_URL is set. */
+/** The stores a process works on: the database, Redis when REDIS_URL is set, Kafka when KAFKA_BROKERS is. */
 export interface Stores {
   readonly db: Db;
   readonly redis: RedisHandle | undefined;
+  readonly kafka: KafkaHandle | undefined;
   /** Closes what openStores opened (a database passed in stays open). */
   close(): Promise<void>;
 }
@@ -70,11 +77,13 @@ export async function openStores(config: Config, log: FastifyBaseLogger, options
     if (options.db === undefined) await db.close();
   };
   let redis: RedisHandle | undefined;
+  let kafka: KafkaHandle | undefined;
   try {
     if (config.redisUrl !== undefined) {
       const timeout = options.redisCommandTimeoutMs;
       redis = await openRedis(config.redisUrl, config.redisPrefix, log, timeout === undefined ? {} : { commandTimeoutMs: timeout });
     }
+    if (config.kafka !== undefined) kafka = await openKafka(config.kafka, log);
     if (options.migrations === 'apply') {
       const { applied } = await migrate(db);
       if (applied.length > 0) log.info({ applied }, 'migrations applied');
@@ -85,6 +94,7 @@ export async function openStores(config: Config, log: FastifyBaseLogger, options
       }
     }
   } catch (err) {
+    await kafka?.close();
     await redis?.close();
     await closeDb();
     throw err;
@@ -92,7 +102,9 @@ export async function openStores(config: Config, log: FastifyBaseLogger, options
   return {
     db,
     redis,
+    kafka,
     async close() {
+      await kafka?.close();
       await redis?.close();
       await closeDb();
     },
@@ -105,8 +117,8 @@ export async function createRuntime(config: Config, log: FastifyBaseLogger, opti
     migrations: options.migrate === true || config.embedded ? 'apply' : 'check',
     ...(options.db === undefined ? {} : { db: options.db }),
   });
-  const { db, redis } = stores;
-  const strategies = new StrategySet({ db, log, redis }, { redis: redis !== undefined });
+  const { db, redis, kafka } = stores;
+  const strategies = new StrategySet({ db, log, redis, kafka }, { redis: redis !== undefined, kafka: kafka !== undefined });
   const metrics = new Metrics({ db, processMetrics: true });
   const service = new CouponService(db, strategies, config.defaultStrategy, metrics);
   if (redis !== undefined) {
@@ -119,10 +131,13 @@ export async function createRuntime(config: Config, log: FastifyBaseLogger, opti
     metrics.addStockReader((campaigns) => remainingStock(r, campaigns.filter((c) => inRedis.has(c.strategy)).map((c) => c.id)));
   }
   let worker: IssueWorker | undefined;
+  let kafkaWorker: KafkaIssueWorker | undefined;
   if (options.withWorker === true && redis !== undefined) {
     try {
       worker = await startWorker({ db, redis, config: config.worker, log });
+      if (kafka !== undefined) kafkaWorker = await startKafkaWorker({ db, kafka, config: config.worker, log, consumer: defaultConsumerName() });
     } catch (err) {
+      await worker?.stop();
       await strategies.close();
       await stores.close();
       throw err;
@@ -133,7 +148,11 @@ export async function createRuntime(config: Config, log: FastifyBaseLogger, opti
     // serve --with-worker: the worker's series (with the streams') join this process's /metrics.
     // Without it the streams' gauges are here all the same: they are read from Redis at scrape
     // time, whoever persists the entries.
-    if (worker !== undefined) worker.observe(registerWorkerMetrics(metrics.registry, redis));
+    if (worker !== undefined) {
+      const observer = registerWorkerMetrics(metrics.registry, redis);
+      worker.observe(observer);
+      kafkaWorker?.observe(observer);
+    }
     else registerStreamMetrics(metrics.registry, redis);
   }
   return {
@@ -144,7 +163,10 @@ export async function createRuntime(config: Config, log: FastifyBaseLogger, opti
     metrics,
     redis,
     worker,
+    kafka,
+    kafkaWorker,
     async close() {
+      await kafkaWorker?.stop();
       await worker?.stop();
       await strategies.close();
       await stores.close();

@@ -55,7 +55,7 @@ describe('AdmissionBatcher', () => {
   it('decides the attempts of one turn in one call, in arrival order, with each its own outcome', async (t) => {
     if (!(await ready(t))) return;
     const scripts = new CountingScripts(redis!.client);
-    const batcher = new AdmissionBatcher(scripts);
+    const batcher = new AdmissionBatcher((k, c, a) => scripts.admitEnqueue(k, c, a));
     const { keys, id } = await campaign(3);
     const users = ['u1', 'u2', 'u1', 'u3', 'u4', 'u2', 'u5'];
     const outcomes = await Promise.all(users.map((u, i) => batcher.admit(keys, id, u, NOW + i, `req-${i}`)));
@@ -75,7 +75,7 @@ describe('AdmissionBatcher', () => {
   it('sends attempts that arrive while a call is in flight together in the next call, and caps a call at MAX_BATCH', async (t) => {
     if (!(await ready(t))) return;
     const scripts = new CountingScripts(redis!.client);
-    const batcher = new AdmissionBatcher(scripts);
+    const batcher = new AdmissionBatcher((k, c, a) => scripts.admitEnqueue(k, c, a));
     const { keys, id } = await campaign(10_000);
     const first = batcher.admit(keys, id, 'first', NOW, '');
     // Let the first call leave, then pile up more than one batch behind it.
@@ -90,7 +90,7 @@ describe('AdmissionBatcher', () => {
   it('keeps campaigns apart and reports a missing state to every attempt of the call', async (t) => {
     if (!(await ready(t))) return;
     const scripts = new CountingScripts(redis!.client);
-    const batcher = new AdmissionBatcher(scripts);
+    const batcher = new AdmissionBatcher((k, c, a) => scripts.admitEnqueue(k, c, a));
     const a = await campaign(1);
     const gone = redis!.keys.campaign(987_654);
     const outcomes = await Promise.all([
@@ -115,7 +115,8 @@ describe('AdmissionBatcher', () => {
         return super.admitEnqueue(keys, couponId, attempts);
       }
     }
-    const batcher = new AdmissionBatcher(new FailingOnce(redis!.client));
+    const failing = new FailingOnce(redis!.client);
+    const batcher = new AdmissionBatcher((k, c, a) => failing.admitEnqueue(k, c, a));
     const { keys, id } = await campaign(5);
     const failed = await Promise.allSettled([batcher.admit(keys, id, 'a', NOW, ''), batcher.admit(keys, id, 'b', NOW, '')]);
     assert.deepEqual(

@@ -60,7 +60,8 @@ describe('the architecture of src/', () => {
       'coupons/sql/': ['db/', 'coupons/domain.ts'],
       'coupons/repository.ts': ['db/', 'coupons/domain.ts', 'coupons/sql/'],
       'redis/': ['util/', 'coupons/domain.ts'],
-      'worker/': ['util/', 'config.ts', 'db/', 'redis/', 'coupons/domain.ts', 'coupons/repository.ts', 'coupons/sql/'],
+      'kafka/': ['util/'],
+      'worker/': ['util/', 'config.ts', 'db/', 'redis/', 'kafka/', 'coupons/domain.ts', 'coupons/repository.ts', 'coupons/sql/'],
     };
     const wrong: string[] = [];
     for (const [file, deps] of graph) {

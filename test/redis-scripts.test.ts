@@ -196,7 +196,7 @@ describe('Lua scripts through their wrapper', () => {
     client.on('error', () => undefined); // refused until the daemon listens; commands retry
     try {
       const scripts = new Scripts(client);
-      const keys = { state: '{cpn:1}:state', users: '{cpn:1}:users', stream: '{cpn:1}:stream', dead: '{cpn:1}:dead', lock: '{cpn:1}:lock' };
+      const keys = { state: '{cpn:1}:state', users: '{cpn:1}:users', stream: '{cpn:1}:stream', dead: '{cpn:1}:dead', lock: '{cpn:1}:lock', producing: '{cpn:1}:producing' };
       assert.equal(await scripts.restore(keys, '{cpn:1}:load', window(3)), 0);
       assert.equal(await scripts.admit(keys, 'a', NOW), ADMITTED);
       assert.equal(await scripts.admit(keys, 'b', NOW), ADMITTED);

@@ -25,6 +25,7 @@ import {
   type Child,
   type Entrypoints,
 } from './processes.js';
+import { deleteKafkaTopics } from '../kafka/client.js';
 import { Progress, type Phase } from './progress.js';
 import { relateToCeiling, renderMarkdown, type BenchReport, type CeilingRun, type StrategyResult } from './report.js';
 import { verify, waitForDrain } from './verify.js';
@@ -132,6 +133,7 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
   let scratch: ScratchDatabase | undefined;
   let verifyDb: Db | undefined;
   const redisPrefix = selfManaged && options.redisUrl !== undefined ? `couponrush-bench-${runId}:` : undefined;
+  const kafkaTopic = `couponrush-bench-${runId}`;
   let keepWorkDir = options.keep;
   const results: StrategyResult[] = [];
   let ceiling: StrategyResult | null = null;
@@ -162,7 +164,7 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
     for (const name of options.strategies) {
       let reason: string | undefined;
       if (selfManaged) {
-        reason = unavailableReason(name, { redis: options.redisUrl !== undefined });
+        reason = unavailableReason(name, { redis: options.redisUrl !== undefined, kafka: options.kafkaBrokers !== undefined && options.redisUrl !== undefined });
         if (reason !== undefined) reason += ' (not set in the environment)';
       }
       if (reason === undefined) runnable.push(name);
@@ -310,9 +312,15 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
           delete env.ADMIN_PORT;
           delete env.REDIS_URL;
           delete env.REDIS_PREFIX;
+          delete env.KAFKA_BROKERS;
+          delete env.KAFKA_TOPIC;
           if (options.redisUrl !== undefined) {
             env.REDIS_URL = options.redisUrl;
             env.REDIS_PREFIX = redisPrefix;
+            if (options.kafkaBrokers !== undefined) {
+              env.KAFKA_BROKERS = options.kafkaBrokers;
+              env.KAFKA_TOPIC = kafkaTopic;
+            }
           }
           const nodeFlags = profileFlags(name);
           const logFile = join(workDir, `${name}.log`);
@@ -426,6 +434,9 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
     await verifyDb?.close();
     if (!options.keep) {
       await scratch?.drop().catch((err: unknown) => progress.say(`could not drop ${scratch?.name}: ${(err as Error).message}`));
+      if (selfManaged && options.kafkaBrokers !== undefined && options.redisUrl !== undefined) {
+        await deleteKafkaTopics(options.kafkaBrokers, [kafkaTopic, `${kafkaTopic}.dead`]).catch((err: unknown) => progress.say(`could not delete Kafka topic ${kafkaTopic}: ${(err as Error).message}`));
+      }
       if (redisPrefix !== undefined && options.redisUrl !== undefined) {
         await deleteRedisPrefix(options.redisUrl, redisPrefix).catch((err: unknown) => progress.say(`could not delete Redis keys ${redisPrefix}*: ${(err as Error).message}`));
       }

@@ -45,6 +45,8 @@ export interface BenchOptions {
   /** Self-managed: the server a scratch database is created on. With --url: the target's database. */
   readonly databaseUrl: string;
   readonly redisUrl: string | undefined;
+  /** KAFKA_BROKERS: redis-lua-kafka runs (on a topic of the run's own, deleted afterwards). */
+  readonly kafkaBrokers: string | undefined;
   readonly out: string;
   readonly keep: boolean;
   readonly ceiling: boolean;
@@ -129,7 +131,7 @@ function databaseUrl(raw: string): string {
 
 export function resolveBenchOptions(
   flags: BenchFlags,
-  env: Pick<BenchEnvironment, 'DATABASE_URL' | 'REDIS_URL' | 'ADMIN_TOKEN' | 'JWT_SECRET'>,
+  env: Pick<BenchEnvironment, 'DATABASE_URL' | 'REDIS_URL' | 'KAFKA_BROKERS' | 'ADMIN_TOKEN' | 'JWT_SECRET'>,
   extra: { commandLine: string; color: boolean; interactive: boolean },
 ): BenchOptions {
   const users = flags.users ?? DEFAULTS.users;
@@ -199,6 +201,7 @@ export function resolveBenchOptions(
     jwtSecret,
     databaseUrl: databaseUrl(rawDb),
     redisUrl: nonEmpty(env.REDIS_URL),
+    kafkaBrokers: nonEmpty(env.KAFKA_BROKERS),
     out: flags.out ?? DEFAULTS.out,
     keep: flags.keep === true,
     ceiling: flags.ceiling !== false,

@@ -1,4 +1,4 @@
-// Batches admissions: the admit-enqueue attempts on one campaign that arrive while Redis is busy
+// Batches admissions: the attempts (admit-enqueue, or admit-produce) on one campaign that arrive while Redis is busy
 // with the previous call, or within one event-loop turn, go to Redis as ONE script call. Under a
 // stampede that is one EVALSHA, one socket write and one reply for tens of requests instead of one
 // each — CPU saved in the API and in Redis, which share the machine with everything else.
@@ -9,7 +9,10 @@
 // unbatched. If the call fails, every attempt in it fails with the same error (the route answers
 // 503; nothing was admitted, or — on a lost reply — the request is as undetermined as a lone one).
 import type { CampaignKeys } from './keys.js';
-import type { AdmissionAttempt, AdmitEnqueueResult, Scripts } from './scripts.js';
+import type { AdmissionAttempt, AdmitEnqueueResult } from './scripts.js';
+
+/** The batch script: admit-enqueue.lua (redis-lua-async*) or admit-produce.lua (redis-lua-kafka). */
+export type AdmitBatch = (keys: CampaignKeys, couponId: string, attempts: readonly AdmissionAttempt[]) => Promise<AdmitEnqueueResult[]>;
 
 /** Attempts per script call: bounds how long Redis runs one script (it serves nobody else meanwhile). */
 export const MAX_BATCH = 256;
@@ -34,7 +37,7 @@ export class AdmissionBatcher {
   private readonly queues = new Map<string, CampaignQueue>();
   private readonly flushLater = (queue: CampaignQueue) => this.flush(queue);
 
-  constructor(private readonly scripts: Scripts) {}
+  constructor(private readonly admitBatch: AdmitBatch) {}
 
   /** Decides one attempt: ACCEPTED (admitted and queued), MISSING or a refusal. */
   admit(keys: CampaignKeys, couponId: string, userId: string, nowMs: number, requestId: string): Promise<AdmitEnqueueResult> {
@@ -60,7 +63,7 @@ export class AdmissionBatcher {
     queue.scheduled = false;
     const batch = queue.waiting.splice(0, MAX_BATCH);
     queue.inFlight = true;
-    this.scripts.admitEnqueue(queue.keys, queue.couponId, batch).then(
+    this.admitBatch(queue.keys, queue.couponId, batch).then(
       (results) => {
         for (let i = 0; i < batch.length; i++) batch[i]!.resolve(results[i]!);
         this.settled(queue);

@@ -4,7 +4,7 @@
 import { Redis, type RedisOptions } from 'ioredis';
 import type { FastifyBaseLogger } from 'fastify';
 import { RedisKeys } from './keys.js';
-import { ADMIT_ENQUEUE_COMMAND, Scripts } from './scripts.js';
+import { ADMIT_COMMANDS, Scripts } from './scripts.js';
 
 /** Receives a coupon id whose local caches must go, or undefined for "everything" (after a reconnect). */
 export type InvalidationListener = (couponId: number | undefined) => void;
@@ -65,7 +65,7 @@ export async function openRedis(url: string, prefix: string, log: FastifyBaseLog
   // Auto-pipelining sends the commands of one event-loop tick in one write: under a stampede
   // that is most of the hot path's syscalls saved. Admissions batch themselves (admissions.ts)
   // and go out at once, not one more turn later.
-  const client = connect('couponrush', { enableAutoPipelining: true, autoPipeliningIgnoredCommands: [ADMIT_ENQUEUE_COMMAND] });
+  const client = connect('couponrush', { enableAutoPipelining: true, autoPipeliningIgnoredCommands: [...ADMIT_COMMANDS] });
   let timer: NodeJS.Timeout | undefined;
   try {
     const ping = client.ping();

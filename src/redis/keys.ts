@@ -16,6 +16,8 @@ export interface CampaignKeys {
   readonly dead: string;
   /** redis-lock's lock. */
   readonly lock: string;
+  /** redis-lua-kafka: admitted users whose Kafka record is not acknowledged yet (user → admitted at). */
+  readonly producing: string;
 }
 
 export class RedisKeys {
@@ -29,6 +31,7 @@ export class RedisKeys {
       stream: `${tag}:stream`,
       dead: `${tag}:dead`,
       lock: `${tag}:lock`,
+      producing: `${tag}:producing`,
     };
   }
 

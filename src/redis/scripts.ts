@@ -21,6 +21,8 @@ export const LUA_DIR = fileURLToPath(new URL('../../lua/', import.meta.url));
 const SCRIPTS = {
   crAdmit: ['admit.lua', 2],
   crAdmitEnqueue: ['admit-enqueue.lua', 3],
+  crAdmitProduce: ['admit-produce.lua', 3],
+  crReleaseUnproduced: ['release-unproduced.lua', 3],
   crRelease: ['release.lua', 2],
   crRestore: ['restore.lua', 3],
   crUnlock: ['unlock.lua', 1],
@@ -31,7 +33,7 @@ const SCRIPTS = {
 
 type ScriptName = keyof typeof SCRIPTS;
 /** Sent directly, never auto-pipelined: the admissions arrive batched already (admissions.ts). */
-export const ADMIT_ENQUEUE_COMMAND: ScriptName = 'crAdmitEnqueue';
+export const ADMIT_COMMANDS: readonly ScriptName[] = ['crAdmitEnqueue', 'crAdmitProduce'];
 type ScriptCall = (...args: (string | number)[]) => Promise<unknown>;
 
 /** The Lua sources, read once per process. */
@@ -143,14 +145,34 @@ export class Scripts {
   async admitEnqueue(keys: CampaignKeys, couponId: string, attempts: readonly AdmissionAttempt[]): Promise<AdmitEnqueueResult[]> {
     const args: (string | number)[] = [keys.state, keys.users, keys.stream, couponId];
     for (const a of attempts) args.push(a.userId, a.nowMs, a.requestId);
-    const reply = await this.unlessUnsent(() => this.fns.crAdmitEnqueue(...args));
-    if (!Array.isArray(reply) || reply.length !== attempts.length) {
-      throw new Error(`admit-enqueue: expected ${attempts.length} codes, got ${Array.isArray(reply) ? reply.length : typeof reply}`);
+    return this.codes(await this.unlessUnsent(() => this.fns.crAdmitEnqueue(...args)), attempts.length, 'admit-enqueue');
+  }
+
+  /** One admission code per attempt, mapped to outcomes. */
+  private codes(reply: unknown, attempts: number, script: string): AdmitEnqueueResult[] {
+    if (!Array.isArray(reply) || reply.length !== attempts) {
+      throw new Error(`${script}: expected ${attempts} codes, got ${Array.isArray(reply) ? reply.length : typeof reply}`);
     }
     return reply.map((code: unknown) => {
-      const c = integer(code, 'admit-enqueue');
+      const c = integer(code, script);
       return c === 1 ? ACCEPTED : c === 0 ? MISSING : refusal(c);
     });
+  }
+
+  /**
+   * admit-produce.lua (redis-lua-kafka): as admitEnqueue, but each admission is marked producing
+   * instead of queued in a stream. One result per attempt.
+   */
+  async admitProduce(keys: CampaignKeys, attempts: readonly AdmissionAttempt[]): Promise<AdmitEnqueueResult[]> {
+    const args: (string | number)[] = [keys.state, keys.users, keys.producing];
+    for (const a of attempts) args.push(a.userId, a.nowMs);
+    return this.codes(await this.unlessUnsent(() => this.fns.crAdmitProduce(...args)), attempts.length, 'admit-produce');
+  }
+
+  /** release-unproduced.lua: the seats of these users, if still marked producing. Returns how many were released. */
+  async releaseUnproduced(keys: CampaignKeys, userIds: readonly string[]): Promise<number> {
+    if (userIds.length === 0) return 0;
+    return integer(await this.fns.crReleaseUnproduced(keys.state, keys.users, keys.producing, ...userIds), 'release-unproduced');
   }
 
   /** Runs a call; a failure of a call that was never written to Redis becomes a NotSentError. */

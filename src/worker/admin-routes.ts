@@ -1,14 +1,29 @@
 // Admin endpoints for the worker's dead letters: list them, replay them once the cause is fixed.
-// Registered by the app when Redis is configured; admin bearer auth like every /admin route.
+// Registered by the app when Redis is configured; admin bearer auth like every /admin route. With
+// Kafka configured they cover the issuance topic's dead letters too (`queue: kafka`).
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import Type, { type Static } from 'typebox';
 import { MAX_COUPON_ID } from '../coupons/domain.js';
+import type { KafkaHandle } from '../kafka/client.js';
+import { liveDeadLetters, replayKafkaDeadLetters } from '../kafka/dead-letters.js';
 import type { RedisHandle } from '../redis/client.js';
-import { listDeadLetters, replayDeadLetters } from './dead-letters.js';
+import { listDeadLetters, replayDeadLetters, type DeadLetter } from './dead-letters.js';
 
 export interface DeadLetterRouteOptions {
   redis: RedisHandle;
+  kafka?: KafkaHandle | undefined;
   requireAdmin: (request: FastifyRequest) => void;
+}
+
+type Listed = DeadLetter & { readonly queue: 'redis-stream' | 'kafka' };
+
+/** The Kafka dead letters in the stream dead letters' shape (their id is partition-offset). */
+async function kafkaDeadLetters(kafka: KafkaHandle, couponId: number | undefined, limit: number): Promise<Listed[]> {
+  const live = await liveDeadLetters(kafka);
+  return live
+    .filter((d) => couponId === undefined || d.couponId === couponId)
+    .slice(0, limit)
+    .map((d) => ({ couponId: d.couponId, id: d.id, sourceId: d.id, reason: d.reason, deliveries: d.deliveries, failedAt: d.failedAt, entry: d.entry, queue: 'kafka' as const }));
 }
 
 const STREAM_ID = '^[0-9]{1,20}-[0-9]{1,20}$';
@@ -21,6 +36,7 @@ const DeadLetterView = Type.Object({
   deliveries: Type.Integer(),
   failedAt: Type.String(),
   entry: Type.Record(Type.String(), Type.String(), { description: 'the entry: c (coupon), u (user), t (admitted at, ms), r (request id)' }),
+  queue: Type.Union([Type.Literal('redis-stream'), Type.Literal('kafka')], { description: "where it came from: a campaign's Redis Stream, or the Kafka topic (id = partition-offset)" }),
 });
 
 // Query strings stay strings (the app does not coerce types): digits only, converted below.
@@ -42,7 +58,7 @@ const ReplayBody = Type.Object(
 
 const adminSecurity: Array<Record<string, string[]>> = [{ bearerAuth: [] }];
 
-export async function deadLetterRoutes(app: FastifyInstance, { redis, requireAdmin }: DeadLetterRouteOptions): Promise<void> {
+export async function deadLetterRoutes(app: FastifyInstance, { redis, kafka, requireAdmin }: DeadLetterRouteOptions): Promise<void> {
   const adminOnly = async (request: FastifyRequest) => requireAdmin(request);
 
   app.get<{ Querystring: Static<typeof ListQuery> }>(
@@ -60,7 +76,10 @@ export async function deadLetterRoutes(app: FastifyInstance, { redis, requireAdm
     async (request) => {
       const couponId = request.query.couponId === undefined ? undefined : Number(request.query.couponId);
       if (couponId !== undefined && couponId > MAX_COUPON_ID) return { items: [] };
-      return { items: await listDeadLetters(redis, { couponId, limit: Number(request.query.limit ?? 100) }) };
+      const limit = Number(request.query.limit ?? 100);
+      const items: Listed[] = (await listDeadLetters(redis, { couponId, limit })).map((d) => ({ ...d, queue: 'redis-stream' as const }));
+      if (kafka !== undefined && items.length < limit) items.push(...(await kafkaDeadLetters(kafka, couponId, limit - items.length)));
+      return { items };
     },
   );
 
@@ -81,6 +100,16 @@ export async function deadLetterRoutes(app: FastifyInstance, { redis, requireAdm
         },
       },
     },
-    async (request) => replayDeadLetters(redis, request.body.couponId, request.body.ids),
+    async (request) => {
+      const { couponId, ids } = request.body;
+      if (kafka === undefined) return replayDeadLetters(redis, couponId, ids);
+      // Both id forms are digits-dash-digits: the Kafka dead letters of the coupon answer first,
+      // the stream's take the ids left over.
+      const fromKafka = await replayKafkaDeadLetters(kafka, couponId, ids);
+      const rest = ids === undefined ? undefined : fromKafka.notFound;
+      if (rest !== undefined && rest.length === 0) return fromKafka;
+      const fromStream = await replayDeadLetters(redis, couponId, rest);
+      return { replayed: [...fromKafka.replayed, ...fromStream.replayed], notFound: fromStream.notFound };
+    },
   );
 }

@@ -10,7 +10,8 @@ import { redisLock } from './redis-lock.js';
 import { redisLuaAsyncCached } from './redis-lua-async-cached.js';
 import { redisLuaAsync } from './redis-lua-async.js';
 import { redisLuaSync } from './redis-lua-sync.js';
-import type { IssueStrategy, StrategyContext, StrategyModule } from './types.js';
+import { redisLuaKafka } from './redis-lua-kafka.js';
+import { SERVICES, type IssueStrategy, type Service, type StrategyContext, type StrategyModule } from './types.js';
 
 export const strategyModules = {
   'db-naive': dbNaive,
@@ -23,6 +24,7 @@ export const strategyModules = {
   'redis-lua-sync': redisLuaSync,
   'redis-lua-async': redisLuaAsync,
   'redis-lua-async-cached': redisLuaAsyncCached,
+  'redis-lua-kafka': redisLuaKafka,
   local: local,
 } as const satisfies Record<string, StrategyModule>;
 
@@ -34,23 +36,25 @@ export function strategiesWhere(test: (m: StrategyModule) => boolean): StrategyN
   return STRATEGY_NAMES.filter((name) => test(strategyModules[name]));
 }
 
-/** What `reconcile` checks: the strategies that keep admission state in Redis, and those that queue. */
-export function reconciledStrategies(): { redisAdmitted: StrategyName[]; queued: StrategyName[] } {
-  return { redisAdmitted: strategiesWhere((m) => m.admission === 'redis'), queued: strategiesWhere((m) => m.queued) };
+/** What `reconcile` checks: the strategies that keep admission state in Redis, and where those that queue keep their queue. */
+export function reconciledStrategies(): { redisAdmitted: StrategyName[]; queued: StrategyName[]; kafka: StrategyName[] } {
+  return {
+    redisAdmitted: strategiesWhere((m) => m.admission === 'redis'),
+    queued: strategiesWhere((m) => m.queued && m.queue === 'redis-stream'),
+    kafka: strategiesWhere((m) => m.queued && m.queue === 'kafka'),
+  };
 }
 
 export function isStrategyName(value: string): value is StrategyName {
   return Object.hasOwn(strategyModules, value);
 }
 
-export interface Available {
-  redis: boolean;
-}
+export type Available = Record<Service, boolean>;
 
 /** Why a strategy cannot run with this configuration, or undefined when it can. */
 export function unavailableReason(name: StrategyName, available: Available): string | undefined {
   const missing = strategyModules[name].requires.filter((r) => !available[r]);
-  return missing.length === 0 ? undefined : `strategy ${name} needs ${missing.map((m) => m.toUpperCase() + '_URL').join(', ')}`;
+  return missing.length === 0 ? undefined : `strategy ${name} needs ${missing.map((m) => SERVICES[m]).join(', ')}`;
 }
 
 /** The strategies of one process, created on first use and closed together. */

@@ -48,6 +48,7 @@ export const redisLuaAsyncCached: StrategyModule = {
   requires: ['redis'],
   admission: 'redis',
   queued: true,
+  queue: 'redis-stream',
   mayOverIssue: false,
   create: (ctx) => {
     const redis = redisOf(ctx);

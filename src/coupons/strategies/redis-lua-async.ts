@@ -32,7 +32,7 @@ export class RedisLuaAsync implements IssueStrategy {
   ) {
     this.refs = new CampaignRefs(redis);
     this.states = new CampaignStates(redis, (id) => loadIssuedUsers(db, id), log, true);
-    this.admissions = new AdmissionBatcher(redis.scripts);
+    this.admissions = new AdmissionBatcher((keys, couponId, attempts) => redis.scripts.admitEnqueue(keys, couponId, attempts));
   }
 
   prepare(coupon: Coupon): Promise<void> {
@@ -89,6 +89,7 @@ export const redisLuaAsync: StrategyModule = {
   requires: ['redis'],
   admission: 'redis',
   queued: true,
+  queue: 'redis-stream',
   mayOverIssue: false,
   create: (ctx) => new RedisLuaAsync(redisOf(ctx), ctx.db, ctx.log),
 };

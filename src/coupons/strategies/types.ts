@@ -2,6 +2,7 @@
 // and checked its window at `now`; a strategy decides duplicate and stock, and records the issue.
 import type { FastifyBaseLogger } from 'fastify';
 import type { Db } from '../../db/index.js';
+import type { KafkaHandle } from '../../kafka/client.js';
 import type { RedisHandle } from '../../redis/client.js';
 import type { Coupon, IssueOutcome } from '../domain.js';
 
@@ -10,6 +11,8 @@ export interface StrategyContext {
   readonly log: FastifyBaseLogger;
   /** Present when REDIS_URL is set; strategies that `require` redis get it. */
   readonly redis?: RedisHandle | undefined;
+  /** Present when KAFKA_BROKERS is set; strategies that `require` kafka get it. */
+  readonly kafka?: KafkaHandle | undefined;
 }
 
 export interface IssueStrategy {
@@ -39,11 +42,15 @@ export interface IssueStrategy {
   close?(): Promise<void>;
 }
 
+/** The services a strategy may need beyond the database, and the variable that configures each. */
+export const SERVICES = { redis: 'REDIS_URL', kafka: 'KAFKA_BROKERS' } as const;
+export type Service = keyof typeof SERVICES;
+
 export interface StrategyModule {
   /** One line: what it is (the OpenAPI description of a campaign's `strategy` lists them). */
   readonly summary: string;
   /** Services that must be configured for this strategy; campaigns cannot pick it without them. */
-  readonly requires: readonly 'redis'[];
+  readonly requires: readonly Service[];
   /**
    * Where the state that decides admission lives: `database` (exact with any number of API
    * processes), `process` (this process's memory: exact with one API process only, so
@@ -53,6 +60,8 @@ export interface StrategyModule {
   readonly admission: 'database' | 'process' | 'redis';
   /** Admitted issuances are queued and persisted later by the worker (202, not 201). */
   readonly queued: boolean;
+  /** Where the queue is: a Redis Stream per campaign, or the Kafka topic (queued strategies only). */
+  readonly queue?: 'redis-stream' | 'kafka';
   /**
    * Over-issues by design (db-naive, kept to show the race): the bench reports its over-issue
    * instead of failing, and the schema's over-issue CHECK exempts exactly these by name (a test

@@ -1,0 +1,15 @@
+import { pino } from 'pino';
+import { startKafka } from './scripts/kafka-broker.js';
+import { openKafka } from './src/kafka/client.js';
+const log = pino({ level: 'debug' });
+const b = await startKafka();
+const k = await openKafka({ brokers: [b.brokers], topic: 'tt', partitions: 3, produceTimeoutMs: 1500 }, log as any);
+console.log('produce', await Promise.all([1,2,3].map((i) => k.producer.produce({ couponId: 1, userId: 'u' + i, atMs: Date.now(), requestId: '' }))));
+const c = k.consumer('couponrush-workers', 'w');
+const s = await c.consume({ topics: ['tt'], mode: 'committed', fallbackMode: 'earliest', maxWaitTime: 100, sessionTimeout: 6000, heartbeatInterval: 1000 });
+let n = 0;
+s.on('data', (m) => { console.log('got', m.partition, m.offset, m.value); if (++n === 3) m.commit().then(() => console.log('committed')); });
+s.on('error', (e) => console.log('stream err', e));
+await new Promise((r) => setTimeout(r, 5000));
+console.log('unconsumed', await k.unconsumed());
+await s.close(); await c.close(); await k.close(); await b.stop();

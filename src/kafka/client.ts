@@ -1,0 +1,171 @@
+// The Kafka handle of one process: the issuance producer (API), the topics (created when absent),
+// and bounded reads of a topic's offset range — what `redis-lua-kafka`'s rebuild and `reconcile`
+// need to see of the records the worker has not consumed yet. Opened by the runtime (or the CLI),
+// closed by whoever opened it. Client: @platformatic/kafka (docs/performance.md says why).
+import { randomBytes } from 'node:crypto';
+import { Admin, Consumer, stringDeserializers, type MessagesStream } from '@platformatic/kafka';
+import type { FastifyBaseLogger } from 'fastify';
+import { IssuanceProducer } from './producer.js';
+
+/** The consumer group of `couponrush worker` on the issuance topic. */
+export const KAFKA_WORKER_GROUP = 'couponrush-workers';
+/** A read of an offset range fails (never returns part of it) after this long. */
+const READ_TIMEOUT_MS = 15_000;
+
+export interface KafkaSettings {
+  readonly brokers: readonly string[];
+  readonly topic: string;
+  readonly partitions: number;
+  readonly produceTimeoutMs: number;
+}
+
+/** One record read back from a topic. */
+export interface TopicRecord {
+  readonly partition: number;
+  readonly offset: bigint;
+  readonly key: string | undefined;
+  readonly value: string | undefined;
+  readonly headers: ReadonlyMap<string, string>;
+}
+
+export interface KafkaHandle {
+  readonly settings: KafkaSettings;
+  /** The issuance topic and its dead letters. */
+  readonly topics: { readonly issuances: string; readonly dead: string };
+  readonly producer: IssuanceProducer;
+  /** Records of `topic` the worker group has not committed yet (all of them when it never committed). */
+  unconsumed(topic?: string): Promise<TopicRecord[]>;
+  /** Every record of `topic` (the dead letters). */
+  readAll(topic: string): Promise<TopicRecord[]>;
+  /** A consumer in `groupId` (the worker's); the caller closes it. */
+  consumer(groupId: string, clientId: string): Consumer<string, string, string, string>;
+  close(): Promise<void>;
+}
+
+function admin(settings: KafkaSettings, clientId: string): Admin {
+  return new Admin({ clientId, bootstrapBrokers: [...settings.brokers], timeout: 10_000, retries: 3, retryDelay: 250 });
+}
+
+/** Creates the topics unless they exist: replication 3 (or the number of brokers, if fewer). */
+export async function ensureTopics(settings: KafkaSettings, topics: readonly string[]): Promise<void> {
+  const a = admin(settings, 'couponrush-admin');
+  try {
+    const existing = new Set(await a.listTopics());
+    const toCreate = topics.filter((t) => !existing.has(t));
+    if (toCreate.length === 0) return;
+    const meta = await a.metadata({ topics: [] });
+    const replicas = Math.min(3, Math.max(1, meta.brokers.size));
+    await a.createTopics({ topics: toCreate, partitions: settings.partitions, replicas }).catch((err: unknown) => {
+      if (!String((err as Error).message).includes('already exists') && !JSON.stringify(err).includes('TOPIC_ALREADY_EXISTS')) throw err;
+    });
+  } finally {
+    await a.close();
+  }
+}
+
+export async function openKafka(settings: KafkaSettings, log: FastifyBaseLogger): Promise<KafkaHandle> {
+  const topics = { issuances: settings.topic, dead: `${settings.topic}.dead` };
+  await ensureTopics(settings, [topics.issuances, topics.dead]);
+  const producer = new IssuanceProducer({ brokers: settings.brokers, topic: topics.issuances, timeoutMs: settings.produceTimeoutMs, clientId: 'couponrush-api' }, log);
+  const consumer = (groupId: string, clientId: string) =>
+    new Consumer({ groupId, clientId, bootstrapBrokers: [...settings.brokers], deserializers: stringDeserializers, autocommit: false, timeout: 10_000 });
+
+  /** Reads [from, to) of each partition; `from` per partition (absent: from the start). */
+  async function readRange(topic: string, from: (partition: number, earliest: bigint) => bigint): Promise<TopicRecord[]> {
+    const reader = consumer(`couponrush-reader-${randomBytes(6).toString('hex')}`, 'couponrush-reader');
+    try {
+      const latest = (await reader.listOffsets({ topics: [topic] })).get(topic) ?? [];
+      const earliest = (await reader.listOffsets({ topics: [topic], timestamp: -2n })).get(topic) ?? [];
+      const want = new Map<number, { start: bigint; end: bigint }>();
+      latest.forEach((end, p) => {
+        const start = from(p, earliest[p] ?? 0n);
+        if (start < end) want.set(p, { start, end });
+      });
+      if (want.size === 0) return [];
+      const out: TopicRecord[] = [];
+      const stream: MessagesStream<string, string, string, string> = await reader.consume({
+        topics: [topic],
+        mode: 'manual',
+        offsets: [...want].map(([partition, r]) => ({ topic, partition, offset: r.start })),
+        maxWaitTime: 100,
+      });
+      const left = new Set(want.keys());
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`kafka: reading ${topic} did not reach its end offsets within ${READ_TIMEOUT_MS} ms`)), READ_TIMEOUT_MS);
+        stream.on('data', (m) => {
+          const r = want.get(m.partition);
+          if (r === undefined || m.offset < r.start || m.offset >= r.end) return;
+          const headers = new Map<string, string>();
+          for (const [k, v] of m.headers) headers.set(String(k), String(v));
+          out.push({ partition: m.partition, offset: m.offset, key: m.key ?? undefined, value: m.value ?? undefined, headers });
+          if (m.offset >= r.end - 1n) left.delete(m.partition);
+          if (left.size === 0) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+        stream.on('error', (err) => {
+          clearTimeout(timer);
+          reject(err);
+        });
+      });
+      await stream.close();
+      return out;
+    } finally {
+      await reader.close().catch(() => undefined);
+      await deleteGroup(settings, reader.groupId);
+    }
+  }
+
+  return {
+    settings,
+    topics,
+    producer,
+    async unconsumed(topic = topics.issuances) {
+      const probe = consumer(KAFKA_WORKER_GROUP, 'couponrush-reader');
+      let committed: bigint[];
+      try {
+        const partitions = ((await probe.listOffsets({ topics: [topic] })).get(topic) ?? []).map((_, i) => i);
+        committed = (await probe.listCommittedOffsets({ topics: [{ topic, partitions }] })).get(topic) ?? [];
+      } finally {
+        await probe.close().catch(() => undefined);
+      }
+      // The client commits the last offset it processed and resumes after it; reading from the
+      // committed offset itself costs one record and leaves nothing out.
+      return readRange(topic, (p, earliest) => {
+        const c = committed[p] ?? -1n;
+        return c < earliest ? earliest : c;
+      });
+    },
+    readAll(topic) {
+      return readRange(topic, (_p, earliest) => earliest);
+    },
+    consumer,
+    async close() {
+      await producer.close();
+    },
+  };
+}
+
+async function deleteGroup(settings: KafkaSettings, groupId: string): Promise<void> {
+  const a = admin(settings, 'couponrush-admin');
+  try {
+    await a.deleteGroups({ groups: [groupId] });
+  } catch {
+    // A reader's group is empty and harmless; the broker expires it.
+  } finally {
+    await a.close().catch(() => undefined);
+  }
+}
+
+/** Deletes topics (the bench's and the tests' own); a topic already gone is not an error. */
+export async function deleteKafkaTopics(brokers: string, topics: readonly string[]): Promise<void> {
+  const a = new Admin({ clientId: 'couponrush-admin', bootstrapBrokers: brokers.split(','), timeout: 10_000, retries: 2 });
+  try {
+    const existing = new Set(await a.listTopics());
+    const gone = topics.filter((t) => existing.has(t));
+    if (gone.length > 0) await a.deleteTopics({ topics: gone });
+  } finally {
+    await a.close().catch(() => undefined);
+  }
+}

@@ -1,0 +1,274 @@
+// redis-lua-kafka against a real Apache Kafka broker (scripts/kafka-broker.ts), real Redis and real
+// PostgreSQL, through real HTTP: the stampede invariants, a 202 surviving the loss of every Redis
+// key, the compensation of a produce that certainly failed, a broker restart mid-stampede, the
+// dead-letter topic and its replay, and a worker killed with kill -9 mid-backlog. Every answer is
+// recorded and audited against the rows.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
+import { after, before, describe, it, type TestContext } from 'node:test';
+import { Producer, stringSerializers } from '@platformatic/kafka';
+import { pino } from 'pino';
+import { startKafka, type KafkaBroker } from '../scripts/kafka-broker.js';
+import { deleteKafkaTopics } from '../src/kafka/client.js';
+import { startKafkaWorker, type KafkaIssueWorker } from '../src/worker/kafka-worker.js';
+import { Ledger, stampedeThroughFault, type Target } from './fault-helpers.js';
+import { issuedRows, missing, needDatabase, needServer, refuseInsertsOf, request, stampede } from './helpers.js';
+import { deleteKeys, exited, issueAll, REDIS_URL, silent, spawnWorker, startRedisTestServer, usersRange, waitFor, withStatus, type RedisTestServer } from './redis-helpers.js';
+
+const has = (command: string) => promisify(execFile)(command, ['-version']).then(() => true, () => false);
+
+async function needKafka(t: TestContext): Promise<boolean> {
+  if (!(await has('java'))) {
+    missing(t, 'java (JDK 17+) is not on PATH — install it to run the Kafka tests');
+    return false;
+  }
+  if (process.env.KAFKA_LIBS === undefined && !(await has('mvn'))) {
+    missing(t, 'mvn is not on PATH (it fetches the Kafka jars) — install Maven or set KAFKA_LIBS');
+    return false;
+  }
+  return (await needDatabase(t, 'postgres')) && (await needServer(t, 'Redis', REDIS_URL));
+}
+
+const STRATEGY = 'redis-lua-kafka';
+
+interface KafkaServer extends RedisTestServer {
+  readonly topic: string;
+  startKafkaWorker(name: string): Promise<KafkaIssueWorker>;
+}
+
+/** The app with KAFKA_BROKERS on a topic of its own (deleted by close()). */
+async function startKafkaServer(broker: KafkaBroker, env: Record<string, string> = {}): Promise<KafkaServer> {
+  const topic = `crtest-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+  const server = await startRedisTestServer({ KAFKA_BROKERS: broker.brokers, KAFKA_TOPIC: topic, KAFKA_PRODUCE_TIMEOUT_MS: '1500', KAFKA_PARTITIONS: '3', WORKER_LINGER_MS: '10', ...env });
+  const kafka = server.runtime.kafka;
+  if (kafka === undefined) throw new Error('KAFKA_BROKERS did not open Kafka');
+  const workers: KafkaIssueWorker[] = [];
+  const closeServer = server.close;
+  return Object.assign(server, {
+    topic,
+    async startKafkaWorker(name: string) {
+      const w = await startKafkaWorker({ db: server.db, kafka, config: server.config.worker, log: process.env.KDEBUG ? pino({ level: 'info' }) : silent, consumer: name });
+      workers.push(w);
+      return w;
+    },
+    async close() {
+      for (const w of workers) await w.stop();
+      await closeServer();
+      await deleteKafkaTopics(broker.brokers, [topic, `${topic}.dead`]).catch(() => undefined);
+    },
+  });
+}
+
+async function waitForRows(server: KafkaServer, couponId: number, rows: number, timeoutMs = 60_000): Promise<void> {
+  await waitFor(`${rows} rows for coupon ${couponId}`, async () => (await issuedRows(server.db, couponId)).rows === rows, timeoutMs);
+}
+
+describe('redis-lua-kafka (real Kafka broker, Redis, PostgreSQL)', () => {
+  let broker: KafkaBroker | undefined;
+  before(async () => {
+    if (process.env.CI === 'true' || ((await has('java')) && (process.env.KAFKA_LIBS !== undefined || (await has('mvn'))))) broker = await startKafka();
+  });
+  after(async () => {
+    await broker?.stop();
+  });
+
+  it('issues exactly the stock under a stampede, never twice to one user; the worker persists every 202', async (t) => {
+    if (!(await needKafka(t))) return;
+    const server = await startKafkaServer(broker!);
+    try {
+      await server.startKafkaWorker('k1');
+      const { id } = await server.createCoupon({ totalQuantity: 500, strategy: STRATEGY });
+      const result = await stampede(server, id, 1_000, 2_000);
+      await waitForRows(server, id, 500);
+      const db = await issuedRows(server.db, id);
+      assert.equal(result.statuses.get(202), 500, `exactly the stock answered 202: ${JSON.stringify([...result.statuses])}`);
+      assert.equal(db.rows, 500);
+      assert.equal(db.distinctUsers, 500, 'no user has two rows');
+      assert.equal(db.counter, 500, 'issued_quantity matches the rows');
+      assert.deepEqual(new Set(result.winners), new Set(db.users), 'every 202 has a row, every row had a 202');
+      const refused = (result.statuses.get(409) ?? 0) + (result.statuses.get(410) ?? 0);
+      assert.equal(refused, 1_500, 'all others are 409/410');
+      const keys = server.redis.keys.campaign(id);
+      assert.equal(await server.redis.client.hget(keys.state, 'issued'), '500', 'Redis agrees with the database');
+      await waitFor('every producing mark dropped', async () => (await server.redis.client.zcard(keys.producing)) === 0, 5_000);
+      const me = await request(server.url, 'GET', `/coupons/${id}/issues/me`, { headers: { authorization: `Bearer ${server.tokenFor(db.users[0]!)}` } });
+      assert.equal((me.json as { status?: string }).status, 'ISSUED');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('keeps every 202 when Redis loses every key before the worker ran, and the rebuilt state stays exact', async (t) => {
+    if (!(await needKafka(t))) return;
+    const server = await startKafkaServer(broker!);
+    try {
+      const { id } = await server.createCoupon({ totalQuantity: 30, strategy: STRATEGY });
+      const first = await issueAll(server, id, usersRange(0, 40), 16);
+      const accepted = withStatus(first, 202);
+      assert.equal(accepted.length, 30, 'the stock answered 202');
+      assert.equal((await issuedRows(server.db, id)).rows, 0, 'nothing persisted yet: no worker runs');
+      assert.ok((await deleteKeys(server.prefix)) > 0, 'Redis lost every key of the campaign');
+
+      // New users after the loss: the state is rebuilt from the database (empty) and the topic's
+      // unconsumed records (the 30), so none of them gets a seat.
+      const second = await issueAll(server, id, usersRange(40, 60), 8);
+      assert.deepEqual(new Set(second.values()), new Set([410]), `after the rebuild the stock is still gone: ${JSON.stringify([...second])}`);
+      const again = await issueAll(server, id, accepted.slice(0, 5), 5);
+      assert.deepEqual(new Set(again.values()), new Set([409]), 'a 202 holder is still a holder');
+
+      await server.startKafkaWorker('k-after-flush');
+      await waitForRows(server, id, 30);
+      const db = await issuedRows(server.db, id);
+      assert.deepEqual(new Set(db.users), new Set(accepted), 'exactly the 202s were persisted, from Kafka');
+      assert.equal(db.counter, 30);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('releases the seat when the produce certainly failed (no broker), says nothing was issued, and issues again once the broker is back', async (t) => {
+    if (!(await needKafka(t))) return;
+    const own = await startKafka();
+    const server = await startKafkaServer(own);
+    try {
+      await server.startKafkaWorker('k-down');
+      const { id } = await server.createCoupon({ totalQuantity: 10, strategy: STRATEGY });
+      const before = await issueAll(server, id, usersRange(0, 3), 3);
+      assert.deepEqual([...new Set(before.values())], [202]);
+      await own.stop({ keepData: true });
+
+      const ledger = new Ledger();
+      const down = usersRange(3, 6);
+      for (const user of down) {
+        const res = await request(server.url, 'POST', `/coupons/${id}/issues`, { headers: { authorization: `Bearer ${server.tokenFor(user)}` } });
+        ledger.record(user, { status: res.status, code: (res.json as { code?: string }).code ?? '', at: performance.now() });
+        assert.equal(res.status, 503, res.text);
+        assert.notEqual((res.json as { code?: string }).code, 'OUTCOME_UNKNOWN', 'no broker was reachable: the record was never sent');
+      }
+      const keys = server.redis.keys.campaign(id);
+      assert.equal(await server.redis.client.hget(keys.state, 'issued'), '3', 'the three seats were given back');
+      assert.equal(await server.redis.client.zcard(keys.producing), 0);
+      for (const user of down) assert.equal(await server.redis.client.sismember(keys.users, user), 0);
+
+      await own.restart();
+      const later = await issueAll(server, id, down, 3);
+      for (const [user, status] of later) ledger.record(user, { status, at: performance.now() });
+      assert.deepEqual([...new Set(later.values())], [202], 'the same users get a seat once Kafka is back');
+      await waitForRows(server, id, 6);
+      const audit = ledger.audit((await issuedRows(server.db, id)).users);
+      assert.deepEqual(audit.lost, []);
+      assert.deepEqual(audit.unexpected, []);
+    } finally {
+      await server.close();
+      await own.stop();
+    }
+  });
+
+  it('loses no 202 and issues nobody it refused when the broker restarts mid-stampede', async (t) => {
+    if (!(await needKafka(t))) return;
+    const own = await startKafka();
+    const server = await startKafkaServer(own);
+    try {
+      await server.startKafkaWorker('k-restart');
+      const { id } = await server.createCoupon({ totalQuantity: 300, strategy: STRATEGY });
+      const target: Target = { strategy: STRATEGY, couponId: id, users: 600, ledger: new Ledger() };
+      await stampedeThroughFault(() => server.url, [target], {
+        concurrency: 32,
+        faultAfterAnswers: 150,
+        inject: () => own.kill(),
+        holdMs: 1_500,
+        heal: () => own.restart(),
+        afterHealMs: 3_000,
+        maxRequests: 4_000,
+      });
+      const keys = server.redis.keys.campaign(id);
+      // Settle what the restart left open: every seat is either persisted or still marked.
+      await waitFor('the worker caught up with every acknowledged record', async () => {
+        const rows = (await issuedRows(server.db, id)).rows;
+        const marked = await server.redis.client.zcard(keys.producing);
+        return rows + marked === Number(await server.redis.client.hget(keys.state, 'issued'));
+      }, 60_000);
+      const db = await issuedRows(server.db, id);
+      const audit = target.ledger.audit(db.users);
+      assert.deepEqual(audit.lost, [], 'every 202 has a row');
+      assert.deepEqual(audit.unexpected, [], 'no row for a user told nothing was issued');
+      assert.equal(audit.internalErrors, 0);
+      assert.ok(db.rows <= 300, `never over the stock: ${db.rows}`);
+      assert.equal(db.distinctUsers, db.rows);
+      assert.ok(audit.acknowledged > 0);
+    } finally {
+      await server.close();
+      await own.stop();
+    }
+  });
+
+  it('sends a poison record and a refused one to the dead-letter topic, lists them, and replays them', async (t) => {
+    if (!(await needKafka(t))) return;
+    const server = await startKafkaServer(broker!);
+    try {
+      const { id } = await server.createCoupon({ totalQuantity: 10, strategy: STRATEGY });
+      const unrefuse = await refuseInsertsOf(server.db, 'victim', 'refused for the test');
+      try {
+        await server.startKafkaWorker('k-poison');
+        const ok = await issueAll(server, id, ['victim', 'fine'], 2);
+        assert.deepEqual([...ok.values()], [202, 202]);
+        const producer = new Producer({ clientId: 'poison', bootstrapBrokers: [broker!.brokers], serializers: stringSerializers });
+        await producer.send({ messages: [{ topic: server.topic, key: String(id), value: 'not json' }] });
+        await producer.close();
+        await waitForRows(server, id, 1);
+        let items: Array<{ id: string; reason: string; queue: string; entry: Record<string, string> }> = [];
+        await waitFor('two dead letters', async () => {
+          const res = await request(server.url, 'GET', `/admin/dead-letters?couponId=${id}`, { headers: server.adminHeaders });
+          items = (res.json as { items: typeof items }).items;
+          return items.length === 2;
+        });
+        assert.ok(items.every((d) => d.queue === 'kafka'));
+        assert.ok(items.some((d) => d.reason.includes('not a JSON object')), JSON.stringify(items));
+        const refused = items.find((d) => d.entry.u === 'victim');
+        assert.ok(refused !== undefined && refused.reason.includes('refused for the test'), JSON.stringify(items));
+        await unrefuse();
+        const replay = await request(server.url, 'POST', '/admin/dead-letters/replay', { headers: server.adminHeaders, json: { couponId: id, ids: [refused.id] } });
+        assert.equal(replay.status, 200, replay.text);
+        assert.equal((replay.json as { replayed: unknown[] }).replayed.length, 1);
+        await waitForRows(server, id, 2);
+        const left = await request(server.url, 'GET', `/admin/dead-letters?couponId=${id}`, { headers: server.adminHeaders });
+        assert.equal((left.json as { items: unknown[] }).items.length, 1, 'the replayed one is gone, the poison one stays');
+      } finally {
+        await unrefuse();
+      }
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('persists a backlog exactly once when a worker process is killed with kill -9 mid-batch', async (t) => {
+    if (!(await needKafka(t))) return;
+    const server = await startKafkaServer(broker!, { WORKER_BATCH_SIZE: '50', WORKER_LINGER_MS: '0' });
+    try {
+      const { id } = await server.createCoupon({ totalQuantity: 400, strategy: STRATEGY });
+      const answers = await issueAll(server, id, usersRange(0, 400), 32);
+      assert.equal(withStatus(answers, 202).length, 400);
+      const env = { ...server.workerEnv, KAFKA_BROKERS: broker!.brokers, KAFKA_TOPIC: server.topic, WORKER_BATCH_SIZE: '50', WORKER_LINGER_MS: '0', LOG_LEVEL: 'warn' };
+      const victim = spawnWorker(env, 'victim');
+      await waitFor('the victim wrote part of the backlog', async () => (await issuedRows(server.db, id)).rows > 0, 60_000, );
+      victim.kill('SIGKILL');
+      await exited(victim);
+      const partial = (await issuedRows(server.db, id)).rows;
+      const heir = spawnWorker(env, 'heir');
+      try {
+        await waitForRows(server, id, 400, 90_000);
+      } finally {
+        heir.kill('SIGTERM');
+        await exited(heir);
+      }
+      const db = await issuedRows(server.db, id);
+      assert.equal(db.distinctUsers, 400, `no user twice (victim had written ${partial})`);
+      assert.equal(db.counter, 400, 'issued_quantity counts each row once');
+      assert.deepEqual(new Set(db.users), new Set(withStatus(answers, 202)));
+    } finally {
+      await server.close();
+    }
+  });
+});
