@@ -134,12 +134,12 @@ program
     const redis = stores.redis!; // REDIS_URL is set
     try {
       const strategies = reconciledStrategies();
-      const reports = await reconcile(db, redis, { repair: opts.repair === true, couponId: opts.coupon, strategies });
+      const reports = await reconcile(db, redis, { repair: opts.repair === true, couponId: opts.coupon, strategies, kafka: stores.kafka });
       const out: string[] = [];
       for (const r of reports) {
         const redisCount = r.redisIssued === undefined ? 'missing' : `${r.redisIssued}/${r.total}`;
         out.push(
-          `coupon ${r.couponId} (${r.strategy}): ${r.status}${r.repaired ? ' (repaired)' : ''} — redis admitted ${redisCount}, db rows ${r.dbRows}, in stream ${r.queued}, dead letters ${r.dead}`,
+          `coupon ${r.couponId} (${r.strategy}): ${r.status}${r.repaired ? ' (repaired)' : ''} — redis admitted ${redisCount}, db rows ${r.dbRows}, in stream ${r.queued}, dead letters ${r.dead}${r.producing === undefined ? '' : `, producing ${r.producing}`}`,
         );
         for (const p of r.problems) out.push(`  - ${p}`);
       }

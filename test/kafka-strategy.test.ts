@@ -12,6 +12,8 @@ import { Producer, stringSerializers } from '@platformatic/kafka';
 import { pino } from 'pino';
 import { startKafka, type KafkaBroker } from '../scripts/kafka-broker.js';
 import { deleteKafkaTopics } from '../src/kafka/client.js';
+import { reconciledStrategies } from '../src/coupons/strategies/index.js';
+import { reconcile } from '../src/coupons/reconcile.js';
 import { startKafkaWorker, type KafkaIssueWorker } from '../src/worker/kafka-worker.js';
 import { Ledger, stampedeThroughFault, type Target } from './fault-helpers.js';
 import { issuedRows, missing, needDatabase, needServer, refuseInsertsOf, request, stampede } from './helpers.js';
@@ -209,7 +211,12 @@ describe('redis-lua-kafka (real Kafka broker, Redis, PostgreSQL)', () => {
     const server = await startKafkaServer(broker!);
     try {
       const { id } = await server.createCoupon({ totalQuantity: 10, strategy: STRATEGY });
-      const unrefuse = await refuseInsertsOf(server.db, 'victim', 'refused for the test');
+      const dropTrigger = await refuseInsertsOf(server.db, 'victim', 'refused for the test');
+      let dropped = false;
+      const unrefuse = async () => {
+        if (!dropped) await dropTrigger();
+        dropped = true;
+      };
       try {
         await server.startKafkaWorker('k-poison');
         const ok = await issueAll(server, id, ['victim', 'fine'], 2);
@@ -267,6 +274,61 @@ describe('redis-lua-kafka (real Kafka broker, Redis, PostgreSQL)', () => {
       assert.equal(db.distinctUsers, 400, `no user twice (victim had written ${partial})`);
       assert.equal(db.counter, 400, 'issued_quantity counts each row once');
       assert.deepEqual(new Set(db.users), new Set(withStatus(answers, 202)));
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('couponrush reconcile on redis-lua-kafka campaigns', () => {
+  let broker: KafkaBroker | undefined;
+  before(async () => {
+    if (process.env.CI === 'true' || ((await has('java')) && (process.env.KAFKA_LIBS !== undefined || (await has('mvn'))))) broker = await startKafka();
+  });
+  after(async () => {
+    await broker?.stop();
+  });
+
+  it('frees an old seat no record backs, keeps one whose record landed, and leaves a young one alone', async (t) => {
+    if (!(await needKafka(t))) return;
+    const server = await startKafkaServer(broker!);
+    try {
+      const { id } = await server.createCoupon({ totalQuantity: 10, strategy: STRATEGY });
+      const keys = server.redis.keys.campaign(id);
+      const now = Date.now();
+      // Three admissions that were never acknowledged: 'died' (the API died before producing),
+      // 'landed' (the produce timed out but its record is in the log), 'young' (still in flight).
+      assert.deepEqual(
+        (await server.redis.scripts.admitProduce(keys, ['died', 'landed', 'young'].map((userId) => ({ userId, nowMs: now, requestId: '' })))).map((o) => (typeof o === 'string' ? o : o.kind)),
+        ['ACCEPTED', 'ACCEPTED', 'ACCEPTED'],
+      );
+      const old = now - 10 * 60_000;
+      await server.redis.client.zadd(keys.producing, old, 'died', old, 'landed');
+      const producer = new Producer({ clientId: 'landed', bootstrapBrokers: [broker!.brokers], serializers: stringSerializers });
+      await producer.send({ messages: [{ topic: server.topic, key: String(id), value: JSON.stringify({ c: String(id), u: 'landed', t: String(now), r: '' }) }] });
+      await producer.close();
+
+      const strategies = reconciledStrategies();
+      const options = { strategies, kafka: server.runtime.kafka, couponId: id };
+      const [drift] = await reconcile(server.db, server.redis, { ...options, repair: false });
+      assert.equal(drift?.status, 'DRIFT');
+      assert.ok(drift.problems.some((p) => p.includes('never produced') && p.includes('died')), drift.problems.join('\n'));
+      assert.equal(drift.producing, 3);
+
+      const [repaired] = await reconcile(server.db, server.redis, { ...options, repair: true });
+      assert.equal(repaired?.repaired, true);
+      assert.equal(await server.redis.client.sismember(keys.users, 'died'), 0, 'the seat no record backs is free');
+      assert.equal(await server.redis.client.sismember(keys.users, 'landed'), 1, 'the landed one keeps its seat');
+      assert.equal(await server.redis.client.sismember(keys.users, 'young'), 1, 'a produce still in flight keeps its seat');
+      assert.equal(await server.redis.client.hget(keys.state, 'issued'), '2');
+      assert.deepEqual((await server.redis.client.zrange(keys.producing, 0, -1)).sort(), ['young'], 'the landed mark is settled');
+
+      const [ok] = await reconcile(server.db, server.redis, { ...options, repair: false });
+      assert.equal(ok?.status, 'OK', ok?.problems.join('\n'));
+
+      await server.startKafkaWorker('k-reconcile');
+      await waitForRows(server, id, 1);
+      assert.deepEqual((await issuedRows(server.db, id)).users, ['landed']);
     } finally {
       await server.close();
     }

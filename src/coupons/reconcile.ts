@@ -9,6 +9,8 @@
 // redis-lua-sync insert still in flight at that moment looks like drift and is dropped from
 // Redis (the database's constraints keep the result exact anyway).
 import type { Db } from '../db/index.js';
+import type { KafkaHandle } from '../kafka/client.js';
+import { heldInKafka } from '../kafka/held.js';
 import { STATE_RETENTION_MS, campaignWindow, ensureGroup, loadAdmittedUsers, restoreCampaign, type IssuedUsers } from '../redis/campaign-state.js';
 import type { RedisHandle } from '../redis/client.js';
 import type { Coupon } from './domain.js';
@@ -27,7 +29,17 @@ export interface CampaignReport {
   readonly dbCounter: number;
   readonly queued: number;
   readonly dead: number;
+  /** redis-lua-kafka: seats marked producing (a record not acknowledged yet, or never sent). */
+  readonly producing?: number;
   readonly repaired: boolean;
+}
+
+/**
+ * A producing mark older than this cannot belong to a produce still in flight (the API gives up
+ * on one after KAFKA_PRODUCE_TIMEOUT_MS and closes its producer), even across clock skew.
+ */
+export function producingGraceMs(produceTimeoutMs: number): number {
+  return Math.max(60_000, 2 * produceTimeoutMs + 10_000);
 }
 
 export interface ReconcileOptions {
@@ -36,7 +48,9 @@ export interface ReconcileOptions {
    * The strategies whose admission state lives in Redis (the only ones reconciled), and those of
    * them that queue; the caller derives both from the strategies' declarations.
    */
-  readonly strategies: { readonly redisAdmitted: readonly string[]; readonly queued: readonly string[] };
+  readonly strategies: { readonly redisAdmitted: readonly string[]; readonly queued: readonly string[]; readonly kafka?: readonly string[] };
+  /** Set with KAFKA_BROKERS: the kafka strategies' campaigns are checked against the topic too. */
+  readonly kafka?: KafkaHandle | undefined;
   /** Only this campaign; default: every Redis campaign whose window ended less than the retention ago. */
   readonly couponId?: number | undefined;
 }
@@ -61,13 +75,28 @@ function sample(values: readonly string[]): string {
 
 export async function reconcile(db: Db, redis: RedisHandle, options: ReconcileOptions): Promise<CampaignReport[]> {
   const reports: CampaignReport[] = [];
-  for (const coupon of await campaigns(db, options.couponId, options.strategies.redisAdmitted)) {
-    reports.push(await reconcileOne(db, redis, coupon, options.repair, options.strategies.queued.includes(coupon.strategy)));
+  const list = await campaigns(db, options.couponId, options.strategies.redisAdmitted);
+  const kafkaStrategies = options.strategies.kafka ?? [];
+  // The topic is read once for every campaign (its unconsumed records and dead letters).
+  const held = options.kafka !== undefined && list.some((c) => kafkaStrategies.includes(c.strategy)) ? await heldInKafka(options.kafka) : undefined;
+  for (const coupon of list) {
+    const viaKafka = kafkaStrategies.includes(coupon.strategy)
+      ? { held: held?.get(coupon.id) ?? new Set<string>(), known: held !== undefined, graceMs: producingGraceMs(options.kafka?.settings.produceTimeoutMs ?? 0) }
+      : undefined;
+    reports.push(await reconcileOne(db, redis, coupon, options.repair, options.strategies.queued.includes(coupon.strategy), viaKafka));
   }
   return reports;
 }
 
-async function reconcileOne(db: Db, redis: RedisHandle, coupon: Coupon, repair: boolean, queued: boolean): Promise<CampaignReport> {
+interface ViaKafka {
+  /** Users with an unconsumed record or a live dead letter on the topic. */
+  readonly held: ReadonlySet<string>;
+  /** False without KAFKA_BROKERS: the topic could not be read. */
+  readonly known: boolean;
+  readonly graceMs: number;
+}
+
+async function reconcileOne(db: Db, redis: RedisHandle, coupon: Coupon, repair: boolean, queued: boolean, viaKafka?: ViaKafka): Promise<CampaignReport> {
   const keys = redis.keys.campaign(coupon.id);
   const problems: string[] = [];
 
@@ -76,6 +105,34 @@ async function reconcileOne(db: Db, redis: RedisHandle, coupon: Coupon, repair: 
   const admitted = await loadAdmittedUsers(redis, issuedUsersOf(db), coupon.id);
   const dbCounter = (await issuedCount(db, coupon.id)) ?? 0;
   const expected = new Set([...admitted.issued, ...admitted.queued, ...admitted.dead]);
+
+  // redis-lua-kafka: a seat marked producing is settled when the database or the topic has the
+  // user; an old mark with neither is an admission whose record never reached Kafka (a produce
+  // whose outcome was unknown and did not land, or a process that died before producing).
+  let producing = 0;
+  let settledMarks: string[] = [];
+  let unproduced: string[] = [];
+  if (viaKafka !== undefined) {
+    if (!viaKafka.known) problems.push('KAFKA_BROKERS is not set: the topic\'s unconsumed records cannot be checked (not repaired)');
+    for (const u of viaKafka.held) expected.add(u);
+    const marks = await redis.client.zrange(keys.producing, 0, -1, 'WITHSCORES');
+    const rows = new Set(admitted.issued);
+    const oldBefore = Date.now() - viaKafka.graceMs;
+    for (let i = 0; i + 1 < marks.length; i += 2) {
+      const user = marks[i]!;
+      producing++;
+      if (rows.has(user) || viaKafka.held.has(user)) settledMarks.push(user);
+      else if (viaKafka.known && Number(marks[i + 1]) < oldBefore) unproduced.push(user);
+      else expected.add(user); // a produce that may still land: its seat stays
+    }
+    if (unproduced.length > 0) {
+      problems.push(`${unproduced.length} seat(s) held by admissions whose record is neither in the database nor on the topic, admitted over ${Math.round(viaKafka.graceMs / 1000)} s ago (never produced): ${sample(unproduced)}`);
+    }
+    if (!viaKafka.known) {
+      settledMarks = [];
+      unproduced = [];
+    }
+  }
 
   const present = state.total !== undefined;
   const redisIssued = present ? Number(state.issued) : undefined;
@@ -108,12 +165,21 @@ async function reconcileOne(db: Db, redis: RedisHandle, coupon: Coupon, repair: 
   }
 
   let repaired = false;
-  const redisProblems = problems.filter((p) => !p.startsWith('database counter'));
-  if (repair && redisProblems.length > 0 && open) {
+  if (repair && (settledMarks.length > 0 || unproduced.length > 0)) {
+    if (settledMarks.length > 0) await redis.client.zrem(keys.producing, ...settledMarks);
+    // Only seats still marked are freed: one whose record got acknowledged meanwhile stays.
+    if ((await redis.scripts.releaseUnproduced(keys, unproduced)) > 0) await redis.invalidate(coupon.id);
+    repaired = true;
+  }
+  const redisProblems = problems.filter((p) => !p.startsWith('database counter') && !p.startsWith('KAFKA_BROKERS') && !p.includes('(never produced)'));
+  if (repair && redisProblems.length > 0 && open && viaKafka?.known !== false) {
     // Delete, then restore from a snapshot taken after the delete: admissions in between see
     // MISSING and rebuild the same way; restore only ever creates absent state.
     await redis.client.del(keys.state, keys.users);
-    await restoreCampaign(redis, issuedUsersOf(db), coupon, queued);
+    // Kafka campaigns: the rows, what the topic holds, and the marks of produces that may still land.
+    const kafkaSeats = viaKafka === undefined ? [] : [...viaKafka.held, ...[...expected].filter((u) => !admitted.issued.includes(u))];
+    const users: IssuedUsers = async (id) => [...new Set([...(await loadIssuedUsers(db, id)), ...kafkaSeats])];
+    await restoreCampaign(redis, viaKafka === undefined ? issuedUsersOf(db) : users, coupon, queued);
     if (queued) await ensureGroup(redis, coupon.id);
     await redis.invalidate(coupon.id);
     repaired = true;
@@ -130,6 +196,7 @@ async function reconcileOne(db: Db, redis: RedisHandle, coupon: Coupon, repair: 
     dbCounter,
     queued: admitted.queued.length,
     dead: admitted.dead.length,
+    ...(viaKafka === undefined ? {} : { producing }),
     repaired,
   };
 }

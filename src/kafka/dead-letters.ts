@@ -29,7 +29,8 @@ function toDeadLetter(r: TopicRecord): KafkaDeadLetter | undefined {
   if (r.key === undefined || r.value === undefined) return undefined;
   const fields = decodeFields(r.value);
   const entry: Record<string, string> = fields === undefined ? {} : Object.fromEntries(fields);
-  const coupon = Number(entry.c);
+  // A value that is not even JSON still names its campaign by the source record's key.
+  const coupon = Number(entry.c ?? r.headers.get('source-key'));
   const failed = Number(r.headers.get('failed-at'));
   return {
     id: r.key,

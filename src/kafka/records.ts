@@ -40,9 +40,3 @@ export function decodeFields(value: string | undefined): ReadonlyMap<string, str
   }
   return fields;
 }
-
-/** The user of a record of this coupon, or undefined (another coupon's, or unreadable). */
-export function userOfRecord(value: string | undefined, couponId: number): string | undefined {
-  const f = decodeFields(value);
-  return f !== undefined && f.get('c') === String(couponId) ? f.get('u') : undefined;
-}

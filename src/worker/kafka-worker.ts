@@ -43,7 +43,7 @@ export interface KafkaWorkerDeps {
 }
 
 export class KafkaIssueWorker {
-  private readonly consumer;
+  private consumer: ReturnType<KafkaHandle['consumer']> | undefined;
   private stream: MessagesStream<string, string, string, string> | undefined;
   private dead: Producer<string, string, string, string> | undefined;
   private readonly buffer: Record[] = [];
@@ -62,16 +62,26 @@ export class KafkaIssueWorker {
   constructor(private readonly deps: KafkaWorkerDeps) {
     this.observer = deps.observer;
     this.log = deps.log.child({ kafkaWorker: deps.consumer });
-    this.consumer = deps.kafka.consumer(KAFKA_WORKER_GROUP, `couponrush-worker-${deps.consumer}`);
   }
 
   observe(observer: WorkerObserver): void {
     this.observer = observer;
   }
 
+  /** Joins the group; resolves once the first stream is open (a broker that is down fails it). */
   async start(): Promise<void> {
+    this.stream = await this.open();
+    this.pump = this.take(this.stream);
+    this.loop = this.run();
+    this.log.info({ topic: this.deps.kafka.topics.issuances }, 'kafka worker started');
+  }
+
+  /** A new consumer in the group and its stream, from the committed offsets. */
+  private async open(): Promise<MessagesStream<string, string, string, string>> {
     const session = Math.min(60_000, Math.max(MIN_SESSION_MS, this.deps.config.claimIdleMs));
-    this.stream = await this.consumer.consume({
+    const consumer = this.deps.kafka.consumer(KAFKA_WORKER_GROUP, `couponrush-worker-${this.deps.consumer}`);
+    this.consumer = consumer;
+    const stream = await consumer.consume({
       topics: [this.deps.kafka.topics.issuances],
       mode: 'committed',
       fallbackMode: 'earliest',
@@ -79,10 +89,8 @@ export class KafkaIssueWorker {
       sessionTimeout: session,
       heartbeatInterval: Math.floor(session / 6),
     });
-    this.stream.on('error', (err: unknown) => this.log.error({ err }, 'kafka worker: the consumer stream failed'));
-    this.pump = this.take(this.stream);
-    this.loop = this.run();
-    this.log.info({ topic: this.deps.kafka.topics.issuances }, 'kafka worker started');
+    stream.on('error', (err: unknown) => this.log.error({ err }, 'kafka worker: the consumer stream failed; reopening it'));
+    return stream;
   }
 
   async stop(): Promise<void> {
@@ -92,7 +100,7 @@ export class KafkaIssueWorker {
     await this.loop;
     await this.stream?.close().catch(() => undefined);
     await this.pump;
-    await this.consumer.close().catch(() => undefined);
+    await this.consumer?.close().catch(() => undefined);
     await this.dead?.close().catch(() => undefined);
     this.log.info({ written: this.written, deadLettered: this.deadLettered }, 'kafka worker stopped');
   }
@@ -102,16 +110,35 @@ export class KafkaIssueWorker {
    * full it stops reading, and the stream stops fetching (its own backpressure; pausing it
    * instead can leave it stalled).
    */
-  private async take(stream: MessagesStream<string, string, string, string>): Promise<void> {
-    try {
-      for await (const m of stream as AsyncIterable<Record>) {
-        this.buffer.push(m);
-        this.wake();
-        while (this.buffer.length >= this.deps.config.batchSize && !this.stopping) await new Promise<void>((r) => (this.roomMade = r));
+  private async take(first: MessagesStream<string, string, string, string>): Promise<void> {
+    let stream = first;
+    let backoff = 0;
+    while (!this.stopping) {
+      try {
+        for await (const m of stream as AsyncIterable<Record>) {
+          backoff = 0;
+          this.buffer.push(m);
+          this.wake();
+          while (this.buffer.length >= this.deps.config.batchSize && !this.stopping) await new Promise<void>((r) => (this.roomMade = r));
+          if (this.stopping) return;
+        }
         if (this.stopping) return;
+      } catch (err) {
+        if (this.stopping) return;
+        this.log.error({ err }, 'kafka worker: reading the topic failed');
       }
-    } catch (err) {
-      if (!this.stopping) this.log.error({ err }, 'kafka worker: reading the topic failed');
+      // The stream ended or failed (the broker went away): a new consumer resumes from the last
+      // committed offsets; records already in the buffer come again, which the insert tolerates.
+      backoff = Math.min(MAX_BACKOFF_MS, Math.max(250, backoff * 2));
+      await new Promise((r) => setTimeout(r, backoff));
+      await this.consumer?.close().catch(() => undefined);
+      try {
+        if (this.stopping) return;
+        stream = await this.open();
+        this.stream = stream;
+      } catch (err) {
+        this.log.error({ err }, 'kafka worker: rejoining the group failed; retrying');
+      }
     }
   }
 

@@ -17,8 +17,7 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { Db } from '../../db/index.js';
 import type { KafkaHandle } from '../../kafka/client.js';
-import { liveDeadLetters } from '../../kafka/dead-letters.js';
-import { userOfRecord } from '../../kafka/records.js';
+import { heldInKafka } from '../../kafka/held.js';
 import { AdmissionBatcher } from '../../redis/admissions.js';
 import { admittedCounts, CampaignStates, checkAdmission } from '../../redis/campaign-state.js';
 import type { RedisHandle } from '../../redis/client.js';
@@ -39,13 +38,8 @@ const NOT_PRODUCED = unavailable('Kafka did not take the issuance; nothing was i
  */
 export async function kafkaAdmittedUsers(db: Db, kafka: KafkaHandle, couponId: number, settleMs: number): Promise<string[]> {
   if (settleMs > 0) await new Promise((r) => setTimeout(r, settleMs));
-  const users = new Set(await loadIssuedUsers(db, couponId));
-  for (const r of await kafka.unconsumed()) {
-    const u = userOfRecord(r.value, couponId);
-    if (u !== undefined) users.add(u);
-  }
-  for (const d of await liveDeadLetters(kafka)) if (d.couponId === couponId && d.entry.u !== undefined) users.add(d.entry.u);
-  return [...users];
+  const held = (await heldInKafka(kafka)).get(couponId) ?? new Set<string>();
+  return [...new Set([...(await loadIssuedUsers(db, couponId)), ...held])];
 }
 
 export class RedisLuaKafka implements IssueStrategy {
