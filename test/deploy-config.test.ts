@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { parse } from 'yaml';
+import { KAFKA_VERSION } from '../scripts/kafka-broker.js';
 import { BODY_LIMIT_BYTES } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { Registry } from 'prom-client';
@@ -275,5 +276,55 @@ describe('Dockerfile', () => {
     assert.match(dockerfile, /COPY lua \.\/lua/);
     const ignored = read('.dockerignore').split('\n').filter((l) => l !== '' && !l.startsWith('#'));
     for (const needed of ['src', 'bin', 'migrations', 'lua', 'package.json', 'package-lock.json']) assert.ok(!ignored.includes(needed), `${needed} is in the build context`);
+  });
+});
+
+describe('deploy/docker-compose.kafka.yml (the Kafka variant)', () => {
+  type KafkaService = ComposeService & { depends_on?: Record<string, { condition?: string }>; healthcheck?: { test?: string[] } };
+  const override = parse(read('deploy/docker-compose.kafka.yml'), { merge: true }) as { services: Record<string, KafkaService> };
+  const brokers = ['kafka1', 'kafka2', 'kafka3'];
+  const mergedEnv = (service: string) => ({
+    ...envOf(service),
+    ...Object.fromEntries(Object.entries(override.services[service]?.environment ?? {}).map(([k, v]) => [k, substitute(String(v))])),
+  });
+
+  it('runs three KRaft nodes, each broker and controller, replication 3 and min.insync.replicas 2, on the version the tests run', () => {
+    const voters = brokers.map((b, i) => `${i + 1}@${b}:9093`).join(',');
+    brokers.forEach((b, i) => {
+      const s = override.services[b];
+      assert.equal(s?.image, `apache/kafka:${KAFKA_VERSION}`, `${b} runs Kafka ${KAFKA_VERSION}, as scripts/kafka-broker.ts`);
+      const env = s?.environment ?? {};
+      assert.equal(env.KAFKA_NODE_ID, String(i + 1));
+      assert.equal(env.KAFKA_PROCESS_ROLES, 'broker,controller');
+      assert.equal(env.KAFKA_CONTROLLER_QUORUM_VOTERS, voters);
+      assert.equal(env.KAFKA_ADVERTISED_LISTENERS, `PLAINTEXT://${b}:9092`);
+      assert.equal(env.KAFKA_DEFAULT_REPLICATION_FACTOR, '3');
+      assert.equal(env.KAFKA_MIN_INSYNC_REPLICAS, '2');
+      assert.equal(env.KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR, '3');
+      assert.ok(s?.volumes?.some((v) => v.endsWith(':/var/lib/kafka/data')), `${b} keeps its log in a volume`);
+      assert.match(JSON.stringify(s?.healthcheck?.test), /kafka-broker-api-versions/);
+    });
+  });
+
+  it("points the APIs and the worker at all three brokers, with redis-lua-kafka the default, through the app's own config", () => {
+    for (const s of ['api1', 'api2', 'worker']) {
+      const config = loadConfig(mergedEnv(s));
+      assert.deepEqual(config.kafka?.brokers, brokers.map((b) => `${b}:9092`), `${s}: KAFKA_BROKERS`);
+      assert.equal(config.defaultStrategy, 'redis-lua-kafka', s);
+      for (const b of brokers) assert.equal(override.services[s]?.depends_on?.[b]?.condition, 'service_healthy', `${s} waits for ${b}`);
+    }
+    const unknown = Object.keys(override.services).filter((s) => services[s] === undefined && !brokers.includes(s));
+    assert.deepEqual(unknown, [], 'besides the brokers, the override changes services that are there');
+  });
+
+  it('is accepted by docker-compose merged with the base file, and the merge keeps the base environment', (t) => {
+    const res = composeConfig(t, ['docker-compose.yml', 'docker-compose.kafka.yml'], false);
+    if (res === undefined) return;
+    assert.equal(res.status, 0, res.stderr);
+    const merged = parse(res.stdout) as { services: Record<string, ComposeService> };
+    for (const s of ['api1', 'api2', 'worker']) {
+      assert.equal(merged.services[s]?.environment?.KAFKA_BROKERS, 'kafka1:9092,kafka2:9092,kafka3:9092', s);
+      assert.match(String(merged.services[s]?.environment?.DATABASE_URL), /^postgres:\/\//, `${s} keeps the base file's database`);
+    }
   });
 });
