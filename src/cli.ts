@@ -9,10 +9,12 @@ import { reconciledStrategies } from './coupons/strategies/index.js';
 import { migrate } from './db/migrate.js';
 import { signUserToken } from './http/auth.js';
 import { reconcile } from './coupons/reconcile.js';
+import { clearIssueEvents, eventCapture, setEventCapture } from './coupons/repository.js';
 import { startMetricsListener, type MetricsListener } from './metrics/listener.js';
 import { createWorkerRegistry } from './metrics/worker.js';
 import { openDb, openStores } from './runtime.js';
 import { closeOnSignals, printBanner, startServer } from './server.js';
+import { startEventPublisher } from './worker/events.js';
 import { startKafkaWorker } from './worker/kafka-worker.js';
 import { defaultConsumerName, startWorker } from './worker/worker.js';
 
@@ -103,6 +105,17 @@ program
             await stores.close();
             throw err;
           });
+    // With KAFKA_EVENTS=on it also publishes every persisted issuance to the events topic.
+    const eventsTopic = cfg.kafka?.eventsTopic;
+    const events =
+      kafka === undefined || eventsTopic === undefined
+        ? undefined
+        : await startEventPublisher({ db, kafka, topic: eventsTopic, log }).catch(async (err: unknown) => {
+            await kafkaWorker?.stop();
+            await worker.stop();
+            await stores.close();
+            throw err;
+          });
     // Prometheus scrapes the worker on ADMIN_HOST:ADMIN_PORT (/metrics, /healthz).
     let metrics: MetricsListener | undefined;
     if (cfg.adminPort !== undefined) {
@@ -114,6 +127,7 @@ program
     }
     closeOnSignals(async () => {
       await metrics?.close();
+      await events?.stop();
       await kafkaWorker?.stop();
       await worker.stop();
       await stores.close();
@@ -154,6 +168,28 @@ program
       if (reports.some((r) => r.status === 'DRIFT' && !r.repaired)) process.exitCode = 1;
     } finally {
       await stores.close();
+    }
+  });
+
+program
+  .command('events')
+  .description('issued-coupon events (KAFKA_EVENTS=on): `status` shows whether issuances are captured and how many wait; `off` stops the capture and empties the outbox')
+  .argument('<action>', 'status | off')
+  .action(async (action: string) => {
+    if (action !== 'status' && action !== 'off') return program.error('couponrush events: the action is status or off');
+    const cfg = config({ createSecrets: false });
+    const db = await openDb(cfg);
+    try {
+      if (action === 'off') {
+        await setEventCapture(db, false);
+        const dropped = await clearIssueEvents(db);
+        process.stdout.write(`issuance capture is off; ${dropped} unpublished event(s) dropped from the outbox (a publisher that starts with KAFKA_EVENTS=on turns it on again)\n`);
+      } else {
+        const s = await eventCapture(db);
+        process.stdout.write(`issuance capture is ${s.enabled ? 'on' : 'off'}; ${s.pending} event(s) wait in the outbox\n`);
+      }
+    } finally {
+      await db.close();
     }
   });
 

@@ -69,6 +69,8 @@ export interface KafkaConfig {
    * record may still be in the log); the seat stays until `reconcile` settles it.
    */
   readonly produceTimeoutMs: number;
+  /** KAFKA_EVENTS=on: every persisted issuance is published to this topic (KAFKA_EVENTS_TOPIC). */
+  readonly eventsTopic: string | undefined;
 }
 
 /** The stream worker (`couponrush worker`, `serve --with-worker`). */
@@ -185,7 +187,12 @@ const TOPIC_NAME = /^[A-Za-z0-9._-]{1,200}$/;
 
 function kafkaVar(env: Env): KafkaConfig | undefined {
   const raw = nonEmpty(env, 'KAFKA_BROKERS');
-  if (raw === undefined) return undefined;
+  if (raw === undefined) {
+    for (const name of ['KAFKA_TOPIC', 'KAFKA_PARTITIONS', 'KAFKA_PRODUCE_TIMEOUT_MS', 'KAFKA_EVENTS', 'KAFKA_EVENTS_TOPIC']) {
+      if (nonEmpty(env, name) !== undefined && !(name === 'KAFKA_EVENTS' && env[name] === 'off')) throw new ConfigError(name, 'is set but KAFKA_BROKERS is not');
+    }
+    return undefined;
+  }
   const brokers = raw.split(',').map((b) => b.trim()).filter((b) => b !== '');
   for (const b of brokers) {
     const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(b);
@@ -194,9 +201,15 @@ function kafkaVar(env: Env): KafkaConfig | undefined {
   if (brokers.length === 0) throw new ConfigError('KAFKA_BROKERS', 'names no broker');
   const topic = nonEmpty(env, 'KAFKA_TOPIC') ?? 'couponrush.issuances';
   if (!TOPIC_NAME.test(topic)) throw new ConfigError('KAFKA_TOPIC', 'must be 1-200 characters of [A-Za-z0-9._-]');
+  const events = oneOf(env, 'KAFKA_EVENTS', ['on', 'off'], 'off');
+  const eventsTopic = nonEmpty(env, 'KAFKA_EVENTS_TOPIC');
+  if (eventsTopic !== undefined && events === 'off') throw new ConfigError('KAFKA_EVENTS_TOPIC', 'is set but KAFKA_EVENTS is not "on": set KAFKA_EVENTS=on to publish the events');
+  if (eventsTopic !== undefined && !TOPIC_NAME.test(eventsTopic)) throw new ConfigError('KAFKA_EVENTS_TOPIC', 'must be 1-200 characters of [A-Za-z0-9._-]');
+  if (events === 'on' && (eventsTopic ?? 'coupon.issued') === topic) throw new ConfigError('KAFKA_EVENTS_TOPIC', 'must differ from KAFKA_TOPIC');
   return Object.freeze({
     brokers: Object.freeze(brokers),
     topic,
+    eventsTopic: events === 'on' ? (eventsTopic ?? 'coupon.issued') : undefined,
     partitions: intVar(env, 'KAFKA_PARTITIONS', 6, 1, 10_000),
     produceTimeoutMs: intVar(env, 'KAFKA_PRODUCE_TIMEOUT_MS', 5_000, 100, 120_000),
   });

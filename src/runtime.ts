@@ -13,6 +13,7 @@ import { registerWorkerMetrics } from './metrics/worker.js';
 import { remainingStock } from './redis/campaign-state.js';
 import { openKafka, type KafkaHandle } from './kafka/client.js';
 import { openRedis, type RedisHandle } from './redis/client.js';
+import { startEventPublisher, type EventPublisher } from './worker/events.js';
 import { startKafkaWorker, type KafkaIssueWorker } from './worker/kafka-worker.js';
 import { defaultConsumerName, startWorker, type IssueWorker } from './worker/worker.js';
 
@@ -31,6 +32,8 @@ export interface Runtime {
   readonly kafka: KafkaHandle | undefined;
   /** The in-process Kafka worker (`serve --with-worker` with KAFKA_BROKERS). */
   readonly kafkaWorker: KafkaIssueWorker | undefined;
+  /** The in-process event publisher (`serve --with-worker` with KAFKA_EVENTS=on). */
+  readonly events: EventPublisher | undefined;
   close(): Promise<void>;
 }
 
@@ -132,11 +135,15 @@ export async function createRuntime(config: Config, log: FastifyBaseLogger, opti
   }
   let worker: IssueWorker | undefined;
   let kafkaWorker: KafkaIssueWorker | undefined;
+  let events: EventPublisher | undefined;
   if (options.withWorker === true && redis !== undefined) {
     try {
       worker = await startWorker({ db, redis, config: config.worker, log });
       if (kafka !== undefined) kafkaWorker = await startKafkaWorker({ db, kafka, config: config.worker, log, consumer: defaultConsumerName() });
+      const topic = config.kafka?.eventsTopic;
+      if (kafka !== undefined && topic !== undefined) events = await startEventPublisher({ db, kafka, topic, log });
     } catch (err) {
+      await kafkaWorker?.stop();
       await worker?.stop();
       await strategies.close();
       await stores.close();
@@ -165,7 +172,9 @@ export async function createRuntime(config: Config, log: FastifyBaseLogger, opti
     worker,
     kafka,
     kafkaWorker,
+    events,
     async close() {
+      await events?.stop();
       await kafkaWorker?.stop();
       await worker?.stop();
       await strategies.close();

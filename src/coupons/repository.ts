@@ -5,9 +5,9 @@ import type { Db, Queryable, Transaction } from '../db/index.js';
 import type { CouponWithStock, NewCoupon } from './domain.js';
 import { mysqlStatements } from './sql/mysql.js';
 import { postgresStatements } from './sql/postgres.js';
-import type { AtOnceOutcome, CampaignStock, CouponStatements, NewIssue, UserCoupon } from './sql/tables.js';
+import type { AtOnceOutcome, CampaignStock, CouponStatements, IssueEvent, NewIssue, UserCoupon } from './sql/tables.js';
 
-export type { AtOnceOutcome, CampaignStock, CouponIssuesTable, CouponsTable, NewIssue, UserCoupon } from './sql/tables.js';
+export type { AtOnceOutcome, CampaignStock, CouponIssuesTable, CouponsTable, IssueEvent, NewIssue, UserCoupon } from './sql/tables.js';
 
 const STATEMENTS = { postgres: postgresStatements, mysql: mysqlStatements } as const satisfies Record<Queryable['dialect'], CouponStatements>;
 
@@ -41,3 +41,8 @@ export const holdersAmong = (db: Queryable, couponId: number, userIds: readonly 
 /** The one-statement issuance, where the handle's dialect has one (PostgreSQL); undefined elsewhere. */
 export const issueAtOnce = (db: Db): CouponStatements['issueAtOnce'] => sql(db).issueAtOnce;
 export const soldOutAmong = (db: Queryable, couponIds: readonly number[]): Promise<number[]> => sql(db).soldOutAmong(db, couponIds);
+export const setEventCapture = (db: Queryable, enabled: boolean): Promise<void> => sql(db).setEventCapture(db, enabled);
+export const eventCapture = (db: Queryable): Promise<{ enabled: boolean; pending: number }> => sql(db).eventCapture(db);
+export const claimIssueEvents = (tx: Transaction, limit: number): Promise<IssueEvent[]> => sql(tx).claimIssueEvents(tx, limit);
+export const deleteIssueEvents = (tx: Transaction, ids: readonly string[]): Promise<void> => sql(tx).deleteIssueEvents(tx, ids);
+export const clearIssueEvents = (db: Queryable): Promise<number> => sql(db).clearIssueEvents(db);

@@ -17,6 +17,8 @@ export interface KafkaSettings {
   readonly topic: string;
   readonly partitions: number;
   readonly produceTimeoutMs: number;
+  /** Issued-coupon events go here when set. */
+  readonly eventsTopic?: string | undefined;
 }
 
 /** One record read back from a topic. */
@@ -65,7 +67,7 @@ export async function ensureTopics(settings: KafkaSettings, topics: readonly str
 
 export async function openKafka(settings: KafkaSettings, log: FastifyBaseLogger): Promise<KafkaHandle> {
   const topics = { issuances: settings.topic, dead: `${settings.topic}.dead` };
-  await ensureTopics(settings, [topics.issuances, topics.dead]);
+  await ensureTopics(settings, [topics.issuances, topics.dead, ...(settings.eventsTopic === undefined ? [] : [settings.eventsTopic])]);
   const producer = new IssuanceProducer({ brokers: settings.brokers, topic: topics.issuances, timeoutMs: settings.produceTimeoutMs, clientId: 'couponrush-api' }, log);
   const consumer = (groupId: string, clientId: string) =>
     new Consumer({ groupId, clientId, bootstrapBrokers: [...settings.brokers], deserializers: stringDeserializers, autocommit: false, timeout: 10_000 });

@@ -24,5 +24,5 @@ export function validateEntry(entry: StreamEntry, streamCouponId: number, coupon
   }
   const r = f.get('r');
   if (r !== undefined && r.length > MAX_REQUEST_ID) return { ok: false, reason: `field r is longer than ${MAX_REQUEST_ID} characters` };
-  return { ok: true, issue: { couponId: streamCouponId, userId: u, issuedAt: new Date(ms) } };
+  return { ok: true, issue: { couponId: streamCouponId, userId: u, issuedAt: new Date(ms), requestId: r === '' ? undefined : r } };
 }

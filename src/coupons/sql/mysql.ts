@@ -5,7 +5,7 @@
 // (the connections count changed rows, src/db/mysql.ts). Connections run at READ COMMITTED.
 import type { Queryable, Transaction } from '../../db/index.js';
 import type { NewCoupon } from '../domain.js';
-import { COUPON_COLUMNS, toCoupon, type CampaignStock, type CouponIssuesTable, type CouponRow, type CouponsTable, type CouponStatements, type NewIssue } from './tables.js';
+import { COUPON_COLUMNS, toCoupon, type CampaignStock, type CouponIssuesTable, type CouponRow, type CouponsTable, type CouponStatements, type NewIssue, requestIdsOf } from './tables.js';
 
 const SKIP_DUPLICATE = 'ON DUPLICATE KEY UPDATE user_id = user_id';
 
@@ -196,19 +196,62 @@ export const mysqlStatements: CouponStatements = {
   // Per coupon (in id order, so two batches lock coupon rows in the same order): insert the new
   // pairs (insertNewIssues says which), then move the counter by exactly that many.
   async insertIssues(tx: Transaction, issues: readonly NewIssue[]) {
-    const byCoupon = new Map<number, NewIssue[]>();
-    for (const i of issues) {
-      const list = byCoupon.get(i.couponId);
-      if (list === undefined) byCoupon.set(i.couponId, [i]);
-      else list.push(i);
+    // A session variable outlives the transaction: set for these inserts only, cleared after.
+    const ids = requestIdsOf(issues);
+    if (ids !== undefined) await tx.query('SET @couponrush_request_ids = ?', [ids]);
+    try {
+      return await mysqlInsertIssues(tx, issues);
+    } finally {
+      if (ids !== undefined) await tx.query('SET @couponrush_request_ids = NULL');
     }
-    const inserted: Array<{ couponId: number; userId: string }> = [];
-    for (const couponId of [...byCoupon.keys()].sort((a, b) => a - b)) {
-      const users = await mysqlStatements.insertNewIssues(tx, couponId, byCoupon.get(couponId)!);
-      if (users.length === 0) continue;
-      await mysqlStatements.addIssued(tx, couponId, users.length);
-      for (const userId of users) inserted.push({ couponId, userId });
-    }
-    return inserted;
+  },
+
+  async setEventCapture(db, enabled) {
+    await db.query('UPDATE coupon_events_switch SET enabled = ?', [enabled ? 1 : 0]);
+  },
+
+  async eventCapture(db) {
+    const { rows } = await db.query<{ enabled: number; pending: number | string }>('SELECT enabled, (SELECT count(*) FROM coupon_issue_events) AS pending FROM coupon_events_switch');
+    return { enabled: Number(rows[0]?.enabled ?? 0) === 1, pending: Number(rows[0]?.pending ?? 0) };
+  },
+
+  // Two statements: a FOR UPDATE over a join would lock the issuance rows too.
+  async claimIssueEvents(tx, limit) {
+    const { rows } = await tx.query<{ id: number | string; coupon_id: number; user_id: string; request_id: string | null }>(
+      'SELECT id, coupon_id, user_id, request_id FROM coupon_issue_events ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED',
+      [limit],
+    );
+    if (rows.length === 0) return [];
+    const pairs = rows.map((r) => [r.coupon_id, r.user_id]);
+    const issued = await tx.query<{ coupon_id: number; user_id: string; issued_at: Date }>('SELECT coupon_id, user_id, issued_at FROM coupon_issues WHERE (coupon_id, user_id) IN (?)', [pairs]);
+    const at = new Map(issued.rows.map((r) => [`${r.coupon_id}:${r.user_id}`, new Date(r.issued_at)]));
+    return rows.map((r) => ({ id: String(r.id), couponId: r.coupon_id, userId: r.user_id, requestId: r.request_id ?? undefined, issuedAt: at.get(`${r.coupon_id}:${r.user_id}`) }));
+  },
+
+  async deleteIssueEvents(tx, ids) {
+    if (ids.length > 0) await tx.query('DELETE FROM coupon_issue_events WHERE id IN (?)', [ids]);
+  },
+
+  async clearIssueEvents(db) {
+    const { rowCount } = await db.query('DELETE FROM coupon_issue_events');
+    return rowCount ?? 0;
   },
 };
+
+/** insertIssues: per coupon in id order, the fresh pairs, then the counter by exactly as many. */
+async function mysqlInsertIssues(tx: Transaction, issues: readonly NewIssue[]): Promise<Array<{ couponId: number; userId: string }>> {
+  const byCoupon = new Map<number, NewIssue[]>();
+  for (const i of issues) {
+    const list = byCoupon.get(i.couponId);
+    if (list === undefined) byCoupon.set(i.couponId, [i]);
+    else list.push(i);
+  }
+  const inserted: Array<{ couponId: number; userId: string }> = [];
+  for (const couponId of [...byCoupon.keys()].sort((a, b) => a - b)) {
+    const users = await mysqlStatements.insertNewIssues(tx, couponId, byCoupon.get(couponId)!);
+    if (users.length === 0) continue;
+    await mysqlStatements.addIssued(tx, couponId, users.length);
+    for (const userId of users) inserted.push({ couponId, userId });
+  }
+  return inserted;
+}

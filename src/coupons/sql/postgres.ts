@@ -1,7 +1,7 @@
 // The coupon statements in PostgreSQL's dialect (a server, or embedded PGlite).
 import { COMMITTED_UNSEEN, type Queryable, type Transaction } from '../../db/index.js';
 import type { NewCoupon } from '../domain.js';
-import { COUPON_COLUMNS, toCoupon, type CampaignStock, type CouponIssuesTable, type CouponRow, type CouponsTable, type CouponStatements, type NewIssue } from './tables.js';
+import { COUPON_COLUMNS, toCoupon, type CampaignStock, type CouponIssuesTable, type CouponRow, type CouponsTable, type CouponStatements, type NewIssue, requestIdsOf } from './tables.js';
 
 // One statement: the rows and the issued counts move together, and each coupon's counter grows by
 // exactly the rows inserted (duplicates are skipped; an over-issue fails the CHECK for the whole
@@ -236,11 +236,43 @@ export const postgresStatements: CouponStatements = {
   },
 
   async insertIssues(tx: Transaction, issues: readonly NewIssue[]) {
+    const ids = requestIdsOf(issues);
+    // Transaction-local: the outbox trigger reads it, and it is gone at COMMIT.
+    if (ids !== undefined) await tx.query("SELECT set_config('couponrush.request_ids', $1, true)", [ids]);
     const { rows } = await tx.query<Pick<CouponIssuesTable, 'coupon_id' | 'user_id'>>(INSERT_ISSUES_SQL, [
       issues.map((i) => i.couponId),
       issues.map((i) => i.userId),
       issues.map((i) => i.issuedAt.toISOString()),
     ]);
     return rows.map((r) => ({ couponId: r.coupon_id, userId: r.user_id }));
+  },
+
+  async setEventCapture(db, enabled) {
+    await db.query('UPDATE coupon_events_switch SET enabled = $1', [enabled]);
+  },
+
+  async eventCapture(db) {
+    const { rows } = await db.query<{ enabled: boolean; pending: string }>('SELECT enabled, (SELECT count(*) FROM coupon_issue_events) AS pending FROM coupon_events_switch');
+    return { enabled: rows[0]?.enabled === true, pending: Number(rows[0]?.pending ?? 0) };
+  },
+
+  async claimIssueEvents(tx, limit) {
+    const { rows } = await tx.query<{ id: string; coupon_id: number; user_id: string; request_id: string | null; issued_at: Date | null }>(
+      `SELECT e.id::text AS id, e.coupon_id, e.user_id, e.request_id, i.issued_at
+         FROM (SELECT id, coupon_id, user_id, request_id FROM coupon_issue_events ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) e
+         LEFT JOIN coupon_issues i ON i.coupon_id = e.coupon_id AND i.user_id = e.user_id
+        ORDER BY e.id`,
+      [limit],
+    );
+    return rows.map((r) => ({ id: r.id, couponId: r.coupon_id, userId: r.user_id, requestId: r.request_id ?? undefined, issuedAt: r.issued_at === null ? undefined : new Date(r.issued_at) }));
+  },
+
+  async deleteIssueEvents(tx, ids) {
+    if (ids.length > 0) await tx.query('DELETE FROM coupon_issue_events WHERE id = ANY($1::bigint[])', [ids]);
+  },
+
+  async clearIssueEvents(db) {
+    const { rowCount } = await db.query('DELETE FROM coupon_issue_events');
+    return rowCount ?? 0;
   },
 };

@@ -57,6 +57,17 @@ export interface NewIssue {
   readonly couponId: number;
   readonly userId: string;
   readonly issuedAt: Date;
+  /** The API's request id, when the writer knows it (the workers: it travels in the queue); it reaches the issued-coupon event. */
+  readonly requestId?: string | undefined;
+}
+
+/** An outbox row of coupon_issue_events, with its issuance's issued_at (undefined: the row is gone). */
+export interface IssueEvent {
+  readonly id: string;
+  readonly couponId: number;
+  readonly userId: string;
+  readonly requestId: string | undefined;
+  readonly issuedAt: Date | undefined;
 }
 
 export interface CampaignStock {
@@ -136,4 +147,25 @@ export interface CouponStatements {
    * (local) and the stream worker write through this.
    */
   insertIssues(tx: Transaction, issues: readonly NewIssue[]): Promise<Array<{ couponId: number; userId: string }>>;
+  /** Issued-coupon events: turn the outbox trigger's capture on or off. */
+  setEventCapture(db: Queryable, enabled: boolean): Promise<void>;
+  /** Whether capture is on, and how many outbox rows wait. */
+  eventCapture(db: Queryable): Promise<{ enabled: boolean; pending: number }>;
+  /** Locks up to `limit` outbox rows no other publisher holds (SKIP LOCKED), oldest first, with their issuance's issued_at. */
+  claimIssueEvents(tx: Transaction, limit: number): Promise<IssueEvent[]>;
+  deleteIssueEvents(tx: Transaction, ids: readonly string[]): Promise<void>;
+  /** Empties the outbox (capture turned off: nobody will publish what it holds). */
+  clearIssueEvents(db: Queryable): Promise<number>;
+}
+
+/** The issues' request ids as the outbox trigger reads them ("couponId:userId" → id), or undefined when none has one. */
+export function requestIdsOf(issues: readonly NewIssue[]): string | undefined {
+  const ids: Record<string, string> = {};
+  let any = false;
+  for (const i of issues) {
+    if (i.requestId === undefined || i.requestId === '') continue;
+    ids[`${i.couponId}:${i.userId}`] = i.requestId;
+    any = true;
+  }
+  return any ? JSON.stringify(ids) : undefined;
 }

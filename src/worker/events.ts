@@ -1,0 +1,152 @@
+// The issued-coupon event publisher (KAFKA_EVENTS=on): produces the outbox coupon_issue_events —
+// one row per persisted issuance, written by a trigger in the issuing transaction, whatever the
+// strategy — to the events topic, and deletes what Kafka acknowledged. Runs in `couponrush worker`
+// (and `serve --with-worker`); several may run: each claims rows the others do not hold.
+//
+//   record   key "couponId:userId"; value {"couponId", "userId", "issuedAt", "requestId"} (JSON,
+//            requestId null when the writer did not know it).
+//   order    a round locks up to BATCH outbox rows (SKIP LOCKED), produces those whose issuance
+//            still exists (an insert undone in its own transaction — db-batch's excess — leaves
+//            none), deletes them all, and commits. Nothing is skipped: rows that commit late
+//            are simply there next round.
+//   at least once  a crash (or a failed commit) after Kafka acknowledged a round publishes it
+//            again: consumers drop duplicates by key. Nothing is ever on the request path.
+import { Producer, ProduceAcks, stringSerializers } from '@platformatic/kafka';
+import type { FastifyBaseLogger } from 'fastify';
+import { claimIssueEvents, deleteIssueEvents, setEventCapture } from '../coupons/repository.js';
+import type { Db } from '../db/index.js';
+import type { KafkaHandle } from '../kafka/client.js';
+import { isDependencyUnavailable } from '../util/dependency-errors.js';
+
+const BATCH = 1_000;
+const IDLE_POLL_MS = 100;
+const MAX_BACKOFF_MS = 5_000;
+
+export interface EventPublisherDeps {
+  readonly db: Db;
+  readonly kafka: KafkaHandle;
+  readonly topic: string;
+  readonly log: FastifyBaseLogger;
+}
+
+export interface IssuedEvent {
+  readonly couponId: number;
+  readonly userId: string;
+  readonly issuedAt: string;
+  readonly requestId: string | null;
+}
+
+export class EventPublisher {
+  private producer: Producer<string, string, string, string>;
+  private stopping = false;
+  private loop: Promise<void> | undefined;
+  private wakeUp: (() => void) | undefined;
+  /** Events acknowledged by Kafka since start (for logs and tests). */
+  published = 0;
+
+  constructor(private readonly deps: EventPublisherDeps) {
+    this.producer = this.newProducer();
+  }
+
+  private newProducer(): Producer<string, string, string, string> {
+    return new Producer({
+      clientId: 'couponrush-events',
+      bootstrapBrokers: [...this.deps.kafka.settings.brokers],
+      serializers: stringSerializers,
+      idempotent: true,
+      acks: ProduceAcks.ALL,
+      timeout: this.deps.kafka.settings.produceTimeoutMs,
+    });
+  }
+
+  /**
+   * Sends within a deadline: the idempotent client retries forever, and the round holds its
+   * outbox rows locked meanwhile. Past the deadline the client is closed (its retries stop), the
+   * round rolls back, and its rows are published again later (at least once).
+   */
+  private async send(messages: Array<{ topic: string; key: string; value: string }>): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const deadlineMs = 2 * this.deps.kafka.settings.produceTimeoutMs;
+    const deadline = new Promise<'deadline'>((resolve) => (timer = setTimeout(() => resolve('deadline'), deadlineMs)));
+    try {
+      if ((await Promise.race([this.producer.send({ messages }), deadline])) === 'deadline') {
+        this.producer.close().catch(() => undefined);
+        this.producer = this.newProducer();
+        throw new Error(`kafka: ${messages.length} events not acknowledged within ${deadlineMs} ms`);
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Turns the outbox capture on (from now on every issuance is recorded), then publishes. */
+  async start(): Promise<void> {
+    await setEventCapture(this.deps.db, true);
+    this.loop = this.run();
+    this.deps.log.info({ topic: this.deps.topic }, 'event publisher started; issuance capture is on');
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.wakeUp?.();
+    await this.loop;
+    await this.producer.close().catch(() => undefined);
+    this.deps.log.info({ published: this.published }, 'event publisher stopped');
+  }
+
+  private async run(): Promise<void> {
+    let backoff = 0;
+    while (!this.stopping) {
+      try {
+        const n = await this.round();
+        backoff = 0;
+        if (n < BATCH) await this.pause(IDLE_POLL_MS);
+      } catch (err) {
+        if (this.stopping) break;
+        backoff = Math.min(MAX_BACKOFF_MS, Math.max(200, backoff * 2));
+        const level = isDependencyUnavailable(err) ? 'warn' : 'error';
+        this.deps.log[level]({ err, retryInMs: backoff }, 'event publisher: round failed; its rows stay in the outbox');
+        await this.pause(backoff);
+      }
+    }
+  }
+
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wakeUp = done;
+    });
+  }
+
+  /** One round: claim, produce, delete, commit. Returns how many outbox rows it took. */
+  private async round(): Promise<number> {
+    return this.deps.db.transaction(async (tx) => {
+      const rows = await claimIssueEvents(tx, BATCH);
+      if (rows.length === 0) return 0;
+      const messages = rows.flatMap((r) => {
+        if (r.issuedAt === undefined) return [];
+        const event: IssuedEvent = { couponId: r.couponId, userId: r.userId, issuedAt: r.issuedAt.toISOString(), requestId: r.requestId ?? null };
+        return [{ topic: this.deps.topic, key: `${r.couponId}:${r.userId}`, value: JSON.stringify(event) }];
+      });
+      if (messages.length > 0) await this.send(messages);
+      await deleteIssueEvents(tx, rows.map((r) => r.id));
+      this.published += messages.length;
+      return rows.length;
+    });
+  }
+}
+
+export async function startEventPublisher(deps: EventPublisherDeps): Promise<EventPublisher> {
+  const p = new EventPublisher(deps);
+  try {
+    await p.start();
+  } catch (err) {
+    await p.stop();
+    throw err;
+  }
+  return p;
+}
