@@ -14,6 +14,8 @@ import { startKafka, type KafkaBroker } from '../scripts/kafka-broker.js';
 import { deleteKafkaTopics } from '../src/kafka/client.js';
 import { reconciledStrategies } from '../src/coupons/strategies/index.js';
 import { reconcile } from '../src/coupons/reconcile.js';
+import { eventCapture } from '../src/coupons/repository.js';
+import { startEventPublisher } from '../src/worker/events.js';
 import { startKafkaWorker, type KafkaIssueWorker } from '../src/worker/kafka-worker.js';
 import { Ledger, stampedeThroughFault, type Target } from './fault-helpers.js';
 import { issuedRows, missing, needDatabase, needServer, refuseInsertsOf, request, stampede } from './helpers.js';
@@ -308,6 +310,10 @@ describe('couponrush reconcile on redis-lua-kafka campaigns', () => {
       await producer.send({ messages: [{ topic: server.topic, key: String(id), value: JSON.stringify({ c: String(id), u: 'landed', t: String(now), r: '' }) }] });
       await producer.close();
 
+      const status = (user: string) => request(server.url, 'GET', `/coupons/${id}/issues/me`, { headers: { authorization: `Bearer ${server.tokenFor(user)}` } });
+      const unconfirmed = await status('young');
+      assert.equal(unconfirmed.status, 503, 'a seat Kafka has not confirmed is not called PENDING');
+      assert.equal((unconfirmed.json as { code?: string }).code, 'OUTCOME_UNKNOWN');
       const strategies = reconciledStrategies();
       const options = { strategies, kafka: server.runtime.kafka, couponId: id };
       const [drift] = await reconcile(server.db, server.redis, { ...options, repair: false });
@@ -322,6 +328,8 @@ describe('couponrush reconcile on redis-lua-kafka campaigns', () => {
       assert.equal(await server.redis.client.sismember(keys.users, 'young'), 1, 'a produce still in flight keeps its seat');
       assert.equal(await server.redis.client.hget(keys.state, 'issued'), '2');
       assert.deepEqual((await server.redis.client.zrange(keys.producing, 0, -1)).sort(), ['young'], 'the landed mark is settled');
+      assert.equal((await status('landed')).json && ((await status('landed')).json as { status?: string }).status, 'PENDING', 'its record is on the topic');
+      assert.equal((await status('died')).status, 404, 'the freed seat holds nothing');
 
       const [ok] = await reconcile(server.db, server.redis, { ...options, repair: false });
       assert.equal(ok?.status, 'OK', ok?.problems.join('\n'));
@@ -331,6 +339,55 @@ describe('couponrush reconcile on redis-lua-kafka campaigns', () => {
       assert.deepEqual((await issuedRows(server.db, id)).users, ['landed']);
     } finally {
       await server.close();
+    }
+  });
+});
+
+describe('issued-coupon events (KAFKA_EVENTS=on, real Kafka broker)', () => {
+  let broker: KafkaBroker | undefined;
+  before(async () => {
+    if (process.env.CI === 'true' || ((await has('java')) && (process.env.KAFKA_LIBS !== undefined || (await has('mvn'))))) broker = await startKafka();
+  });
+  after(async () => {
+    await broker?.stop();
+  });
+
+  it('publishes exactly the persisted rows of every strategy, keyed couponId:userId, after the commit', async (t) => {
+    if (!(await needKafka(t))) return;
+    const eventsTopic = `crtest-events-${randomBytes(4).toString('hex')}`;
+    const server = await startKafkaServer(broker!, { KAFKA_EVENTS: 'on', KAFKA_EVENTS_TOPIC: eventsTopic });
+    const kafka = server.runtime.kafka!;
+    const publisher = await startEventPublisher({ db: server.db, kafka, topic: eventsTopic, log: silent });
+    try {
+      await server.startWorker('w-events');
+      await server.startKafkaWorker('k-events');
+      const campaigns: Array<{ id: number; strategy: string; queued: boolean }> = [];
+      for (const [strategy, queued] of [['db-atomic', false], ['db-batch', false], ['redis-lua-async', true], [STRATEGY, true]] as const) {
+        const { id } = await server.createCoupon({ totalQuantity: 40, strategy });
+        campaigns.push({ id, strategy, queued });
+        await stampede(server, id, 80, 160, 32);
+        await waitForRows(server, id, 40);
+      }
+      await waitFor('the outbox is empty', async () => (await eventCapture(server.db)).pending === 0, 30_000);
+      const records = await kafka.readAll(eventsTopic);
+      for (const c of campaigns) {
+        const rows = await server.db.query<{ user_id: string; issued_at: Date }>(`SELECT user_id, issued_at FROM coupon_issues WHERE coupon_id = ${c.id}`);
+        const issuedAt = new Map(rows.rows.map((r) => [r.user_id, new Date(r.issued_at).toISOString()]));
+        const events = records.filter((r) => r.key?.startsWith(`${c.id}:`));
+        const keys = new Set(events.map((r) => r.key));
+        assert.deepEqual(keys, new Set([...issuedAt.keys()].map((u) => `${c.id}:${u}`)), `${c.strategy}: one key per persisted row, none for a refusal`);
+        for (const r of events) {
+          const e = JSON.parse(r.value ?? '') as { couponId: number; userId: string; issuedAt: string; requestId: string | null };
+          assert.equal(r.key, `${e.couponId}:${e.userId}`);
+          assert.equal(e.issuedAt, issuedAt.get(e.userId), `${c.strategy}: issuedAt is the row's`);
+          if (c.queued) assert.match(e.requestId ?? '', /.+/, `${c.strategy}: the request id travelled through the queue`);
+        }
+      }
+      assert.equal(publisher.published, records.length, 'what the publisher counted is on the topic');
+    } finally {
+      await publisher.stop();
+      await server.close();
+      await deleteKafkaTopics(broker!.brokers, [eventsTopic]).catch(() => undefined);
     }
   });
 });

@@ -233,7 +233,7 @@ export async function couponRoutes(app: FastifyInstance, { service, requireUser,
         summary: "The calling user's issue status for this coupon",
         security: userSecurity,
         params: IdParams,
-        response: { 200: Type.Object({ status: Type.Enum(['ISSUED', 'PENDING']) }), 401: problemRef, 404: problemRef },
+        response: { 200: Type.Object({ status: Type.Enum(['ISSUED', 'PENDING']) }), 401: problemRef, 404: problemRef, 503: problemRef },
       },
     },
     async (request) => {
@@ -241,6 +241,9 @@ export async function couponRoutes(app: FastifyInstance, { service, requireUser,
       const status = await service.status(couponId(request.params), userId);
       if (status === 'COUPON_NOT_FOUND') throw new HttpProblem(404, 'COUPON_NOT_FOUND');
       if (status === 'NOT_ISSUED') throw new HttpProblem(404, 'NOT_ISSUED');
+      if (status === 'UNKNOWN') {
+        throw new HttpProblem(503, 'OUTCOME_UNKNOWN', 'the admission is held, but the queue has not confirmed the issuance yet; ask again shortly', { 'retry-after': '1' });
+      }
       return { status };
     },
   );

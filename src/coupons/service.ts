@@ -23,7 +23,8 @@ const COUPON_CACHE_LIMIT = 10_000;
 
 export type CreateCouponResult = { ok: true; coupon: CouponWithStock } | { ok: false; code: 'VALIDATION_FAILED' | 'STRATEGY_UNAVAILABLE'; detail: string };
 
-export type IssueStatus = 'ISSUED' | 'PENDING' | 'NOT_ISSUED' | 'COUPON_NOT_FOUND';
+/** UNKNOWN: admitted, but whether the issuance was queued is not confirmed yet (redis-lua-kafka). */
+export type IssueStatus = 'ISSUED' | 'PENDING' | 'UNKNOWN' | 'NOT_ISSUED' | 'COUPON_NOT_FOUND';
 
 /**
  * Told about every decided issue attempt (not about exceptions: those surface as HTTP errors).
@@ -128,7 +129,7 @@ export class CouponService {
     if (coupon === undefined) return 'COUPON_NOT_FOUND';
     if ((await findIssue(this.db, couponId, userId)) !== undefined) return 'ISSUED';
     const pending = await this.strategyFor(coupon)?.isPending?.(coupon, userId);
-    return pending === true ? 'PENDING' : 'NOT_ISSUED';
+    return pending === true ? 'PENDING' : pending === 'unknown' ? 'UNKNOWN' : 'NOT_ISSUED';
   }
 
   /** Drops cached metadata of one coupon (or all): it is re-read on next use. Told over Redis pub/sub. */

@@ -45,7 +45,8 @@ export interface KafkaHandle {
 }
 
 function admin(settings: KafkaSettings, clientId: string): Admin {
-  return new Admin({ clientId, bootstrapBrokers: [...settings.brokers], timeout: 10_000, retries: 3, retryDelay: 250 });
+  // Bounded: a process whose brokers do not answer fails its start-up in seconds, saying so.
+  return new Admin({ clientId, bootstrapBrokers: [...settings.brokers], timeout: 5_000, retries: 1, retryDelay: 250 });
 }
 
 /** Creates the topics unless they exist: replication 3 (or the number of brokers, if fewer). */
@@ -57,9 +58,13 @@ export async function ensureTopics(settings: KafkaSettings, topics: readonly str
     if (toCreate.length === 0) return;
     const meta = await a.metadata({ topics: [] });
     const replicas = Math.min(3, Math.max(1, meta.brokers.size));
-    await a.createTopics({ topics: toCreate, partitions: settings.partitions, replicas }).catch((err: unknown) => {
-      if (!String((err as Error).message).includes('already exists') && !JSON.stringify(err).includes('TOPIC_ALREADY_EXISTS')) throw err;
-    });
+    try {
+      await a.createTopics({ topics: toCreate, partitions: settings.partitions, replicas });
+    } catch (err) {
+      // Another process created them first: fine, as long as they are there now.
+      const now = new Set(await a.listTopics());
+      if (!toCreate.every((t) => now.has(t))) throw err;
+    }
   } finally {
     await a.close();
   }

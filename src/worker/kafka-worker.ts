@@ -29,6 +29,7 @@ import type { WorkerObserver } from './worker.js';
 type Record = Message<string, string, string, string>;
 
 const MAX_BACKOFF_MS = 5_000;
+const STOP_GRACE_MS = 10_000;
 const MAX_CACHED_COUPONS = 10_000;
 /** The broker's default floor for a consumer's session. */
 const MIN_SESSION_MS = 6_000;
@@ -97,7 +98,11 @@ export class KafkaIssueWorker {
     this.stopping = true;
     this.wake();
     this.makeRoom();
-    await this.loop;
+    // A batch stuck on a broker that is away (its dead letter cannot be produced) is left
+    // uncommitted after the grace: the group hands it to the next worker.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.loop, new Promise((r) => (timer = setTimeout(r, STOP_GRACE_MS)))]);
+    clearTimeout(timer);
     await this.stream?.close().catch(() => undefined);
     await this.pump;
     await this.consumer?.close().catch(() => undefined);

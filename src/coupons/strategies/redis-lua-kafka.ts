@@ -50,7 +50,7 @@ export class RedisLuaKafka implements IssueStrategy {
   private readonly admissions: AdmissionBatcher;
   /** Acknowledged admissions whose producing mark is still to drop, per campaign (one ZREM each per turn). */
   private readonly acked = new Map<number, string[]>();
-  private ackFlushScheduled = false;
+  private ackFlush: Promise<void> | undefined;
 
   constructor(
     private readonly redis: RedisHandle,
@@ -81,7 +81,8 @@ export class RedisLuaKafka implements IssueStrategy {
     if (outcome !== ACCEPTED) return outcome;
     switch (await this.kafka.producer.produce({ couponId: coupon.id, userId, atMs: nowMs, requestId: requestId ?? '' })) {
       case 'acked':
-        this.dropMark(coupon.id, userId);
+        // Dropped before answering, so that a status asked right after the 202 says PENDING.
+        await this.dropMark(coupon.id, userId);
         return ACCEPTED;
       case 'refused':
         await this.redis.scripts.releaseUnproduced(ref.keys, [userId]).catch((err: unknown) => {
@@ -113,28 +114,35 @@ export class RedisLuaKafka implements IssueStrategy {
     }
   }
 
-  private dropMark(couponId: number, userId: string): void {
-    const users = this.acked.get(couponId);
-    if (users === undefined) this.acked.set(couponId, [userId]);
-    else users.push(userId);
-    if (this.ackFlushScheduled) return;
-    this.ackFlushScheduled = true;
-    setImmediate(() => {
-      this.ackFlushScheduled = false;
-      for (const [id, list] of this.acked) {
-        // A mark left by a failure here is settled by reconcile (the record is in the topic).
-        this.redis.client.zrem(this.refs.get(id).keys.producing, ...list).catch(() => undefined);
-      }
-      this.acked.clear();
-    });
+  /** Drops the producing mark; the marks of one turn go in one ZREM per campaign. Never rejects. */
+  private dropMark(couponId: number, userId: string): Promise<void> {
+    let users = this.acked.get(couponId);
+    if (users === undefined) this.acked.set(couponId, (users = []));
+    users.push(userId);
+    if (this.ackFlush === undefined) {
+      this.ackFlush = new Promise<void>((resolve) => {
+        setImmediate(() => {
+          const batch = [...this.acked];
+          this.acked.clear();
+          this.ackFlush = undefined;
+          // A mark left by a failure here is settled by reconcile (the record is in the topic).
+          Promise.all(batch.map(([id, list]) => this.redis.client.zrem(this.refs.get(id).keys.producing, ...list).catch(() => undefined))).then(() => resolve());
+        });
+      });
+    }
+    return this.ackFlush;
   }
 
   admitted(couponIds: readonly number[]): Promise<ReadonlyMap<number, number>> {
     return admittedCounts(this.redis, couponIds);
   }
 
-  async isPending(coupon: Coupon, userId: string): Promise<boolean> {
-    return (await this.redis.client.sismember(this.refs.get(coupon.id).keys.users, userId)) === 1;
+  /** Admitted and acknowledged by Kafka: pending; admitted and still marked producing: unknown. */
+  async isPending(coupon: Coupon, userId: string): Promise<boolean | 'unknown'> {
+    const keys = this.refs.get(coupon.id).keys;
+    const [member, mark] = await Promise.all([this.redis.client.sismember(keys.users, userId), this.redis.client.zscore(keys.producing, userId)]);
+    if (member !== 1) return false;
+    return mark === null ? true : 'unknown';
   }
 }
 

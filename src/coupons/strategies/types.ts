@@ -36,8 +36,12 @@ export interface IssueStrategy {
    * strategies); campaigns it cannot tell are left out. Read for GET /coupons, never on the hot path.
    */
   admitted?(couponIds: readonly number[]): Promise<ReadonlyMap<number, number>>;
-  /** True when the user was admitted but the row is not in the database yet (async strategies). */
-  isPending?(coupon: Coupon, userId: string): Promise<boolean>;
+  /**
+   * True when the user was admitted but the row is not in the database yet (async strategies);
+   * 'unknown' when the admission's queueing is itself unconfirmed (redis-lua-kafka: a record
+   * Kafka has not acknowledged).
+   */
+  isPending?(coupon: Coupon, userId: string): Promise<boolean | 'unknown'>;
   /** Finish in-flight work and release resources. */
   close?(): Promise<void>;
 }
