@@ -206,7 +206,18 @@ export const mysqlStatements: CouponStatements = {
     }
   },
 
+  // MySQL cannot disable a trigger: it exists only while capture is on (a per-row trigger costs
+  // every insert, measured in docs/performance.md). Request ids, when given, are a JSON object
+  // "couponId:userId" → id in @couponrush_request_ids, set and cleared by insertIssues.
   async setEventCapture(db, enabled) {
+    if (enabled) {
+      await db.query(`CREATE TRIGGER IF NOT EXISTS coupon_issue_events_capture AFTER INSERT ON coupon_issues FOR EACH ROW
+        INSERT INTO coupon_issue_events (coupon_id, user_id, request_id)
+        SELECT NEW.coupon_id, NEW.user_id, JSON_UNQUOTE(JSON_EXTRACT(@couponrush_request_ids, CONCAT('$."', NEW.coupon_id, ':', NEW.user_id, '"')))
+        FROM coupon_events_switch WHERE enabled = 1`);
+    } else {
+      await db.query('DROP TRIGGER IF EXISTS coupon_issue_events_capture');
+    }
     await db.query('UPDATE coupon_events_switch SET enabled = ?', [enabled ? 1 : 0]);
   },
 

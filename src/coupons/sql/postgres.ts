@@ -247,7 +247,11 @@ export const postgresStatements: CouponStatements = {
     return rows.map((r) => ({ couponId: r.coupon_id, userId: r.user_id }));
   },
 
+  // The trigger is enabled only while capture is on (a disabled trigger costs an insert nothing);
+  // ALTER TABLE waits for the transactions on coupon_issues, so it runs only on a change.
   async setEventCapture(db, enabled) {
+    const { rows } = await db.query<{ on: boolean }>("SELECT tgenabled <> 'D' AS on FROM pg_trigger WHERE tgname = 'coupon_issue_events_capture'");
+    if (rows[0]?.on !== enabled) await db.query(`ALTER TABLE coupon_issues ${enabled ? 'ENABLE' : 'DISABLE'} TRIGGER coupon_issue_events_capture`);
     await db.query('UPDATE coupon_events_switch SET enabled = $1', [enabled]);
   },
 
