@@ -4,9 +4,7 @@
 // dead-letter topic and its replay, and a worker killed with kill -9 mid-backlog. Every answer is
 // recorded and audited against the rows.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { promisify } from 'node:util';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { Producer, stringSerializers } from '@platformatic/kafka';
 import { pino } from 'pino';
@@ -18,22 +16,22 @@ import { eventCapture } from '../src/coupons/repository.js';
 import { startEventPublisher } from '../src/worker/events.js';
 import { startKafkaWorker, type KafkaIssueWorker } from '../src/worker/kafka-worker.js';
 import { Ledger, stampedeThroughFault, type Target } from './fault-helpers.js';
-import { issuedRows, missing, needDatabase, needServer, refuseInsertsOf, request, stampede } from './helpers.js';
+import { needKafkaTools, kafkaToolsMissing } from './kafka-helpers.js';
+import { issuedRows, needDatabase, needServer, refuseInsertsOf, request, stampede } from './helpers.js';
 import { deleteKeys, exited, issueAll, REDIS_URL, silent, spawnWorker, startRedisTestServer, usersRange, waitFor, withStatus, type RedisTestServer } from './redis-helpers.js';
 
-const has = (command: string) => promisify(execFile)(command, ['-version']).then(() => true, () => false);
-
 async function needKafka(t: TestContext): Promise<boolean> {
-  if (!(await has('java'))) {
-    missing(t, 'java (JDK 17+) is not on PATH — install it to run the Kafka tests');
-    return false;
-  }
-  if (process.env.KAFKA_LIBS === undefined && !(await has('mvn'))) {
-    missing(t, 'mvn is not on PATH (it fetches the Kafka jars) — install Maven or set KAFKA_LIBS');
-    return false;
-  }
-  return (await needDatabase(t, 'postgres')) && (await needServer(t, 'Redis', REDIS_URL));
+  return (await needKafkaTools(t)) && (await needDatabase(t, 'postgres')) && (await needServer(t, 'Redis', REDIS_URL));
 }
+
+// One broker for the file (the fault tests start private ones of their own).
+let broker: KafkaBroker | undefined;
+before(async () => {
+  if ((await kafkaToolsMissing()) === undefined) broker = await startKafka();
+});
+after(async () => {
+  await broker?.stop();
+});
 
 const STRATEGY = 'redis-lua-kafka';
 
@@ -70,14 +68,6 @@ async function waitForRows(server: KafkaServer, couponId: number, rows: number, 
 }
 
 describe('redis-lua-kafka (real Kafka broker, Redis, PostgreSQL)', () => {
-  let broker: KafkaBroker | undefined;
-  before(async () => {
-    if (process.env.CI === 'true' || ((await has('java')) && (process.env.KAFKA_LIBS !== undefined || (await has('mvn'))))) broker = await startKafka();
-  });
-  after(async () => {
-    await broker?.stop();
-  });
-
   it('issues exactly the stock under a stampede, never twice to one user; the worker persists every 202', async (t) => {
     if (!(await needKafka(t))) return;
     const server = await startKafkaServer(broker!);
@@ -283,14 +273,6 @@ describe('redis-lua-kafka (real Kafka broker, Redis, PostgreSQL)', () => {
 });
 
 describe('couponrush reconcile on redis-lua-kafka campaigns', () => {
-  let broker: KafkaBroker | undefined;
-  before(async () => {
-    if (process.env.CI === 'true' || ((await has('java')) && (process.env.KAFKA_LIBS !== undefined || (await has('mvn'))))) broker = await startKafka();
-  });
-  after(async () => {
-    await broker?.stop();
-  });
-
   it('frees an old seat no record backs, keeps one whose record landed, and leaves a young one alone', async (t) => {
     if (!(await needKafka(t))) return;
     const server = await startKafkaServer(broker!);
@@ -344,14 +326,6 @@ describe('couponrush reconcile on redis-lua-kafka campaigns', () => {
 });
 
 describe('issued-coupon events (KAFKA_EVENTS=on, real Kafka broker)', () => {
-  let broker: KafkaBroker | undefined;
-  before(async () => {
-    if (process.env.CI === 'true' || ((await has('java')) && (process.env.KAFKA_LIBS !== undefined || (await has('mvn'))))) broker = await startKafka();
-  });
-  after(async () => {
-    await broker?.stop();
-  });
-
   it('publishes exactly the persisted rows of every strategy, keyed couponId:userId, after the commit', async (t) => {
     if (!(await needKafka(t))) return;
     const eventsTopic = `crtest-events-${randomBytes(4).toString('hex')}`;

@@ -4,8 +4,9 @@
 // produces the value back to the issuance topic and then appends a tombstone (the id as key, no
 // value) to the dead-letter topic: reading the topic and keeping the last record per id gives the
 // live dead letters. A live dead letter holds its user's seat, as in the stream dead letters.
-import { Producer, ProduceAcks, stringSerializers } from '@platformatic/kafka';
+import type { Producer } from '@platformatic/kafka';
 import type { KafkaHandle, TopicRecord } from './client.js';
+import { idempotentProducer } from './producer.js';
 import { decodeFields } from './records.js';
 
 export interface KafkaDeadLetter {
@@ -56,14 +57,7 @@ export async function liveDeadLetters(kafka: KafkaHandle): Promise<KafkaDeadLett
 
 /** A producer for the dead-letter topic and replays (the worker's and the admin route's). */
 export function deadLetterProducer(kafka: KafkaHandle, clientId: string): Producer<string, string, string, string> {
-  return new Producer({
-    clientId,
-    bootstrapBrokers: [...kafka.settings.brokers],
-    serializers: stringSerializers,
-    idempotent: true,
-    acks: ProduceAcks.ALL,
-    timeout: kafka.settings.produceTimeoutMs,
-  });
+  return idempotentProducer(kafka.settings.brokers, clientId, kafka.settings.produceTimeoutMs);
 }
 
 export interface KafkaReplayResult {

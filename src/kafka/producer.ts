@@ -16,6 +16,14 @@ import { Producer, ProduceAcks, stringSerializers } from '@platformatic/kafka';
 import type { FastifyBaseLogger } from 'fastify';
 import { encodeRecord, recordKey, type IssuanceRecord } from './records.js';
 
+/**
+ * An idempotent `acks=all` producer of string records. Its client retries a failed send forever:
+ * callers bound each send themselves (and close the client past the bound).
+ */
+export function idempotentProducer(brokers: readonly string[], clientId: string, timeoutMs: number): Producer<string, string, string, string> {
+  return new Producer({ clientId, bootstrapBrokers: [...brokers], serializers: stringSerializers, idempotent: true, acks: ProduceAcks.ALL, timeout: timeoutMs, retryDelay: 100 });
+}
+
 export type ProduceOutcome = 'acked' | 'refused' | 'unknown';
 
 /** Records per send: bounds one request's size. */
@@ -70,21 +78,12 @@ class Connection {
   made = 0;
 
   constructor(options: ProducerOptions) {
-    this.client = new Producer({
-      clientId: options.clientId,
-      bootstrapBrokers: [...options.brokers],
-      serializers: stringSerializers,
-      idempotent: true,
-      acks: ProduceAcks.ALL,
-      timeout: options.timeoutMs,
-      retryDelay: 100,
-    });
+    this.client = idempotentProducer(options.brokers, options.clientId, options.timeoutMs);
     this.client.on('client:broker:connect', () => {
       this.up++;
       this.made++;
     });
     this.client.on('client:broker:disconnect', () => (this.up = Math.max(0, this.up - 1)));
-    this.client.on('client:broker:failed', () => undefined);
   }
 }
 

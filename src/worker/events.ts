@@ -11,12 +11,14 @@
 //            are simply there next round.
 //   at least once  a crash (or a failed commit) after Kafka acknowledged a round publishes it
 //            again: consumers drop duplicates by key. Nothing is ever on the request path.
-import { Producer, ProduceAcks, stringSerializers } from '@platformatic/kafka';
+import type { Producer } from '@platformatic/kafka';
 import type { FastifyBaseLogger } from 'fastify';
 import { claimIssueEvents, deleteIssueEvents, setEventCapture } from '../coupons/repository.js';
 import type { Db } from '../db/index.js';
 import type { KafkaHandle } from '../kafka/client.js';
+import { idempotentProducer } from '../kafka/producer.js';
 import { isDependencyUnavailable } from '../util/dependency-errors.js';
+import { Pause } from '../util/pause.js';
 
 const BATCH = 1_000;
 const IDLE_POLL_MS = 100;
@@ -40,7 +42,7 @@ export class EventPublisher {
   private producer: Producer<string, string, string, string>;
   private stopping = false;
   private loop: Promise<void> | undefined;
-  private wakeUp: (() => void) | undefined;
+  private readonly pause = new Pause();
   /** Events acknowledged by Kafka since start (for logs and tests). */
   published = 0;
 
@@ -49,14 +51,7 @@ export class EventPublisher {
   }
 
   private newProducer(): Producer<string, string, string, string> {
-    return new Producer({
-      clientId: 'couponrush-events',
-      bootstrapBrokers: [...this.deps.kafka.settings.brokers],
-      serializers: stringSerializers,
-      idempotent: true,
-      acks: ProduceAcks.ALL,
-      timeout: this.deps.kafka.settings.produceTimeoutMs,
-    });
+    return idempotentProducer(this.deps.kafka.settings.brokers, 'couponrush-events', this.deps.kafka.settings.produceTimeoutMs);
   }
 
   /**
@@ -88,7 +83,7 @@ export class EventPublisher {
 
   async stop(): Promise<void> {
     this.stopping = true;
-    this.wakeUp?.();
+    this.pause.wake();
     await this.loop;
     await this.producer.close().catch(() => undefined);
     this.deps.log.info({ published: this.published }, 'event publisher stopped');
@@ -100,26 +95,15 @@ export class EventPublisher {
       try {
         const n = await this.round();
         backoff = 0;
-        if (n < BATCH) await this.pause(IDLE_POLL_MS);
+        if (n < BATCH) await this.pause.for(IDLE_POLL_MS);
       } catch (err) {
         if (this.stopping) break;
         backoff = Math.min(MAX_BACKOFF_MS, Math.max(200, backoff * 2));
         const level = isDependencyUnavailable(err) ? 'warn' : 'error';
         this.deps.log[level]({ err, retryInMs: backoff }, 'event publisher: round failed; its rows stay in the outbox');
-        await this.pause(backoff);
+        await this.pause.for(backoff);
       }
     }
-  }
-
-  private pause(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.wakeUp = done;
-    });
   }
 
   /** One round: claim, produce, delete, commit. Returns how many outbox rows it took. */

@@ -23,6 +23,7 @@ import { KAFKA_WORKER_GROUP, type KafkaHandle } from '../kafka/client.js';
 import { deadLetterId, deadLetterProducer } from '../kafka/dead-letters.js';
 import { decodeFields } from '../kafka/records.js';
 import { isDependencyUnavailable } from '../util/dependency-errors.js';
+import { Pause } from '../util/pause.js';
 import { validateEntry } from './entry.js';
 import type { WorkerObserver } from './worker.js';
 
@@ -48,7 +49,7 @@ export class KafkaIssueWorker {
   private stream: MessagesStream<string, string, string, string> | undefined;
   private dead: Producer<string, string, string, string> | undefined;
   private readonly buffer: Record[] = [];
-  private wakeUp: (() => void) | undefined;
+  private readonly pause = new Pause();
   private roomMade: (() => void) | undefined;
   private pump: Promise<void> | undefined;
   private stopping = false;
@@ -96,7 +97,7 @@ export class KafkaIssueWorker {
 
   async stop(): Promise<void> {
     this.stopping = true;
-    this.wake();
+    this.pause.wake();
     this.makeRoom();
     // A batch stuck on a broker that is away (its dead letter cannot be produced) is left
     // uncommitted after the grace: the group hands it to the next worker.
@@ -123,7 +124,7 @@ export class KafkaIssueWorker {
         for await (const m of stream as AsyncIterable<Record>) {
           backoff = 0;
           this.buffer.push(m);
-          this.wake();
+          this.pause.wake();
           while (this.buffer.length >= this.deps.config.batchSize && !this.stopping) await new Promise<void>((r) => (this.roomMade = r));
           if (this.stopping) return;
         }
@@ -153,29 +154,12 @@ export class KafkaIssueWorker {
     r?.();
   }
 
-  private wake(): void {
-    const w = this.wakeUp;
-    this.wakeUp = undefined;
-    w?.();
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done() {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.wakeUp = done;
-    });
-  }
-
   private async run(): Promise<void> {
     const { batchSize, lingerMs } = this.deps.config;
     while (!this.stopping || this.buffer.length > 0) {
       if (this.buffer.length === 0) {
         if (this.stopping) break;
-        await this.sleep(1_000);
+        await this.pause.for(1_000);
         continue;
       }
       // A partial batch: let the next records join it (see WorkerConfig.lingerMs).
