@@ -64,25 +64,26 @@ describe('POST /admin/coupons', () => {
 });
 
 describe('bad input to POST /admin/coupons: 4xx problem+json, nothing created', () => {
-  const cases: Array<{ name: string; status: number; code: string; body?: string; json?: unknown; headers?: Record<string, string> }> = [
+  // pointer: the field the problem's `errors` names (the console shows the reason beside it).
+  const cases: Array<{ name: string; status: number; code: string; pointer?: string; body?: string; json?: unknown; headers?: Record<string, string> }> = [
     { name: 'malformed JSON', status: 400, code: 'MALFORMED_JSON', body: '{"name": "x", ' },
     { name: 'empty JSON body', status: 400, code: 'MALFORMED_JSON', body: '' },
     { name: 'a JSON array instead of an object', status: 400, code: 'VALIDATION_FAILED', json: [validCoupon()] },
-    { name: 'totalQuantity as a string', status: 400, code: 'VALIDATION_FAILED', json: { ...validCoupon(), totalQuantity: '10' } },
+    { name: 'totalQuantity as a string', status: 400, code: 'VALIDATION_FAILED', pointer: '#/totalQuantity', json: { ...validCoupon(), totalQuantity: '10' } },
     { name: 'totalQuantity as a fraction', status: 400, code: 'VALIDATION_FAILED', json: { ...validCoupon(), totalQuantity: 1.5 } },
-    { name: 'name as a number', status: 400, code: 'VALIDATION_FAILED', json: { ...validCoupon(), name: 42 } },
-    { name: 'an unknown field', status: 400, code: 'VALIDATION_FAILED', json: { ...validCoupon(), isFree: true } },
-    { name: 'a missing field', status: 400, code: 'VALIDATION_FAILED', json: { name: 'x', totalQuantity: 1, issueStartsAt: iso(0) } },
-    { name: 'zero quantity', status: 400, code: 'VALIDATION_FAILED', json: { ...validCoupon(), totalQuantity: 0 } },
+    { name: 'name as a number', status: 400, code: 'VALIDATION_FAILED', pointer: '#/name', json: { ...validCoupon(), name: 42 } },
+    { name: 'an unknown field', status: 400, code: 'VALIDATION_FAILED', pointer: '#/isFree', json: { ...validCoupon(), isFree: true } },
+    { name: 'a missing field', status: 400, code: 'VALIDATION_FAILED', pointer: '#/issueEndsAt', json: { name: 'x', totalQuantity: 1, issueStartsAt: iso(0) } },
+    { name: 'zero quantity', status: 400, code: 'VALIDATION_FAILED', pointer: '#/totalQuantity', json: { ...validCoupon(), totalQuantity: 0 } },
     { name: 'negative quantity', status: 400, code: 'VALIDATION_FAILED', json: { ...validCoupon(), totalQuantity: -5 } },
     { name: 'huge quantity', status: 400, code: 'VALIDATION_FAILED', json: { ...validCoupon(), totalQuantity: 1e12 } },
     { name: 'empty name', status: 400, code: 'VALIDATION_FAILED', json: { ...validCoupon(), name: '' } },
-    { name: 'end equal to start', status: 400, code: 'VALIDATION_FAILED', json: { ...validCoupon(), issueStartsAt: '2030-01-01T12:00:00Z', issueEndsAt: '2030-01-01T12:00:00Z' } },
+    { name: 'end equal to start', status: 400, code: 'VALIDATION_FAILED', pointer: '#/issueEndsAt', json: { ...validCoupon(), issueStartsAt: '2030-01-01T12:00:00Z', issueEndsAt: '2030-01-01T12:00:00Z' } },
     { name: 'end before start', status: 400, code: 'VALIDATION_FAILED', json: { ...validCoupon(), issueStartsAt: '2030-01-01T12:00:00Z', issueEndsAt: '2030-01-01T11:00:00Z' } },
     { name: 'a date that is not ISO 8601', status: 400, code: 'VALIDATION_FAILED', json: { ...validCoupon(), issueStartsAt: 'tomorrow noon' } },
-    { name: 'an unknown strategy', status: 400, code: 'VALIDATION_FAILED', json: { ...validCoupon(), strategy: 'magic' } },
-    { name: 'discountType without discountValue', status: 400, code: 'VALIDATION_FAILED', json: { ...validCoupon(), discountType: 'AMOUNT' } },
-    { name: 'a PERCENT discount over 100', status: 400, code: 'VALIDATION_FAILED', json: { ...validCoupon(), discountType: 'PERCENT', discountValue: 150 } },
+    { name: 'an unknown strategy', status: 400, code: 'VALIDATION_FAILED', pointer: '#/strategy', json: { ...validCoupon(), strategy: 'magic' } },
+    { name: 'discountType without discountValue', status: 400, code: 'VALIDATION_FAILED', pointer: '#/discountValue', json: { ...validCoupon(), discountType: 'AMOUNT' } },
+    { name: 'a PERCENT discount over 100', status: 400, code: 'VALIDATION_FAILED', pointer: '#/discountValue', json: { ...validCoupon(), discountType: 'PERCENT', discountValue: 150 } },
     { name: 'an unknown discountType', status: 400, code: 'VALIDATION_FAILED', json: { ...validCoupon(), discountType: 'FREE', discountValue: 1 } },
     { name: 'an oversize body', status: 413, code: 'PAYLOAD_TOO_LARGE', json: { ...validCoupon(), name: 'x'.repeat(20_000) } },
     { name: 'a non-JSON media type', status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', body: 'name=x', headers: { 'content-type': 'application/x-www-form-urlencoded' } },
@@ -95,6 +96,10 @@ describe('bad input to POST /admin/coupons: 4xx problem+json, nothing created', 
         ...(c.body !== undefined ? { body: c.body } : { json: c.json }),
       });
       assertProblem(res, c.status, c.code);
+      if (c.pointer !== undefined) {
+        const errors = (res.json as { errors?: Array<{ pointer: string; detail: string }> }).errors ?? [];
+        assert.ok(errors.some((e) => e.pointer === c.pointer && e.detail !== ''), `errors name ${c.pointer}: ${res.text}`);
+      }
       assert.deepEqual(await counts(), before, 'nothing changed');
     });
   }

@@ -113,16 +113,22 @@ export function isValidUserId(value: unknown): value is string {
 export const MAX_COUPON_ID = 2_147_483_647;
 export const MAX_TOTAL_QUANTITY = 10_000_000;
 
-/** Rules a new campaign must satisfy beyond its JSON shape; returns a reason or undefined. */
-export function newCouponProblem(c: NewCoupon): string | undefined {
-  if (Number.isNaN(c.issueStartsAt.getTime())) return 'issueStartsAt is not a valid date-time';
-  if (Number.isNaN(c.issueEndsAt.getTime())) return 'issueEndsAt is not a valid date-time';
-  if (c.issueEndsAt.getTime() <= c.issueStartsAt.getTime()) return 'issueEndsAt must be after issueStartsAt';
+/** A rule a new campaign breaks: the field it concerns (a key of NewCoupon) and why. */
+export interface CouponProblem {
+  readonly field: keyof NewCoupon;
+  readonly detail: string;
+}
+
+/** Rules a new campaign must satisfy beyond its JSON shape; returns the first one broken. */
+export function newCouponProblem(c: NewCoupon): CouponProblem | undefined {
+  if (Number.isNaN(c.issueStartsAt.getTime())) return { field: 'issueStartsAt', detail: 'issueStartsAt is not a valid date-time' };
+  if (Number.isNaN(c.issueEndsAt.getTime())) return { field: 'issueEndsAt', detail: 'issueEndsAt is not a valid date-time' };
+  if (c.issueEndsAt.getTime() <= c.issueStartsAt.getTime()) return { field: 'issueEndsAt', detail: 'issueEndsAt must be after issueStartsAt' };
   if ((c.discountType === null) !== (c.discountValue === null)) {
-    return 'discountType and discountValue go together';
+    return { field: c.discountType === null ? 'discountType' : 'discountValue', detail: 'discountType and discountValue go together' };
   }
   if (c.discountType === 'PERCENT' && c.discountValue !== null && c.discountValue > 100) {
-    return 'a PERCENT discountValue is at most 100';
+    return { field: 'discountValue', detail: 'a PERCENT discountValue is at most 100' };
   }
   return undefined;
 }

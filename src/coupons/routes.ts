@@ -26,6 +26,11 @@ const Problem = Type.Object(
     status: Type.Integer(),
     code: Type.String(),
     detail: Type.Optional(Type.String()),
+    errors: Type.Optional(
+      Type.Array(Type.Object({ pointer: Type.String({ description: 'JSON pointer into the request body, e.g. #/totalQuantity' }), detail: Type.String() }), {
+        description: 'VALIDATION_FAILED and STRATEGY_UNAVAILABLE: the field at fault',
+      }),
+    ),
   },
   { $id: 'Problem', description: 'RFC 9457 problem details (application/problem+json)' },
 );
@@ -131,7 +136,7 @@ export async function couponRoutes(app: FastifyInstance, { service, requireUser,
         discountValue: b.discountValue ?? null,
         minOrderAmount: b.minOrderAmount ?? null,
       });
-      if (!result.ok) throw new HttpProblem(400, result.code, result.detail);
+      if (!result.ok) throw new HttpProblem(400, result.code, result.detail, undefined, [{ pointer: `#/${result.field}`, detail: result.detail }]);
       return reply.code(201).header('location', `/coupons/${result.coupon.id}`).send(view(result.coupon));
     },
   );

@@ -21,7 +21,10 @@ import type { IssueStrategy } from './strategies/types.js';
 /** Coupons are immutable, so their metadata is cached for the life of the process. */
 const COUPON_CACHE_LIMIT = 10_000;
 
-export type CreateCouponResult = { ok: true; coupon: CouponWithStock } | { ok: false; code: 'VALIDATION_FAILED' | 'STRATEGY_UNAVAILABLE'; detail: string };
+/** A refused campaign names the field at fault, so a form can show the reason beside it. */
+export type CreateCouponResult =
+  | { ok: true; coupon: CouponWithStock }
+  | { ok: false; code: 'VALIDATION_FAILED' | 'STRATEGY_UNAVAILABLE'; field: keyof NewCoupon; detail: string };
 
 /** UNKNOWN: admitted, but whether the issuance was queued is not confirmed yet (redis-lua-kafka). */
 export type IssueStatus = 'ISSUED' | 'PENDING' | 'UNKNOWN' | 'NOT_ISSUED' | 'COUPON_NOT_FOUND';
@@ -46,12 +49,12 @@ export class CouponService {
 
   async create(input: Omit<NewCoupon, 'strategy'> & { strategy?: string | undefined }): Promise<CreateCouponResult> {
     const strategy = input.strategy ?? this.defaultStrategy;
-    if (!isStrategyName(strategy)) return { ok: false, code: 'VALIDATION_FAILED', detail: `unknown strategy ${strategy}` };
+    if (!isStrategyName(strategy)) return { ok: false, code: 'VALIDATION_FAILED', field: 'strategy', detail: `unknown strategy ${strategy}` };
     const reason = unavailableReason(strategy, this.strategies.available);
-    if (reason !== undefined) return { ok: false, code: 'STRATEGY_UNAVAILABLE', detail: reason };
+    if (reason !== undefined) return { ok: false, code: 'STRATEGY_UNAVAILABLE', field: 'strategy', detail: reason };
     const candidate: NewCoupon = { ...input, strategy };
     const problem = newCouponProblem(candidate);
-    if (problem !== undefined) return { ok: false, code: 'VALIDATION_FAILED', detail: problem };
+    if (problem !== undefined) return { ok: false, code: 'VALIDATION_FAILED', ...problem };
     const coupon = await insertCoupon(this.db, candidate);
     await this.strategies.get(strategy).prepare?.(coupon);
     this.remember(coupon);

@@ -60,6 +60,13 @@ export interface Problem {
   status: number;
   code: ProblemCode;
   detail?: string;
+  /** VALIDATION_FAILED: what is wrong where, as in RFC 9457's example (`pointer` into the body, `#/field`). */
+  errors?: FieldError[];
+}
+
+export interface FieldError {
+  pointer: string;
+  detail: string;
 }
 
 /** Thrown from handlers and hooks for an expected refusal; the error handler renders it. */
@@ -69,20 +76,31 @@ export class HttpProblem extends Error {
     readonly code: ProblemCode,
     readonly detail?: string,
     readonly headers?: Readonly<Record<string, string>>,
+    readonly errors?: FieldError[],
   ) {
     super(detail ?? TITLES[code]);
     this.name = 'HttpProblem';
   }
 }
 
-export function problemBody(status: number, code: ProblemCode, detail?: string): Problem {
+export function problemBody(status: number, code: ProblemCode, detail?: string, errors?: FieldError[]): Problem {
   const body: Problem = { type: `urn:couponrush:problem:${code}`, title: TITLES[code], status, code };
   if (detail !== undefined) body.detail = detail;
+  if (errors !== undefined && errors.length > 0) body.errors = errors;
   return body;
 }
 
-export function sendProblem(reply: FastifyReply, status: number, code: ProblemCode, detail?: string): FastifyReply {
-  return reply.code(status).type(PROBLEM_CONTENT_TYPE).send(problemBody(status, code, detail));
+export function sendProblem(reply: FastifyReply, status: number, code: ProblemCode, detail?: string, errors?: FieldError[]): FastifyReply {
+  return reply.code(status).type(PROBLEM_CONTENT_TYPE).send(problemBody(status, code, detail, errors));
+}
+
+/** Where each schema violation is, as a JSON pointer into the request part it concerns. */
+function fieldErrors(validation: NonNullable<FastifyError['validation']>): FieldError[] {
+  return validation.map((v) => {
+    const params = v.params as { missingProperty?: unknown; additionalProperty?: unknown };
+    const leaf = v.keyword === 'required' ? params.missingProperty : v.keyword === 'additionalProperties' ? params.additionalProperty : undefined;
+    return { pointer: `#${v.instancePath}${typeof leaf === 'string' ? `/${leaf}` : ''}`, detail: v.message ?? 'is not valid' };
+  });
 }
 
 /** Refusals with a fixed answer, serialised once: the stampede's 409s and 410s cost no JSON work. */
@@ -131,7 +149,7 @@ export function registerProblemHandlers(app: FastifyInstance): void {
   app.setErrorHandler((error: FastifyError, request, reply) => {
     if (error instanceof HttpProblem) {
       if (error.headers !== undefined) void reply.headers(error.headers);
-      return sendProblem(reply, error.status, error.code, error.detail);
+      return sendProblem(reply, error.status, error.code, error.detail, error.errors);
     }
     // A safety net: strategies turn an unknown commit into the OUTCOME_UNKNOWN outcome themselves.
     if (error instanceof OutcomeUnknownError) {
@@ -139,7 +157,7 @@ export function registerProblemHandlers(app: FastifyInstance): void {
       return sendOutcomeUnknown(reply);
     }
     if (error.validation !== undefined) {
-      return sendProblem(reply, 400, 'VALIDATION_FAILED', error.message);
+      return sendProblem(reply, 400, 'VALIDATION_FAILED', error.message, fieldErrors(error.validation));
     }
     const status = error.statusCode ?? 500;
     if (status >= 400 && status < 500) {
