@@ -9,6 +9,9 @@ FROM node:${NODE_VERSION}-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
 COPY src ./src
+# The console's front end, bundled by scripts/build-console.mjs into dist/public/console.
+COPY console ./console
+COPY scripts/build-console.mjs ./scripts/
 RUN npm ci --no-audit --no-fund && npm run build
 
 FROM node:${NODE_VERSION}-bookworm-slim AS runtime

@@ -6,12 +6,13 @@
 #
 # Each checkout must be built (`npm ci` builds dist/). DATABASE_URL and REDIS_URL as for the bench.
 # A_ENV / B_ENV: extra server variables for each side, e.g. A_ENV="RATE_LIMIT_USER=20/10s".
+# A_FLAGS / B_FLAGS: extra bench flags for each side, e.g. B_FLAGS=--watch-console (one build, two ways).
 # Default bench flags: --strategies redis-lua-async-cached --no-ceiling. Prints req/s, API CPU µs/req,
 # × ceiling and CPU × ceiling (when the flags keep the ceiling) and p99 per run, then the medians.
 # See docs/performance.md.
 set -euo pipefail
 if [[ $# -lt 2 ]]; then
-  sed -n '2,11p' "$0" >&2
+  sed -n '2,12p' "$0" >&2
   exit 2
 fi
 dir_a=$(cd "$1" && pwd)
@@ -27,9 +28,9 @@ trap 'rm -rf "$out"' EXIT
 summary=()
 for i in $(seq 1 "$pairs"); do
   for side in A B; do
-    if [[ $side == A ]]; then dir=$dir_a; extra=${A_ENV:-}; else dir=$dir_b; extra=${B_ENV:-}; fi
-    # shellcheck disable=SC2086 # A_ENV/B_ENV are word lists of VAR=value on purpose
-    (cd "$dir" && env $extra node bin/couponrush.js bench "${flags[@]}" --no-progress --out "$out/$side-$i" >"$out/$side-$i.log" 2>&1) ||
+    if [[ $side == A ]]; then dir=$dir_a; extra=${A_ENV:-}; side_flags=${A_FLAGS:-}; else dir=$dir_b; extra=${B_ENV:-}; side_flags=${B_FLAGS:-}; fi
+    # shellcheck disable=SC2086 # A_ENV/B_ENV and A_FLAGS/B_FLAGS are word lists on purpose
+    (cd "$dir" && env $extra node bin/couponrush.js bench "${flags[@]}" $side_flags --no-progress --out "$out/$side-$i" >"$out/$side-$i.log" 2>&1) ||
       { echo "run $side-$i failed; its output:" >&2; tail -20 "$out/$side-$i.log" >&2; exit 1; }
     line=$(node -e '
       const r = require(process.argv[1] + "/latest.json");

@@ -3,6 +3,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { ISSUE_ROUTE_URL } from './coupons/paths.js';
+import { consoleRoutes } from './console/routes.js';
 import { couponRoutes } from './coupons/routes.js';
 import { guardAdminRoutes } from './http/admin-listener.js';
 import { createAdminAuthenticator, createUserAuthenticator, USER_ID_HEADER } from './http/auth.js';
@@ -133,6 +134,7 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
   if (runtime.redis !== undefined) {
     await app.register(deadLetterRoutes, { redis: runtime.redis, kafka: runtime.kafka, requireAdmin });
   }
+  await app.register(consoleRoutes, { runtime, requireAdmin });
 
   return app;
 }

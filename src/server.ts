@@ -102,6 +102,7 @@ export async function printBanner(server: RunningServer): Promise<void> {
     '',
     `couponrush is listening on ${url} (${where}, default strategy ${config.defaultStrategy})`,
     `  API docs     ${url}/docs   (OpenAPI: ${url}/openapi.json)`,
+    `  Console      ${adminBase}/console   (live campaigns; sign in with the admin token)`,
     `  Metrics      ${adminBase}/metrics   (Prometheus)${server.adminUrl === undefined ? '' : `; /admin/* on ${adminBase} only`}`,
   ];
   if (config.generatedSecrets) lines.push(`  Admin token  ${config.adminToken}   (generated; kept in ${config.dataDir}/secrets.json)`);

@@ -62,6 +62,12 @@ describe('the commands couponrush serve prints', () => {
       const commands = printedCommands(server.banner);
       assert.equal(commands.length, 2, `two curls in:\n${server.banner}`);
       for (const c of commands) assert.match(runAsPasted(c, {}), /^HTTP\/1\.1 201/m, c);
+      // The console's address, opened as a browser would (following the redirect), is the page.
+      const consoleUrl = /^\s*Console\s+(\S+)/m.exec(server.banner)?.[1];
+      assert.ok(consoleUrl !== undefined, `a Console line in:\n${server.banner}`);
+      const page = await fetch(consoleUrl);
+      assert.equal(page.status, 200);
+      assert.match(await page.text(), /<title>couponrush console<\/title>/);
     } finally {
       await server?.stop();
       rmSync(dataDir, { recursive: true, force: true });

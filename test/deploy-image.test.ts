@@ -32,6 +32,8 @@ describe('the image runtime stage (replayed without Docker)', () => {
     // The build stage's output: dist/ compiled from src/ with the project's build config.
     const build = run(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', join(ROOT, 'tsconfig.build.json'), '--outDir', join(app, 'dist')], ROOT);
     assert.equal(build.status, 0, build.output);
+    const consoleBuild = run(process.execPath, [join(ROOT, 'scripts/build-console.mjs'), join(app, 'dist/public/console')], ROOT);
+    assert.equal(consoleBuild.status, 0, consoleBuild.output);
     for (const dir of ['bin', 'migrations', 'lua']) cpSync(join(ROOT, dir), join(app, dir), { recursive: true });
   });
   after(() => rmSync(app, { recursive: true, force: true }));
@@ -85,6 +87,12 @@ describe('the image runtime stage (replayed without Docker)', () => {
         const ready = await request(`http://127.0.0.1:${port}`, 'GET', '/readyz');
         assert.deepEqual(ready.json, { status: 'ready', database: 'ok', redis: 'ok' });
         assert.equal((await request(`http://127.0.0.1:${adminPort}`, 'GET', '/metrics')).status, 200);
+        // The console is served from the package, on the admin port only.
+        const page = await request(`http://127.0.0.1:${adminPort}`, 'GET', '/console/');
+        assert.equal(page.status, 200);
+        assert.match(page.text, /<script type="module" src="app\.js"><\/script>/);
+        assert.equal((await request(`http://127.0.0.1:${adminPort}`, 'GET', '/console/app.js')).status, 200);
+        assert.equal((await request(`http://127.0.0.1:${port}`, 'GET', '/console/')).status, 404);
         await waitFor('the worker to serve /healthz', async () => (await request(`http://127.0.0.1:${workerPort}`, 'GET', '/healthz')).status === 200, 30_000).catch(
           (err: Error) => {
             throw new Error(`${err.message}\n${worker.output()}`);

@@ -58,6 +58,7 @@ export function benchCommand(): Command {
     .option('--drain-timeout <seconds>', 'how long to wait for admitted issuances to reach the database', positiveInt, DEFAULTS.drainTimeoutSeconds)
     .option('--timeout <seconds>', 'per-request timeout of the load generator', positiveInt, DEFAULTS.requestTimeoutSeconds)
     .option('--cpu-prof', 'write a V8 CPU profile of each API process and ceiling server to <out>/profiles/')
+    .option('--watch-console', 'keep a live console (GET /admin/console/stream) open on each campaign while it runs, to measure what one costs')
     .option('--keep', 'keep the scratch database, Redis keys and process logs')
     .option('--json', 'print the JSON report on stdout instead of the table')
     .option('--no-progress', 'no live progress bars')

@@ -26,6 +26,7 @@ import {
   type Entrypoints,
 } from './processes.js';
 import { deleteKafkaTopics } from '../kafka/client.js';
+import { watchConsole } from './console-watch.js';
 import { Progress, type Phase } from './progress.js';
 import { relateToCeiling, renderMarkdown, type BenchReport, type CeilingRun, type StrategyResult } from './report.js';
 import { verify, waitForDrain } from './verify.js';
@@ -362,6 +363,8 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
         let drainPhase: Phase | undefined;
         let rowsSoFar = 0;
         const db = verifyDb;
+        // --watch-console: a console follows the campaign from before the first request to the drain.
+        const consoleWatch = options.watchConsole ? await watchConsole(t.baseUrl, t.adminToken, campaign.id) : undefined;
         const { load, usage, after } = await stampede(name, t.baseUrl, campaign.id, t.api?.pid, (running) => {
           acknowledgedUsers = countAcknowledged(running.ackedByUser);
           return waitForDrain(db, campaign.id, acknowledgedUsers, running.lastResponseAt(), options.drainTimeoutMs, (n) => {
@@ -372,6 +375,7 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
         drainPhase = progress.phase(`${name}: drain to the database`, acknowledgedUsers, 'rows');
         drainPhase.update(rowsSoFar);
         const drain = await after;
+        consoleWatch?.close();
         drainPhase.done(drain.drainMs === undefined ? 'TIMEOUT' : `${Math.round(drain.drainMs)} ms after the last response`);
 
         // Stop the API before judging: a graceful stop flushes queues, so a late row shows up.
@@ -408,7 +412,7 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
           duplicates: v.duplicates,
           drainMs: drain.drainMs === undefined ? null : Math.round(drain.drainMs),
           violations: v.violations,
-          notes: [...v.notes, ...stopNotes],
+          notes: [...v.notes, ...stopNotes, ...(consoleWatch === undefined ? [] : [`a console was open: ${consoleWatch.samples.length} samples received`])],
         });
       } catch (err) {
         keepWorkDir = true;

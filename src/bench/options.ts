@@ -56,6 +56,8 @@ export interface BenchOptions {
   readonly requestTimeoutSeconds: number;
   /** Write a V8 CPU profile of each API process (self-managed mode only). */
   readonly cpuProf: boolean;
+  /** Keep a live console open on each campaign during its run (the A/B of what one costs). */
+  readonly watchConsole: boolean;
   /** Print the JSON report on stdout instead of the table. */
   readonly json: boolean;
   readonly color: boolean;
@@ -85,6 +87,7 @@ export interface BenchFlags {
   drainTimeout?: number;
   timeout?: number;
   cpuProf?: boolean;
+  watchConsole?: boolean;
   json?: boolean;
   progress?: boolean;
 }
@@ -209,6 +212,7 @@ export function resolveBenchOptions(
     drainTimeoutMs: (flags.drainTimeout ?? DEFAULTS.drainTimeoutSeconds) * 1000,
     requestTimeoutSeconds: flags.timeout ?? DEFAULTS.requestTimeoutSeconds,
     cpuProf: flags.cpuProf === true,
+    watchConsole: flags.watchConsole === true,
     json: flags.json === true,
     color: extra.color && flags.json !== true,
     progress: flags.progress !== false && extra.interactive,

@@ -1,4 +1,4 @@
-// Admin routes on their own host/port (ADMIN_PORT, ADMIN_HOST): a second HTTP server feeding the
+// Admin routes (and the console) on their own host/port (ADMIN_PORT, ADMIN_HOST): a second HTTP server feeding the
 // same Fastify instance, so there is one app, one router, one set of hooks. Admin routes and
 // /metrics answer 404 on the public listener; the public routes stay reachable on both.
 import http from 'node:http';
@@ -11,7 +11,7 @@ import { MAX_HEADER_BYTES, MAX_HEADERS_COUNT, RECEIVE_TIMEOUT_MS } from './prote
 const adminSockets = new WeakSet<Socket>();
 
 export function isAdminRoute(url: string): boolean {
-  return url.startsWith('/admin/') || url === '/metrics';
+  return url.startsWith('/admin/') || url === '/metrics' || url === '/console' || url.startsWith('/console/');
 }
 
 const adminOnly: onRequestHookHandler = (request, _reply, done) => {

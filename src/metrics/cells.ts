@@ -28,6 +28,11 @@ export class CellCounter<L extends string> {
     });
   }
 
+  /** Every series so far, for readers other than prom-client (the console's counters). */
+  *series(): Iterable<{ readonly labels: Readonly<Record<L, string>>; readonly cell: Cell }> {
+    yield* this.cells.values();
+  }
+
   /** The cell of these labels, created (and exported at 0) on first use. */
   cell(labels: Record<L, string>): Cell {
     const key = JSON.stringify(labels);
@@ -74,6 +79,14 @@ export class CellHistogram {
     }
     this.sum += value;
     this.count++;
+  }
+
+  /** [upper bound, observations at or below it] per bucket, cumulative, ending with [Infinity, count]. */
+  cumulative(): Array<[number, number]> {
+    let acc = 0;
+    const out = this.upperBounds.map((le, i): [number, number] => [le, (acc += this.counts[i]!)]);
+    out.push([Infinity, this.count]);
+    return out;
   }
 
   private get() {

@@ -6,6 +6,7 @@
 import cluster from 'node:cluster';
 import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Coupon, IssueOutcome, IssueOutcomeKind } from '../coupons/domain.js';
+import { ISSUE_ROUTE_URL } from '../coupons/paths.js';
 import { campaignStock } from '../coupons/repository.js';
 import type { IssueObserver } from '../coupons/service.js';
 import { STRATEGY_NAMES } from '../coupons/strategies/index.js';
@@ -64,6 +65,14 @@ export interface MetricsOptions {
 }
 
 export type RouteRecorder = (statusCode: number, seconds: number) => void;
+
+/** The issue route's answers and latency in one process, cumulative since it started. */
+export interface IssueCounters {
+  /** Responses by status code. */
+  readonly answers: Readonly<Record<string, number>>;
+  /** [upper bound in seconds, answers at or below it], ending with [Infinity, all answers]. */
+  readonly buckets: ReadonlyArray<readonly [number, number]>;
+}
 
 export class Metrics implements IssueObserver {
   readonly registry = new Registry();
@@ -181,6 +190,15 @@ export class Metrics implements IssueObserver {
       count(statusCode);
       latency.observe(seconds);
     };
+  }
+
+  /** This process's issue-route counters, read from the cells (no scrape, no database). */
+  issueCounters(): IssueCounters {
+    const answers: Record<string, number> = {};
+    for (const { labels, cell } of this.httpResponses.series()) {
+      if (labels.route === ISSUE_ROUTE_URL && labels.method === 'POST') answers[labels.status] = (answers[labels.status] ?? 0) + cell.n;
+    }
+    return { answers, buckets: this.issueLatency.cumulative() };
   }
 
   /** The exposition text; in a cluster worker, the sum over every worker of the cluster. */

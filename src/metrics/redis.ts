@@ -27,7 +27,7 @@ export function countRedisErrors(registry: Registry, redis: RedisHandle): void {
   redis.client.on('error', () => errors.inc());
 }
 
-interface StreamStats {
+export interface StreamStats {
   coupon: number;
   length: number;
   lag: number | undefined;
@@ -35,7 +35,8 @@ interface StreamStats {
   dead: number;
 }
 
-async function readStreamStats(redis: RedisHandle): Promise<StreamStats[]> {
+/** Every registered campaign stream's length, group lag, pending entries and dead letters. */
+export async function readStreamStats(redis: RedisHandle): Promise<StreamStats[]> {
   const ids = (await redis.client.smembers(redis.keys.registry)).map(Number).filter(Number.isSafeInteger);
   if (ids.length === 0) return [];
   const pipeline = redis.client.pipeline();

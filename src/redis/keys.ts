@@ -50,6 +50,11 @@ export class RedisKeys {
     return `${this.prefix}invalidate`;
   }
 
+  /** Hash: API process id → its issue-route counters (JSON), for the console (src/console/board.ts). */
+  get consoleBoard(): string {
+    return `${this.prefix}console:processes`;
+  }
+
   /** Coupon id of a stream key, or undefined for a key that is not one. */
   couponOfStream(streamKey: string): number | undefined {
     const m = /\{cpn:(\d+)\}:stream$/.exec(streamKey);

@@ -1,0 +1,157 @@
+// The live console: its page (built into dist/public/console by scripts/build-console.mjs and
+// served from the package, no CDN), the server-sent events that feed it, and the admin reads it
+// needs beside the existing API (what this process can run, reconcile status). Every data route
+// is behind the admin token, sent as `Authorization: Bearer` by the page (never a cookie, never
+// in the URL); the page itself is static and holds no data.
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import fastifyStatic from '@fastify/static';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { Type, type Static } from 'typebox';
+import { MAX_COUPON_ID } from '../coupons/domain.js';
+import { reconcile } from '../coupons/reconcile.js';
+import { reconciledStrategies, STRATEGY_NAMES, strategyModules, unavailableReason } from '../coupons/strategies/index.js';
+import { HttpProblem } from '../http/problem.js';
+import type { Runtime } from '../runtime.js';
+import { readStreamStats } from '../metrics/redis.js';
+import { CounterBoard } from './board.js';
+import { ConsoleFeed, countersFromExposition, SAMPLE_INTERVAL_MS, type ConsoleSample } from './feed.js';
+
+export const CONSOLE_PATH = '/console/';
+export const CONSOLE_ASSETS = fileURLToPath(new URL('../../dist/public/console/', import.meta.url));
+
+/** The page may talk to its own origin only; it runs no inline script and cannot be framed. */
+const PAGE_HEADERS = {
+  'content-security-policy':
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+};
+
+const StreamQuery = Type.Object({
+  coupon: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,9}$', description: 'the campaign to follow; without it, only the issue route\'s answers' })),
+});
+const ReconcileQuery = Type.Object({ coupon: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,9}$' })) });
+
+export interface ConsoleRouteOptions {
+  readonly runtime: Runtime;
+  readonly requireAdmin: (request: FastifyRequest) => void;
+}
+
+export async function consoleRoutes(app: FastifyInstance, { runtime, requireAdmin }: ConsoleRouteOptions): Promise<void> {
+  const adminOnly = async (request: FastifyRequest) => requireAdmin(request);
+  const security = [{ bearerAuth: [] }];
+  // With Redis the processes share their counters through it (instances behind a load balancer
+  // included); without, the cluster's /metrics sum covers the workers of `serve --workers N`.
+  const { redis, metrics } = runtime;
+  const board = redis === undefined ? undefined : new CounterBoard(redis, () => metrics.issueCounters());
+  board?.start();
+  const feed = new ConsoleFeed({
+    service: runtime.service,
+    counters: board === undefined ? countersFromExposition(() => metrics.render()) : () => board.read(),
+    ...(redis === undefined ? {} : { streams: async () => new Map((await readStreamStats(redis)).map((s) => [s.coupon, { length: s.length, lag: s.lag ?? null, pending: s.pending, dead: s.dead }])) }),
+  });
+  const open = new Set<FastifyReply>();
+  app.addHook('preClose', async () => {
+    feed.stop();
+    for (const reply of open) reply.raw.end();
+  });
+  app.addHook('onClose', async () => board?.stop());
+
+  if (existsSync(CONSOLE_ASSETS)) {
+    await app.register(fastifyStatic, {
+      root: CONSOLE_ASSETS,
+      prefix: CONSOLE_PATH,
+      decorateReply: false,
+      schemaHide: true,
+      setHeaders: (reply) => void reply.headers(PAGE_HEADERS),
+    });
+  } else {
+    app.get(`${CONSOLE_PATH}*`, { schema: { hide: true } }, async () => {
+      throw new HttpProblem(503, 'SERVICE_UNAVAILABLE', 'the console is not built: run `npm run build` (it writes dist/public/console)');
+    });
+  }
+  app.get('/console', { schema: { hide: true } }, async (_request, reply) => reply.redirect(CONSOLE_PATH));
+
+  app.get<{ Querystring: Static<typeof StreamQuery> }>(
+    '/admin/console/stream',
+    {
+      onRequest: adminOnly,
+      schema: {
+        tags: ['admin'],
+        summary: 'Live numbers for the console (server-sent events, one `sample` a second)',
+        description:
+          'text/event-stream of `event: sample` whose data is a JSON ConsoleSample: the issue route\'s answers by status (cumulative and per second) and ' +
+          'p50/p99 over the last second, summed over every API process sharing this Redis (without Redis: the workers of this `serve`), and the followed ' +
+          'campaign\'s stock, rows, admissions, status and queue.',
+        security,
+        querystring: StreamQuery,
+      },
+    },
+    async (request, reply) => {
+      const couponId = request.query.coupon === undefined ? undefined : Number(request.query.coupon);
+      if (couponId !== undefined && couponId > MAX_COUPON_ID) throw new HttpProblem(404, 'COUPON_NOT_FOUND');
+      reply.hijack();
+      const raw = reply.raw;
+      raw.writeHead(200, {
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-store',
+        'x-accel-buffering': 'no', // nginx passes each event on at once
+        'x-request-id': request.id,
+      });
+      raw.write(`retry: ${SAMPLE_INTERVAL_MS * 2}\n\n`);
+      const send = (sample: ConsoleSample) => {
+        // A console that cannot keep up misses samples instead of queueing them.
+        if (raw.writableNeedDrain) return;
+        raw.write(`event: sample\ndata: ${JSON.stringify(sample)}\n\n`);
+      };
+      open.add(reply);
+      const unsubscribe = feed.subscribe(couponId, send);
+      raw.on('close', () => {
+        unsubscribe();
+        open.delete(reply);
+      });
+    },
+  );
+
+  app.get(
+    '/admin/console/info',
+    {
+      onRequest: adminOnly,
+      schema: { tags: ['admin'], summary: 'What this process runs: the strategies a campaign may pick, the default, the stores', security },
+    },
+    async () => {
+      const available = runtime.strategies.available;
+      return {
+        defaultStrategy: runtime.service.defaultStrategy,
+        strategies: STRATEGY_NAMES.map((name) => ({ name, summary: strategyModules[name].summary, unavailable: unavailableReason(name, available) ?? null })),
+        stores: {
+          database: runtime.config.databaseUrl === undefined ? 'embedded' : runtime.db.dialect,
+          redis: runtime.redis !== undefined,
+          kafka: runtime.kafka !== undefined,
+        },
+        sampleIntervalMs: SAMPLE_INTERVAL_MS,
+      };
+    },
+  );
+
+  app.get<{ Querystring: Static<typeof ReconcileQuery> }>(
+    '/admin/reconcile',
+    {
+      onRequest: adminOnly,
+      schema: {
+        tags: ['admin'],
+        summary: 'Reconcile status per campaign (read-only: what `couponrush reconcile` reports, without --repair)',
+        security,
+        querystring: ReconcileQuery,
+      },
+    },
+    async (request) => {
+      const { redis, kafka, db } = runtime;
+      if (redis === undefined) return { applies: false, reason: 'without Redis every campaign is decided in the database: there is no second copy to drift', campaigns: [] };
+      const couponId = request.query.coupon === undefined ? undefined : Number(request.query.coupon);
+      const campaigns = await reconcile(db, redis, { repair: false, strategies: reconciledStrategies(), kafka, couponId });
+      return { applies: true, campaigns };
+    },
+  );
+}

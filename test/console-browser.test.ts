@@ -1,0 +1,127 @@
+// The console end to end in headless Chromium (Debian's `chromium`, driven by playwright-core):
+// a wrong token is refused, the right one opens the campaigns, the create form shows the API's
+// problem beside the field at fault, a created campaign is watched live while a real stampede
+// sells it out — the counter reaches the stock and the status turns SOLD OUT — and the
+// operations view shows the stores' readiness. Screenshots go to test-results/console/ (the
+// README's picture is one of them). Needs the built console (`npm run build`).
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync } from 'node:fs';
+import { after, before, describe, it, type TestContext } from 'node:test';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { CONSOLE_ASSETS } from '../src/console/routes.js';
+import { ADMIN_TOKEN, issuedRows, missing, stampede, startTestServer, type TestServer } from './helpers.js';
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const SHOTS = new URL('../test-results/console/', import.meta.url);
+/** The flags this machine's headless Chromium needs (no sandbox as root, no calls home). */
+const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+function canRun(t: TestContext): boolean {
+  if (!existsSync(CHROMIUM)) {
+    missing(t, `Chromium is not at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH)`);
+    return false;
+  }
+  if (!existsSync(`${CONSOLE_ASSETS}/app.js`)) {
+    missing(t, `the console is not built (${CONSOLE_ASSETS}): run npm run build`);
+    return false;
+  }
+  return true;
+}
+
+const shot = (page: Page, name: string) => page.screenshot({ path: new URL(`${name}.png`, SHOTS).pathname, fullPage: true });
+
+describe('the console in a browser', () => {
+  let browser: Browser | undefined;
+  let server: TestServer | undefined;
+  before(() => mkdirSync(SHOTS, { recursive: true }));
+  after(async () => {
+    await browser?.close();
+    await server?.close();
+  });
+
+  it('logs in, creates a campaign, and shows a stampede selling it out', async (t) => {
+    if (!canRun(t)) return;
+    server = await startTestServer({ db: 'pglite' });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    // The refusals this test provokes (403 wrong token, 400 invalid campaign) are logged by the browser too.
+    page.on('console', (m) => m.type() === 'error' && !/status of (400|403)\b/.test(m.text()) && errors.push(m.text()));
+
+    await page.goto(`${server.url}/console`);
+    // A wrong token is refused, and nothing of the console shows.
+    await page.getByLabel('Admin token').fill('not-the-admin-token');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('alert').filter({ hasText: 'That token was refused (403 FORBIDDEN)' }).waitFor();
+    assert.equal(await page.getByRole('link', { name: 'Operations' }).count(), 0);
+    await shot(page, 'login-refused');
+
+    await page.getByLabel('Admin token').fill(ADMIN_TOKEN);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('heading', { name: 'Create a campaign' }).waitFor();
+    // The token lives in this tab's sessionStorage, not in a cookie or the URL.
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('couponrush.adminToken')), ADMIN_TOKEN);
+    assert.deepEqual(await page.context().cookies(), []);
+    assert.ok(!page.url().includes(ADMIN_TOKEN));
+
+    // The API's refusal appears beside the field it concerns.
+    await page.getByLabel('Name').fill('Chicken drop');
+    await page.getByLabel('Stock (coupons to issue)').fill('300');
+    const startValue = await page.getByLabel('Issue window opens').inputValue();
+    await page.getByLabel('Issue window closes').fill(startValue);
+    await page.getByRole('button', { name: 'Create campaign' }).click();
+    const endError = page.locator('#e-issueEndsAt');
+    await endError.waitFor();
+    assert.match(await endError.innerText(), /issueEndsAt must be after issueStartsAt \(VALIDATION_FAILED\)/);
+    assert.equal(await page.getByLabel('Issue window closes').getAttribute('aria-invalid'), 'true');
+    await page.getByLabel('Stock (coupons to issue)').fill('0');
+    await page.getByRole('button', { name: 'Create campaign' }).click();
+    await page.locator('#e-totalQuantity').waitFor();
+    assert.match(await page.locator('#e-totalQuantity').innerText(), /must be >= 1 \(VALIDATION_FAILED\)/);
+    await shot(page, 'create-errors');
+
+    await page.getByLabel('Stock (coupons to issue)').fill('300');
+    const later = await page.evaluate(() => {
+      const d = new Date(Date.now() + 30 * 60_000);
+      return new Date(d.getTime() - d.getTimezoneOffset() * 60_000).toISOString().slice(0, 19);
+    });
+    await page.getByLabel('Issue window closes').fill(later);
+    await page.getByRole('button', { name: 'Create campaign' }).click();
+    await page.waitForURL(/#\/campaigns\/\d+$/);
+    const couponId = Number(/#\/campaigns\/(\d+)$/.exec(page.url())![1]);
+    await page.getByRole('status').filter({ hasText: 'live, every second' }).waitFor();
+    assert.equal(await page.locator('[data-field="remaining"]').innerText(), '300');
+
+    const result = await stampede(server, couponId, 1200, 3000, 64);
+    const rows = await issuedRows(server.db, couponId);
+    assert.equal(rows.rows, 300);
+    assert.equal(result.winners.length, 300);
+
+    await page.locator('[data-field="status"]').filter({ hasText: 'SOLD OUT' }).waitFor({ timeout: 15_000 });
+    await page.locator('[data-field="persisted"]').filter({ hasText: /^300\s*\/\s*300$/ }).waitFor({ timeout: 15_000 });
+    assert.equal(await page.locator('[data-field="remaining"]').innerText(), '0');
+    assert.doesNotMatch(await page.locator('[data-field="sold-out-at"]').innerText(), /^–$|before/);
+    await page.waitForTimeout(1_500); // a last sample, so the charts show the tail
+    await shot(page, 'campaign-sold-out');
+
+    // The list agrees, and the operations view reads the stores.
+    await page.getByRole('link', { name: 'Campaigns', exact: true }).click();
+    const row = page.locator(`tr[data-coupon="${couponId}"]`);
+    await row.locator('[data-field="issued"]').filter({ hasText: '300' }).waitFor();
+    assert.match(await row.innerText(), /SOLD OUT/);
+    await page.getByRole('link', { name: 'Operations' }).click();
+    await page.locator('[data-store="database"]').filter({ hasText: 'database: ok' }).waitFor();
+    await shot(page, 'operations');
+
+    // Readable on a phone: nothing wider than the screen.
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.goto(`${server.url}/console/#/campaigns/${couponId}`);
+    await page.locator('[data-field="status"]').filter({ hasText: 'SOLD OUT' }).waitFor();
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `the page is ${overflow}px wider than a phone screen`);
+    await shot(page, 'campaign-phone');
+
+    assert.deepEqual(errors, [], 'no script error in the page');
+  });
+});
