@@ -9,7 +9,8 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { CONSOLE_ASSETS } from '../src/console/routes.js';
-import { ADMIN_TOKEN, issuedRows, missing, stampede, startTestServer, type TestServer } from './helpers.js';
+import { ADMIN_TOKEN, issuedRows, missing, startTestServer, type TestServer } from './helpers.js';
+import { issueAll, usersRange, withStatus } from './redis-helpers.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const SHOTS = new URL('../test-results/console/', import.meta.url);
@@ -81,7 +82,7 @@ describe('the console in a browser', () => {
     assert.match(await page.locator('#e-totalQuantity').innerText(), /must be >= 1 \(VALIDATION_FAILED\)/);
     await shot(page, 'create-errors');
 
-    await page.getByLabel('Stock (coupons to issue)').fill('300');
+    await page.getByLabel('Stock (coupons to issue)').fill('1000');
     const later = await page.evaluate(() => {
       const d = new Date(Date.now() + 30 * 60_000);
       return new Date(d.getTime() - d.getTimezoneOffset() * 60_000).toISOString().slice(0, 19);
@@ -91,24 +92,29 @@ describe('the console in a browser', () => {
     await page.waitForURL(/#\/campaigns\/\d+$/);
     const couponId = Number(/#\/campaigns\/(\d+)$/.exec(page.url())![1]);
     await page.getByRole('status').filter({ hasText: 'live, every second' }).waitFor();
-    assert.equal(await page.locator('[data-field="remaining"]').innerText(), '300');
+    assert.equal(await page.locator('[data-field="remaining"]').innerText(), '1,000');
 
-    const result = await stampede(server, couponId, 1200, 3000, 64);
+    // Four waves of 700 new users a second apart: the first takes 700, the second sells out, the
+    // rest are refused — the charts get a shape, and every answer is recorded.
+    const answers = new Map<string, number>();
+    for (let wave = 0; wave < 4; wave++) {
+      for (const [user, status] of await issueAll(server, couponId, usersRange(wave * 700, (wave + 1) * 700, 'fan'))) answers.set(user, status);
+      await page.waitForTimeout(1_000);
+    }
     const rows = await issuedRows(server.db, couponId);
-    assert.equal(rows.rows, 300);
-    assert.equal(result.winners.length, 300);
+    assert.equal(rows.rows, 1000);
+    assert.deepEqual(new Set(withStatus(answers, 201)), new Set(rows.users), 'every 201 has its row, and no row lacks one');
 
     await page.locator('[data-field="status"]').filter({ hasText: 'SOLD OUT' }).waitFor({ timeout: 15_000 });
-    await page.locator('[data-field="persisted"]').filter({ hasText: /^300\s*\/\s*300$/ }).waitFor({ timeout: 15_000 });
+    await page.locator('[data-field="persisted"]').filter({ hasText: /^1,000\s*\/\s*1,000$/ }).waitFor({ timeout: 15_000 });
     assert.equal(await page.locator('[data-field="remaining"]').innerText(), '0');
     assert.doesNotMatch(await page.locator('[data-field="sold-out-at"]').innerText(), /^–$|before/);
-    await page.waitForTimeout(1_500); // a last sample, so the charts show the tail
     await shot(page, 'campaign-sold-out');
 
     // The list agrees, and the operations view reads the stores.
     await page.getByRole('link', { name: 'Campaigns', exact: true }).click();
     const row = page.locator(`tr[data-coupon="${couponId}"]`);
-    await row.locator('[data-field="issued"]').filter({ hasText: '300' }).waitFor();
+    await row.locator('[data-field="issued"]').filter({ hasText: '1,000' }).waitFor();
     assert.match(await row.innerText(), /SOLD OUT/);
     await page.getByRole('link', { name: 'Operations' }).click();
     await page.locator('[data-store="database"]').filter({ hasText: 'database: ok' }).waitFor();

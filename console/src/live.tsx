@@ -71,7 +71,7 @@ export function Live({ id, onAuthLost }: { id: number; onAuthLost: (p: Problem) 
         {c?.name ?? `Campaign #${id}`} <span class="muted">#{id}</span>
       </h1>
       <p class="muted">
-        {c === undefined ? '' : `${c.strategy} · window ${new Date(c.issueStartsAt).toLocaleTimeString()} – ${new Date(c.issueEndsAt).toLocaleTimeString()} · `}
+        {c === undefined ? '' : `${c.strategy} · window ${clock(Date.parse(c.issueStartsAt))} – ${clock(Date.parse(c.issueEndsAt))} · `}
         <span role="status" class={`feed feed-${typeof state === 'string' ? state : 'error'}`}>
           {typeof state !== 'string'
             ? `stream refused: ${state.code}`
@@ -107,7 +107,7 @@ export function Live({ id, onAuthLost }: { id: number; onAuthLost: (p: Problem) 
         </div>
         <div>
           <dt>Sold out at</dt>
-          <dd data-field="sold-out-at">{c?.status === 'SOLD_OUT' || (c !== undefined && c.remaining === 0) ? (c.soldOutAt === null ? 'before this console opened' : new Date(c.soldOutAt).toLocaleTimeString()) : '–'}</dd>
+          <dd data-field="sold-out-at">{c?.status === 'SOLD_OUT' || (c !== undefined && c.remaining === 0) ? (c.soldOutAt === null ? 'before this console opened' : clock(c.soldOutAt)) : '–'}</dd>
         </div>
         <div>
           <dt>Answers/s</dt>
@@ -116,7 +116,7 @@ export function Live({ id, onAuthLost }: { id: number; onAuthLost: (p: Problem) 
         <div>
           <dt>p50 · p99</dt>
           <dd data-field="latency">
-            {ms(last?.latencyMs.p50)} · {ms(last?.latencyMs.p99)}
+            {num(last?.latencyMs.p50)} · {num(last?.latencyMs.p99)} <small>ms</small>
           </dd>
         </div>
         <div>
@@ -161,7 +161,9 @@ export function Live({ id, onAuthLost }: { id: number; onAuthLost: (p: Problem) 
   );
 }
 
-const ms = (v: number | null | undefined) => (v === null || v === undefined ? '–' : `${v < 10 ? v.toFixed(1) : Math.round(v)} ms`);
+const num = (v: number | null | undefined) => (v === null || v === undefined ? '–' : v < 10 ? v.toFixed(1) : String(Math.round(v)));
+const ms = (v: number | null | undefined) => (v === null || v === undefined ? '–' : `${num(v)} ms`);
+const clock = (at: number) => new Date(at).toLocaleTimeString(undefined, { hourCycle: 'h23' });
 
 function chartColumns(samples: ConsoleSample[]) {
   const x = samples.map((s) => s.at / 1000);
