@@ -9,6 +9,7 @@ import { guardAdminRoutes } from './http/admin-listener.js';
 import { createAdminAuthenticator, createUserAuthenticator, USER_ID_HEADER } from './http/auth.js';
 import { earlyAnswers } from './http/early-answers.js';
 import { registerProblemHandlers, sendProblem } from './http/problem.js';
+import { storeHealth } from './http/readiness.js';
 import { lazyChildLogger } from './http/request-logger.js';
 import { issueRateLimits, MAX_HEADER_BYTES, MAX_HEADERS_COUNT, RECEIVE_TIMEOUT_MS, requestGuards, requestId } from './http/protection.js';
 import { instrumentRoutes, metricsRoute } from './metrics/http.js';
@@ -16,7 +17,6 @@ import type { Runtime } from './runtime.js';
 import { deadLetterRoutes } from './worker/admin-routes.js';
 
 export const BODY_LIMIT_BYTES = 16 * 1024;
-const READY_TIMEOUT_MS = 2_000;
 
 export interface AppOptions {
   /** The process logger; tests leave it out and get a silent app. */
@@ -24,7 +24,7 @@ export interface AppOptions {
 }
 
 export async function buildApp(runtime: Runtime, options: AppOptions = {}): Promise<FastifyInstance> {
-  const { config, service, db, metrics } = runtime;
+  const { config, service, metrics } = runtime;
   // Known sell-outs and closed windows answered before routing; off with a per-IP limit, which
   // must count every request.
   const early =
@@ -95,30 +95,11 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
   app.get('/healthz', { schema: { tags: ['ops'], summary: 'The process is alive' } }, async () => ({ status: 'ok' }));
-  /** undefined when `probe` settles within the timeout, else what went wrong. */
-  const failure = async (name: string, probe: () => Promise<unknown>): Promise<string | undefined> => {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error('timed out')), READY_TIMEOUT_MS);
-    });
-    try {
-      await Promise.race([probe(), timeout]);
-      return undefined;
-    } catch (err) {
-      return `${name}: ${(err as Error).message}`;
-    } finally {
-      clearTimeout(timer);
-    }
-  };
-  const { redis } = runtime;
   app.get('/readyz', { schema: { tags: ['ops'], summary: 'The database (and Redis, when configured) answer' } }, async (_request, reply) => {
-    const failures = await Promise.all([
-      failure('database', () => db.query('SELECT 1')),
-      redis === undefined ? undefined : failure('redis', () => redis.client.ping()),
-    ]);
-    const failed = failures.filter((f) => f !== undefined);
-    if (failed.length > 0) return sendProblem(reply, 503, 'SERVICE_UNAVAILABLE', failed.join('; '));
-    return redis === undefined ? { status: 'ready', database: 'ok' } : { status: 'ready', database: 'ok', redis: 'ok' };
+    const health = await storeHealth(runtime, ['database', 'redis']);
+    const failed = Object.entries(health).filter(([, v]) => v !== 'ok');
+    if (failed.length > 0) return sendProblem(reply, 503, 'SERVICE_UNAVAILABLE', failed.map(([k, v]) => `${k}: ${v}`).join('; '));
+    return { status: 'ready', ...health };
   });
 
   metricsRoute(app, metrics);

@@ -9,7 +9,8 @@ import { after, describe, it } from 'node:test';
 import { watchConsole, type ConsoleWatch } from '../src/bench/console-watch.js';
 import type { ConsoleSample } from '../src/console/feed.js';
 import { startApi, createCampaign, type ApiProcess } from './fault-helpers.js';
-import { ADMIN_TOKEN, createTestDatabase, issuedRows, JWT_SECRET, needDatabase, needServer, openTestDb, request, stampede, startTestServer, type StampedeResult, type TestServer } from './helpers.js';
+import { ADMIN_TOKEN, createTestDatabase, issuedRows, JWT_SECRET, needDatabase, needServer, openTestDb, request, SERVER_KINDS, stampede, startTestServer, type StampedeResult } from './helpers.js';
+import { TcpProxy } from './ops-helpers.js';
 import { signUserToken } from '../src/http/auth.js';
 import { FAST_WORKER_ENV, REDIS_URL, startRedisTestServer, waitForDrain } from './redis-helpers.js';
 
@@ -102,6 +103,10 @@ describe('GET /admin/console/stream', () => {
     try {
       const { id } = await server.createCoupon({ totalQuantity: 150 });
       await stampedeWatched(server.url, id, 150, () => stampede(server, id, 450, 750, 64), async () => {}, () => issuedRows(server.db, id));
+      const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
+      assert.deepEqual((await request(server.url, 'GET', '/admin/console/health', { headers: admin })).json, { database: 'ok' });
+      const rec = (await request(server.url, 'GET', '/admin/reconcile', { headers: admin })).json as { applies: boolean };
+      assert.equal(rec.applies, false, 'without Redis there is nothing to reconcile');
     } finally {
       await server.close();
     }
@@ -115,6 +120,13 @@ describe('GET /admin/console/stream', () => {
       const { id } = await server.createCoupon({ totalQuantity: 200, strategy: 'redis-lua-async' });
       const { watch } = await stampedeWatched(server.url, id, 200, () => stampede(server, id, 600, 1000, 64), () => waitForDrain(server, id, 200), () => issuedRows(server.db, id));
       assert.ok(watch.samples.some((s) => s.campaign?.stream !== undefined), 'the campaign\'s Redis stream is reported');
+      // The operations view: each store answers, and reconcile finds Redis and the rows in agreement.
+      const health = await request(server.url, 'GET', '/admin/console/health', { headers: server.adminHeaders });
+      assert.deepEqual(health.json, { database: 'ok', redis: 'ok' });
+      const rec = await request(server.url, 'GET', `/admin/reconcile?coupon=${id}`, { headers: server.adminHeaders });
+      const report = rec.json as { applies: boolean; campaigns: Array<{ couponId: number; status: string; dbRows: number }> };
+      assert.equal(report.applies, true);
+      assert.deepEqual(report.campaigns.map((c) => [c.couponId, c.status, c.dbRows]), [[id, 'OK', 200]]);
     } finally {
       await server.close();
     }
@@ -140,6 +152,35 @@ describe('GET /admin/console/stream', () => {
     } finally {
       await b.close();
       await a.close();
+    }
+  });
+});
+
+describe('the console stream while the database is away', () => {
+  it('says the campaign could not be read instead of "not found", and carries on once the database is back', async (t) => {
+    if (!(await needDatabase(t, 'postgres'))) return;
+    const target = new URL(SERVER_KINDS.postgres.url);
+    const proxy = await new TcpProxy(target.hostname, Number(target.port)).up();
+    const viaProxy = (url: string) => {
+      const u = new URL(url);
+      u.host = proxy.url;
+      return u.toString();
+    };
+    const server = await startTestServer({ db: 'postgres', dbVia: viaProxy, env: { DEFAULT_STRATEGY: 'db-atomic' } });
+    const watch = await watchConsole(server.url, ADMIN_TOKEN, (await server.createCoupon({ totalQuantity: 10 })).id);
+    try {
+      await watch.until((s) => s.campaign !== undefined, 10_000);
+      await proxy.down();
+      const away = await watch.until((s) => s.campaignUnreadable !== undefined, 15_000);
+      assert.equal(away.campaign, undefined);
+      await proxy.up();
+      const back = await watch.until((s) => s.campaign !== undefined, 15_000);
+      assert.equal(back.campaign!.remaining, 10);
+    } finally {
+      watch.close();
+      await proxy.up();
+      await server.close();
+      await proxy.down();
     }
   });
 });

@@ -89,6 +89,9 @@ describe('redis-lua-kafka (real Kafka broker, Redis, PostgreSQL)', () => {
       await waitFor('every producing mark dropped', async () => (await server.redis.client.zcard(keys.producing)) === 0, 5_000);
       const me = await request(server.url, 'GET', `/coupons/${id}/issues/me`, { headers: { authorization: `Bearer ${server.tokenFor(db.users[0]!)}` } });
       assert.equal((me.json as { status?: string }).status, 'ISSUED');
+      // The console's operations view asks each store, Kafka included.
+      const health = await request(server.url, 'GET', '/admin/console/health', { headers: server.adminHeaders });
+      assert.deepEqual(health.json, { database: 'ok', redis: 'ok', kafka: 'ok' });
     } finally {
       await server.close();
     }

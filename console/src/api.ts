@@ -78,6 +78,7 @@ export interface ConsoleSample {
   answersPerSecond: Record<string, number>;
   latencyMs: { p50: number | null; p99: number | null };
   campaign?: CampaignSample;
+  campaignUnreadable?: string;
 }
 
 export type CampaignStatus = 'UPCOMING' | 'OPEN' | 'SOLD_OUT' | 'ENDED';

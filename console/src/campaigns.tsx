@@ -1,9 +1,11 @@
 // Campaigns: the open and upcoming ones with their live counts (GET /coupons, every 2 s), and the
 // form that creates one with every field of POST /admin/coupons. The API's problem codes are shown
 // beside the field they name (the problem's `errors[].pointer`), the rest above the button.
+import type { ComponentChildren } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { call, isAuthProblem, type ConsoleInfo, type Coupon, type Problem } from './api.js';
 import { formatNumber } from './chart.js';
+import { TableHead } from './ui.js';
 
 const LIST_EVERY_MS = 2_000;
 
@@ -47,17 +49,7 @@ export function Campaigns({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost:
         ) : (
           <div class="table-wrap">
             <table>
-              <thead>
-                <tr>
-                  <th scope="col">Campaign</th>
-                  <th scope="col">Status</th>
-                  <th scope="col" class="num">Issued</th>
-                  <th scope="col" class="num">Remaining</th>
-                  <th scope="col" class="num">Stock</th>
-                  <th scope="col">Strategy</th>
-                  <th scope="col">Window</th>
-                </tr>
-              </thead>
+              <TableHead columns={['Campaign', 'Status', '#Issued', '#Remaining', '#Stock', 'Strategy', 'Window']} />
               <tbody>
                 {items.map((c) => (
                   <tr key={c.id} data-coupon={c.id}>
@@ -156,18 +148,18 @@ function CreateForm({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost: (p: P
     if (Object.keys(byField).length === 0 || rest.length > 0) setGeneral(`${r.problem.code}: ${rest.join('; ') || r.problem.detail || r.problem.title}`);
   };
 
-  const input = (f: Field, label: string, attrs: Record<string, unknown>, hint?: string) => (
+  /** What every control shares: its id and name, its value, and what describes it (hint, error). */
+  const bound = (f: Field, hint?: string) => ({
+    id: `f-${f}`,
+    name: f,
+    value: form[f],
+    'aria-invalid': errors[f] === undefined ? undefined : ('true' as const),
+    'aria-describedby': [hint === undefined ? '' : `h-${f}`, errors[f] === undefined ? '' : `e-${f}`].join(' ').trim() || undefined,
+  });
+  const field = (f: Field, label: string, control: ComponentChildren, hint?: string) => (
     <div class="field">
       <label for={`f-${f}`}>{label}</label>
-      <input
-        id={`f-${f}`}
-        name={f}
-        value={form[f]}
-        onInput={set(f)}
-        aria-invalid={errors[f] === undefined ? undefined : 'true'}
-        aria-describedby={[hint === undefined ? '' : `h-${f}`, errors[f] === undefined ? '' : `e-${f}`].join(' ').trim() || undefined}
-        {...attrs}
-      />
+      {control}
       {hint !== undefined && (
         <small id={`h-${f}`} class="hint">
           {hint}
@@ -180,6 +172,8 @@ function CreateForm({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost: (p: P
       )}
     </div>
   );
+  const input = (f: Field, label: string, attrs: Record<string, unknown>, hint?: string) => field(f, label, <input {...bound(f, hint)} onInput={set(f)} {...attrs} />, hint);
+  const strategyHint = info.strategies.find((s) => s.name === form.strategy)?.summary ?? '';
 
   return (
     <section aria-labelledby="create-title" class="card">
@@ -189,9 +183,10 @@ function CreateForm({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost: (p: P
         {input('totalQuantity', 'Stock (coupons to issue)', { type: 'number', inputMode: 'numeric' })}
         {input('issueStartsAt', 'Issue window opens', { type: 'datetime-local', step: 1 }, 'Your browser’s time zone.')}
         {input('issueEndsAt', 'Issue window closes', { type: 'datetime-local', step: 1 }, 'Exclusive; after the opening.')}
-        <div class="field">
-          <label for="f-strategy">Strategy</label>
-          <select id="f-strategy" name="strategy" value={form.strategy} onChange={set('strategy')} aria-invalid={errors.strategy === undefined ? undefined : 'true'} aria-describedby={errors.strategy === undefined ? 'h-strategy' : 'h-strategy e-strategy'}>
+        {field(
+          'strategy',
+          'Strategy',
+          <select {...bound('strategy', strategyHint)} onChange={set('strategy')}>
             {info.strategies.map((s) => (
               <option key={s.name} value={s.name} disabled={s.unavailable !== null}>
                 {s.name}
@@ -199,29 +194,18 @@ function CreateForm({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost: (p: P
                 {s.unavailable !== null ? ' — unavailable' : ''}
               </option>
             ))}
-          </select>
-          <small id="h-strategy" class="hint">
-            {info.strategies.find((s) => s.name === form.strategy)?.summary}
-          </small>
-          {errors.strategy !== undefined && (
-            <small id="e-strategy" class="error">
-              {errors.strategy}
-            </small>
-          )}
-        </div>
-        <div class="field">
-          <label for="f-discountType">Discount type</label>
-          <select id="f-discountType" name="discountType" value={form.discountType} onChange={set('discountType')} aria-invalid={errors.discountType === undefined ? undefined : 'true'} aria-describedby={errors.discountType === undefined ? undefined : 'e-discountType'}>
+          </select>,
+          strategyHint,
+        )}
+        {field(
+          'discountType',
+          'Discount type',
+          <select {...bound('discountType')} onChange={set('discountType')}>
             <option value="">none</option>
             <option value="AMOUNT">AMOUNT</option>
             <option value="PERCENT">PERCENT</option>
-          </select>
-          {errors.discountType !== undefined && (
-            <small id="e-discountType" class="error">
-              {errors.discountType}
-            </small>
-          )}
-        </div>
+          </select>,
+        )}
         {input('discountValue', 'Discount value', { type: 'number', inputMode: 'numeric' }, 'With a discount type; a percentage is at most 100.')}
         {input('minOrderAmount', 'Minimum order amount', { type: 'number', inputMode: 'numeric' })}
         {general !== undefined && (

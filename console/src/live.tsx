@@ -38,7 +38,8 @@ export function Live({ id, onAuthLost }: { id: number; onAuthLost: (p: Problem) 
   }, [id]);
 
   const last = samples.at(-1);
-  const c = last?.campaign;
+  // A second whose campaign read failed keeps the last known numbers on screen, marked as such.
+  const c = last?.campaign ?? (last?.campaignUnreadable === undefined ? undefined : [...samples].reverse().find((s) => s.campaign !== undefined)?.campaign);
   // A stream that stays open but brings nothing (the counters could not be read) is not "live".
   const [now, setNow] = useState(Date.now());
   useEffect(() => {
@@ -48,7 +49,7 @@ export function Live({ id, onAuthLost }: { id: number; onAuthLost: (p: Problem) 
   const silentFor = last === undefined ? 0 : Math.round((now - last.at) / 1000);
   const columns = useMemo(() => chartColumns(samples), [samples]);
 
-  if (last !== undefined && c === undefined) {
+  if (last !== undefined && last.campaign === undefined && last.campaignUnreadable === undefined) {
     return (
       <section>
         <h1>Campaign #{id}</h1>
@@ -76,7 +77,9 @@ export function Live({ id, onAuthLost }: { id: number; onAuthLost: (p: Problem) 
           {typeof state !== 'string'
             ? `stream refused: ${state.code}`
             : state === 'live'
-              ? silentFor > 3
+              ? last?.campaignUnreadable !== undefined
+                ? `the campaign could not be read (${last.campaignUnreadable}); the numbers shown are the last known`
+                : silentFor > 3
                 ? `no new numbers for ${silentFor} s (a store may be away)`
                 : 'live, every second'
               : state === 'connecting'

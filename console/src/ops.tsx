@@ -2,6 +2,7 @@
 // repairs stay with `couponrush reconcile --repair`), and the dead letters with their replay.
 import { useEffect, useState } from 'preact/hooks';
 import { call, isAuthProblem, type ConsoleInfo, type Problem } from './api.js';
+import { TableHead } from './ui.js';
 
 interface Report {
   couponId: number;
@@ -27,24 +28,19 @@ export function Operations({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost
   return (
     <div class="ops">
       <h1>Operations</h1>
-      <Readiness info={info} />
+      <Readiness info={info} onAuthLost={onAuthLost} />
       <Reconcile info={info} onAuthLost={onAuthLost} />
       <DeadLetters info={info} onAuthLost={onAuthLost} />
     </div>
   );
 }
 
-function Readiness({ info }: { info: ConsoleInfo }) {
-  const [state, setState] = useState<{ at: Date; ok: boolean; text: Record<string, string> } | undefined>(undefined);
+function Readiness({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost: (p: Problem) => void }) {
+  const [state, setState] = useState<{ at: Date; stores: Record<string, string> } | Problem | undefined>(undefined);
   const check = async () => {
-    const r = await call<Record<string, string>>('GET', '/readyz');
-    const stores = ['database', ...(info.stores.redis ? ['redis'] : [])];
-    if (r.ok) setState({ at: new Date(), ok: true, text: Object.fromEntries(stores.map((s) => [s, r.value[s] ?? 'ok'])) });
-    else {
-      // The 503's detail lists the failing stores as "name: reason; …".
-      const failing = Object.fromEntries((r.problem.detail ?? '').split('; ').map((part) => [part.split(':')[0]!, part.slice(part.indexOf(':') + 1).trim()]));
-      setState({ at: new Date(), ok: false, text: Object.fromEntries(stores.map((s) => [s, failing[s] ?? (r.problem.status === 0 ? 'API not answering' : 'ok')])) });
-    }
+    const r = await call<Record<string, string>>('GET', '/admin/console/health');
+    if (!r.ok && isAuthProblem(r.problem)) return onAuthLost(r.problem);
+    setState(r.ok ? { at: new Date(), stores: r.value } : r.problem);
   };
   useEffect(() => {
     void check();
@@ -56,17 +52,28 @@ function Readiness({ info }: { info: ConsoleInfo }) {
       <h2 id="ready-title">Readiness</h2>
       {state === undefined ? (
         <p>Checking…</p>
+      ) : 'code' in state ? (
+        <p class="error" role="alert">
+          The API did not answer: {state.title}
+          {state.detail === undefined ? '' : ` (${state.detail})`}
+        </p>
       ) : (
-        <ul class="checks" aria-live="polite">
-          {Object.entries(state.text).map(([store, text]) => (
-            <li key={store} data-store={store}>
-              <span class={text === 'ok' ? 'ok' : 'bad'}>{text === 'ok' ? '✓' : '✗'}</span> {store}: {text}
-            </li>
-          ))}
-          {info.stores.kafka && <li class="muted">kafka: configured (checked by each produce; see the campaign’s answers)</li>}
-        </ul>
+        <>
+          <ul class="checks" aria-live="polite">
+            {Object.entries(state.stores).map(([store, text]) => (
+              <li key={store} data-store={store}>
+                <span class={text === 'ok' ? 'ok' : 'bad'} aria-hidden="true">
+                  {text === 'ok' ? '✓' : '✗'}
+                </span>{' '}
+                {store}: {text}
+              </li>
+            ))}
+          </ul>
+          <p class="hint">
+            Checked {state.at.toLocaleTimeString()}, every 5 seconds. {info.stores.kafka ? 'Kafka is not part of /readyz: only its campaigns and the events need it.' : ''}
+          </p>
+        </>
       )}
-      {state !== undefined && <p class="hint">Checked {state.at.toLocaleTimeString()}, every 5 seconds.</p>}
     </section>
   );
 }
@@ -100,17 +107,7 @@ function Reconcile({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost: (p: Pr
             <p>{result.applies ? 'No Redis-admitted campaign in the retention window.' : result.reason}</p>
           ) : (
             <table>
-              <thead>
-                <tr>
-                  <th scope="col">Campaign</th>
-                  <th scope="col">Strategy</th>
-                  <th scope="col">Status</th>
-                  <th scope="col" class="num">Rows</th>
-                  <th scope="col" class="num">Queued</th>
-                  <th scope="col" class="num">Dead</th>
-                  <th scope="col">Problems</th>
-                </tr>
-              </thead>
+              <TableHead columns={['Campaign', 'Strategy', 'Status', '#Rows', '#Queued', '#Dead', 'Problems']} />
               <tbody>
                 {result.campaigns.map((c) => (
                   <tr key={c.couponId}>
@@ -174,18 +171,7 @@ function DeadLetters({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost: (p: 
           ) : (
             <div class="table-wrap">
               <table>
-                <thead>
-                  <tr>
-                    <th scope="col">Campaign</th>
-                    <th scope="col">User</th>
-                    <th scope="col">Reason</th>
-                    <th scope="col">Failed</th>
-                    <th scope="col">Queue</th>
-                    <th scope="col">
-                      <span class="sr-only">Actions</span>
-                    </th>
-                  </tr>
-                </thead>
+                <TableHead columns={['Campaign', 'User', 'Reason', 'Failed', 'Queue', '!Actions']} />
                 <tbody>
                   {items.map((d) => (
                     <tr key={`${d.queue}-${d.id}`}>

@@ -44,6 +44,8 @@ export interface ConsoleSample {
   readonly latencyMs: { readonly p50: number | null; readonly p99: number | null };
   /** The watched campaign; absent for a console that watches none, or one that does not exist. */
   readonly campaign?: CampaignSample;
+  /** Set instead of `campaign` when the stores could not be read this second (the campaign may exist). */
+  readonly campaignUnreadable?: string;
 }
 
 type Push = (sample: ConsoleSample) => void;
@@ -118,11 +120,6 @@ export class ConsoleFeed {
     };
   }
 
-  /** Open consoles (tests, and the A/B's check that one was open). */
-  get watching(): number {
-    return this.subscribers.size;
-  }
-
   stop(): void {
     clearInterval(this.timer);
     this.timer = undefined;
@@ -137,7 +134,7 @@ export class ConsoleFeed {
       const [reading, streams, campaigns] = await Promise.all([
         this.read(),
         ids.length === 0 ? undefined : this.deps.streams?.().catch(() => undefined),
-        Promise.all(ids.map((id) => this.deps.service.get(id).catch(() => undefined))),
+        Promise.all(ids.map((id) => this.deps.service.get(id).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err)))))),
       ]);
       const previous = this.previous;
       this.previous = reading;
@@ -148,9 +145,13 @@ export class ConsoleFeed {
         answersPerSecond: previous === undefined ? {} : perSecond(previous, reading),
         latencyMs: previous === undefined ? { p50: null, p99: null } : { p50: quantile(previous, reading, 0.5), p99: quantile(previous, reading, 0.99) },
       };
-      const byId = new Map<number, CampaignSample>();
+      const byId = new Map<number, CampaignSample | Error>();
       campaigns.forEach((c, i) => {
         if (c === undefined) return;
+        if (c instanceof Error) {
+          byId.set(ids[i]!, c);
+          return;
+        }
         const status = campaignStatus(c, reading.at);
         const remaining = remainingStock(c);
         const stream = streams?.get(c.id);
@@ -171,7 +172,7 @@ export class ConsoleFeed {
       });
       for (const s of this.subscribers) {
         const campaign = s.couponId === undefined ? undefined : byId.get(s.couponId);
-        s.push(campaign === undefined ? base : { ...base, campaign });
+        s.push(campaign === undefined ? base : campaign instanceof Error ? { ...base, campaignUnreadable: campaign.message } : { ...base, campaign });
       }
     } catch {
       // The counters could not be read (Redis away): no sample this second; the console shows the gap.

@@ -41,6 +41,8 @@ export interface KafkaHandle {
   readAll(topic: string): Promise<TopicRecord[]>;
   /** A consumer in `groupId` (the worker's); the caller closes it. */
   consumer(groupId: string, clientId: string): Consumer<string, string, string, string>;
+  /** Resolves once a broker answered a metadata request for the issuance topic. */
+  ping(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -128,6 +130,14 @@ export async function openKafka(settings: KafkaSettings, log: FastifyBaseLogger)
     settings,
     topics,
     producer,
+    async ping() {
+      const a = admin(settings, 'couponrush-ping');
+      try {
+        await a.metadata({ topics: [topics.issuances] });
+      } finally {
+        await a.close().catch(() => undefined);
+      }
+    },
     async unconsumed(topic = topics.issuances) {
       const probe = consumer(KAFKA_WORKER_GROUP, 'couponrush-reader');
       let committed: bigint[];
