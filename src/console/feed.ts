@@ -102,7 +102,8 @@ export class ConsoleFeed {
   private timer: NodeJS.Timeout | undefined;
   private previous: Reading | undefined;
   private sampling = false;
-  private readonly soldOut = new Map<number, number | null>();
+  /** Per watched campaign: 'open' until a sample sees it sold out, then when (null: already at the first look). */
+  private readonly soldOut = new Map<number, number | null | 'open'>();
 
   constructor(private readonly deps: ConsoleFeedDeps) {}
 
@@ -182,15 +183,16 @@ export class ConsoleFeed {
   }
 
   private soldOutMoment(id: number, soldOut: boolean, at: number): number | null {
-    if (!this.soldOut.has(id)) {
+    const seen = this.soldOut.get(id);
+    if (seen === undefined) {
       // First look: a campaign already sold out sold out before anyone watched here.
-      this.soldOut.set(id, soldOut ? null : Number.NaN);
+      this.soldOut.set(id, soldOut ? null : 'open');
       if (this.soldOut.size > REMEMBERED) this.soldOut.delete(this.soldOut.keys().next().value!);
-    } else if (soldOut && Number.isNaN(this.soldOut.get(id))) {
+    } else if (soldOut && seen === 'open') {
       this.soldOut.set(id, at);
     }
-    const moment = this.soldOut.get(id)!;
-    return soldOut ? moment : null;
+    const moment = this.soldOut.get(id);
+    return soldOut && moment !== 'open' && moment !== undefined ? moment : null;
   }
 
   private async read(): Promise<Reading> {

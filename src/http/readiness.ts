@@ -2,6 +2,7 @@
 // what a load balancer should act on) and the console's operations view (Kafka too, which only
 // some campaigns and the events need).
 import type { Runtime } from '../runtime.js';
+import { within } from '../util/within.js';
 
 export const READY_TIMEOUT_MS = 2_000;
 
@@ -22,16 +23,10 @@ export async function storeHealth(runtime: Pick<Runtime, 'db' | 'redis' | 'kafka
 }
 
 async function answers(probe: () => Promise<unknown>): Promise<string> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error('timed out')), READY_TIMEOUT_MS);
-  });
   try {
-    await Promise.race([probe(), timeout]);
+    await within(probe(), READY_TIMEOUT_MS, 'timed out');
     return 'ok';
   } catch (err) {
     return (err as Error).message;
-  } finally {
-    clearTimeout(timer);
   }
 }

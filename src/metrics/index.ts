@@ -12,6 +12,7 @@ import type { IssueObserver } from '../coupons/service.js';
 import { STRATEGY_NAMES } from '../coupons/strategies/index.js';
 import type { Db } from '../db/index.js';
 import type { ShedReason } from '../http/protection.js';
+import { within } from '../util/within.js';
 import { CellCounter, CellHistogram, type Cell } from './cells.js';
 import { installWorkerResponder, renderClusterMetrics } from './cluster.js';
 
@@ -227,16 +228,10 @@ export class Metrics implements IssueObserver {
   }
 
   private async readStock(): Promise<StockRow[]> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error('stock query timed out')), SCRAPE_QUERY_TIMEOUT_MS);
-    });
     try {
-      return await Promise.race([this.queryStock(), timeout]);
+      return await within(this.queryStock(), SCRAPE_QUERY_TIMEOUT_MS, 'stock query timed out');
     } catch {
       return []; // the scrape still answers; the gap in the series shows the outage
-    } finally {
-      clearTimeout(timer);
     }
   }
 

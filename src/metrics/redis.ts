@@ -5,16 +5,10 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { RedisHandle } from '../redis/client.js';
 import { WORKER_GROUP } from '../redis/keys.js';
+import { within } from '../util/within.js';
 
 const SCRAPE_READ_TIMEOUT_MS = 1_000;
 
-function withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} timed out`)), SCRAPE_READ_TIMEOUT_MS);
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
-}
 
 /** Counts connection and command errors ioredis reports on the handle's command connection. */
 export function countRedisErrors(registry: Registry, redis: RedisHandle): void {
@@ -78,7 +72,7 @@ export function registerStreamMetrics(registry: Registry, redis: RedisHandle): v
   let snapshot: Promise<StreamStats[]> | undefined;
   const stats = (): Promise<StreamStats[]> => {
     if (snapshot === undefined) {
-      snapshot = withTimeout(readStreamStats(redis), 'redis stream stats').catch(() => []);
+      snapshot = within(readStreamStats(redis), SCRAPE_READ_TIMEOUT_MS, 'redis stream stats timed out').catch(() => []);
       void snapshot.finally(() => setImmediate(() => (snapshot = undefined)));
     }
     return snapshot;

@@ -4,6 +4,7 @@
 import { Redis, type RedisOptions } from 'ioredis';
 import type { FastifyBaseLogger } from 'fastify';
 import { RedisKeys } from './keys.js';
+import { within } from '../util/within.js';
 import { ADMIT_COMMANDS, Scripts } from './scripts.js';
 
 /** Receives a coupon id whose local caches must go, or undefined for "everything" (after a reconnect). */
@@ -66,16 +67,13 @@ export async function openRedis(url: string, prefix: string, log: FastifyBaseLog
   // that is most of the hot path's syscalls saved. Admissions batch themselves (admissions.ts)
   // and go out at once, not one more turn later.
   const client = connect('couponrush', { enableAutoPipelining: true, autoPipeliningIgnoredCommands: [...ADMIT_COMMANDS] });
-  let timer: NodeJS.Timeout | undefined;
   try {
     const ping = client.ping();
     ping.catch(() => undefined);
-    await Promise.race([ping, new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${OPEN_TIMEOUT_MS} ms`)), OPEN_TIMEOUT_MS)))]);
+    await within(ping, OPEN_TIMEOUT_MS, `no answer within ${OPEN_TIMEOUT_MS} ms`);
   } catch (err) {
     client.disconnect();
     throw new Error(`Redis at REDIS_URL does not answer: ${(err as Error).message}`);
-  } finally {
-    clearTimeout(timer);
   }
   const keys = new RedisKeys(prefix);
   const scripts = new Scripts(client);
