@@ -24,7 +24,7 @@ export function createPostgresDb(url: string, options: ServerDbOptions): Db {
     kind: 'postgres',
     dialect: 'postgres',
     query,
-    async transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T> {
+    async transaction<T>(fn: (tx: Transaction) => Promise<T>, options?: TransactionOptions): Promise<T> {
       const client = await pool.connect();
       // pg-pool listens for a client's 'error' only while it is idle in the pool. A checked-out
       // client whose server goes away emits 'error' (after failing the query in flight, if any):
@@ -37,12 +37,12 @@ export function createPostgresDb(url: string, options: ServerDbOptions): Db {
         client.release(broken);
       };
       let result: T;
-      let xid: string | undefined;
+      let begun: Begun | undefined;
       try {
-        // The transaction's id, known before COMMIT goes out: if the COMMIT's answer is lost,
-        // txid_status(xid) tells what became of it.
-        const begun = (await client.query(BEGIN_SQL)) as unknown as Array<pg.QueryResult<{ xid: string }>>;
-        xid = begun[1]?.rows[0]?.xid;
+        // The transaction's id and the server's start, known before COMMIT goes out: if the
+        // COMMIT's answer is lost, txid_status(xid) tells what became of it.
+        const answers = (await client.query(BEGIN_SQL)) as unknown as Array<pg.QueryResult<Begun>>;
+        begun = answers[1]?.rows[0];
         result = await fn(onClient(client));
       } catch (err) {
         // No COMMIT was sent: whatever happened, the server rolls the transaction back.
@@ -59,7 +59,7 @@ export function createPostgresDb(url: string, options: ServerDbOptions): Db {
       } catch (err) {
         broken = true;
         release();
-        const status = xid === undefined ? 'unknown' : await commitStatus(pool, xid);
+        const status = begun === undefined ? 'unknown' : await commitStatus({ dialect: 'postgres', query }, begun, options?.committed);
         if (status === 'committed') return result;
         if (status === 'aborted') throw err;
         throw new OutcomeUnknownError('the COMMIT was sent and no answer came', { cause: err });
@@ -134,25 +134,40 @@ function onClient(client: pg.PoolClient): Transaction {
   };
 }
 
-const BEGIN_SQL = 'BEGIN; SELECT txid_current()::text AS xid';
+const BEGIN_SQL = 'BEGIN; SELECT txid_current()::text AS xid, pg_postmaster_start_time()::text AS started';
+
+/** What a transaction learnt when it began: its id, and when the server it runs on started. */
+interface Begun {
+  readonly xid: string;
+  readonly started: string;
+}
 
 /**
- * What became of transaction `xid` whose COMMIT answer was lost: asks the server (on another
- * connection, as soon as one works) until it says committed or aborted — after a crash, a
- * transaction that did not commit is reported aborted — or LOST_ANSWER_CHECK_MS has passed.
+ * What became of the transaction whose COMMIT answer was lost: asks the server (on another
+ * connection, as soon as one works) until it knows, or LOST_ANSWER_CHECK_MS has passed.
+ *
+ * On the same server life, txid_status(xid) is the transaction's own. After a restart it may not
+ * be: an id whose transaction never reached the WAL is handed out again (a crash rewinds the
+ * counter to the last logged id), so "committed" may be a newer transaction's. A transaction that
+ * did commit was logged, so its id is never reused: "aborted" and "in the future" are still its
+ * own. For "committed" or "in progress" after a restart, the caller's `committed` check reads what
+ * the transaction wrote (it has certainly ended: its server did); without one, it is unknown.
  */
-async function commitStatus(pool: pg.Pool, xid: string): Promise<'committed' | 'aborted' | 'unknown'> {
+async function commitStatus(db: Queryable, begun: Begun, committed: TransactionOptions['committed']): Promise<'committed' | 'aborted' | 'unknown'> {
   const status = await askUntil(async () => {
-    let s: string | null | undefined;
+    let row: { status: string | null; started: string } | undefined;
     try {
-      s = (await pool.query<{ status: string | null }>('SELECT txid_status($1::bigint) AS status', [xid])).rows[0]?.status;
+      row = (await db.query<{ status: string | null; started: string }>('SELECT txid_status($1::bigint) AS status, pg_postmaster_start_time()::text AS started', [begun.xid])).rows[0];
     } catch (err) {
-      // A server restarted from a crash may not have logged that the id was ever handed out; a
-      // transaction whose commit record was not logged did not commit.
+      // The restarted server has not handed the id out again: its transaction was never logged.
       if (/is in the future/.test((err as Error).message)) return 'aborted';
       throw err;
     }
-    return s === 'committed' || s === 'aborted' ? s : undefined; // 'in progress': ask again
+    if (row === undefined) return undefined;
+    if (row.status === 'aborted') return 'aborted';
+    if (row.started === begun.started) return row.status === 'committed' ? 'committed' : undefined; // 'in progress': ask again
+    if (committed === undefined) return 'unknown';
+    return (await committed(db)) ? 'committed' : 'aborted';
   });
   return status ?? 'unknown';
 }

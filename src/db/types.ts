@@ -33,8 +33,9 @@ export interface TransactionOptions {
   /**
    * Whether the transaction's writes are in the database, asked on another connection only when
    * its COMMIT's answer was lost and the transaction has certainly ended (MySQL: its connection is
-   * gone from the server). PostgreSQL needs none: it is asked by the transaction's id. Without
-   * one, a lost COMMIT answer on MySQL is OutcomeUnknownError.
+   * gone from the server; PostgreSQL: its server restarted, which hands out again the ids of the
+   * transactions the crash lost, so the id alone no longer tells). Without one, such a lost COMMIT
+   * answer is OutcomeUnknownError.
    */
   committed?: (db: Queryable) => Promise<boolean>;
 }
