@@ -20,6 +20,8 @@ export function createPostgresDb(url: string, options: ServerDbOptions): Db {
     const res = await pool.query(sql, params as unknown[] | undefined);
     return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 };
   };
+  /** The pool as a plain Queryable: where a lost answer is looked up, on any other connection. */
+  const elsewhere: Queryable = { dialect: 'postgres', query };
   return {
     kind: 'postgres',
     dialect: 'postgres',
@@ -59,7 +61,7 @@ export function createPostgresDb(url: string, options: ServerDbOptions): Db {
       } catch (err) {
         broken = true;
         release();
-        const status = begun === undefined ? 'unknown' : await commitStatus({ dialect: 'postgres', query }, begun, options?.committed);
+        const status = begun === undefined ? 'unknown' : await commitStatus(elsewhere, begun, options?.committed);
         if (status === 'committed') return result;
         if (status === 'aborted') throw err;
         throw new OutcomeUnknownError('the COMMIT was sent and no answer came', { cause: err });
@@ -85,7 +87,7 @@ export function createPostgresDb(url: string, options: ServerDbOptions): Db {
         } catch (err) {
           if (isStatementError(err)) throw err; // the server refused it: nothing committed
           broken = true;
-          const status = await statementStatus({ dialect: 'postgres', query }, session, committed);
+          const status = await statementStatus(elsewhere, session, committed);
           if (status === 'committed') return COMMITTED_UNSEEN;
           if (status === 'aborted') throw err;
           throw new OutcomeUnknownError('the statement was sent and no answer came', { cause: err });
