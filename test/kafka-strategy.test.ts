@@ -181,12 +181,19 @@ describe('redis-lua-kafka (real Kafka broker, Redis, PostgreSQL)', () => {
         maxRequests: 4_000,
       });
       const keys = server.redis.keys.campaign(id);
-      // Settle what the restart left open: every seat is either persisted or still marked.
+      // Settle what the restart left open: every seat is persisted or still marked producing. A
+      // seat can be both: a produce whose outcome was unknown keeps its mark (reconcile's to
+      // settle) though its record may have landed and been persisted.
+      let seen = '';
       await waitFor('the worker caught up with every acknowledged record', async () => {
-        const rows = (await issuedRows(server.db, id)).rows;
-        const marked = await server.redis.client.zcard(keys.producing);
-        return rows + marked === Number(await server.redis.client.hget(keys.state, 'issued'));
-      }, 60_000);
+        const rows = (await issuedRows(server.db, id)).users;
+        const marked = await server.redis.client.zrange(keys.producing, 0, -1);
+        const seats = Number(await server.redis.client.hget(keys.state, 'issued'));
+        const settled = new Set([...rows, ...marked]).size;
+        seen = `${rows.length} rows, ${marked.length} marked (${marked.filter((u) => rows.includes(u)).length} of them persisted too), ${seats} seats`;
+        return settled === seats;
+      }, 60_000).catch((err: Error) => assert.fail(`${err.message}: ${seen}`));
+      t.diagnostic(seen);
       const db = await issuedRows(server.db, id);
       const audit = target.ledger.audit(db.users);
       assert.deepEqual(audit.lost, [], 'every 202 has a row');
