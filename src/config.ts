@@ -71,6 +71,18 @@ export interface KafkaConfig {
   readonly produceTimeoutMs: number;
   /** KAFKA_EVENTS=on: every persisted issuance is published to this topic (KAFKA_EVENTS_TOPIC). */
   readonly eventsTopic: string | undefined;
+  /**
+   * KAFKA_RECORD_SECRET: the API signs each issuance record with it and the worker persists only
+   * records it verifies (anyone who can write to the topic could otherwise issue coupons).
+   * KAFKA_RECORD_SECRET_PREVIOUS is also accepted while the secret is rotated.
+   */
+  readonly recordSecrets: RecordSecrets;
+}
+
+/** The record authenticator's keys: new records are signed with `current`. */
+export interface RecordSecrets {
+  readonly current: string;
+  readonly previous: string | undefined;
 }
 
 /** The stream worker (`couponrush worker`, `serve --with-worker`). */
@@ -188,7 +200,7 @@ const TOPIC_NAME = /^[A-Za-z0-9._-]{1,200}$/;
 function kafkaVar(env: Env): KafkaConfig | undefined {
   const raw = nonEmpty(env, 'KAFKA_BROKERS');
   if (raw === undefined) {
-    for (const name of ['KAFKA_TOPIC', 'KAFKA_PARTITIONS', 'KAFKA_PRODUCE_TIMEOUT_MS', 'KAFKA_EVENTS', 'KAFKA_EVENTS_TOPIC']) {
+    for (const name of ['KAFKA_TOPIC', 'KAFKA_PARTITIONS', 'KAFKA_PRODUCE_TIMEOUT_MS', 'KAFKA_EVENTS', 'KAFKA_EVENTS_TOPIC', 'KAFKA_RECORD_SECRET', 'KAFKA_RECORD_SECRET_PREVIOUS']) {
       if (nonEmpty(env, name) !== undefined && !(name === 'KAFKA_EVENTS' && env[name] === 'off')) throw new ConfigError(name, 'is set but KAFKA_BROKERS is not');
     }
     return undefined;
@@ -206,13 +218,28 @@ function kafkaVar(env: Env): KafkaConfig | undefined {
   if (eventsTopic !== undefined && events === 'off') throw new ConfigError('KAFKA_EVENTS_TOPIC', 'is set but KAFKA_EVENTS is not "on": set KAFKA_EVENTS=on to publish the events');
   if (eventsTopic !== undefined && !TOPIC_NAME.test(eventsTopic)) throw new ConfigError('KAFKA_EVENTS_TOPIC', 'must be 1-200 characters of [A-Za-z0-9._-]');
   if (events === 'on' && (eventsTopic ?? 'coupon.issued') === topic) throw new ConfigError('KAFKA_EVENTS_TOPIC', 'must differ from KAFKA_TOPIC');
+  const current = recordSecretVar(env, 'KAFKA_RECORD_SECRET');
+  if (current === undefined) {
+    throw new ConfigError('KAFKA_RECORD_SECRET', `is required with KAFKA_BROKERS: the API signs its issuance records with it and the worker persists only those (at least ${MIN_RECORD_SECRET} characters, the same in every API and worker process; e.g. $(openssl rand -base64 32))`);
+  }
+  const previous = recordSecretVar(env, 'KAFKA_RECORD_SECRET_PREVIOUS');
+  if (previous === current) throw new ConfigError('KAFKA_RECORD_SECRET_PREVIOUS', 'equals KAFKA_RECORD_SECRET: set it to the secret being retired, or unset it');
   return Object.freeze({
     brokers: Object.freeze(brokers),
     topic,
     eventsTopic: events === 'on' ? (eventsTopic ?? 'coupon.issued') : undefined,
     partitions: intVar(env, 'KAFKA_PARTITIONS', 6, 1, 10_000),
     produceTimeoutMs: intVar(env, 'KAFKA_PRODUCE_TIMEOUT_MS', 5_000, 100, 120_000),
+    recordSecrets: Object.freeze({ current, previous }),
   });
+}
+
+const MIN_RECORD_SECRET = 32;
+
+function recordSecretVar(env: Env, name: string): string | undefined {
+  const value = nonEmpty(env, name);
+  if (value !== undefined && value.length < MIN_RECORD_SECRET) throw new ConfigError(name, `must be at least ${MIN_RECORD_SECRET} characters`);
+  return value;
 }
 
 function rateLimitVar(env: Env, name: string, fallback: string): RateLimit | undefined {

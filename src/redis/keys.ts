@@ -18,6 +18,11 @@ export interface CampaignKeys {
   readonly lock: string;
   /** redis-lua-kafka: admitted users whose Kafka record is not acknowledged yet (user → admitted at). */
   readonly producing: string;
+  /**
+   * Hash: user → id of the dead letter that holds their seat (stream or Kafka), so that the
+   * status route answers HELD without reading the dead letters; replay and discard remove it.
+   */
+  readonly held: string;
 }
 
 export class RedisKeys {
@@ -32,6 +37,7 @@ export class RedisKeys {
       dead: `${tag}:dead`,
       lock: `${tag}:lock`,
       producing: `${tag}:producing`,
+      held: `${tag}:held`,
     };
   }
 

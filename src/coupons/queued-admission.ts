@@ -1,0 +1,91 @@
+// What a queued admission must be before it becomes a row: the ONE validation that the workers
+// (stream entries and Kafka records), a rebuilt campaign state, `reconcile` and the console share,
+// so that a record counts as holding a seat exactly when the worker would persist it.
+//
+// A stream entry: fields {c, u, t, r} as admit-enqueue.lua writes them, for the stream's own
+// coupon, a valid user id, an admission instant inside the coupon's window. A Kafka record, first:
+// a value of at most MAX_RECORD_VALUE_BYTES, a key that is a coupon id, and the API's
+// authenticator (docs/async-flow.md); then the same fields, with c equal to the key. Anything
+// else is poison: dead-lettered with the reason, never retried, holding no seat. Reasons are
+// bounded: they quote at most the start of a field, never a whole one.
+import type { NewIssue } from './repository.js';
+import { isValidUserId, type Coupon } from './domain.js';
+import { AUTH_HEADER, decodeFields, MAX_RECORD_VALUE_BYTES, verifyRecord, type RecordSecrets } from '../kafka/records.js';
+
+export type Validation = { readonly ok: true; readonly issue: NewIssue } | { readonly ok: false; readonly reason: string };
+
+/** One entry of an issuance stream: its id and fields. */
+export interface QueuedEntry {
+  readonly id: string;
+  readonly fields: ReadonlyMap<string, string>;
+}
+
+/** One record of the issuance topic, as read. */
+export interface QueuedRecord {
+  readonly key: string | undefined;
+  readonly value: string | undefined;
+  readonly headers: ReadonlyMap<string, string>;
+}
+
+const MAX_REQUEST_ID = 200;
+const QUOTED_CHARS = 64;
+/** A reason is at most this long (it travels in a dead letter's header and in logs). */
+export const MAX_REASON_CHARS = 1024;
+
+/** At most the first QUOTED_CHARS of a value, and its length when it is longer. */
+export function quote(value: string | undefined): string {
+  if (value === undefined) return 'absent';
+  if (value.length <= QUOTED_CHARS) return JSON.stringify(value);
+  return `${JSON.stringify(value.slice(0, QUOTED_CHARS))}… (${value.length} characters)`;
+}
+
+export function boundedReason(reason: string): string {
+  return reason.length <= MAX_REASON_CHARS ? reason : `${reason.slice(0, MAX_REASON_CHARS - 1)}…`;
+}
+
+export function validateEntry(entry: QueuedEntry, streamCouponId: number, coupon: Coupon | undefined): Validation {
+  const f = entry.fields;
+  const c = f.get('c');
+  if (c !== String(streamCouponId)) return { ok: false, reason: `field c is ${quote(c)}, expected the coupon ${streamCouponId}` };
+  if (coupon === undefined) return { ok: false, reason: `coupon ${streamCouponId} does not exist in the database` };
+  const u = f.get('u');
+  if (!isValidUserId(u)) return { ok: false, reason: `field u is not a valid user id: ${quote(u)}` };
+  const t = f.get('t');
+  const ms = t !== undefined && /^\d{1,15}$/.test(t) ? Number(t) : NaN;
+  if (Number.isNaN(ms)) return { ok: false, reason: `field t is not a timestamp in ms: ${quote(t)}` };
+  if (ms < coupon.issueStartsAt.getTime() || ms >= coupon.issueEndsAt.getTime()) {
+    return { ok: false, reason: `admitted at ${new Date(ms).toISOString()}, outside the issue window of coupon ${coupon.id}` };
+  }
+  const r = f.get('r');
+  if (r !== undefined && r.length > MAX_REQUEST_ID) return { ok: false, reason: `field r is longer than ${MAX_REQUEST_ID} characters (${r.length})` };
+  return { ok: true, issue: { couponId: streamCouponId, userId: u, issuedAt: new Date(ms), requestId: r === '' ? undefined : r } };
+}
+
+/** The checks of a Kafka record that need no database: size, key, authenticator, shape. */
+export function checkRecord(
+  r: QueuedRecord,
+  secrets: RecordSecrets,
+): { readonly ok: true; readonly couponId: number; readonly fields: ReadonlyMap<string, string> } | { readonly ok: false; readonly reason: string } {
+  const value = r.value;
+  if (value === undefined || value === null) return { ok: false, reason: 'the record has no value' };
+  const bytes = Buffer.byteLength(value);
+  if (bytes > MAX_RECORD_VALUE_BYTES) return { ok: false, reason: `the value is ${bytes} bytes, over the ${MAX_RECORD_VALUE_BYTES} an issuance can have` };
+  const key = r.key ?? '';
+  if (!/^[1-9][0-9]{0,9}$/.test(key)) return { ok: false, reason: `key ${quote(r.key ?? undefined)} is not a coupon id` };
+  const auth = r.headers.get(AUTH_HEADER);
+  if (auth === undefined) return { ok: false, reason: `unsigned: no ${AUTH_HEADER} header (not produced by the API, or by a version before the authenticator)` };
+  if (!verifyRecord(secrets, key, value, auth)) return { ok: false, reason: `forged: the ${AUTH_HEADER} header does not verify with KAFKA_RECORD_SECRET (nor KAFKA_RECORD_SECRET_PREVIOUS)` };
+  const fields = decodeFields(value);
+  if (fields === undefined) return { ok: false, reason: 'the value is not a JSON object of strings' };
+  return { ok: true, couponId: Number(key), fields };
+}
+
+/** Looks a coupon up (cached by the caller). */
+export type CouponLookup = (couponId: number) => Promise<Coupon | undefined>;
+
+/** Every check of a Kafka record: the worker persists it, and it holds a seat, exactly when ok. */
+export async function validateRecord(r: QueuedRecord, secrets: RecordSecrets, coupons: CouponLookup, id = ''): Promise<Validation> {
+  const checked = checkRecord(r, secrets);
+  if (!checked.ok) return checked;
+  return validateEntry({ id, fields: checked.fields }, checked.couponId, await coupons(checked.couponId));
+}
