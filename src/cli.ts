@@ -100,7 +100,7 @@ program
     const kafkaWorker =
       kafka === undefined
         ? undefined
-        : await startKafkaWorker({ db, kafka, config: cfg.worker, log, consumer: opts.consumer }).catch(async (err: unknown) => {
+        : await startKafkaWorker({ db, kafka, redis: stores.redis, config: cfg.worker, log, consumer: opts.consumer }).catch(async (err: unknown) => {
             await worker.stop();
             await stores.close();
             throw err;

@@ -139,7 +139,7 @@ export async function createRuntime(config: Config, log: FastifyBaseLogger, opti
   if (options.withWorker === true && redis !== undefined) {
     try {
       worker = await startWorker({ db, redis, config: config.worker, log });
-      if (kafka !== undefined) kafkaWorker = await startKafkaWorker({ db, kafka, config: config.worker, log, consumer: defaultConsumerName() });
+      if (kafka !== undefined) kafkaWorker = await startKafkaWorker({ db, kafka, redis, config: config.worker, log, consumer: defaultConsumerName() });
       const topic = config.kafka?.eventsTopic;
       if (kafka !== undefined && topic !== undefined) events = await startEventPublisher({ db, kafka, topic, log });
     } catch (err) {

@@ -39,9 +39,10 @@ const DUMMY: Record<string, string> = {
   DB_PASSWORD: 'pw',
   ADMIN_TOKEN: 'a'.repeat(24),
   JWT_SECRET: 'j'.repeat(48),
+  KAFKA_RECORD_SECRET: 'k'.repeat(44),
   GRAFANA_ADMIN_PASSWORD: 'g',
 };
-const substitute = (value: string) => value.replace(/\$\{(\w+)(:\?[^}]*)?\}/g, (_, name: string) => DUMMY[name] ?? '');
+const substitute = (value: string) => value.replace(/\$\{(\w+)(:[?-][^}]*)?\}/g, (_, name: string) => DUMMY[name] ?? '');
 const envOf = (service: string) => Object.fromEntries(Object.entries(services[service]?.environment ?? {}).map(([k, v]) => [k, substitute(String(v))]));
 const couponrushServices = Object.keys(services).filter((s) => services[s]?.image === 'couponrush:local');
 
@@ -311,6 +312,7 @@ describe('deploy/docker-compose.kafka.yml (the Kafka variant)', () => {
       const config = loadConfig(mergedEnv(s));
       assert.deepEqual(config.kafka?.brokers, brokers.map((b) => `${b}:9092`), `${s}: KAFKA_BROKERS`);
       assert.equal(config.defaultStrategy, 'redis-lua-kafka', s);
+      assert.equal(config.kafka?.recordSecrets.current, DUMMY.KAFKA_RECORD_SECRET, `${s}: the API and the worker share KAFKA_RECORD_SECRET`);
       for (const b of brokers) assert.equal(override.services[s]?.depends_on?.[b]?.condition, 'service_healthy', `${s} waits for ${b}`);
     }
     const unknown = Object.keys(override.services).filter((s) => services[s] === undefined && !brokers.includes(s));

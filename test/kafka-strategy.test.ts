@@ -10,6 +10,7 @@ import { Producer, stringSerializers } from '@platformatic/kafka';
 import { pino } from 'pino';
 import { startKafka, type KafkaBroker } from '../scripts/kafka-broker.js';
 import { deleteKafkaTopics } from '../src/kafka/client.js';
+import { AUTH_HEADER, signRecord } from '../src/kafka/records.js';
 import { reconciledStrategies } from '../src/coupons/strategies/index.js';
 import { reconcile } from '../src/coupons/reconcile.js';
 import { eventCapture } from '../src/coupons/repository.js';
@@ -34,6 +35,7 @@ after(async () => {
 });
 
 const STRATEGY = 'redis-lua-kafka';
+const RECORD_SECRET = randomBytes(32).toString('base64url');
 
 interface KafkaServer extends RedisTestServer {
   readonly topic: string;
@@ -43,7 +45,7 @@ interface KafkaServer extends RedisTestServer {
 /** The app with KAFKA_BROKERS on a topic of its own (deleted by close()). */
 async function startKafkaServer(broker: KafkaBroker, env: Record<string, string> = {}): Promise<KafkaServer> {
   const topic = `crtest-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
-  const server = await startRedisTestServer({ KAFKA_BROKERS: broker.brokers, KAFKA_TOPIC: topic, KAFKA_PRODUCE_TIMEOUT_MS: '1500', KAFKA_PARTITIONS: '3', WORKER_LINGER_MS: '10', ...env });
+  const server = await startRedisTestServer({ KAFKA_BROKERS: broker.brokers, KAFKA_TOPIC: topic, KAFKA_PRODUCE_TIMEOUT_MS: '1500', KAFKA_PARTITIONS: '3', WORKER_LINGER_MS: '10', KAFKA_RECORD_SECRET: RECORD_SECRET, ...env });
   const kafka = server.runtime.kafka;
   if (kafka === undefined) throw new Error('KAFKA_BROKERS did not open Kafka');
   const workers: KafkaIssueWorker[] = [];
@@ -234,7 +236,7 @@ describe('redis-lua-kafka (real Kafka broker, Redis, PostgreSQL)', () => {
           return items.length === 2;
         });
         assert.ok(items.every((d) => d.queue === 'kafka'));
-        assert.ok(items.some((d) => d.reason.includes('not a JSON object')), JSON.stringify(items));
+        assert.ok(items.some((d) => d.reason.includes('unsigned')), JSON.stringify(items));
         const refused = items.find((d) => d.entry.u === 'victim');
         assert.ok(refused !== undefined && refused.reason.includes('refused for the test'), JSON.stringify(items));
         await unrefuse();
@@ -259,7 +261,7 @@ describe('redis-lua-kafka (real Kafka broker, Redis, PostgreSQL)', () => {
       const { id } = await server.createCoupon({ totalQuantity: 400, strategy: STRATEGY });
       const answers = await issueAll(server, id, usersRange(0, 400), 32);
       assert.equal(withStatus(answers, 202).length, 400);
-      const env = { ...server.workerEnv, KAFKA_BROKERS: broker!.brokers, KAFKA_TOPIC: server.topic, WORKER_BATCH_SIZE: '50', WORKER_LINGER_MS: '0', LOG_LEVEL: 'warn' };
+      const env = { ...server.workerEnv, KAFKA_BROKERS: broker!.brokers, KAFKA_TOPIC: server.topic, KAFKA_RECORD_SECRET: RECORD_SECRET, WORKER_BATCH_SIZE: '50', WORKER_LINGER_MS: '0', LOG_LEVEL: 'warn' };
       const victim = spawnWorker(env, 'victim');
       await waitFor('the victim wrote part of the backlog', async () => (await issuedRows(server.db, id)).rows > 0, 60_000, );
       victim.kill('SIGKILL');
@@ -299,7 +301,8 @@ describe('couponrush reconcile on redis-lua-kafka campaigns', () => {
       const old = now - 10 * 60_000;
       await server.redis.client.zadd(keys.producing, old, 'died', old, 'landed');
       const producer = new Producer({ clientId: 'landed', bootstrapBrokers: [broker!.brokers], serializers: stringSerializers });
-      await producer.send({ messages: [{ topic: server.topic, key: String(id), value: JSON.stringify({ c: String(id), u: 'landed', t: String(now), r: '' }) }] });
+      const value = JSON.stringify({ c: String(id), u: 'landed', t: String(now), r: '' });
+      await producer.send({ messages: [{ topic: server.topic, key: String(id), value, headers: new Map([[AUTH_HEADER, signRecord(RECORD_SECRET, String(id), value)]]) }] });
       await producer.close();
 
       const status = (user: string) => request(server.url, 'GET', `/coupons/${id}/issues/me`, { headers: { authorization: `Bearer ${server.tokenFor(user)}` } });

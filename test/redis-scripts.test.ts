@@ -6,7 +6,7 @@ import net from 'node:net';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { Redis } from 'ioredis';
 import { ACCEPTED, ALREADY_ISSUED, SOLD_OUT, WINDOW_CLOSED, WINDOW_NOT_OPEN } from '../src/coupons/domain.js';
-import { WORKER_GROUP, type CampaignKeys } from '../src/redis/keys.js';
+import { RedisKeys, WORKER_GROUP, type CampaignKeys } from '../src/redis/keys.js';
 import { ADMITTED, MISSING, Scripts, type CampaignWindow } from '../src/redis/scripts.js';
 import { parseEntries } from '../src/redis/streams.js';
 import { missing, needServer } from './helpers.js';
@@ -196,7 +196,7 @@ describe('Lua scripts through their wrapper', () => {
     client.on('error', () => undefined); // refused until the daemon listens; commands retry
     try {
       const scripts = new Scripts(client);
-      const keys = { state: '{cpn:1}:state', users: '{cpn:1}:users', stream: '{cpn:1}:stream', dead: '{cpn:1}:dead', lock: '{cpn:1}:lock', producing: '{cpn:1}:producing' };
+      const keys = new RedisKeys('').campaign(1);
       assert.equal(await scripts.restore(keys, '{cpn:1}:load', window(3)), 0);
       assert.equal(await scripts.admit(keys, 'a', NOW), ADMITTED);
       assert.equal(await scripts.admit(keys, 'b', NOW), ADMITTED);

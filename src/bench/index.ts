@@ -135,6 +135,8 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
   let verifyDb: Db | undefined;
   const redisPrefix = selfManaged && options.redisUrl !== undefined ? `couponrush-bench-${runId}:` : undefined;
   const kafkaTopic = `couponrush-bench-${runId}`;
+  // The run's API and worker sign and verify the topic's records with a secret of its own.
+  const kafkaRecordSecret = randomBytes(32).toString('base64url');
   let keepWorkDir = options.keep;
   const results: StrategyResult[] = [];
   let ceiling: StrategyResult | null = null;
@@ -315,12 +317,15 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
           delete env.REDIS_PREFIX;
           delete env.KAFKA_BROKERS;
           delete env.KAFKA_TOPIC;
+          delete env.KAFKA_RECORD_SECRET;
+          delete env.KAFKA_RECORD_SECRET_PREVIOUS;
           if (options.redisUrl !== undefined) {
             env.REDIS_URL = options.redisUrl;
             env.REDIS_PREFIX = redisPrefix;
             if (options.kafkaBrokers !== undefined) {
               env.KAFKA_BROKERS = options.kafkaBrokers;
               env.KAFKA_TOPIC = kafkaTopic;
+              env.KAFKA_RECORD_SECRET = kafkaRecordSecret;
             }
           }
           const nodeFlags = profileFlags(name);

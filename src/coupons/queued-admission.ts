@@ -8,8 +8,11 @@
 // authenticator (docs/async-flow.md); then the same fields, with c equal to the key. Anything
 // else is poison: dead-lettered with the reason, never retried, holding no seat. Reasons are
 // bounded: they quote at most the start of a field, never a whole one.
-import type { NewIssue } from './repository.js';
+import type { Db } from '../db/index.js';
+import { findCoupon, type NewIssue } from './repository.js';
 import { isValidUserId, type Coupon } from './domain.js';
+import type { KafkaHandle } from '../kafka/client.js';
+import { liveDeadLetters } from '../kafka/dead-letters.js';
 import { AUTH_HEADER, decodeFields, MAX_RECORD_VALUE_BYTES, verifyRecord, type RecordSecrets } from '../kafka/records.js';
 
 export type Validation = { readonly ok: true; readonly issue: NewIssue } | { readonly ok: false; readonly reason: string };
@@ -80,12 +83,54 @@ export function checkRecord(
   return { ok: true, couponId: Number(key), fields };
 }
 
-/** Looks a coupon up (cached by the caller). */
+/** Looks a coupon up. */
 export type CouponLookup = (couponId: number) => Promise<Coupon | undefined>;
+
+const MAX_CACHED_COUPONS = 10_000;
+
+/** A lookup that remembers the coupons it found (they are immutable); a miss is asked again. */
+export function cachedCoupons(db: Db): CouponLookup {
+  const cache = new Map<number, Coupon>();
+  return async (couponId) => {
+    let c = cache.get(couponId);
+    if (c === undefined) {
+      c = await findCoupon(db, couponId);
+      if (c !== undefined) {
+        if (cache.size >= MAX_CACHED_COUPONS) cache.clear();
+        cache.set(couponId, c);
+      }
+    }
+    return c;
+  };
+}
 
 /** Every check of a Kafka record: the worker persists it, and it holds a seat, exactly when ok. */
 export async function validateRecord(r: QueuedRecord, secrets: RecordSecrets, coupons: CouponLookup, id = ''): Promise<Validation> {
   const checked = checkRecord(r, secrets);
   if (!checked.ok) return checked;
   return validateEntry({ id, fields: checked.fields }, checked.couponId, await coupons(checked.couponId));
+}
+
+/**
+ * Coupon id → users whose seat a record on the topic holds: an unconsumed record, or a live dead
+ * letter, that validates (a forged, unsigned, malformed or out-of-window one holds none, and a
+ * truncated dead letter is never a valid record). A rebuilt Redis state, `reconcile` and the
+ * console count exactly these.
+ */
+export async function heldInKafka(kafka: KafkaHandle, coupons: CouponLookup): Promise<Map<number, Set<string>>> {
+  const held = new Map<number, Set<string>>();
+  const secrets = kafka.settings.recordSecrets;
+  const add = async (r: QueuedRecord) => {
+    const v = await validateRecord(r, secrets, coupons);
+    if (!v.ok) return;
+    let set = held.get(v.issue.couponId);
+    if (set === undefined) held.set(v.issue.couponId, (set = new Set()));
+    set.add(v.issue.userId);
+  };
+  for (const r of await kafka.unconsumed()) await add(r);
+  for (const d of await liveDeadLetters(kafka)) {
+    if (d.truncated) continue;
+    await add({ key: d.sourceKey, value: d.value, headers: new Map(d.auth === undefined ? [] : [[AUTH_HEADER, d.auth]]) });
+  }
+  return held;
 }

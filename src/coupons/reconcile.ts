@@ -10,7 +10,7 @@
 // Redis (the database's constraints keep the result exact anyway).
 import type { Db } from '../db/index.js';
 import type { KafkaHandle } from '../kafka/client.js';
-import { heldInKafka } from '../kafka/held.js';
+import { cachedCoupons, heldInKafka } from './queued-admission.js';
 import { STATE_RETENTION_MS, campaignWindow, ensureGroup, loadAdmittedUsers, restoreCampaign, type IssuedUsers } from '../redis/campaign-state.js';
 import type { RedisHandle } from '../redis/client.js';
 import type { Coupon } from './domain.js';
@@ -78,7 +78,7 @@ export async function reconcile(db: Db, redis: RedisHandle, options: ReconcileOp
   const list = await campaigns(db, options.couponId, options.strategies.redisAdmitted);
   const kafkaStrategies = options.strategies.kafka ?? [];
   // The topic is read once for every campaign (its unconsumed records and dead letters).
-  const held = options.kafka !== undefined && list.some((c) => kafkaStrategies.includes(c.strategy)) ? await heldInKafka(options.kafka) : undefined;
+  const held = options.kafka !== undefined && list.some((c) => kafkaStrategies.includes(c.strategy)) ? await heldInKafka(options.kafka, cachedCoupons(db)) : undefined;
   for (const coupon of list) {
     const viaKafka = kafkaStrategies.includes(coupon.strategy)
       ? { held: held?.get(coupon.id) ?? new Set<string>(), known: held !== undefined, graceMs: producingGraceMs(options.kafka?.settings.produceTimeoutMs ?? 0) }

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { Admin, Consumer, stringDeserializers, type MessagesStream } from '@platformatic/kafka';
 import type { FastifyBaseLogger } from 'fastify';
 import { IssuanceProducer } from './producer.js';
+import type { RecordSecrets } from './records.js';
 
 /** The consumer group of `couponrush worker` on the issuance topic. */
 export const KAFKA_WORKER_GROUP = 'couponrush-workers';
@@ -19,6 +20,8 @@ export interface KafkaSettings {
   readonly produceTimeoutMs: number;
   /** Issued-coupon events go here when set. */
   readonly eventsTopic?: string | undefined;
+  /** The issuance records' authenticator keys (src/kafka/records.ts). */
+  readonly recordSecrets: RecordSecrets;
 }
 
 /** One record read back from a topic. */
@@ -75,7 +78,7 @@ export async function ensureTopics(settings: KafkaSettings, topics: readonly str
 export async function openKafka(settings: KafkaSettings, log: FastifyBaseLogger): Promise<KafkaHandle> {
   const topics = { issuances: settings.topic, dead: `${settings.topic}.dead` };
   await ensureTopics(settings, [topics.issuances, topics.dead, ...(settings.eventsTopic === undefined ? [] : [settings.eventsTopic])]);
-  const producer = new IssuanceProducer({ brokers: settings.brokers, topic: topics.issuances, timeoutMs: settings.produceTimeoutMs, clientId: 'couponrush-api' }, log);
+  const producer = new IssuanceProducer({ brokers: settings.brokers, topic: topics.issuances, timeoutMs: settings.produceTimeoutMs, clientId: 'couponrush-api', secret: settings.recordSecrets.current }, log);
   const consumer = (groupId: string, clientId: string) =>
     new Consumer({ groupId, clientId, bootstrapBrokers: [...settings.brokers], deserializers: stringDeserializers, autocommit: false, timeout: 10_000 });
 

@@ -14,7 +14,7 @@
 // one record never lands twice from one send.
 import { Producer, ProduceAcks, stringSerializers } from '@platformatic/kafka';
 import type { FastifyBaseLogger } from 'fastify';
-import { encodeRecord, recordKey, type IssuanceRecord } from './records.js';
+import { AUTH_HEADER, encodeRecord, recordKey, signRecord, type IssuanceRecord } from './records.js';
 
 /**
  * An idempotent `acks=all` producer of string records. Its client retries a failed send forever:
@@ -52,6 +52,15 @@ function leaves(err: unknown): unknown[] {
   return [err];
 }
 
+/** Broker errors that concern the record itself (its size or form), not the broker's health. */
+const REFUSED_RECORD = new Set(['MESSAGE_TOO_LARGE', 'RECORD_LIST_TOO_LARGE', 'INVALID_RECORD', 'CORRUPT_MESSAGE']);
+
+/** True when the broker refused the send for what the records are, not because it is unwell. */
+export function refusedForItsSize(err: unknown): boolean {
+  const all = leaves(err);
+  return all.length > 0 && all.every((e) => REFUSED_RECORD.has(String((e as { apiId?: unknown }).apiId)));
+}
+
 /** True when the error says the broker refused the request and appended nothing. */
 export function appendedNothing(err: unknown): boolean {
   const all = leaves(err);
@@ -63,6 +72,8 @@ export interface ProducerOptions {
   readonly topic: string;
   readonly timeoutMs: number;
   readonly clientId: string;
+  /** KAFKA_RECORD_SECRET: every record carries its authenticator. */
+  readonly secret: string;
 }
 
 interface Waiting {
@@ -133,7 +144,11 @@ export class IssuanceProducer {
     const upAtStart = conn.up > 0;
     const madeAtStart = conn.made;
     const maybeWritten = () => upAtStart || conn.made !== madeAtStart;
-    const messages = batch.map(({ record }) => ({ topic: this.options.topic, key: recordKey(record.couponId), value: encodeRecord(record) }));
+    const messages = batch.map(({ record }) => {
+      const key = recordKey(record.couponId);
+      const value = encodeRecord(record);
+      return { topic: this.options.topic, key, value, headers: new Map([[AUTH_HEADER, signRecord(this.options.secret, key, value)]]) };
+    });
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<'deadline'>((resolve) => (timer = setTimeout(() => resolve('deadline'), this.options.timeoutMs)));
     let outcome: ProduceOutcome;

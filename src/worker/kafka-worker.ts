@@ -3,46 +3,66 @@
 // reassigned after its session times out).
 //
 //   batch      records gather up to WORKER_BATCH_SIZE, or for WORKER_LINGER_MS after the first;
-//              the valid ones are written in ONE transaction (rows + issued counts), and the
-//              offsets are committed only after that commit. A redelivered record (a worker
-//              killed between commit and offset commit) is harmless: the insert skips a pair
+//              each is validated (src/coupons/queued-admission.ts: size, key, the API's
+//              authenticator, fields, window); the valid ones are written in ONE transaction
+//              (rows + issued counts). A redelivered record is harmless: the insert skips a pair
 //              already there.
-//   poison     a record that does not validate goes to the dead-letter topic with the reason at
-//              once; a record the database refuses WORKER_MAX_DELIVERIES times, with the error.
-//              Its offset is committed only after the dead letter is acknowledged.
-//   outage     the database being down dead-letters nothing: the batch in hand is retried with
-//              backoff, offsets uncommitted.
+//   poison     a record that does not validate goes to the dead-letter topic at once, bounded
+//              whatever it holds (src/kafka/dead-letters.ts): a broker refusing the dead letter
+//              for its size gets a shorter one. A record the database refuses
+//              WORKER_MAX_DELIVERIES times is dead-lettered with the error; it keeps its seat
+//              (the held index tells its user HELD).
+//   offsets    committed only after every record of the batch is persisted or dead-lettered, and
+//              batches are taken in order: what is committed is always a contiguous prefix.
+//   outage     the database or the broker being away dead-letters nothing: the batch in hand is
+//              retried (backoff ≤ 1 s), offsets uncommitted. A stop with that batch still held
+//              commits nothing more: the batch and everything after it are redelivered.
 //   stop()     stops taking records, finishes the batch in hand, commits, leaves the group.
 import type { FastifyBaseLogger } from 'fastify';
 import type { Message, MessagesStream, Producer } from '@platformatic/kafka';
 import type { WorkerConfig } from '../config.js';
-import type { Coupon } from '../coupons/domain.js';
-import { findCoupon, insertIssues, type NewIssue } from '../coupons/repository.js';
+import { boundedReason, cachedCoupons, validateRecord, type CouponLookup } from '../coupons/queued-admission.js';
+import { insertIssues, type NewIssue } from '../coupons/repository.js';
 import type { Db } from '../db/index.js';
 import { KAFKA_WORKER_GROUP, type KafkaHandle } from '../kafka/client.js';
-import { deadLetterId, deadLetterProducer } from '../kafka/dead-letters.js';
-import { decodeFields } from '../kafka/records.js';
+import { deadLetterProducer, deadLetterRecord, type DeadLetterKind, type DeadLetterRecord } from '../kafka/dead-letters.js';
+import { refusedForItsSize } from '../kafka/producer.js';
+import type { RedisHandle } from '../redis/client.js';
 import { isDependencyUnavailable } from '../util/dependency-errors.js';
 import { Pause } from '../util/pause.js';
-import { validateEntry } from './entry.js';
 import type { WorkerObserver } from './worker.js';
 
 type Record = Message<string, string, string, string>;
 
-const MAX_BACKOFF_MS = 5_000;
+/** Backoff bound of a held batch and of rejoining the group: a backlog waits at most this long. */
+const MAX_BACKOFF_MS = 1_000;
 const STOP_GRACE_MS = 10_000;
-const MAX_CACHED_COUPONS = 10_000;
 /** The broker's default floor for a consumer's session. */
 const MIN_SESSION_MS = 6_000;
 
 export interface KafkaWorkerDeps {
   readonly db: Db;
   readonly kafka: KafkaHandle;
+  /** For the held index (a refused admission's user hears HELD); absent, nobody does. */
+  readonly redis?: RedisHandle | undefined;
   readonly config: WorkerConfig;
   readonly log: FastifyBaseLogger;
   readonly consumer: string;
   readonly observer?: WorkerObserver;
 }
+
+/** A record to dead-letter, and why. */
+interface Doomed {
+  readonly m: Record;
+  readonly kind: DeadLetterKind;
+  readonly reason: string;
+  readonly deliveries: number;
+  /** The admitted user, for a refused admission (its seat is held). */
+  readonly heldUser?: { readonly couponId: number; readonly userId: string };
+}
+
+/** A send that got no answer in time (the producer is replaced: the broker may be away). */
+class SendTimeout extends Error {}
 
 export class KafkaIssueWorker {
   private consumer: ReturnType<KafkaHandle['consumer']> | undefined;
@@ -55,7 +75,7 @@ export class KafkaIssueWorker {
   private stopping = false;
   private loop: Promise<void> | undefined;
   private observer: WorkerObserver | undefined;
-  private readonly coupons = new Map<number, Coupon>();
+  private readonly coupons: CouponLookup;
   private readonly log: FastifyBaseLogger;
   /** Records written and committed since start (for logs and tests). */
   written = 0;
@@ -64,6 +84,7 @@ export class KafkaIssueWorker {
   constructor(private readonly deps: KafkaWorkerDeps) {
     this.observer = deps.observer;
     this.log = deps.log.child({ kafkaWorker: deps.consumer });
+    this.coupons = cachedCoupons(deps.db);
   }
 
   observe(observer: WorkerObserver): void {
@@ -99,8 +120,8 @@ export class KafkaIssueWorker {
     this.stopping = true;
     this.pause.wake();
     this.makeRoom();
-    // A batch stuck on a broker that is away (its dead letter cannot be produced) is left
-    // uncommitted after the grace: the group hands it to the next worker.
+    // A batch held by an outage is given up after the grace, uncommitted, and so is everything
+    // after it: the group hands them to the next worker.
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([this.loop, new Promise((r) => (timer = setTimeout(r, STOP_GRACE_MS)))]);
     clearTimeout(timer);
@@ -135,7 +156,7 @@ export class KafkaIssueWorker {
       }
       // The stream ended or failed (the broker went away): a new consumer resumes from the last
       // committed offsets; records already in the buffer come again, which the insert tolerates.
-      backoff = Math.min(MAX_BACKOFF_MS, Math.max(250, backoff * 2));
+      backoff = Math.min(MAX_BACKOFF_MS, Math.max(100, backoff * 2));
       await new Promise((r) => setTimeout(r, backoff));
       await this.consumer?.close().catch(() => undefined);
       try {
@@ -166,55 +187,41 @@ export class KafkaIssueWorker {
       if (this.buffer.length < batchSize && lingerMs > 0 && !this.stopping) await new Promise((r) => setTimeout(r, lingerMs));
       const batch = this.buffer.splice(0, batchSize);
       this.makeRoom();
-      await this.untilDone(batch);
+      if (!(await this.untilDone(batch))) {
+        // Stopping with this batch held: nothing after it may be committed (that would skip it).
+        this.buffer.length = 0;
+        break;
+      }
     }
   }
 
-  /** Processes the batch in hand until it is done: an outage is waited out, never skipped. */
-  private async untilDone(batch: readonly Record[]): Promise<void> {
+  /** Processes the batch until it is done (true); an outage is waited out, never skipped. */
+  private async untilDone(batch: readonly Record[]): Promise<boolean> {
     let backoff = 0;
     for (;;) {
       try {
         await this.process(batch);
-        return;
+        return true;
       } catch (err) {
         if (this.stopping) {
-          // Uncommitted: the group hands these records to the next worker.
-          this.log.warn({ err, records: batch.length }, 'kafka worker: stopping with a batch not written; its records will be redelivered');
-          return;
+          this.log.warn({ err, records: batch.length }, 'kafka worker: stopping with a batch not written; it and every record after it will be redelivered');
+          return false;
         }
-        backoff = Math.min(MAX_BACKOFF_MS, Math.max(200, backoff * 2));
-        this.log.error({ err, retryInMs: backoff }, 'kafka worker: batch failed; retrying it');
+        backoff = Math.min(MAX_BACKOFF_MS, Math.max(100, backoff * 2));
+        this.log.error({ err, retryInMs: backoff }, 'kafka worker: batch held (a store is away); retrying it');
         await new Promise((r) => setTimeout(r, backoff));
       }
     }
   }
 
-  private async coupon(couponId: number): Promise<Coupon | undefined> {
-    let c = this.coupons.get(couponId);
-    if (c === undefined) {
-      c = await findCoupon(this.deps.db, couponId);
-      if (c !== undefined) {
-        if (this.coupons.size >= MAX_CACHED_COUPONS) this.coupons.clear();
-        this.coupons.set(couponId, c);
-      }
-    }
-    return c;
-  }
-
   /** Validate, write the valid records in one transaction, dead-letter the rest, then commit. */
   private async process(batch: readonly Record[]): Promise<void> {
     const valid: Array<{ m: Record; issue: NewIssue }> = [];
+    const doomed: Doomed[] = [];
     for (const m of batch) {
-      const couponId = /^[1-9][0-9]{0,9}$/.test(m.key ?? '') ? Number(m.key) : 0;
-      const fields = decodeFields(m.value);
-      if (fields === undefined || couponId === 0) {
-        await this.deadLetter(m, 'invalid', fields === undefined ? 'invalid record: the value is not a JSON object of strings' : `invalid record: key ${JSON.stringify(m.key)} is not a coupon id`, 1);
-        continue;
-      }
-      const v = validateEntry({ id: deadLetterId(m.partition, m.offset), fields, raw: [] }, couponId, await this.coupon(couponId));
+      const v = await validateRecord(m, this.deps.kafka.settings.recordSecrets, this.coupons);
       if (v.ok) valid.push({ m, issue: v.issue });
-      else await this.deadLetter(m, 'invalid', `invalid record: ${v.reason}`, 1);
+      else doomed.push({ m, kind: 'invalid', reason: `invalid record: ${v.reason}`, deliveries: 1 });
     }
     if (valid.length > 0) {
       const started = performance.now();
@@ -225,46 +232,89 @@ export class KafkaIssueWorker {
       } catch (err) {
         if (isDependencyUnavailable(err)) throw err;
         this.log.warn({ err, records: valid.length }, 'kafka worker: batch refused by the database; writing its records one by one');
-        for (const v of valid) await this.writeOne(v.m, v.issue);
+        for (const v of valid) {
+          const refused = await this.writeOne(v.issue);
+          if (refused !== undefined) doomed.push({ m: v.m, kind: 'refused', reason: refused.reason, deliveries: refused.deliveries, heldUser: { couponId: v.issue.couponId, userId: v.issue.userId } });
+        }
       }
     }
+    if (doomed.length > 0) await this.deadLetter(doomed);
     await this.commit(batch);
   }
 
-  /** One record, retried up to WORKER_MAX_DELIVERIES times, then dead-lettered with the error. */
-  private async writeOne(m: Record, issue: NewIssue): Promise<void> {
+  /** One record, retried up to WORKER_MAX_DELIVERIES times; what the database said when it kept refusing. */
+  private async writeOne(issue: NewIssue): Promise<{ reason: string; deliveries: number } | undefined> {
     for (let attempt = 1; ; attempt++) {
       try {
         await this.deps.db.transaction((tx) => insertIssues(tx, [issue]));
         this.written++;
-        return;
+        return undefined;
       } catch (err) {
         if (isDependencyUnavailable(err)) throw err;
         if (attempt >= this.deps.config.maxDeliveries) {
-          await this.deadLetter(m, 'refused', `database refused it on ${attempt} deliveries: ${(err as Error).message}`, attempt);
-          return;
+          return { reason: boundedReason(`database refused it on ${attempt} deliveries: ${(err as Error).message}`), deliveries: attempt };
         }
         await new Promise((r) => setTimeout(r, 50 * attempt));
       }
     }
   }
 
-  private async deadLetter(m: Record, kind: 'invalid' | 'refused', reason: string, deliveries: number): Promise<void> {
-    this.dead ??= deadLetterProducer(this.deps.kafka, `couponrush-worker-dlq-${this.deps.consumer}`);
-    const id = deadLetterId(m.partition, m.offset);
-    await this.dead.send({
-      messages: [
-        {
-          topic: this.deps.kafka.topics.dead,
-          key: id,
-          value: m.value ?? '',
-          headers: { reason, deliveries: String(deliveries), 'failed-at': String(Date.now()), 'source-key': m.key ?? '' },
-        },
-      ],
+  /**
+   * Dead-letters the records, in one send when the broker takes it; a dead letter the broker
+   * refuses for its size is sent again without the source value (digest and headers only).
+   * Anything else the broker says is an outage: thrown, and the batch is held.
+   */
+  private async deadLetter(doomed: readonly Doomed[]): Promise<void> {
+    const letter = (d: Doomed, form: 'full' | 'cut' | 'bare') =>
+      deadLetterRecord({ topic: d.m.topic, partition: d.m.partition, offset: d.m.offset, key: d.m.key, value: d.m.value, headers: d.m.headers }, d.kind, boundedReason(d.reason), d.deliveries, form);
+    try {
+      await this.send(doomed.map((d) => letter(d, 'full')));
+    } catch (err) {
+      if (!refusedForItsSize(err)) throw err;
+      for (const d of doomed) {
+        try {
+          await this.send([letter(d, 'full')]);
+        } catch (one) {
+          if (!refusedForItsSize(one)) throw one;
+          this.log.warn({ partition: d.m.partition, offset: String(d.m.offset) }, 'kafka worker: the broker refused a dead letter for its size; sending it without the value');
+          await this.send([letter(d, 'bare')]);
+        }
+      }
+    }
+    for (const d of doomed) {
+      this.deadLettered++;
+      this.observer?.deadLettered?.(d.kind);
+      this.log.error({ partition: d.m.partition, offset: String(d.m.offset), reason: boundedReason(d.reason) }, 'kafka worker: record dead-lettered');
+      if (d.heldUser !== undefined) await this.markHeld(d.heldUser.couponId, d.heldUser.userId, `${d.m.partition}-${d.m.offset}`);
+    }
+  }
+
+  /** One bounded send to the dead-letter topic; a send not answered in time replaces the producer. */
+  private async send(records: readonly DeadLetterRecord[]): Promise<void> {
+    const kafka = this.deps.kafka;
+    const producer = (this.dead ??= deadLetterProducer(kafka, `couponrush-worker-dlq-${this.deps.consumer}`));
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<'deadline'>((r) => (timer = setTimeout(() => r('deadline'), kafka.settings.produceTimeoutMs)));
+    try {
+      const result = await Promise.race([producer.send({ messages: records.map((r) => ({ topic: kafka.topics.dead, key: r.key, value: r.value, headers: r.headers })) }), deadline]);
+      if (result === 'deadline') {
+        // Its own retries would go on: close it (a dead letter sent twice is read once, by id).
+        this.dead = undefined;
+        producer.close().catch(() => undefined);
+        throw new SendTimeout(`kafka: the dead-letter topic did not acknowledge within ${kafka.settings.produceTimeoutMs} ms`);
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The user's seat is held by a dead letter: the status route says HELD. Best effort. */
+  private async markHeld(couponId: number, userId: string, id: string): Promise<void> {
+    const redis = this.deps.redis;
+    if (redis === undefined) return;
+    await redis.client.hset(redis.keys.campaign(couponId).held, userId, `kafka:${id}`).catch((err: unknown) => {
+      this.log.error({ err, couponId, userId }, 'kafka worker: recording a held seat failed; its user hears PENDING until a replay or discard');
     });
-    this.deadLettered++;
-    this.observer?.deadLettered?.(kind);
-    this.log.error({ id, key: m.key, reason }, 'kafka worker: record dead-lettered');
   }
 
   /** Commits the last record of each partition in the batch (the client resumes after it). */

@@ -20,8 +20,7 @@ import { hostname } from 'node:os';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { WorkerConfig } from '../config.js';
-import type { Coupon } from '../coupons/domain.js';
-import { findCoupon, insertIssues, type NewIssue } from '../coupons/repository.js';
+import { insertIssues, type NewIssue } from '../coupons/repository.js';
 import type { Db } from '../db/index.js';
 import { isDependencyUnavailable } from '../util/dependency-errors.js';
 import { STATE_RETENTION_MS, ensureGroup } from '../redis/campaign-state.js';
@@ -38,7 +37,7 @@ import {
   parseRead,
   type StreamEntry,
 } from '../redis/streams.js';
-import { validateEntry } from './entry.js';
+import { boundedReason, cachedCoupons, validateEntry, type CouponLookup } from '../coupons/queued-admission.js';
 
 const BLOCK_MS = 1_000;
 const REGISTRY_REFRESH_MS = 1_000;
@@ -46,7 +45,6 @@ const UPKEEP_EVERY_MS = 5_000;
 const MAX_BACKOFF_MS = 5_000;
 /** Consumers with nothing pending, idle this long, are removed from the group. */
 const FORGET_CONSUMER_IDLE_MS = 3600_000;
-const MAX_CACHED_COUPONS = 10_000;
 
 /** What a metrics module may want to count; every method must be cheap and must not throw. */
 export interface WorkerObserver {
@@ -99,7 +97,7 @@ export class IssueWorker {
   private upkeepAt = 0;
   /** An iteration failed with entries in hand: re-read our own pending ones before new ones. */
   private recoverOwn = false;
-  private readonly coupons = new Map<number, Coupon>();
+  private readonly coupon: CouponLookup;
   /** Entries written and acked since start (for logs and tests). */
   written = 0;
   deadLettered = 0;
@@ -111,6 +109,7 @@ export class IssueWorker {
     this.observer = deps.observer;
     this.log = deps.log.child({ worker: deps.consumer ?? defaultConsumerName() });
     this.consumer = deps.consumer ?? defaultConsumerName();
+    this.coupon = cachedCoupons(deps.db);
     this.reader = deps.redis.duplicate('couponrush-worker');
     // A reconnected reader has a new client id.
     this.reader.on('close', () => (this.readerId = undefined));
@@ -286,18 +285,6 @@ export class IssueWorker {
     }
   }
 
-  private async coupon(couponId: number): Promise<Coupon | undefined> {
-    let c = this.coupons.get(couponId);
-    if (c === undefined) {
-      c = await findCoupon(this.db, couponId);
-      if (c !== undefined) {
-        if (this.coupons.size >= MAX_CACHED_COUPONS) this.coupons.clear();
-        this.coupons.set(couponId, c);
-      }
-    }
-    return c;
-  }
-
   /** Validate, write in one statement, ack after commit; isolate failures entry by entry. */
   private async process(deliveries: readonly Delivery[]): Promise<void> {
     const valid: Array<{ d: Delivery; issue: NewIssue }> = [];
@@ -347,7 +334,7 @@ export class IssueWorker {
       if (isDependencyUnavailable(err)) throw err;
       const deliveries = await this.deliveries(d);
       if (deliveries >= this.config.maxDeliveries) {
-        await this.deadLetter(d, 'refused', `database refused it on ${deliveries} deliveries: ${(err as Error).message}`, deliveries);
+        await this.deadLetter(d, 'refused', boundedReason(`database refused it on ${deliveries} deliveries: ${(err as Error).message}`), deliveries);
       } else {
         // Left pending: claimIdle redelivers it after claimIdleMs, with a higher delivery count.
         this.log.warn({ err, couponId: d.couponId, id: d.entry.id, deliveries }, 'worker: entry refused by the database; will retry');

@@ -17,7 +17,7 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { Db } from '../../db/index.js';
 import type { KafkaHandle } from '../../kafka/client.js';
-import { heldInKafka } from '../../kafka/held.js';
+import { cachedCoupons, heldInKafka } from '../queued-admission.js';
 import { AdmissionBatcher } from '../../redis/admissions.js';
 import { admittedCounts, CampaignStates, checkAdmission } from '../../redis/campaign-state.js';
 import type { RedisHandle } from '../../redis/client.js';
@@ -38,7 +38,7 @@ const NOT_PRODUCED = unavailable('Kafka did not take the issuance; nothing was i
  */
 export async function kafkaAdmittedUsers(db: Db, kafka: KafkaHandle, couponId: number, settleMs: number): Promise<string[]> {
   if (settleMs > 0) await new Promise((r) => setTimeout(r, settleMs));
-  const held = (await heldInKafka(kafka)).get(couponId) ?? new Set<string>();
+  const held = (await heldInKafka(kafka, cachedCoupons(db))).get(couponId) ?? new Set<string>();
   return [...new Set([...(await loadIssuedUsers(db, couponId)), ...held])];
 }
 
