@@ -359,6 +359,16 @@ export class Ledger {
     else list.push(answer);
   }
 
+  /** When each acknowledged user first heard 201/202 (performance.now()), in no order. */
+  acknowledgedTimes(): number[] {
+    const out: number[] = [];
+    for (const answers of this.answers.values()) {
+      const first = answers.find((a) => !('error' in a) && (a.status === 201 || a.status === 202));
+      if (first !== undefined) out.push(first.at);
+    }
+    return out;
+  }
+
   get count(): number {
     let n = 0;
     for (const list of this.answers.values()) n += list.length;

@@ -5,9 +5,8 @@
 // recorded and audited against the rows.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { after, before, describe, it, type TestContext } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { Producer, stringSerializers } from '@platformatic/kafka';
-import { pino } from 'pino';
 import { startKafka, type KafkaBroker } from '../scripts/kafka-broker.js';
 import { deleteKafkaTopics } from '../src/kafka/client.js';
 import { AUTH_HEADER, signRecord } from '../src/kafka/records.js';
@@ -15,15 +14,10 @@ import { reconciledStrategies } from '../src/coupons/strategies/index.js';
 import { reconcile } from '../src/coupons/reconcile.js';
 import { eventCapture } from '../src/coupons/repository.js';
 import { startEventPublisher } from '../src/worker/events.js';
-import { startKafkaWorker, type KafkaIssueWorker } from '../src/worker/kafka-worker.js';
 import { Ledger, stampedeThroughFault, type Target } from './fault-helpers.js';
-import { needKafkaTools, kafkaToolsMissing } from './kafka-helpers.js';
-import { issuedRows, needDatabase, needServer, refuseInsertsOf, request, stampede } from './helpers.js';
-import { deleteKeys, exited, issueAll, REDIS_URL, silent, spawnWorker, startRedisTestServer, usersRange, waitFor, withStatus, type RedisTestServer } from './redis-helpers.js';
-
-async function needKafka(t: TestContext): Promise<boolean> {
-  return (await needKafkaTools(t)) && (await needDatabase(t, 'postgres')) && (await needServer(t, 'Redis', REDIS_URL));
-}
+import { kafkaToolsMissing, needKafka, RECORD_SECRET, startKafkaServer, STRATEGY, waitForRows } from './kafka-helpers.js';
+import { issuedRows, refuseInsertsOf, request, stampede } from './helpers.js';
+import { deleteKeys, exited, issueAll, silent, spawnWorker, usersRange, waitFor, withStatus } from './redis-helpers.js';
 
 // One broker for the file (the fault tests start private ones of their own).
 let broker: KafkaBroker | undefined;
@@ -33,41 +27,6 @@ before(async () => {
 after(async () => {
   await broker?.stop();
 });
-
-const STRATEGY = 'redis-lua-kafka';
-const RECORD_SECRET = randomBytes(32).toString('base64url');
-
-interface KafkaServer extends RedisTestServer {
-  readonly topic: string;
-  startKafkaWorker(name: string): Promise<KafkaIssueWorker>;
-}
-
-/** The app with KAFKA_BROKERS on a topic of its own (deleted by close()). */
-async function startKafkaServer(broker: KafkaBroker, env: Record<string, string> = {}): Promise<KafkaServer> {
-  const topic = `crtest-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
-  const server = await startRedisTestServer({ KAFKA_BROKERS: broker.brokers, KAFKA_TOPIC: topic, KAFKA_PRODUCE_TIMEOUT_MS: '1500', KAFKA_PARTITIONS: '3', WORKER_LINGER_MS: '10', KAFKA_RECORD_SECRET: RECORD_SECRET, ...env });
-  const kafka = server.runtime.kafka;
-  if (kafka === undefined) throw new Error('KAFKA_BROKERS did not open Kafka');
-  const workers: KafkaIssueWorker[] = [];
-  const closeServer = server.close;
-  return Object.assign(server, {
-    topic,
-    async startKafkaWorker(name: string) {
-      const w = await startKafkaWorker({ db: server.db, kafka, config: server.config.worker, log: process.env.KDEBUG ? pino({ level: 'info' }) : silent, consumer: name });
-      workers.push(w);
-      return w;
-    },
-    async close() {
-      for (const w of workers) await w.stop();
-      await closeServer();
-      await deleteKafkaTopics(broker.brokers, [topic, `${topic}.dead`]).catch(() => undefined);
-    },
-  });
-}
-
-async function waitForRows(server: KafkaServer, couponId: number, rows: number, timeoutMs = 60_000): Promise<void> {
-  await waitFor(`${rows} rows for coupon ${couponId}`, async () => (await issuedRows(server.db, couponId)).rows === rows, timeoutMs);
-}
 
 describe('redis-lua-kafka (real Kafka broker, Redis, PostgreSQL)', () => {
   it('issues exactly the stock under a stampede, never twice to one user; the worker persists every 202', async (t) => {
@@ -165,45 +124,79 @@ describe('redis-lua-kafka (real Kafka broker, Redis, PostgreSQL)', () => {
     }
   });
 
-  it('loses no 202 and issues nobody it refused when the broker restarts mid-stampede', async (t) => {
+  it('loses no 202 and issues nobody it refused when the broker restarts mid-stampede, and catches up within 10 s of the broker answering', async (t) => {
     if (!(await needKafka(t))) return;
     const own = await startKafka();
     const server = await startKafkaServer(own);
     try {
       await server.startKafkaWorker('k-restart');
-      const { id } = await server.createCoupon({ totalQuantity: 300, strategy: STRATEGY });
-      const target: Target = { strategy: STRATEGY, couponId: id, users: 600, ledger: new Ledger() };
-      await stampedeThroughFault(() => server.url, [target], {
+      const { id } = await server.createCoupon({ totalQuantity: 3_000, strategy: STRATEGY });
+      const target: Target = { strategy: STRATEGY, couponId: id, users: 6_000, ledger: new Ledger() };
+      // Rows over time, to see how the worker catches up once the broker is back.
+      const samples: Array<{ at: number; rows: number }> = [];
+      let sampling = true;
+      const sampler = (async () => {
+        while (sampling) {
+          const { rows } = await server.db.query<{ n: string }>(`SELECT count(*) AS n FROM coupon_issues WHERE coupon_id = ${id}`);
+          samples.push({ at: performance.now(), rows: Number(rows[0]?.n ?? 0) });
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      })();
+      const run = await stampedeThroughFault(() => server.url, [target], {
         concurrency: 32,
-        faultAfterAnswers: 150,
+        faultAfterAnswers: 1_500,
         inject: () => own.kill(),
         holdMs: 1_500,
         heal: () => own.restart(),
         afterHealMs: 3_000,
-        maxRequests: 4_000,
+        maxRequests: 8_000,
       });
       const keys = server.redis.keys.campaign(id);
       // Settle what the restart left open: every seat is persisted or still marked producing. A
       // seat can be both: a produce whose outcome was unknown keeps its mark (reconcile's to
       // settle) though its record may have landed and been persisted.
       let seen = '';
-      await waitFor('the worker caught up with every acknowledged record', async () => {
-        const rows = (await issuedRows(server.db, id)).users;
-        const marked = await server.redis.client.zrange(keys.producing, 0, -1);
-        const seats = Number(await server.redis.client.hget(keys.state, 'issued'));
-        const settled = new Set([...rows, ...marked]).size;
-        seen = `${rows.length} rows, ${marked.length} marked (${marked.filter((u) => rows.includes(u)).length} of them persisted too), ${seats} seats`;
-        return settled === seats;
-      }, 60_000).catch((err: Error) => assert.fail(`${err.message}: ${seen}`));
+      try {
+        await waitFor('the worker caught up with every acknowledged record', async () => {
+          const rows = (await issuedRows(server.db, id)).users;
+          const marked = await server.redis.client.zrange(keys.producing, 0, -1);
+          const seats = Number(await server.redis.client.hget(keys.state, 'issued'));
+          const settled = new Set([...rows, ...marked]).size;
+          seen = `${rows.length} rows, ${marked.length} marked (${marked.filter((u) => rows.includes(u)).length} of them persisted too), ${seats} seats`;
+          return settled === seats;
+        }, 60_000).catch((err: Error) => assert.fail(`${err.message}: ${seen}`));
+      } finally {
+        sampling = false;
+        await sampler;
+      }
       t.diagnostic(seen);
       const db = await issuedRows(server.db, id);
       const audit = target.ledger.audit(db.users);
       assert.deepEqual(audit.lost, [], 'every 202 has a row');
       assert.deepEqual(audit.unexpected, [], 'no row for a user told nothing was issued');
       assert.equal(audit.internalErrors, 0);
-      assert.ok(db.rows <= 300, `never over the stock: ${db.rows}`);
+      assert.ok(db.rows <= 3_000, `never over the stock: ${db.rows}`);
       assert.equal(db.distinctUsers, db.rows);
       assert.ok(audit.acknowledged > 0);
+
+      // Catch-up: from the broker answering again until every row is there, and the longest
+      // stretch without a new row while acknowledged records waited.
+      const acked = target.ledger.acknowledgedTimes().sort((a, b) => a - b);
+      const after = samples.filter((s) => s.at >= run.healedAt);
+      const caughtUp = after.find((s) => s.rows >= db.rows);
+      assert.ok(caughtUp !== undefined, 'the sampler saw the last row');
+      let stall = 0;
+      let since: { at: number; rows: number } | undefined;
+      for (const s of after) {
+        const waiting = acked.filter((a) => a <= s.at).length - s.rows;
+        if (since === undefined || s.rows !== since.rows || waiting <= 0) since = s;
+        else stall = Math.max(stall, s.at - since.at);
+      }
+      const backlog = acked.filter((a) => a <= run.healedAt).length - (after[0]?.rows ?? 0);
+      const catchUpMs = caughtUp.at - run.healedAt;
+      t.diagnostic(`catch-up: ${backlog} acknowledged records waiting at the heal, ${audit.acknowledged} acknowledged in all; every row there ${Math.round(catchUpMs)} ms after the broker answered (the stampede went on 3,000 ms after it); longest stall with records waiting ${Math.round(stall)} ms`);
+      assert.ok(catchUpMs <= 10_000, `caught up within 10 s of the broker answering: ${Math.round(catchUpMs)} ms`);
+      assert.ok(stall <= 2_000, `no stretch over 2 s without progress while records waited: ${Math.round(stall)} ms`);
     } finally {
       await server.close();
       await own.stop();
