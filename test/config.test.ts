@@ -37,6 +37,27 @@ describe('loadConfig', () => {
     assert.throws(() => loadConfig({ ...base, DEFAULT_STRATEGY: 'redis-lua-async' }), /needs REDIS_URL/);
     assert.equal(loadConfig({ ...base, DEFAULT_STRATEGY: 'redis-lua-async', REDIS_URL: 'redis://127.0.0.1:6379' }).defaultStrategy, 'redis-lua-async');
   });
+  describe('KAFKA_RECORD_SECRET', () => {
+    const kafka = { ...base, REDIS_URL: 'redis://127.0.0.1:6379', KAFKA_BROKERS: '127.0.0.1:9092' };
+    const secret = 's'.repeat(32);
+    it('is required with KAFKA_BROKERS (the worker persists only signed records)', () => {
+      throwsNaming(kafka, 'KAFKA_RECORD_SECRET');
+      assert.throws(() => loadConfig(kafka), /at least 32 characters/);
+    });
+    it('must be at least 32 characters, and so must the previous one', () => {
+      throwsNaming({ ...kafka, KAFKA_RECORD_SECRET: 's'.repeat(31) }, 'KAFKA_RECORD_SECRET');
+      throwsNaming({ ...kafka, KAFKA_RECORD_SECRET: secret, KAFKA_RECORD_SECRET_PREVIOUS: 'old' }, 'KAFKA_RECORD_SECRET_PREVIOUS');
+    });
+    it('refuses a previous secret equal to the current one', () => throwsNaming({ ...kafka, KAFKA_RECORD_SECRET: secret, KAFKA_RECORD_SECRET_PREVIOUS: secret }, 'KAFKA_RECORD_SECRET_PREVIOUS'));
+    it('is refused without KAFKA_BROKERS (a setting nothing reads)', () => {
+      throwsNaming({ ...base, KAFKA_RECORD_SECRET: secret }, 'KAFKA_RECORD_SECRET');
+      throwsNaming({ ...base, KAFKA_RECORD_SECRET_PREVIOUS: secret }, 'KAFKA_RECORD_SECRET_PREVIOUS');
+    });
+    it('takes both during a rotation', () => {
+      const previous = 'p'.repeat(40);
+      assert.deepEqual(loadConfig({ ...kafka, KAFKA_RECORD_SECRET: secret, KAFKA_RECORD_SECRET_PREVIOUS: previous }).kafka?.recordSecrets, { current: secret, previous });
+    });
+  });
   it('rejects an unknown LOG_LEVEL', () => throwsNaming({ ...base, LOG_LEVEL: 'loud' }, 'LOG_LEVEL'));
   it('rejects a DATABASE_URL that is neither postgres:// nor mysql://', () => throwsNaming({ ...base, DATABASE_URL: 'sqlite:///tmp/x.db' }, 'DATABASE_URL'));
   it('accepts postgres://, postgresql://, mysql:// and mariadb:// as DATABASE_URL', () => {

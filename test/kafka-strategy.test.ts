@@ -16,7 +16,7 @@ import { eventCapture } from '../src/coupons/repository.js';
 import { startEventPublisher } from '../src/worker/events.js';
 import { Ledger, stampedeThroughFault, type Target } from './fault-helpers.js';
 import { kafkaToolsMissing, needKafka, RECORD_SECRET, startKafkaServer, STRATEGY, waitForRows } from './kafka-helpers.js';
-import { issuedRows, refuseInsertsOf, request, stampede } from './helpers.js';
+import { holdCouponRow, issuedRows, refuseInsertsOf, request, stampede } from './helpers.js';
 import { deleteKeys, exited, issueAll, silent, spawnWorker, usersRange, waitFor, withStatus } from './redis-helpers.js';
 
 // One broker for the file (the fault tests start private ones of their own).
@@ -142,15 +142,27 @@ describe('redis-lua-kafka (real Kafka broker, Redis, PostgreSQL)', () => {
           await new Promise((r) => setTimeout(r, 100));
         }
       })();
-      const run = await stampedeThroughFault(() => server.url, [target], {
-        concurrency: 32,
-        faultAfterAnswers: 1_500,
-        inject: () => own.kill(),
-        holdMs: 1_500,
-        heal: () => own.restart(),
-        afterHealMs: 3_000,
-        maxRequests: 8_000,
-      });
+      // The database holds the worker's first batch until the broker is back, so that a backlog
+      // of thousands of acknowledged records waits through the outage.
+      const releaseRow = await holdCouponRow(server.db, id);
+      let run: Awaited<ReturnType<typeof stampedeThroughFault>>;
+      try {
+        run = await stampedeThroughFault(() => server.url, [target], {
+          concurrency: 32,
+          faultAfterAnswers: 2_000,
+          inject: () => own.kill(),
+          // Long enough for a reconnect backoff to grow: the catch-up must not wait on it.
+          holdMs: 8_000,
+          heal: async () => {
+            await own.restart();
+            await releaseRow();
+          },
+          afterHealMs: 3_000,
+          maxRequests: 8_000,
+        });
+      } finally {
+        await releaseRow();
+      }
       const keys = server.redis.keys.campaign(id);
       // Settle what the restart left open: every seat is persisted or still marked producing. A
       // seat can be both: a produce whose outcome was unknown keeps its mark (reconcile's to
