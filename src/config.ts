@@ -103,6 +103,12 @@ type Env = Readonly<Record<string, string | undefined>>;
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 const MIN_SECRET_LENGTH = 32;
+export const MIN_ADMIN_TOKEN_LENGTH = 16;
+/**
+ * What a bearer token can carry intact: printable ASCII without whitespace. The bearer parser
+ * stops at a space, and a non-ASCII byte arrives differently from a browser (latin-1) and curl.
+ */
+const ADMIN_TOKEN_PATTERN = /^[\x21-\x7E]+$/;
 
 function nonEmpty(env: Env, name: string): string | undefined {
   const value = env[name]?.trim();
@@ -274,6 +280,15 @@ function protectionConfig(env: Env, port: number): Pick<
   };
 }
 
+function checkAdminToken(adminToken: string): void {
+  if (adminToken.length < MIN_ADMIN_TOKEN_LENGTH || !ADMIN_TOKEN_PATTERN.test(adminToken)) {
+    throw new ConfigError(
+      'ADMIN_TOKEN',
+      `must be at least ${MIN_ADMIN_TOKEN_LENGTH} characters of printable ASCII without whitespace (0x21-0x7E), as \`openssl rand -base64 24\` makes`,
+    );
+  }
+}
+
 export interface LoadOptions {
   /** Embedded mode: create the secrets file when missing (serve). Off for commands that must use the server's. */
   createSecrets?: boolean;
@@ -304,7 +319,7 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
   if (adminToken === undefined) {
     throw new ConfigError('ADMIN_TOKEN', 'is required when DATABASE_URL is set (only the embedded mode generates one)');
   }
-  if (adminToken.length < 16) throw new ConfigError('ADMIN_TOKEN', 'must be at least 16 characters');
+  checkAdminToken(adminToken);
   if (jwtSecret === undefined) {
     if (authMode === 'jwt') {
       throw new ConfigError('JWT_SECRET', 'is required with AUTH_MODE=jwt when DATABASE_URL is set');

@@ -28,6 +28,16 @@ describe('loadConfig', () => {
   });
   it('rejects a short JWT_SECRET', () => throwsNaming({ ...base, JWT_SECRET: 'short' }, 'JWT_SECRET'));
   it('rejects a short ADMIN_TOKEN', () => throwsNaming({ ...base, ADMIN_TOKEN: 'short' }, 'ADMIN_TOKEN'));
+  it('ADMIN_TOKEN: refuses what a bearer header cannot carry intact, and states the rule', () => {
+    // A space ends the bearer token; non-ASCII arrives as latin-1 from a browser and UTF-8 from curl.
+    for (const token of ['correct horse battery staple', 'Ä'.repeat(16), `${'a'.repeat(16)}\tb`, `${'a'.repeat(16)}\u007f`]) {
+      throwsNaming({ ...base, ADMIN_TOKEN: token }, 'ADMIN_TOKEN');
+    }
+    assert.throws(() => loadConfig({ ...base, ADMIN_TOKEN: 'Ä'.repeat(16) }), /at least 16 characters of printable ASCII without whitespace \(0x21-0x7E\)/);
+    assert.throws(() => loadConfig({ ...base, ADMIN_TOKEN: 'a'.repeat(15) }), /at least 16 characters/);
+    assert.equal(loadConfig({ ...base, ADMIN_TOKEN: '!~+/=abcdefghijklmnop' }).adminToken, '!~+/=abcdefghijklmnop');
+    assert.equal(loadConfig({ ...base, ADMIN_TOKEN: 'a'.repeat(16) }).adminToken, 'a'.repeat(16));
+  });
   it('rejects a non-numeric PORT', () => throwsNaming({ ...base, PORT: 'eighty' }, 'PORT'));
   it('rejects an out-of-range PORT', () => throwsNaming({ ...base, PORT: '70000' }, 'PORT'));
   it('rejects an unknown AUTH_MODE', () => throwsNaming({ ...base, AUTH_MODE: 'oauth' }, 'AUTH_MODE'));
