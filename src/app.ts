@@ -65,7 +65,7 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
   const onShed = metrics.requestShed.bind(metrics);
   // Request id echo, load shedding (503 OVERLOADED) and request timeouts (504 TIMEOUT).
   const deadline = requestGuards(app, { timeoutMs: config.requestTimeoutMs, maxEventLoopDelayMs: config.shedEventLoopDelayMs, onShed });
-  const requireUser = createUserAuthenticator(config.authMode, config.jwtSecret);
+  const requireUser = createUserAuthenticator(config.authMode, config.jwtSecret, config.jwtMaxTtlS);
   const requireIssuer = issueRateLimits(app, {
     user: config.rateLimitUser,
     ip: config.rateLimitIp,

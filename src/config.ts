@@ -31,6 +31,8 @@ export interface Config {
   readonly generatedSecrets: boolean;
   readonly authMode: AuthMode;
   readonly jwtSecret: string;
+  /** A user JWT whose `exp` is further away than this is refused (JWT_MAX_TTL_S). */
+  readonly jwtMaxTtlS: number;
   readonly defaultStrategy: StrategyName;
   readonly logLevel: LogLevel;
   readonly dbPoolSize: number;
@@ -109,6 +111,7 @@ export const MIN_ADMIN_TOKEN_LENGTH = 16;
  * stops at a space, and a non-ASCII byte arrives differently from a browser (latin-1) and curl.
  */
 const ADMIN_TOKEN_PATTERN = /^[\x21-\x7E]+$/;
+export const DEFAULT_JWT_MAX_TTL_S = 24 * 3600;
 
 function nonEmpty(env: Env, name: string): string | undefined {
   const value = env[name]?.trim();
@@ -289,6 +292,42 @@ function checkAdminToken(adminToken: string): void {
   }
 }
 
+function checkJwtSecret(jwtSecret: string): void {
+  if (jwtSecret.length < MIN_SECRET_LENGTH) throw new ConfigError('JWT_SECRET', `must be at least ${MIN_SECRET_LENGTH} characters for HS256`);
+}
+
+/** A year: a longer "maximum" lifetime would be none at all. */
+const MAX_JWT_MAX_TTL_S = 365 * 24 * 3600;
+
+function jwtMaxTtlVar(env: Env): number {
+  return intVar(env, 'JWT_MAX_TTL_S', DEFAULT_JWT_MAX_TTL_S, 1, MAX_JWT_MAX_TTL_S);
+}
+
+/** What `couponrush token` needs: the secret that signs user tokens, and how long one may live. */
+export interface TokenConfig {
+  readonly jwtSecret: string;
+  readonly jwtMaxTtlS: number;
+}
+
+/**
+ * For `couponrush token`: JWT_SECRET alone is enough (a shell that exported it can mint tokens
+ * without the server's other variables); without it, the embedded server's generated secret, which
+ * is never created here (a token signed with a secret made up here would be refused).
+ */
+export function loadTokenConfig(env: Env = process.env): TokenConfig {
+  const jwtMaxTtlS = jwtMaxTtlVar(env);
+  const jwtSecret = nonEmpty(env, 'JWT_SECRET');
+  if (jwtSecret !== undefined) {
+    checkJwtSecret(jwtSecret);
+    return Object.freeze({ jwtSecret, jwtMaxTtlS });
+  }
+  if (urlVar(env, 'DATABASE_URL', Object.keys(DATABASE_URL_SCHEMES)) !== undefined) {
+    throw new ConfigError('JWT_SECRET', 'is required when DATABASE_URL is set (only the embedded mode generates one)');
+  }
+  const dataDir = resolve(nonEmpty(env, 'DATA_DIR') ?? '.couponrush');
+  return Object.freeze({ jwtSecret: loadOrCreateSecrets(dataDir, false).jwtSecret, jwtMaxTtlS });
+}
+
 export interface LoadOptions {
   /** Embedded mode: create the secrets file when missing (serve). Off for commands that must use the server's. */
   createSecrets?: boolean;
@@ -325,8 +364,8 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
       throw new ConfigError('JWT_SECRET', 'is required with AUTH_MODE=jwt when DATABASE_URL is set');
     }
     jwtSecret = ''; // header mode never verifies a JWT; `couponrush token` refuses an empty secret
-  } else if (jwtSecret.length < MIN_SECRET_LENGTH) {
-    throw new ConfigError('JWT_SECRET', `must be at least ${MIN_SECRET_LENGTH} characters for HS256`);
+  } else {
+    checkJwtSecret(jwtSecret);
   }
 
   const port = intVar(env, 'PORT', 3000, 0, 65535);
@@ -349,6 +388,7 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
     generatedSecrets,
     authMode,
     jwtSecret,
+    jwtMaxTtlS: jwtMaxTtlVar(env),
     defaultStrategy,
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
     dbPoolSize: intVar(env, 'DB_POOL_SIZE', 20, 1, 1000),

@@ -89,6 +89,9 @@ async function openCouponId(runtime: Runtime): Promise<number | undefined> {
   return demo.id;
 }
 
+/** Lifetime of the user token the banner prints (capped by JWT_MAX_TTL_S). */
+const BANNER_TOKEN_TTL_S = 24 * 3600;
+
 /**
  * What `serve` prints: where it listens, and shell commands that work when pasted in order (a
  * test runs each of them as printed).
@@ -109,7 +112,7 @@ export async function printBanner(server: RunningServer): Promise<void> {
   const couponId = await openCouponId(server.runtime);
   const issue: string[] = [];
   if (config.authMode === 'jwt' && config.jwtSecret !== '') {
-    const token = signUserToken(config.jwtSecret, 'demo-user');
+    const token = signUserToken(config.jwtSecret, 'demo-user', Math.min(BANNER_TOKEN_TTL_S, config.jwtMaxTtlS));
     issue.push(
       '',
       `  Issue a coupon as user "demo-user" (mint tokens for others with \`npx couponrush token <userId>\`):`,

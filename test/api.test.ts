@@ -187,6 +187,8 @@ describe('authentication on POST /coupons/:id/issues: 401, nothing issued', () =
       },
     },
     { name: 'a token without exp', headers: () => ({ authorization: `Bearer ${sign(JWT_SECRET, { sub: 'eve' })}` }) },
+    { name: 'a token with exp 1e300 (past JWT_MAX_TTL_S)', headers: () => ({ authorization: `Bearer ${sign(JWT_SECRET, { sub: 'eve', exp: 1e300 })}` }) },
+    { name: 'a token with exp an hour past JWT_MAX_TTL_S', headers: () => ({ authorization: `Bearer ${sign(JWT_SECRET, { sub: 'eve', exp: nowS() + 86_400 + 3600 })}` }) },
     { name: 'a token without sub', headers: () => ({ authorization: `Bearer ${sign(JWT_SECRET, { exp: nowS() + 60 })}` }) },
     { name: 'a bad user id in sub', headers: () => ({ authorization: `Bearer ${sign(JWT_SECRET, { sub: 'eve smith', exp: nowS() + 60 })}` }) },
     { name: 'a too-long user id in sub', headers: () => ({ authorization: `Bearer ${sign(JWT_SECRET, { sub: 'e'.repeat(65), exp: nowS() + 60 })}` }) },
@@ -201,6 +203,12 @@ describe('authentication on POST /coupons/:id/issues: 401, nothing issued', () =
       assert.deepEqual(await counts(), before);
     });
   }
+  it('a token that lives the whole JWT_MAX_TTL_S is accepted', async () => {
+    const res = await request(server.url, 'POST', `/coupons/${couponId}/issues`, {
+      headers: { authorization: `Bearer ${sign(JWT_SECRET, { sub: 'max-ttl', exp: nowS() + 86_400 })}` },
+    });
+    assert.equal(res.status, 201, res.text);
+  });
 });
 
 describe('refusals that are the same for everyone come before authentication', () => {
