@@ -27,8 +27,10 @@ export interface Config {
   readonly dataDir: string;
   readonly embedded: boolean;
   readonly adminToken: string;
-  /** True when adminToken/jwtSecret were generated (embedded mode prints them). */
-  readonly generatedSecrets: boolean;
+  /** The embedded mode generated adminToken (the banner prints it). */
+  readonly generatedAdminToken: boolean;
+  /** The embedded mode generated jwtSecret: a development secret, so the banner may print a user token. */
+  readonly generatedJwtSecret: boolean;
   readonly authMode: AuthMode;
   readonly jwtSecret: string;
   /** A user JWT whose `exp` is further away than this is refused (JWT_MAX_TTL_S). */
@@ -347,11 +349,13 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
   let adminToken = nonEmpty(env, 'ADMIN_TOKEN');
   let jwtSecret = nonEmpty(env, 'JWT_SECRET');
   const authMode = oneOf<AuthMode>(env, 'AUTH_MODE', ['jwt', 'header'], 'jwt');
-  let generatedSecrets = false;
+  let generatedAdminToken = false;
+  let generatedJwtSecret = false;
 
   if (embedded && (adminToken === undefined || jwtSecret === undefined)) {
     const secrets = loadOrCreateSecrets(dataDir, options.createSecrets ?? true);
-    generatedSecrets = adminToken === undefined;
+    generatedAdminToken = adminToken === undefined;
+    generatedJwtSecret = jwtSecret === undefined;
     adminToken ??= secrets.adminToken;
     jwtSecret ??= secrets.jwtSecret;
   }
@@ -385,7 +389,8 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
     dataDir,
     embedded,
     adminToken,
-    generatedSecrets,
+    generatedAdminToken,
+    generatedJwtSecret,
     authMode,
     jwtSecret,
     jwtMaxTtlS: jwtMaxTtlVar(env),

@@ -87,7 +87,8 @@ describe('loadConfig', () => {
       const first = loadConfig({ DATA_DIR: dir });
       assert.equal(first.embedded, true);
       assert.equal(first.defaultStrategy, 'local');
-      assert.equal(first.generatedSecrets, true);
+      assert.equal(first.generatedAdminToken, true);
+      assert.equal(first.generatedJwtSecret, true);
       assert.ok(first.adminToken.length >= 16 && first.jwtSecret.length >= 32);
       const second = loadConfig({ DATA_DIR: dir });
       assert.equal(second.adminToken, first.adminToken);
