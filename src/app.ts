@@ -8,6 +8,7 @@ import { couponRoutes } from './coupons/routes.js';
 import { guardAdminRoutes } from './http/admin-listener.js';
 import { createAdminAuthenticator, createUserAuthenticator, USER_ID_HEADER } from './http/auth.js';
 import { earlyAnswers } from './http/early-answers.js';
+import { answerClientError, answerFrameworkError } from './http/framework-errors.js';
 import { registerProblemHandlers, sendProblem } from './http/problem.js';
 import { storeHealth } from './http/readiness.js';
 import { lazyChildLogger } from './http/request-logger.js';
@@ -45,6 +46,11 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
     trustProxy: config.trustProxy ?? false,
     requestTimeout: RECEIVE_TIMEOUT_MS,
     http: { maxHeaderSize: MAX_HEADER_BYTES },
+    // Errors outside any route answer problem+json too (Fastify's own are plain JSON).
+    frameworkErrors: answerFrameworkError,
+    clientErrorHandler: answerClientError,
+    // While closing, requestGuards answers the 503 itself, as a problem (Fastify's is plain JSON).
+    return503OnClosing: false,
     ajv: {
       // Reject instead of silently fixing: unknown fields and wrong types are a 400.
       customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false },

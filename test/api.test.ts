@@ -1,9 +1,11 @@
 // The HTTP contract: campaign reads, the issue rules (window, unknown, duplicate, sold out), and
 // bad input — every refusal is a 4xx problem+json with a stable code and changes nothing.
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { createSigner } from 'fast-jwt';
-import { ADMIN_TOKEN, JWT_SECRET, request, startTestServer, type Response, type TestServer } from './helpers.js';
+import { CONSOLE_ASSETS } from '../src/console/routes.js';
+import { ADMIN_TOKEN, JWT_SECRET, missing, request, startTestServer, type Response, type TestServer } from './helpers.js';
 
 let server: TestServer;
 before(async () => {
@@ -313,5 +315,32 @@ describe('AUTH_MODE=header', () => {
     assert.equal(ok.status, 201, ok.text);
     assertProblem(await request(headerServer.url, 'POST', `/coupons/${id}/issues`, { headers: { 'x-user-id': 'bad user' } }), 401, 'UNAUTHENTICATED');
     assertProblem(await request(headerServer.url, 'POST', `/coupons/${id}/issues`), 401, 'UNAUTHENTICATED');
+  });
+});
+
+describe('errors outside any route are problems too', () => {
+  it('a path that is not valid percent-encoding is 400 BAD_URL with a request id, not echoed', async () => {
+    const res = await request(server.url, 'POST', '/coupons/%c0/issues', { headers: asUser('bad-url') });
+    assertProblem(res, 400, 'BAD_URL');
+    assert.match(String(res.headers['x-request-id']), /\S/);
+    assert.doesNotMatch(res.text, /%c0/i);
+    const echoed = await request(server.url, 'GET', '/coupons/%ff', { headers: { 'x-request-id': 'edge-9.b:2' } });
+    assertProblem(echoed, 400, 'BAD_URL');
+    assert.equal(echoed.headers['x-request-id'], 'edge-9.b:2');
+  });
+
+  it('a path segment longer than any route takes is 414 BAD_URL', async () => {
+    const res = await request(server.url, 'GET', `/coupons/${'9'.repeat(200)}`);
+    assertProblem(res, 414, 'BAD_URL');
+    assert.match(String(res.headers['x-request-id']), /\S/);
+  });
+
+  it("a path the console's file server refuses (traversal, NUL byte) is 404 NOT_FOUND, like a missing file", async (t) => {
+    if (!existsSync(CONSOLE_ASSETS)) return missing(t, 'the console is not built: run `npm run build`');
+    for (const path of ['/console/..%5c..%5cpackage.json', '/console/..%5c..%5c..%5c..%5cetc%5cpasswd', '/console/%00', '/console/a%00b.js', '/console/no-such-file.js']) {
+      const res = await request(server.url, 'GET', path);
+      assertProblem(res, 404, 'NOT_FOUND');
+      assert.match(String(res.headers['x-request-id']), /\S/, path);
+    }
   });
 });

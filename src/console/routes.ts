@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import fastifyStatic from '@fastify/static';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Type, type Static } from 'typebox';
 import { MAX_COUPON_ID } from '../coupons/domain.js';
 import { reconcile } from '../coupons/reconcile.js';
@@ -60,12 +60,21 @@ export async function consoleRoutes(app: FastifyInstance, { runtime, requireAdmi
   app.addHook('onClose', async () => board?.stop());
 
   if (existsSync(CONSOLE_ASSETS)) {
-    await app.register(fastifyStatic, {
-      root: CONSOLE_ASSETS,
-      prefix: CONSOLE_PATH,
-      decorateReply: false,
-      schemaHide: true,
-      setHeaders: (reply) => void reply.headers(PAGE_HEADERS),
+    await app.register(async (files) => {
+      // A path the file server refuses (a traversal such as `..\`, a NUL byte) names no file of the
+      // console: 404 NOT_FOUND, as the `../` forms (resolved before routing) already get.
+      files.setErrorHandler((error: FastifyError, request) => {
+        const status = error.statusCode ?? 500;
+        if (status === 400 || status === 403) throw new HttpProblem(404, 'NOT_FOUND', `${request.method} ${request.url.split('?')[0]}`);
+        throw error; // the app's handler answers the rest
+      });
+      await files.register(fastifyStatic, {
+        root: CONSOLE_ASSETS,
+        prefix: CONSOLE_PATH,
+        decorateReply: false,
+        schemaHide: true,
+        setHeaders: (reply) => void reply.headers(PAGE_HEADERS),
+      });
     });
   } else {
     app.get(`${CONSOLE_PATH}*`, { schema: { hide: true } }, async () => {
