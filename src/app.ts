@@ -9,6 +9,7 @@ import { guardAdminRoutes } from './http/admin-listener.js';
 import { createAdminAuthenticator, createUserAuthenticator, USER_ID_HEADER } from './http/auth.js';
 import { earlyAnswers } from './http/early-answers.js';
 import { answerClientError, answerFrameworkError } from './http/framework-errors.js';
+import { setPageHeaders } from './http/page-headers.js';
 import { registerProblemHandlers, sendProblem } from './http/problem.js';
 import { storeHealth } from './http/readiness.js';
 import { lazyChildLogger } from './http/request-logger.js';
@@ -97,7 +98,11 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
       },
     },
   });
-  await app.register(swaggerUi, { routePrefix: '/docs' });
+  // Swagger UI is a page of this origin like the console: the same headers, on every file of it.
+  await app.register(async (docs) => {
+    docs.addHook('onRequest', async (_request, reply) => setPageHeaders(reply));
+    await docs.register(swaggerUi, { routePrefix: '/docs' });
+  });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
   app.get('/healthz', { schema: { tags: ['ops'], summary: 'The process is alive' } }, async () => ({ status: 'ok' }));

@@ -343,4 +343,16 @@ describe('errors outside any route are problems too', () => {
       assert.match(String(res.headers['x-request-id']), /\S/, path);
     }
   });
+
+  it('/docs carries the same security headers as /console, on the page and its files', async (t) => {
+    if (!existsSync(CONSOLE_ASSETS)) return missing(t, 'the console is not built: run `npm run build`');
+    const page = (await request(server.url, 'GET', '/console/')).headers;
+    const names = ['content-security-policy', 'x-content-type-options', 'referrer-policy'];
+    for (const name of names) assert.ok(page[name] !== undefined, `/console/ sends ${name}`);
+    for (const path of ['/docs/', '/docs/static/swagger-ui.css', '/docs/static/swagger-initializer.js', '/docs/json']) {
+      const res = await request(server.url, 'GET', path);
+      assert.equal(res.status, 200, path);
+      for (const name of names) assert.equal(res.headers[name], page[name], `${path}: ${name}`);
+    }
+  });
 });

@@ -11,6 +11,7 @@ import { Type, type Static } from 'typebox';
 import { MAX_COUPON_ID } from '../coupons/domain.js';
 import { reconcile } from '../coupons/reconcile.js';
 import { reconciledStrategies, STRATEGY_NAMES, strategyModules, unavailableReason } from '../coupons/strategies/index.js';
+import { setPageHeaders } from '../http/page-headers.js';
 import { HttpProblem } from '../http/problem.js';
 import { storeHealth } from '../http/readiness.js';
 import type { Runtime } from '../runtime.js';
@@ -20,14 +21,6 @@ import { ConsoleFeed, countersFromExposition, SAMPLE_INTERVAL_MS, type ConsoleSa
 
 export const CONSOLE_PATH = '/console/';
 export const CONSOLE_ASSETS = fileURLToPath(new URL('../../dist/public/console/', import.meta.url));
-
-/** The page may talk to its own origin only; it runs no inline script and cannot be framed. */
-const PAGE_HEADERS = {
-  'content-security-policy':
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-  'x-content-type-options': 'nosniff',
-  'referrer-policy': 'no-referrer',
-};
 
 const StreamQuery = Type.Object({
   coupon: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,9}$', description: 'the campaign to follow; without it, only the issue route\'s answers' })),
@@ -73,7 +66,7 @@ export async function consoleRoutes(app: FastifyInstance, { runtime, requireAdmi
         prefix: CONSOLE_PATH,
         decorateReply: false,
         schemaHide: true,
-        setHeaders: (reply) => void reply.headers(PAGE_HEADERS),
+        setHeaders: setPageHeaders,
       });
     });
   } else {
