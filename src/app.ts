@@ -8,6 +8,8 @@ import { couponRoutes } from './coupons/routes.js';
 import { guardAdminRoutes } from './http/admin-listener.js';
 import { createAdminAuthenticator, createUserAuthenticator, USER_ID_HEADER } from './http/auth.js';
 import { earlyAnswers } from './http/early-answers.js';
+import { answerClientError, answerFrameworkError } from './http/framework-errors.js';
+import { setPageHeaders } from './http/page-headers.js';
 import { registerProblemHandlers, sendProblem } from './http/problem.js';
 import { storeHealth } from './http/readiness.js';
 import { lazyChildLogger } from './http/request-logger.js';
@@ -45,6 +47,11 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
     trustProxy: config.trustProxy ?? false,
     requestTimeout: RECEIVE_TIMEOUT_MS,
     http: { maxHeaderSize: MAX_HEADER_BYTES },
+    // Errors outside any route answer problem+json too (Fastify's own are plain JSON).
+    frameworkErrors: answerFrameworkError,
+    clientErrorHandler: answerClientError,
+    // While closing, requestGuards answers the 503 itself, as a problem (Fastify's is plain JSON).
+    return503OnClosing: false,
     ajv: {
       // Reject instead of silently fixing: unknown fields and wrong types are a 400.
       customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false },
@@ -65,7 +72,7 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
   const onShed = metrics.requestShed.bind(metrics);
   // Request id echo, load shedding (503 OVERLOADED) and request timeouts (504 TIMEOUT).
   const deadline = requestGuards(app, { timeoutMs: config.requestTimeoutMs, maxEventLoopDelayMs: config.shedEventLoopDelayMs, onShed });
-  const requireUser = createUserAuthenticator(config.authMode, config.jwtSecret);
+  const requireUser = createUserAuthenticator(config.authMode, config.jwtSecret, config.jwtMaxTtlS);
   const requireIssuer = issueRateLimits(app, {
     user: config.rateLimitUser,
     ip: config.rateLimitIp,
@@ -91,7 +98,11 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
       },
     },
   });
-  await app.register(swaggerUi, { routePrefix: '/docs' });
+  // Swagger UI is a page of this origin like the console: the same headers, on every file of it.
+  await app.register(async (docs) => {
+    docs.addHook('onRequest', async (_request, reply) => setPageHeaders(reply));
+    await docs.register(swaggerUi, { routePrefix: '/docs' });
+  });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
   app.get('/healthz', { schema: { tags: ['ops'], summary: 'The process is alive' } }, async () => ({ status: 'ok' }));

@@ -3,7 +3,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { pino } from 'pino';
 import { benchCommand } from './bench/command.js';
 import { clusterRefusal, serveCluster } from './cluster.js';
-import { ConfigError, loadConfig, type Config, type LoadOptions } from './config.js';
+import { ConfigError, loadConfig, loadTokenConfig, type Config, type LoadOptions } from './config.js';
 import { isValidUserId } from './coupons/domain.js';
 import { reconciledStrategies } from './coupons/strategies/index.js';
 import { migrate } from './db/migrate.js';
@@ -18,9 +18,9 @@ import { startEventPublisher } from './worker/events.js';
 import { startKafkaWorker } from './worker/kafka-worker.js';
 import { defaultConsumerName, startWorker } from './worker/worker.js';
 
-function config(options?: LoadOptions): Config {
+function configOrExit<T>(load: () => T): T {
   try {
-    return loadConfig(undefined, options);
+    return load();
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`couponrush: configuration error: ${err.message}\n`);
@@ -29,6 +29,11 @@ function config(options?: LoadOptions): Config {
     throw err;
   }
 }
+
+const config = (options?: LoadOptions): Config => configOrExit(() => loadConfig(undefined, options));
+
+/** `couponrush token` without --ttl: a day, as long as JWT_MAX_TTL_S allows. */
+const DEFAULT_TOKEN_TTL_S = 24 * 3600;
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -197,13 +202,15 @@ program
   .command('token')
   .description('mint a user JWT signed with JWT_SECRET (the embedded dev secret by default)')
   .argument('<userId>', 'user id: 1-64 characters of [A-Za-z0-9._:-]')
-  .option('--ttl <seconds>', 'lifetime in seconds', positiveInt, 24 * 3600)
-  .action((userId: string, opts: { ttl: number }) => {
+  .option('--ttl <seconds>', `lifetime in seconds, at most JWT_MAX_TTL_S (default: ${DEFAULT_TOKEN_TTL_S}, or JWT_MAX_TTL_S when smaller)`, positiveInt)
+  .action((userId: string, opts: { ttl?: number }) => {
     if (!isValidUserId(userId)) program.error('couponrush: user id must be 1-64 characters of [A-Za-z0-9._:-]');
-    // A token signed with secrets made up here would be refused by the server: use the server's.
-    const cfg = config({ createSecrets: false });
-    if (cfg.jwtSecret === '') program.error('couponrush: JWT_SECRET is not set');
-    process.stdout.write(signUserToken(cfg.jwtSecret, userId, opts.ttl) + '\n');
+    const cfg = configOrExit(loadTokenConfig);
+    // The server refuses a token that lives longer: do not mint one.
+    if (opts.ttl !== undefined && opts.ttl > cfg.jwtMaxTtlS) {
+      program.error(`couponrush token: --ttl ${opts.ttl} is more than JWT_MAX_TTL_S (${cfg.jwtMaxTtlS} s): the server would refuse the token`, { exitCode: 2 });
+    }
+    process.stdout.write(signUserToken(cfg.jwtSecret, userId, opts.ttl ?? Math.min(DEFAULT_TOKEN_TTL_S, cfg.jwtMaxTtlS)) + '\n');
   });
 
 program.addCommand(benchCommand());

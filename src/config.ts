@@ -27,10 +27,14 @@ export interface Config {
   readonly dataDir: string;
   readonly embedded: boolean;
   readonly adminToken: string;
-  /** True when adminToken/jwtSecret were generated (embedded mode prints them). */
-  readonly generatedSecrets: boolean;
+  /** The embedded mode generated adminToken (the banner prints it). */
+  readonly generatedAdminToken: boolean;
+  /** The embedded mode generated jwtSecret: a development secret, so the banner may print a user token. */
+  readonly generatedJwtSecret: boolean;
   readonly authMode: AuthMode;
   readonly jwtSecret: string;
+  /** A user JWT whose `exp` is further away than this is refused (JWT_MAX_TTL_S). */
+  readonly jwtMaxTtlS: number;
   readonly defaultStrategy: StrategyName;
   readonly logLevel: LogLevel;
   readonly dbPoolSize: number;
@@ -115,6 +119,13 @@ type Env = Readonly<Record<string, string | undefined>>;
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 const MIN_SECRET_LENGTH = 32;
+export const MIN_ADMIN_TOKEN_LENGTH = 16;
+/**
+ * What a bearer token can carry intact: printable ASCII without whitespace. The bearer parser
+ * stops at a space, and a non-ASCII byte arrives differently from a browser (latin-1) and curl.
+ */
+const ADMIN_TOKEN_PATTERN = /^[\x21-\x7E]+$/;
+export const DEFAULT_JWT_MAX_TTL_S = 24 * 3600;
 
 function nonEmpty(env: Env, name: string): string | undefined {
   const value = env[name]?.trim();
@@ -301,6 +312,51 @@ function protectionConfig(env: Env, port: number): Pick<
   };
 }
 
+function checkAdminToken(adminToken: string): void {
+  if (adminToken.length < MIN_ADMIN_TOKEN_LENGTH || !ADMIN_TOKEN_PATTERN.test(adminToken)) {
+    throw new ConfigError(
+      'ADMIN_TOKEN',
+      `must be at least ${MIN_ADMIN_TOKEN_LENGTH} characters of printable ASCII without whitespace (0x21-0x7E), as \`openssl rand -base64 24\` makes`,
+    );
+  }
+}
+
+function checkJwtSecret(jwtSecret: string): void {
+  if (jwtSecret.length < MIN_SECRET_LENGTH) throw new ConfigError('JWT_SECRET', `must be at least ${MIN_SECRET_LENGTH} characters for HS256`);
+}
+
+/** A year: a longer "maximum" lifetime would be none at all. */
+const MAX_JWT_MAX_TTL_S = 365 * 24 * 3600;
+
+function jwtMaxTtlVar(env: Env): number {
+  return intVar(env, 'JWT_MAX_TTL_S', DEFAULT_JWT_MAX_TTL_S, 1, MAX_JWT_MAX_TTL_S);
+}
+
+/** What `couponrush token` needs: the secret that signs user tokens, and how long one may live. */
+export interface TokenConfig {
+  readonly jwtSecret: string;
+  readonly jwtMaxTtlS: number;
+}
+
+/**
+ * For `couponrush token`: JWT_SECRET alone is enough (a shell that exported it can mint tokens
+ * without the server's other variables); without it, the embedded server's generated secret, which
+ * is never created here (a token signed with a secret made up here would be refused).
+ */
+export function loadTokenConfig(env: Env = process.env): TokenConfig {
+  const jwtMaxTtlS = jwtMaxTtlVar(env);
+  const jwtSecret = nonEmpty(env, 'JWT_SECRET');
+  if (jwtSecret !== undefined) {
+    checkJwtSecret(jwtSecret);
+    return Object.freeze({ jwtSecret, jwtMaxTtlS });
+  }
+  if (urlVar(env, 'DATABASE_URL', Object.keys(DATABASE_URL_SCHEMES)) !== undefined) {
+    throw new ConfigError('JWT_SECRET', 'is required when DATABASE_URL is set (only the embedded mode generates one)');
+  }
+  const dataDir = resolve(nonEmpty(env, 'DATA_DIR') ?? '.couponrush');
+  return Object.freeze({ jwtSecret: loadOrCreateSecrets(dataDir, false).jwtSecret, jwtMaxTtlS });
+}
+
 export interface LoadOptions {
   /** Embedded mode: create the secrets file when missing (serve). Off for commands that must use the server's. */
   createSecrets?: boolean;
@@ -320,25 +376,27 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
   let adminToken = nonEmpty(env, 'ADMIN_TOKEN');
   let jwtSecret = nonEmpty(env, 'JWT_SECRET');
   const authMode = oneOf<AuthMode>(env, 'AUTH_MODE', ['jwt', 'header'], 'jwt');
-  let generatedSecrets = false;
+  let generatedAdminToken = false;
+  let generatedJwtSecret = false;
 
   if (embedded && (adminToken === undefined || jwtSecret === undefined)) {
     const secrets = loadOrCreateSecrets(dataDir, options.createSecrets ?? true);
-    generatedSecrets = adminToken === undefined;
+    generatedAdminToken = adminToken === undefined;
+    generatedJwtSecret = jwtSecret === undefined;
     adminToken ??= secrets.adminToken;
     jwtSecret ??= secrets.jwtSecret;
   }
   if (adminToken === undefined) {
     throw new ConfigError('ADMIN_TOKEN', 'is required when DATABASE_URL is set (only the embedded mode generates one)');
   }
-  if (adminToken.length < 16) throw new ConfigError('ADMIN_TOKEN', 'must be at least 16 characters');
+  checkAdminToken(adminToken);
   if (jwtSecret === undefined) {
     if (authMode === 'jwt') {
       throw new ConfigError('JWT_SECRET', 'is required with AUTH_MODE=jwt when DATABASE_URL is set');
     }
     jwtSecret = ''; // header mode never verifies a JWT; `couponrush token` refuses an empty secret
-  } else if (jwtSecret.length < MIN_SECRET_LENGTH) {
-    throw new ConfigError('JWT_SECRET', `must be at least ${MIN_SECRET_LENGTH} characters for HS256`);
+  } else {
+    checkJwtSecret(jwtSecret);
   }
 
   const port = intVar(env, 'PORT', 3000, 0, 65535);
@@ -358,9 +416,11 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
     dataDir,
     embedded,
     adminToken,
-    generatedSecrets,
+    generatedAdminToken,
+    generatedJwtSecret,
     authMode,
     jwtSecret,
+    jwtMaxTtlS: jwtMaxTtlVar(env),
     defaultStrategy,
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
     dbPoolSize: intVar(env, 'DB_POOL_SIZE', 20, 1, 1000),

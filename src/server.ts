@@ -89,6 +89,9 @@ async function openCouponId(runtime: Runtime): Promise<number | undefined> {
   return demo.id;
 }
 
+/** Lifetime of the development token the banner prints (capped by JWT_MAX_TTL_S). */
+const BANNER_TOKEN_TTL_S = 24 * 3600;
+
 /**
  * What `serve` prints: where it listens, and shell commands that work when pasted in order (a
  * test runs each of them as printed).
@@ -105,19 +108,25 @@ export async function printBanner(server: RunningServer): Promise<void> {
     `  Console      ${adminBase}/console   (live campaigns; sign in with the admin token)`,
     `  Metrics      ${adminBase}/metrics   (Prometheus)${server.adminUrl === undefined ? '' : `; /admin/* on ${adminBase} only`}`,
   ];
-  if (config.generatedSecrets) lines.push(`  Admin token  ${config.adminToken}   (generated; kept in ${config.dataDir}/secrets.json)`);
+  if (config.generatedAdminToken) lines.push(`  Admin token  ${config.adminToken}   (generated; kept in ${config.dataDir}/secrets.json)`);
   const couponId = await openCouponId(server.runtime);
   const issue: string[] = [];
   if (config.authMode === 'jwt' && config.jwtSecret !== '') {
-    const token = signUserToken(config.jwtSecret, 'demo-user');
+    // A token signed with a secret someone configured is a credential: it must not land in the
+    // logs. The printed command mints one from the shell's own JWT_SECRET instead.
+    const token = config.generatedJwtSecret
+      ? signUserToken(config.jwtSecret, 'demo-user', Math.min(BANNER_TOKEN_TTL_S, config.jwtMaxTtlS))
+      : '$(npx couponrush token demo-user)';
     issue.push(
       '',
-      `  Issue a coupon as user "demo-user" (mint tokens for others with \`npx couponrush token <userId>\`):`,
+      config.generatedJwtSecret
+        ? `  Issue a coupon as user "demo-user" (mint tokens for others with \`npx couponrush token <userId>\`):`
+        : '  Issue a coupon as user "demo-user" (the token is minted from $JWT_SECRET by `npx couponrush token`):',
       `    curl -i -X POST ${url}/coupons/${couponId ?? '$COUPON_ID'}/issues -H "authorization: Bearer ${token}"`,
     );
   }
-  // Double quotes: pasted into a shell, "$ADMIN_TOKEN" expands (single quotes would send it literally).
-  const adminAuth = `-H "authorization: Bearer ${config.generatedSecrets ? config.adminToken : '$ADMIN_TOKEN'}"`;
+  // Double quotes: pasted into a shell, "$ADMIN_TOKEN" and "$(…)" expand (single quotes would send them literally).
+  const adminAuth = `-H "authorization: Bearer ${config.generatedAdminToken ? config.adminToken : '$ADMIN_TOKEN'}"`;
   const body = `-d '{"name":"Chicken","totalQuantity":10000,"issueStartsAt":"${new Date().toISOString()}","issueEndsAt":"${new Date(Date.now() + 3600_000).toISOString()}"}'`;
   if (couponId !== undefined) {
     lines.push(...issue, '', '  Create a campaign:', `    curl -i -X POST ${adminBase}/admin/coupons ${adminAuth} \\`, `      -H 'content-type: application/json' \\`, `      ${body}`);

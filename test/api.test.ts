@@ -1,9 +1,11 @@
 // The HTTP contract: campaign reads, the issue rules (window, unknown, duplicate, sold out), and
 // bad input — every refusal is a 4xx problem+json with a stable code and changes nothing.
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { createSigner } from 'fast-jwt';
-import { ADMIN_TOKEN, JWT_SECRET, request, startTestServer, type Response, type TestServer } from './helpers.js';
+import { CONSOLE_ASSETS } from '../src/console/routes.js';
+import { ADMIN_TOKEN, JWT_SECRET, missing, request, startTestServer, type Response, type TestServer } from './helpers.js';
 
 let server: TestServer;
 before(async () => {
@@ -187,6 +189,8 @@ describe('authentication on POST /coupons/:id/issues: 401, nothing issued', () =
       },
     },
     { name: 'a token without exp', headers: () => ({ authorization: `Bearer ${sign(JWT_SECRET, { sub: 'eve' })}` }) },
+    { name: 'a token with exp 1e300 (past JWT_MAX_TTL_S)', headers: () => ({ authorization: `Bearer ${sign(JWT_SECRET, { sub: 'eve', exp: 1e300 })}` }) },
+    { name: 'a token with exp an hour past JWT_MAX_TTL_S', headers: () => ({ authorization: `Bearer ${sign(JWT_SECRET, { sub: 'eve', exp: nowS() + 86_400 + 3600 })}` }) },
     { name: 'a token without sub', headers: () => ({ authorization: `Bearer ${sign(JWT_SECRET, { exp: nowS() + 60 })}` }) },
     { name: 'a bad user id in sub', headers: () => ({ authorization: `Bearer ${sign(JWT_SECRET, { sub: 'eve smith', exp: nowS() + 60 })}` }) },
     { name: 'a too-long user id in sub', headers: () => ({ authorization: `Bearer ${sign(JWT_SECRET, { sub: 'e'.repeat(65), exp: nowS() + 60 })}` }) },
@@ -201,6 +205,12 @@ describe('authentication on POST /coupons/:id/issues: 401, nothing issued', () =
       assert.deepEqual(await counts(), before);
     });
   }
+  it('a token that lives the whole JWT_MAX_TTL_S is accepted', async () => {
+    const res = await request(server.url, 'POST', `/coupons/${couponId}/issues`, {
+      headers: { authorization: `Bearer ${sign(JWT_SECRET, { sub: 'max-ttl', exp: nowS() + 86_400 })}` },
+    });
+    assert.equal(res.status, 201, res.text);
+  });
 });
 
 describe('refusals that are the same for everyone come before authentication', () => {
@@ -305,5 +315,44 @@ describe('AUTH_MODE=header', () => {
     assert.equal(ok.status, 201, ok.text);
     assertProblem(await request(headerServer.url, 'POST', `/coupons/${id}/issues`, { headers: { 'x-user-id': 'bad user' } }), 401, 'UNAUTHENTICATED');
     assertProblem(await request(headerServer.url, 'POST', `/coupons/${id}/issues`), 401, 'UNAUTHENTICATED');
+  });
+});
+
+describe('errors outside any route are problems too', () => {
+  it('a path that is not valid percent-encoding is 400 BAD_URL with a request id, not echoed', async () => {
+    const res = await request(server.url, 'POST', '/coupons/%c0/issues', { headers: asUser('bad-url') });
+    assertProblem(res, 400, 'BAD_URL');
+    assert.match(String(res.headers['x-request-id']), /\S/);
+    assert.doesNotMatch(res.text, /%c0/i);
+    const echoed = await request(server.url, 'GET', '/coupons/%ff', { headers: { 'x-request-id': 'edge-9.b:2' } });
+    assertProblem(echoed, 400, 'BAD_URL');
+    assert.equal(echoed.headers['x-request-id'], 'edge-9.b:2');
+  });
+
+  it('a path segment longer than any route takes is 414 BAD_URL', async () => {
+    const res = await request(server.url, 'GET', `/coupons/${'9'.repeat(200)}`);
+    assertProblem(res, 414, 'BAD_URL');
+    assert.match(String(res.headers['x-request-id']), /\S/);
+  });
+
+  it("a path the console's file server refuses (traversal, NUL byte) is 404 NOT_FOUND, like a missing file", async (t) => {
+    if (!existsSync(CONSOLE_ASSETS)) return missing(t, 'the console is not built: run `npm run build`');
+    for (const path of ['/console/..%5c..%5cpackage.json', '/console/..%5c..%5c..%5c..%5cetc%5cpasswd', '/console/%00', '/console/a%00b.js', '/console/no-such-file.js']) {
+      const res = await request(server.url, 'GET', path);
+      assertProblem(res, 404, 'NOT_FOUND');
+      assert.match(String(res.headers['x-request-id']), /\S/, path);
+    }
+  });
+
+  it('/docs carries the same security headers as /console, on the page and its files', async (t) => {
+    if (!existsSync(CONSOLE_ASSETS)) return missing(t, 'the console is not built: run `npm run build`');
+    const page = (await request(server.url, 'GET', '/console/')).headers;
+    const names = ['content-security-policy', 'x-content-type-options', 'referrer-policy'];
+    for (const name of names) assert.ok(page[name] !== undefined, `/console/ sends ${name}`);
+    for (const path of ['/docs/', '/docs/static/swagger-ui.css', '/docs/static/swagger-initializer.js', '/docs/json']) {
+      const res = await request(server.url, 'GET', path);
+      assert.equal(res.status, 200, path);
+      for (const name of names) assert.equal(res.headers[name], page[name], `${path}: ${name}`);
+    }
   });
 });

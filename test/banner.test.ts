@@ -1,7 +1,7 @@
 // Every command `couponrush serve` prints works when pasted into a shell: each curl of the banner
-// is run as printed by `sh` — with ADMIN_TOKEN in the environment on PostgreSQL, as a user who
-// followed the README would have it — and must get its 201. Needs curl (and PostgreSQL for the
-// PostgreSQL half).
+// is run as printed by `sh` — with ADMIN_TOKEN and JWT_SECRET in the environment on PostgreSQL, as
+// a user who followed the README would have them — and must get its 201. Needs curl (and
+// PostgreSQL for the PostgreSQL half).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -61,6 +61,8 @@ describe('the commands couponrush serve prints', () => {
       server = await bannerOf({ DATA_DIR: dataDir, PORT: String(await freePort()) });
       const commands = printedCommands(server.banner);
       assert.equal(commands.length, 2, `two curls in:\n${server.banner}`);
+      // The generated development secret: the token is printed as is, nothing to export.
+      assert.match(server.banner, /Bearer eyJ/);
       for (const c of commands) assert.match(runAsPasted(c, {}), /^HTTP\/1\.1 201/m, c);
       // The console's address, opened as a browser would (following the redirect), is the page.
       const consoleUrl = /^\s*Console\s+(\S+)/m.exec(server.banner)?.[1];
@@ -84,8 +86,12 @@ describe('the commands couponrush serve prints', () => {
       const commands = printedCommands(server.banner);
       assert.equal(commands.length, 2, `create, then issue, in:\n${server.banner}`);
       assert.match(commands[0]!, /\$ADMIN_TOKEN/, 'the token is not printed on PostgreSQL: the shell supplies it');
-      // One shell, in the printed order, as a user pastes them.
-      const out = runAsPasted(commands.join('\n'), { ADMIN_TOKEN });
+      // No credential signed with the configured secret in the output: the shell mints the user token.
+      assert.match(commands[1]!, /Bearer \$\(npx couponrush token demo-user\)/);
+      assert.doesNotMatch(server.banner, /eyJ/, 'no JWT in the banner');
+      // One shell, in the printed order, as a user pastes them: only ADMIN_TOKEN and JWT_SECRET
+      // exported, as the README has them (not DATABASE_URL: minting needs the secret alone).
+      const out = runAsPasted(commands.join('\n'), { ADMIN_TOKEN, JWT_SECRET });
       assert.match(out, /^HTTP\/1\.1 201/m, `${commands.join('\n')}\n→\n${out}`);
       assert.match(out, /"status":"ISSUED"/);
     } finally {

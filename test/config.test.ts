@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { ConfigError, loadConfig } from '../src/config.js';
+import { ConfigError, loadConfig, loadTokenConfig } from '../src/config.js';
 
 const PG = 'postgres://postgres@127.0.0.1:5432/test';
 const SECRET = 'x'.repeat(32);
@@ -28,6 +28,21 @@ describe('loadConfig', () => {
   });
   it('rejects a short JWT_SECRET', () => throwsNaming({ ...base, JWT_SECRET: 'short' }, 'JWT_SECRET'));
   it('rejects a short ADMIN_TOKEN', () => throwsNaming({ ...base, ADMIN_TOKEN: 'short' }, 'ADMIN_TOKEN'));
+  it('ADMIN_TOKEN: refuses what a bearer header cannot carry intact, and states the rule', () => {
+    // A space ends the bearer token; non-ASCII arrives as latin-1 from a browser and UTF-8 from curl.
+    for (const token of ['correct horse battery staple', 'Ä'.repeat(16), `${'a'.repeat(16)}\tb`, `${'a'.repeat(16)}\u007f`]) {
+      throwsNaming({ ...base, ADMIN_TOKEN: token }, 'ADMIN_TOKEN');
+    }
+    assert.throws(() => loadConfig({ ...base, ADMIN_TOKEN: 'Ä'.repeat(16) }), /at least 16 characters of printable ASCII without whitespace \(0x21-0x7E\)/);
+    assert.throws(() => loadConfig({ ...base, ADMIN_TOKEN: 'a'.repeat(15) }), /at least 16 characters/);
+    assert.equal(loadConfig({ ...base, ADMIN_TOKEN: '!~+/=abcdefghijklmnop' }).adminToken, '!~+/=abcdefghijklmnop');
+    assert.equal(loadConfig({ ...base, ADMIN_TOKEN: 'a'.repeat(16) }).adminToken, 'a'.repeat(16));
+  });
+  it('JWT_MAX_TTL_S: a day by default, a positive whole number', () => {
+    assert.equal(loadConfig(base).jwtMaxTtlS, 86_400);
+    assert.equal(loadConfig({ ...base, JWT_MAX_TTL_S: '600' }).jwtMaxTtlS, 600);
+    for (const bad of ['0', '-5', '1.5', 'a day', '1e3', String(366 * 86_400)]) throwsNaming({ ...base, JWT_MAX_TTL_S: bad }, 'JWT_MAX_TTL_S');
+  });
   it('rejects a non-numeric PORT', () => throwsNaming({ ...base, PORT: 'eighty' }, 'PORT'));
   it('rejects an out-of-range PORT', () => throwsNaming({ ...base, PORT: '70000' }, 'PORT'));
   it('rejects an unknown AUTH_MODE', () => throwsNaming({ ...base, AUTH_MODE: 'oauth' }, 'AUTH_MODE'));
@@ -93,7 +108,8 @@ describe('loadConfig', () => {
       const first = loadConfig({ DATA_DIR: dir });
       assert.equal(first.embedded, true);
       assert.equal(first.defaultStrategy, 'local');
-      assert.equal(first.generatedSecrets, true);
+      assert.equal(first.generatedAdminToken, true);
+      assert.equal(first.generatedJwtSecret, true);
       assert.ok(first.adminToken.length >= 16 && first.jwtSecret.length >= 32);
       const second = loadConfig({ DATA_DIR: dir });
       assert.equal(second.adminToken, first.adminToken);
@@ -104,17 +120,66 @@ describe('loadConfig', () => {
   });
 });
 
-function runCli(args: string[], env: Record<string, string>): Promise<{ code: number | null; stderr: string }> {
+describe('loadTokenConfig (couponrush token)', () => {
+  it('needs JWT_SECRET alone, not the server\'s other variables', () => {
+    assert.deepEqual({ ...loadTokenConfig({ JWT_SECRET: SECRET }) }, { jwtSecret: SECRET, jwtMaxTtlS: 86_400 });
+    assert.equal(loadTokenConfig({ JWT_SECRET: SECRET, JWT_MAX_TTL_S: '60' }).jwtMaxTtlS, 60);
+  });
+  it('names JWT_SECRET when DATABASE_URL is set without it, and checks its length', () => {
+    assert.throws(() => loadTokenConfig({ DATABASE_URL: PG }), (err: unknown) => err instanceof ConfigError && err.variable === 'JWT_SECRET');
+    assert.throws(() => loadTokenConfig({ JWT_SECRET: 'short' }), (err: unknown) => err instanceof ConfigError && err.variable === 'JWT_SECRET');
+  });
+  it('embedded: reads the server\'s generated secret and never creates one', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'couponrush-config-'));
+    try {
+      assert.throws(() => loadTokenConfig({ DATA_DIR: dir }), (err: unknown) => err instanceof ConfigError && err.variable === 'DATA_DIR');
+      const server = loadConfig({ DATA_DIR: dir });
+      assert.equal(loadTokenConfig({ DATA_DIR: dir }).jwtSecret, server.jwtSecret);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+function runCli(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], {
       env: { PATH: process.env.PATH ?? '', ...env },
-      stdio: ['ignore', 'ignore', 'pipe'],
+      stdio: ['ignore', 'pipe', 'pipe'],
     });
+    let stdout = '';
     let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('exit', (code) => resolve({ code, stderr }));
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
   });
 }
+
+describe('couponrush token', () => {
+  const claims = (token: string) => JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString()) as { sub: string; exp: number; iat: number };
+
+  it('mints from JWT_SECRET alone, for a day by default or JWT_MAX_TTL_S when shorter', async () => {
+    const day = await runCli(['token', 'demo-user'], { JWT_SECRET: SECRET });
+    assert.equal(day.code, 0, day.stderr);
+    const c = claims(day.stdout.trim());
+    assert.equal(c.sub, 'demo-user');
+    assert.equal(c.exp - c.iat, 86_400);
+    const short = await runCli(['token', 'demo-user'], { JWT_SECRET: SECRET, JWT_MAX_TTL_S: '600' });
+    assert.equal(short.code, 0, short.stderr);
+    assert.equal(claims(short.stdout.trim()).exp - claims(short.stdout.trim()).iat, 600);
+  });
+
+  it('refuses a --ttl above JWT_MAX_TTL_S with exit code 2 and mints nothing', async () => {
+    const over = await runCli(['token', 'demo-user', '--ttl', '86401'], { JWT_SECRET: SECRET });
+    assert.equal(over.code, 2);
+    assert.equal(over.stdout, '');
+    assert.match(over.stderr, /--ttl 86401 is more than JWT_MAX_TTL_S \(86400 s\)/);
+    const lowered = await runCli(['token', 'demo-user', '--ttl', '601'], { JWT_SECRET: SECRET, JWT_MAX_TTL_S: '600' });
+    assert.equal(lowered.code, 2);
+    const within = await runCli(['token', 'demo-user', '--ttl', '600'], { JWT_SECRET: SECRET, JWT_MAX_TTL_S: '600' });
+    assert.equal(within.code, 0, within.stderr);
+  });
+});
 
 describe('couponrush serve start-up', () => {
   it('exits non-zero naming ADMIN_TOKEN when it is missing with DATABASE_URL', async () => {

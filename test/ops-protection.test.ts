@@ -1,16 +1,19 @@
 // Operability of one API process: request ids, GET /metrics, per-user and per-IP rate limits,
 // load shedding, header limits and the separate admin listener. Embedded PGlite: no server needed.
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { startAdminListener } from '../src/http/admin-listener.js';
 import { ADMIN_TOKEN, request, startTestServer, type Response, type TestServer } from './helpers.js';
-import { sample } from './ops-helpers.js';
+import { sample, waitFor } from './ops-helpers.js';
 
 function assertProblem(res: Response, status: number, code: string): void {
   assert.equal(res.status, status, `expected ${status} ${code}, got ${res.status}: ${res.text}`);
   assert.match(String(res.headers['content-type']), /^application\/problem\+json/);
   assert.equal((res.json as { code?: string }).code, code);
 }
+
+const GENERATED = /^[0-9a-f]{10}-[0-9a-z]+$/;
 
 const issue = (server: TestServer, couponId: number, userId: string, headers: Record<string, string> = {}) =>
   request(server.url, 'POST', `/coupons/${couponId}/issues`, { headers: { authorization: `Bearer ${server.tokenFor(userId)}`, ...headers } });
@@ -26,8 +29,6 @@ describe('request ids', () => {
     const res = await request(server.url, 'GET', '/healthz', { headers: { 'x-request-id': 'edge-42.abc:1' } });
     assert.equal(res.headers['x-request-id'], 'edge-42.abc:1');
   });
-
-  const GENERATED = /^[0-9a-f]{10}-[0-9a-z]+$/;
 
   it('replaces a malformed x-request-id with a generated one', async () => {
     const res = await request(server.url, 'GET', '/healthz', { headers: { 'x-request-id': 'bad id with spaces' } });
@@ -174,17 +175,89 @@ describe('load shedding', () => {
   });
 });
 
-describe('request limits', () => {
-  let server: TestServer;
-  before(async () => {
-    server = await startTestServer({ db: 'pglite' });
+/** What a server says on one raw TCP connection to what is written, in order, until it closes. */
+function rawExchange(base: string, ...chunks: Array<string | (() => Promise<unknown>)>): Promise<string> {
+  const { hostname, port } = new URL(base);
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(port), hostname, () => {
+      void (async () => {
+        for (const chunk of chunks) {
+          if (typeof chunk === 'string') socket.write(chunk);
+          else await chunk();
+        }
+      })().catch(reject);
+    });
+    let out = '';
+    socket.on('data', (d: Buffer) => (out += d.toString('latin1')));
+    socket.on('close', () => resolve(out));
+    socket.on('error', reject);
   });
-  after(() => server.close());
+}
 
-  it('refuses oversized headers with 431', async () => {
-    const res = await request(server.url, 'GET', '/healthz', { headers: { 'x-padding': 'p'.repeat(10_000) } }).catch((err: Error) => err);
-    assert.ok(!(res instanceof Error), `connection failed: ${String(res)}`);
-    assert.equal(res.status, 431);
+/** A raw HTTP/1.1 answer as status, lower-cased headers and parsed body. */
+function parseRaw(answer: string): { status: number; headers: Record<string, string>; json: unknown } {
+  const [head = '', body = ''] = answer.split('\r\n\r\n', 2);
+  const [statusLine = '', ...lines] = head.split('\r\n');
+  const headers = Object.fromEntries(lines.map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]));
+  return { status: Number(statusLine.split(' ')[1]), headers, json: body === '' ? undefined : JSON.parse(body) };
+}
+
+function assertRawProblem(answer: string, status: number, code: string): void {
+  const res = parseRaw(answer);
+  assert.equal(res.status, status, answer);
+  assert.match(res.headers['content-type'] ?? '', /^application\/problem\+json/, answer);
+  assert.equal((res.json as { code?: string }).code, code, answer);
+  assert.match(res.headers['x-request-id'] ?? '', GENERATED, answer);
+}
+
+// With the early answers' server factory (the default) and with Fastify's own server (they are
+// off with a per-IP limit): node:http's parser errors are answered the same on both.
+for (const [label, env] of [
+  ['', {}],
+  [' (Fastify\'s own server: RATE_LIMIT_IP set)', { RATE_LIMIT_IP: '1000/10s', TRUST_PROXY: 'false' }],
+] as const) {
+  describe(`request limits and malformed requests${label}`, () => {
+    let server: TestServer;
+    before(async () => {
+      server = await startTestServer({ db: 'pglite', env });
+    });
+    after(() => server.close());
+
+    it('refuses oversized headers with 431 HEADERS_TOO_LARGE problem+json', async () => {
+      const res = await request(server.url, 'GET', '/healthz', { headers: { 'x-padding': 'p'.repeat(10_000) } }).catch((err: Error) => err);
+      assert.ok(!(res instanceof Error), `connection failed: ${String(res)}`);
+      assertProblem(res, 431, 'HEADERS_TOO_LARGE');
+      assert.match(String(res.headers['x-request-id']), GENERATED);
+      assertRawProblem(await rawExchange(server.url, `GET /healthz HTTP/1.1\r\nhost: x\r\nx-padding: ${'p'.repeat(10_000)}\r\n\r\n`), 431, 'HEADERS_TOO_LARGE');
+    });
+
+    it('answers a malformed request line with 400 MALFORMED_REQUEST problem+json and closes the connection', async () => {
+      for (const line of ['GARBAGE\r\n\r\n', 'GET /healthz HTTP/9.9\r\n\r\n', 'GET /healthz HTTP/1.1\r\nbad header line\r\n\r\n', '\x00\x01\x02 nonsense\r\n\r\n']) {
+        const answer = await rawExchange(server.url, line);
+        assertRawProblem(answer, 400, 'MALFORMED_REQUEST');
+        assert.equal(parseRaw(answer).headers.connection, 'close');
+      }
+    });
+  });
+}
+
+describe('while the app closes', () => {
+  it('a request on a connection already open is answered 503 SERVICE_UNAVAILABLE problem+json', async () => {
+    const server = await startTestServer({ db: 'pglite' });
+    let closing: Promise<void> | undefined;
+    // The request's first line is in before the close starts, so the connection is busy (not
+    // reaped as idle); the rest arrives once the listener has stopped.
+    const answer = await rawExchange(server.url, 'GET /healthz HTTP/1.1\r\nhost: x\r\n', async () => {
+      closing = server.close();
+      await waitFor('the listener to stop', () => !server.app.server.listening);
+    }, '\r\n');
+    await closing;
+    const res = parseRaw(answer);
+    assert.equal(res.status, 503, answer);
+    assert.match(res.headers['content-type'] ?? '', /^application\/problem\+json/);
+    assert.equal((res.json as { code?: string }).code, 'SERVICE_UNAVAILABLE');
+    assert.match(res.headers['x-request-id'] ?? '', GENERATED);
+    assert.equal(res.headers.connection, 'close');
   });
 });
 

@@ -6,11 +6,12 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import fastifyStatic from '@fastify/static';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Type, type Static } from 'typebox';
 import { MAX_COUPON_ID } from '../coupons/domain.js';
 import { reconcile } from '../coupons/reconcile.js';
 import { reconciledStrategies, STRATEGY_NAMES, strategyModules, unavailableReason } from '../coupons/strategies/index.js';
+import { setPageHeaders } from '../http/page-headers.js';
 import { HttpProblem } from '../http/problem.js';
 import { storeHealth } from '../http/readiness.js';
 import type { Runtime } from '../runtime.js';
@@ -20,14 +21,6 @@ import { ConsoleFeed, countersFromExposition, SAMPLE_INTERVAL_MS, type ConsoleSa
 
 export const CONSOLE_PATH = '/console/';
 export const CONSOLE_ASSETS = fileURLToPath(new URL('../../dist/public/console/', import.meta.url));
-
-/** The page may talk to its own origin only; it runs no inline script and cannot be framed. */
-const PAGE_HEADERS = {
-  'content-security-policy':
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-  'x-content-type-options': 'nosniff',
-  'referrer-policy': 'no-referrer',
-};
 
 const StreamQuery = Type.Object({
   coupon: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,9}$', description: 'the campaign to follow; without it, only the issue route\'s answers' })),
@@ -60,12 +53,21 @@ export async function consoleRoutes(app: FastifyInstance, { runtime, requireAdmi
   app.addHook('onClose', async () => board?.stop());
 
   if (existsSync(CONSOLE_ASSETS)) {
-    await app.register(fastifyStatic, {
-      root: CONSOLE_ASSETS,
-      prefix: CONSOLE_PATH,
-      decorateReply: false,
-      schemaHide: true,
-      setHeaders: (reply) => void reply.headers(PAGE_HEADERS),
+    await app.register(async (files) => {
+      // A path the file server refuses (a traversal such as `..\`, a NUL byte) names no file of the
+      // console: 404 NOT_FOUND, as the `../` forms (resolved before routing) already get.
+      files.setErrorHandler((error: FastifyError, request) => {
+        const status = error.statusCode ?? 500;
+        if (status === 400 || status === 403) throw new HttpProblem(404, 'NOT_FOUND', `${request.method} ${request.url.split('?')[0]}`);
+        throw error; // the app's handler answers the rest
+      });
+      await files.register(fastifyStatic, {
+        root: CONSOLE_ASSETS,
+        prefix: CONSOLE_PATH,
+        decorateReply: false,
+        schemaHide: true,
+        setHeaders: setPageHeaders,
+      });
     });
   } else {
     app.get(`${CONSOLE_PATH}*`, { schema: { hide: true } }, async () => {

@@ -37,7 +37,7 @@ export interface EarlyAnswerOptions {
 export interface EarlyAnswers {
   /** Fastify's `serverFactory`: the HTTP/1 server Fastify would create, with this in front of it. */
   readonly serverFactory: FastifyServerFactory;
-  /** From now on every request goes to Fastify (it answers 503 while closing). */
+  /** From now on every request goes to Fastify (the request guard answers 503 while closing). */
   stop(): void;
 }
 

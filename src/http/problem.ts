@@ -9,6 +9,10 @@ export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 
 export type ProblemCode =
   | 'VALIDATION_FAILED'
+  | 'BAD_URL'
+  | 'MALFORMED_REQUEST'
+  | 'HEADERS_TOO_LARGE'
+  | 'REQUEST_TIMEOUT'
   | 'MALFORMED_JSON'
   | 'PAYLOAD_TOO_LARGE'
   | 'UNSUPPORTED_MEDIA_TYPE'
@@ -32,6 +36,10 @@ export type ProblemCode =
 
 const TITLES: Record<ProblemCode, string> = {
   VALIDATION_FAILED: 'The request is not valid',
+  BAD_URL: 'The request URL cannot be routed',
+  MALFORMED_REQUEST: 'The request is not valid HTTP',
+  HEADERS_TOO_LARGE: 'The request headers are too large',
+  REQUEST_TIMEOUT: 'The request was not received in time',
   MALFORMED_JSON: 'The request body is not valid JSON',
   PAYLOAD_TOO_LARGE: 'The request body is too large',
   UNSUPPORTED_MEDIA_TYPE: 'The request body has an unsupported media type',
@@ -67,6 +75,23 @@ export interface Problem {
 export interface FieldError {
   pointer: string;
   detail: string;
+}
+
+/**
+ * Errors raised outside any route, by Fastify's router (`frameworkErrors`) or by Node's HTTP
+ * parser (`clientError`, no request object at all), by their `code`; anything else the parser
+ * refuses is MALFORMED_REQUEST. The detail never echoes the request: it may not even be text.
+ */
+const FRAMEWORK_ERRORS: Readonly<Record<string, { status: number; code: ProblemCode; detail?: string }>> = {
+  FST_ERR_BAD_URL: { status: 400, code: 'BAD_URL', detail: 'the path is not valid percent-encoded UTF-8' },
+  FST_ERR_MAX_PARAM_LENGTH: { status: 414, code: 'BAD_URL', detail: 'a path segment is longer than any route takes' },
+  HPE_HEADER_OVERFLOW: { status: 431, code: 'HEADERS_TOO_LARGE' },
+  ERR_HTTP_REQUEST_TIMEOUT: { status: 408, code: 'REQUEST_TIMEOUT' },
+};
+
+/** The answer to an error raised outside any route (see FRAMEWORK_ERRORS); 500 for one not listed. */
+export function frameworkProblem(errorCode: string | undefined, parser: boolean): { status: number; code: ProblemCode; detail?: string } {
+  return (errorCode === undefined ? undefined : FRAMEWORK_ERRORS[errorCode]) ?? (parser ? { status: 400, code: 'MALFORMED_REQUEST' } : { status: 500, code: 'INTERNAL_ERROR' });
 }
 
 /** Thrown from handlers and hooks for an expected refusal; the error handler renders it. */

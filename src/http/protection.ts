@@ -34,6 +34,11 @@ let idCounter = 0;
 export function requestId(req: IncomingMessage): string {
   const incoming = req.headers[REQUEST_ID_HEADER];
   if (typeof incoming === 'string' && REQUEST_ID_PATTERN.test(incoming)) return incoming;
+  return generatedRequestId();
+}
+
+/** A new id, for an answer to a request that could not be parsed (no caller's id to keep). */
+export function generatedRequestId(): string {
   idCounter = (idCounter + 1) % Number.MAX_SAFE_INTEGER;
   return ID_PREFIX + idCounter.toString(36);
 }
@@ -82,6 +87,7 @@ export interface Deadline {
  * - load shedding: while the event loop's mean delay over the last second is above
  *   `maxEventLoopDelayMs`, answers 503 OVERLOADED with Retry-After at once instead of queueing more
  *   work behind it (probes and scrapes excepted);
+ * - while the app closes, answers 503 SERVICE_UNAVAILABLE (nothing done) to every request;
  * - request timeout: a request still unanswered after `timeoutMs` gets 504 TIMEOUT — not 503,
  *   because its work may still complete (an issue may still be recorded). The requests in flight
  *   form a list in the order they were armed, linked through the replies themselves; one sweep
@@ -97,7 +103,8 @@ export interface Deadline {
 export function requestGuards(app: FastifyInstance, { timeoutMs, maxEventLoopDelayMs, onShed }: RequestGuardOptions): Deadline | undefined {
   const timers: NodeJS.Timeout[] = [];
 
-  let overloaded = false;
+  /** Why every request is refused at once, if it is: overloaded (judged each second) or closing. */
+  let refusing: 'overloaded' | 'closing' | undefined;
   if (maxEventLoopDelayMs > 0) {
     const delay = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
     delay.enable();
@@ -105,7 +112,7 @@ export function requestGuards(app: FastifyInstance, { timeoutMs, maxEventLoopDel
       setInterval(() => {
         // No sample at all means the loop was blocked for the whole interval.
         const meanMs = delay.count === 0 ? Infinity : delay.mean / 1e6 - LOOP_RESOLUTION_MS;
-        overloaded = meanMs > maxEventLoopDelayMs;
+        if (refusing !== 'closing') refusing = meanMs > maxEventLoopDelayMs ? 'overloaded' : undefined;
         delay.reset();
       }, LOAD_SAMPLE_MS),
     );
@@ -114,7 +121,18 @@ export function requestGuards(app: FastifyInstance, { timeoutMs, maxEventLoopDel
       done();
     });
   }
-  const shed = (request: FastifyRequest, reply: FastifyReply): boolean => {
+  // A request that reaches a closing app (a keep-alive connection during the drain) is refused
+  // here rather than by Fastify (app.ts turns return503OnClosing off), so that it is a problem too.
+  app.addHook('preClose', (done) => {
+    refusing = 'closing';
+    done();
+  });
+  const refuse = (request: FastifyRequest, reply: FastifyReply): boolean => {
+    if (refusing === 'closing') {
+      void reply.header('retry-after', '1');
+      void sendProblem(reply, 503, 'SERVICE_UNAVAILABLE', 'this instance is shutting down; nothing was done');
+      return true;
+    }
     if (NEVER_SHED.has(request.routeOptions.url ?? '')) return false;
     onShed('overloaded');
     void reply.header('retry-after', String(OVERLOAD_RETRY_AFTER_S));
@@ -122,10 +140,10 @@ export function requestGuards(app: FastifyInstance, { timeoutMs, maxEventLoopDel
     return true;
   };
 
-  // Request id echo and load shedding, for every request.
+  // Request id echo, load shedding and the drain's refusal, for every request.
   app.addHook('onRequest', (request, reply, done) => {
     reply.header(REQUEST_ID_HEADER, request.id);
-    if (overloaded && shed(request, reply)) return; // answered: the rest of the lifecycle is skipped
+    if (refusing !== undefined && refuse(request, reply)) return; // answered: the rest of the lifecycle is skipped
     done();
   });
 
