@@ -2,8 +2,11 @@
 // free local port, from the jars Maven Central serves (scripts/kafka/pom.xml), fetched once into a
 // cache directory. Not a mock: the broker Apache ships, run with plain `java -cp`.
 //
-//   node --import tsx scripts/kafka-broker.ts fetch          # the jars, once (CI does this)
-//   node --import tsx scripts/kafka-broker.ts run            # a broker until Ctrl-C; prints KAFKA_BROKERS=…
+//   npx couponrush-kafka fetch                # the jars, once (CI does this)
+//   npx couponrush-kafka run [--port 9092]    # a broker until Ctrl-C; prints KAFKA_BROKERS=…
+//
+// `npm run build` bundles this file into dist/tools/kafka-broker.js for the `couponrush-kafka` bin
+// (no tsx needed); the tests import it directly.
 //
 // Needs a JDK 17+ (`java`) and Maven (`mvn`) on PATH. KAFKA_LIBS names a directory of jars to use
 // instead (nothing is fetched); COUPONRUSH_CACHE the cache directory (default ~/.cache/couponrush).
@@ -14,11 +17,11 @@ import net from 'node:net';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
-import { freePort } from '../src/bench/processes.js';
+import { parseArgs, promisify } from 'node:util';
 
 const run = promisify(execFile);
 const here = dirname(fileURLToPath(import.meta.url));
+// Beside this file in scripts/, and copied beside the bundle in dist/tools/ by the build.
 const POM = join(here, 'kafka', 'pom.xml');
 /** Bump with the version in pom.xml: the cache directory is per version. */
 export const KAFKA_VERSION = '4.4.0';
@@ -62,7 +65,21 @@ export interface KafkaBroker {
   restart(): Promise<void>;
 }
 
+/** A TCP port free on 127.0.0.1 right now. */
+function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address !== null ? resolvePort(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
 export interface BrokerOptions {
+  /** The client port (default: a free one). */
+  readonly port?: number;
   /** Extra server.properties lines (key → value). */
   readonly config?: Readonly<Record<string, string>>;
   /** Where the broker's own log goes (default: a file in the data directory). */
@@ -75,7 +92,7 @@ export async function startKafka(options: BrokerOptions = {}): Promise<KafkaBrok
   const classpath = `${libs}/*`;
   const root = mkdtempSync(join(os.tmpdir(), 'couponrush-kafka-'));
   const dataDir = join(root, 'data');
-  const [port, controllerPort] = [await freePort(), await freePort()];
+  const [port, controllerPort] = [options.port ?? (await freePort()), await freePort()];
   const properties: Record<string, string> = {
     'process.roles': 'broker,controller',
     'node.id': '1',
@@ -231,19 +248,41 @@ export function answersKafka(port: number, timeoutMs = 2_000): Promise<boolean> 
   });
 }
 
-// As a command: fetch the jars, or run a broker until interrupted.
-if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const command = process.argv[2];
-  if (command === 'fetch') {
-    process.stdout.write(`${await kafkaLibs()}\n`);
-  } else if (command === 'run') {
-    const broker = await startKafka();
-    process.stdout.write(`KAFKA_BROKERS=${broker.brokers}\n`);
-    const stop = () => void broker.stop().then(() => process.exit(0));
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-  } else {
-    process.stderr.write('usage: node --import tsx scripts/kafka-broker.ts fetch|run\n');
-    process.exit(2);
+const USAGE = 'usage: couponrush-kafka fetch | run [--port <port>]';
+
+/** As a command: fetch the jars, or run a broker until interrupted. Returns the exit code when done. */
+export async function main(argv: readonly string[]): Promise<number | undefined> {
+  let parsed: ReturnType<typeof parseCommand>;
+  try {
+    parsed = parseCommand(argv);
+  } catch (err) {
+    process.stderr.write(`couponrush-kafka: ${(err as Error).message}\n${USAGE}\n`);
+    return 2;
   }
+  if (parsed.command === 'fetch') {
+    process.stdout.write(`${await kafkaLibs()}\n`);
+    return 0;
+  }
+  const broker = await startKafka({ port: parsed.port });
+  process.stdout.write(`KAFKA_BROKERS=${broker.brokers}\n`);
+  const stop = () => void broker.stop().then(() => process.exit(0));
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  return undefined;
+}
+
+function parseCommand(argv: readonly string[]): { command: 'fetch' | 'run'; port?: number | undefined } {
+  const { positionals, values } = parseArgs({ args: [...argv], allowPositionals: true, options: { port: { type: 'string' } } });
+  const [command, ...rest] = positionals;
+  if ((command !== 'fetch' && command !== 'run') || rest.length > 0) throw new Error(command === undefined ? 'a command is required' : `unknown command: ${positionals.join(' ')}`);
+  if (values.port === undefined) return { command };
+  if (command !== 'run') throw new Error('--port is for run');
+  const port = /^\d{1,5}$/.test(values.port) ? Number(values.port) : NaN;
+  if (!(port >= 1 && port <= 65535)) throw new Error(`--port must be 1-65535, got "${values.port}"`);
+  return { command, port };
+}
+
+if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const code = await main(process.argv.slice(2));
+  if (code !== undefined) process.exit(code);
 }
