@@ -27,7 +27,7 @@ const SCRIPTS = {
   crRestore: ['restore.lua', 3],
   crUnlock: ['unlock.lua', 1],
   crExtend: ['extend.lua', 1],
-  crDeadLetter: ['dead-letter.lua', 3],
+  crDeadLetter: ['dead-letter.lua', 4],
   crReplay: ['replay.lua', 3],
   crDiscard: ['discard.lua', 5],
   crReleaseHeld: ['release-held.lua', 3],
@@ -233,7 +233,7 @@ export class Scripts {
     nowMs: number,
     fields: readonly string[],
   ): Promise<string | undefined> {
-    return streamIdOrNone(await this.fns.crDeadLetter(keys.stream, keys.dead, keys.held, group, consumer, entryId, reason, deliveries, nowMs, ...fields), 'dead-letter');
+    return streamIdOrNone(await this.fns.crDeadLetter(keys.stream, keys.dead, keys.held, keys.users, group, consumer, entryId, reason, deliveries, nowMs, ...fields), 'dead-letter');
   }
 
   /**
