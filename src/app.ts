@@ -124,7 +124,7 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
     requireAdmin,
   });
   if (runtime.redis !== undefined) {
-    await app.register(deadLetterRoutes, { redis: runtime.redis, kafka: runtime.kafka, requireAdmin });
+    await app.register(deadLetterRoutes, { redis: runtime.redis, kafka: runtime.kafka, db: runtime.db, requireAdmin });
   }
   await app.register(consoleRoutes, { runtime, requireAdmin });
 

@@ -2,15 +2,16 @@
 // a wrong token is refused, the right one opens the campaigns, the create form shows the API's
 // problem beside the field at fault, a created campaign is watched live while a real stampede
 // sells it out — the counter reaches the stock and the status turns SOLD OUT — and the
-// operations view shows the stores' readiness. Screenshots go to test-results/console/ (the
+// operations view shows the stores' readiness; with Redis, its dead letters are replayed and
+// discarded from the page (a discarded one listed without buttons). Screenshots go to test-results/console/ (the
 // README's picture is one of them). Needs the built console (`npm run build`).
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync } from 'node:fs';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { CONSOLE_ASSETS } from '../src/console/routes.js';
-import { ADMIN_TOKEN, issuedRows, missing, startTestServer, type TestServer } from './helpers.js';
-import { issueAll, usersRange, withStatus } from './redis-helpers.js';
+import { ADMIN_TOKEN, issuedRows, missing, needDatabase, needServer, refuseInsertsOf, request, startTestServer, type TestServer } from './helpers.js';
+import { issueAll, REDIS_URL, startRedisTestServer, usersRange, waitFor, waitForDrain, withStatus, type RedisTestServer } from './redis-helpers.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const SHOTS = new URL('../test-results/console/', import.meta.url);
@@ -128,6 +129,66 @@ describe('the console in a browser', () => {
     assert.ok(overflow <= 0, `the page is ${overflow}px wider than a phone screen`);
     await shot(page, 'campaign-phone');
 
+    assert.deepEqual(errors, [], 'no script error in the page');
+  });
+});
+
+describe('the console in a browser: dead letters (PostgreSQL, Redis)', () => {
+  let browser: Browser | undefined;
+  let server: RedisTestServer | undefined;
+  const fixes: Array<() => Promise<void>> = [];
+  before(() => mkdirSync(SHOTS, { recursive: true }));
+  after(async () => {
+    for (const fix of fixes.splice(0)) await fix();
+    await browser?.close();
+    await server?.close();
+  });
+
+  it('replays one held dead letter and discards another, which stays listed without buttons', async (t) => {
+    if (!canRun(t) || !(await needDatabase(t, 'postgres')) || !(await needServer(t, 'Redis', REDIS_URL))) return;
+    server = await startRedisTestServer();
+    const { id } = await server.createCoupon({ totalQuantity: 5, strategy: 'redis-lua-async' });
+    fixes.push(await refuseInsertsOf(server.db, 'victim-a', 'refused for the test'), await refuseInsertsOf(server.db, 'victim-b', 'refused for the test'));
+    await server.startWorker('w1');
+    assert.deepEqual(withStatus(await issueAll(server, id, ['victim-a', 'victim-b']), 202).sort(), ['victim-a', 'victim-b']);
+    type Letter = { id: string; entry: Record<string, string> };
+    let letters: Letter[] = [];
+    await waitFor('two dead letters', async () => {
+      letters = ((await request(server!.url, 'GET', `/admin/dead-letters?couponId=${id}`, { headers: server!.adminHeaders })).json as { items: Letter[] }).items;
+      return letters.length === 2;
+    });
+    const a = letters.find((d) => d.entry.u === 'victim-a')!;
+    const b = letters.find((d) => d.entry.u === 'victim-b')!;
+    for (const fix of fixes.splice(0)) await fix();
+
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+    await page.goto(`${server.url}/console`);
+    await page.getByLabel('Admin token').fill(ADMIN_TOKEN);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('link', { name: 'Operations' }).click();
+    const replayA = page.getByRole('button', { name: `Replay dead letter ${a.id} of campaign ${id}` });
+    await replayA.waitFor();
+    assert.equal(await page.getByRole('button', { name: `Discard dead letter ${a.id} of campaign ${id}` }).count(), 1, 'a held one has both buttons');
+    await shot(page, 'dead-letters-held');
+
+    await replayA.click();
+    await page.getByRole('status').filter({ hasText: `Replayed 1 of campaign #${id}.` }).waitFor();
+    page.once('dialog', (d) => void d.accept());
+    await page.getByRole('button', { name: `Discard dead letter ${b.id} of campaign ${id}` }).click();
+    await page.getByRole('status').filter({ hasText: `Discarded 1 (1 seat given back) of campaign #${id}.` }).waitFor();
+    const discarded = page.getByRole('table', { name: 'Discarded' });
+    await discarded.getByRole('cell', { name: 'victim-b', exact: true }).waitFor();
+    assert.equal(await discarded.getByRole('button').count(), 0, 'a discarded one has no buttons');
+    assert.equal(await page.getByRole('table', { name: 'Held' }).count(), 0, 'nothing is held any more');
+    await shot(page, 'dead-letters-settled');
+
+    await waitForDrain(server, id, 1);
+    assert.deepEqual((await issuedRows(server.db, id)).users, ['victim-a'], 'the replayed one is a row, the discarded one not');
+    assert.equal(await server.redis.client.hget(server.redis.keys.campaign(id).state, 'issued'), '1', 'the discarded seat was given back');
     assert.deepEqual(errors, [], 'no script error in the page');
   });
 });

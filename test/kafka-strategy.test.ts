@@ -15,7 +15,7 @@ import { reconcile } from '../src/coupons/reconcile.js';
 import { eventCapture } from '../src/coupons/repository.js';
 import { startEventPublisher } from '../src/worker/events.js';
 import { Ledger, stampedeThroughFault, type Target } from './fault-helpers.js';
-import { kafkaToolsMissing, needKafka, RECORD_SECRET, startKafkaServer, STRATEGY, waitForRows } from './kafka-helpers.js';
+import { kafkaToolsMissing, needKafka, RECORD_SECRET, startKafkaServer, STRATEGY, waitForRows, type KafkaServer } from './kafka-helpers.js';
 import { holdCouponRow, issuedRows, refuseInsertsOf, request, stampede } from './helpers.js';
 import { deleteKeys, exited, issueAll, silent, spawnWorker, usersRange, waitFor, withStatus } from './redis-helpers.js';
 
@@ -27,6 +27,39 @@ before(async () => {
 after(async () => {
   await broker?.stop();
 });
+
+interface ListedLetter {
+  id: string;
+  state: 'held' | 'discarded';
+  settledAt?: string;
+  truncated?: boolean;
+  reason: string;
+  entry: Record<string, string>;
+}
+
+/** Issue, status and admin calls on one campaign; every issue answer goes to the ledger. */
+function kafkaHarness(server: KafkaServer, couponId: number, ledger: Ledger) {
+  const as = (user: string) => ({ authorization: `Bearer ${server.tokenFor(user)}` });
+  return {
+    issue: async (user: string) => {
+      const res = await request(server.url, 'POST', `/coupons/${couponId}/issues`, { headers: as(user) });
+      ledger.record(user, { status: res.status, code: (res.json as { code?: string } | undefined)?.code, at: performance.now() });
+      return res;
+    },
+    status: (user: string) => request(server.url, 'GET', `/coupons/${couponId}/issues/me`, { headers: as(user) }),
+    letters: async (query = ''): Promise<ListedLetter[]> => {
+      const res = await request(server.url, 'GET', `/admin/dead-letters?couponId=${couponId}${query}`, { headers: server.adminHeaders });
+      assert.equal(res.status, 200, res.text);
+      return (res.json as { items: ListedLetter[] }).items;
+    },
+    admin: (action: 'replay' | 'discard', body: unknown) => request(server.url, 'POST', `/admin/dead-letters/${action}`, { headers: server.adminHeaders, json: body }),
+  };
+}
+
+function auditLedger(ledger: Ledger, rows: readonly string[]): void {
+  const audit = ledger.audit(rows);
+  assert.deepEqual({ lost: audit.lost, unexpected: audit.unexpected, falseDuplicates: audit.falseDuplicates }, { lost: [], unexpected: [], falseDuplicates: [] }, JSON.stringify([...audit.statuses]));
+}
 
 describe('redis-lua-kafka (real Kafka broker, Redis, PostgreSQL)', () => {
   it('issues exactly the stock under a stampede, never twice to one user; the worker persists every 202', async (t) => {
@@ -254,6 +287,109 @@ describe('redis-lua-kafka (real Kafka broker, Redis, PostgreSQL)', () => {
       } finally {
         await unrefuse();
       }
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('tells a refused admission HELD; ten racing replays of its dead letter put one copy back on the topic', async (t) => {
+    if (!(await needKafka(t))) return;
+    const server = await startKafkaServer(broker!);
+    const ledger = new Ledger();
+    const kafka = server.runtime.kafka!;
+    try {
+      const { id } = await server.createCoupon({ totalQuantity: 5, strategy: STRATEGY });
+      const h = kafkaHarness(server, id, ledger);
+      const unrefuse = await refuseInsertsOf(server.db, 'victim', 'refused for the test');
+      try {
+        await server.startKafkaWorker('k-held');
+        assert.equal((await h.issue('victim')).status, 202);
+        assert.equal((await h.issue('fine')).status, 202);
+        await waitForRows(server, id, 1);
+        await waitFor('the victim HELD', async () => ((await h.status('victim')).json as { status?: string } | undefined)?.status === 'HELD');
+        const [letter] = await h.letters();
+        assert.equal(letter?.entry.u, 'victim');
+        assert.equal(letter?.state, 'held');
+      } finally {
+        await unrefuse();
+      }
+      const [letter] = await h.letters();
+      const replays = await Promise.all(Array.from({ length: 10 }, () => h.admin('replay', { couponId: id, ids: [letter!.id] })));
+      const bodies = replays.map((r) => {
+        assert.equal(r.status, 200, r.text);
+        return r.json as { replayed: unknown[]; notFound: string[]; refused: Array<{ reason: string }> };
+      });
+      t.diagnostic(`racing replays: ${bodies.filter((b) => b.notFound.length === 1).length} found it settled, ${bodies.filter((b) => b.refused.length === 1).length} found it in progress`);
+      assert.equal(bodies.filter((b) => b.replayed.length === 1).length, 1, `exactly one replay: ${JSON.stringify(bodies)}`);
+      assert.ok(bodies.every((b) => b.replayed.length === 1 || b.notFound.length === 1 || b.refused[0]?.reason === 'in-progress'), JSON.stringify(bodies));
+      await waitForRows(server, id, 2);
+      assert.deepEqual((await h.status('victim')).json, { status: 'ISSUED' }, 'HELD is settled');
+      assert.equal(await server.redis.client.hexists(server.redis.keys.campaign(id).held, 'victim'), 0);
+      const copies = (await kafka.readAll(kafka.topics.issuances)).filter((r) => r.key === String(id) && r.value?.includes('"victim"'));
+      assert.equal(copies.length, 2, 'the original record and one replay');
+      assert.deepEqual(await h.letters(), [], 'a replayed dead letter is never listed again');
+      const again = await h.admin('replay', { couponId: id, ids: [letter!.id] });
+      assert.deepEqual(again.json, { replayed: [], notFound: [letter!.id], refused: [] });
+      auditLedger(ledger, (await issuedRows(server.db, id)).users);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('discards dead letters: a refused admission gives its seat back (the user issues again), a truncated one is refused for replay, both listed as discarded', async (t) => {
+    if (!(await needKafka(t))) return;
+    const server = await startKafkaServer(broker!);
+    const ledger = new Ledger();
+    try {
+      const { id } = await server.createCoupon({ totalQuantity: 2, strategy: STRATEGY });
+      const h = kafkaHarness(server, id, ledger);
+      const keys = server.redis.keys.campaign(id);
+      const unrefuse = await refuseInsertsOf(server.db, 'victim', 'refused for the test');
+      try {
+        await server.startKafkaWorker('k-discard');
+        assert.equal((await h.issue('victim')).status, 202);
+        assert.equal((await h.issue('fine')).status, 202);
+        assert.equal((await h.issue('late')).status, 410);
+        // A record too large to keep whole: its dead letter keeps only the first 64 KiB.
+        const producer = new Producer({ clientId: 'oversized', bootstrapBrokers: [broker!.brokers], serializers: stringSerializers });
+        await producer.send({ messages: [{ topic: server.topic, key: String(id), value: JSON.stringify({ c: String(id), u: 'x'.repeat(70_000), t: String(Date.now()) }) }] });
+        await producer.close();
+        await waitForRows(server, id, 1);
+        await waitFor('two dead letters', async () => (await h.letters()).length === 2);
+        await waitFor('the victim HELD', async () => ((await h.status('victim')).json as { status?: string } | undefined)?.status === 'HELD');
+        const letters = await h.letters();
+        const refused = letters.find((d) => d.entry.u === 'victim');
+        const truncated = letters.find((d) => d.truncated === true);
+        assert.ok(refused !== undefined && truncated !== undefined, JSON.stringify(letters.map((d) => ({ ...d, entry: {} }))));
+
+        const replay = await h.admin('replay', { couponId: id, ids: [truncated.id] });
+        assert.deepEqual(replay.json, { replayed: [], notFound: [], refused: [{ id: truncated.id, reason: 'truncated' }] }, replay.text);
+        assert.equal((await h.letters('&state=held')).length, 2, 'a refused replay changes nothing');
+        assert.equal(await server.redis.client.hget(keys.state, 'issued'), '2');
+
+        const discard = await h.admin('discard', { couponId: id, ids: [refused.id, truncated.id] });
+        assert.equal(discard.status, 200, discard.text);
+        assert.deepEqual((discard.json as { discarded: unknown[] }).discarded, [
+          { id: refused.id, released: true },
+          { id: truncated.id, released: false },
+        ], 'the refused admission held a seat; the invalid record none');
+        assert.equal(await server.redis.client.hget(keys.state, 'issued'), '1', 'one seat given back');
+        assert.equal((await h.status('victim')).status, 404, 'no longer HELD: NOT_ISSUED');
+        assert.deepEqual(await h.letters('&state=held'), [], 'never listed as live again');
+        const listed = await h.letters();
+        assert.deepEqual(listed.map((d) => [d.id, d.state]).sort(), [[refused.id, 'discarded'], [truncated.id, 'discarded']].sort());
+        assert.ok(listed.every((d) => d.settledAt !== undefined && Date.parse(d.settledAt) > 0), JSON.stringify(listed.map((d) => d.settledAt)));
+        const twice = await h.admin('discard', { couponId: id, ids: [refused.id] });
+        assert.deepEqual(twice.json, { discarded: [], notFound: [refused.id], refused: [] });
+        assert.equal(await server.redis.client.hget(keys.state, 'issued'), '1', 'a second discard releases nothing');
+      } finally {
+        await unrefuse();
+      }
+      assert.equal((await h.issue('victim')).status, 202, 'the released seat is issuable again');
+      assert.equal((await h.issue('late')).status, 410);
+      await waitForRows(server, id, 2);
+      assert.deepEqual((await h.status('victim')).json, { status: 'ISSUED' });
+      auditLedger(ledger, (await issuedRows(server.db, id)).users);
     } finally {
       await server.close();
     }

@@ -160,24 +160,88 @@ describe('Lua scripts through their wrapper', () => {
     const keys = r.keys.campaign(nextCoupon++);
     await r.client.xgroup('CREATE', keys.stream, WORKER_GROUP, '0', 'MKSTREAM');
     const fields = ['c', '7', 'u', 'u1', 't', String(NOW), 'r', 'req'];
+    await r.client.sadd(keys.users, 'u1');
     const id = await r.client.xadd(keys.stream, '*', ...fields);
+    const stray = ['c', '7', 'u', 'not-admitted', 't', String(NOW), 'r', ''];
+    const strayId = await r.client.xadd(keys.stream, '*', ...stray);
+    assert.ok(strayId !== null);
     assert.ok(id !== null);
     assert.equal(await r.scripts.deadLetter(keys, WORKER_GROUP, 'w1', id, 'why', 1, NOW, fields), undefined, 'NOT_PENDING: never delivered');
     await r.client.call('XREADGROUP', 'GROUP', WORKER_GROUP, 'w1', 'COUNT', 10, 'STREAMS', keys.stream, '>');
     assert.equal(await r.scripts.deadLetter(keys, WORKER_GROUP, 'w2', id, 'why', 1, NOW, fields), undefined, 'NOT_PENDING for another consumer');
     const deadId = await r.scripts.deadLetter(keys, WORKER_GROUP, 'w1', id, 'bad entry', 3, NOW, fields);
     assert.ok(deadId !== undefined, 'DEAD_LETTERED');
+    const strayDead = await r.scripts.deadLetter(keys, WORKER_GROUP, 'w1', strayId, 'invalid', 1, NOW, stray);
+    assert.ok(strayDead !== undefined);
+    assert.equal(await r.client.hexists(keys.held, 'not-admitted'), 0, 'a user who is not admitted is not held');
+    await r.client.xdel(keys.dead, strayDead);
     const [dead] = parseEntries(await r.client.xrange(keys.dead, '-', '+'));
     assert.deepEqual(Object.fromEntries(dead!.fields), { _source: id, _reason: 'bad entry', _deliveries: '3', _failed: String(NOW), c: '7', u: 'u1', t: String(NOW), r: 'req' });
     const pending = (await r.client.xpending(keys.stream, WORKER_GROUP)) as unknown[];
     assert.equal(pending[0], 0, 'the source entry is acknowledged');
+    assert.equal(await r.client.hget(keys.held, 'u1'), `stream:${deadId}`, 'its user is in the held index');
 
     const streamId = await r.scripts.replay(keys, deadId);
     assert.ok(streamId !== undefined, 'REPLAYED');
     const replayed = parseEntries(await r.client.xrange(keys.stream, streamId, streamId));
     assert.deepEqual(Object.fromEntries(replayed[0]!.fields), { c: '7', u: 'u1', t: String(NOW), r: 'req' }, 'only the entry\'s own fields go back');
     assert.equal(await r.client.xlen(keys.dead), 0);
+    assert.equal(await r.client.hexists(keys.held, 'u1'), 0, 'replay settles the HELD');
     assert.equal(await r.scripts.replay(keys, deadId), undefined, 'NOT_FOUND');
+  });
+
+  it('discard.lua: RELEASED / DISCARDED / NOT_FOUND, the discard recorded, the seat given back only for the user checked', async (t) => {
+    if (!(await ready(t))) return;
+    const r = redis!;
+    const keys = await campaign(5);
+    await r.client.xgroup('CREATE', keys.stream, WORKER_GROUP, '0', 'MKSTREAM');
+    const letter = async (user: string): Promise<string> => {
+      const fields = ['c', '7', 'u', user, 't', String(NOW), 'r', ''];
+      assert.deepEqual(await r.scripts.admitEnqueue(keys, '7', [{ userId: user, nowMs: NOW, requestId: '' }]), [ACCEPTED]);
+      const [entry] = parseEntries(((await r.client.call('XREADGROUP', 'GROUP', WORKER_GROUP, 'w1', 'COUNT', 1, 'STREAMS', keys.stream, '>')) as [string, unknown][])[0]![1]);
+      const deadId = await r.scripts.deadLetter(keys, WORKER_GROUP, 'w1', entry!.id, 'refused', 3, NOW, fields);
+      assert.ok(deadId !== undefined);
+      return deadId;
+    };
+    const a = await letter('a');
+    const b = await letter('b');
+    assert.equal(await r.client.hget(keys.state, 'issued'), '2');
+
+    assert.equal(await r.scripts.discard(keys, a, 'a', NOW + 1, 1000, 60_000), 'RELEASED', 'the user checked is the entry\'s and was admitted');
+    assert.equal(await r.client.sismember(keys.users, 'a'), 0);
+    assert.equal(await r.client.hget(keys.state, 'issued'), '1');
+    assert.equal(await r.client.hexists(keys.held, 'a'), 0, 'HELD settled');
+    assert.equal(await r.scripts.discard(keys, b, 'someone-else', NOW + 2, 1000, 60_000), 'DISCARDED', 'another user named: the seat stays');
+    assert.equal(await r.client.sismember(keys.users, 'b'), 1);
+    assert.equal(await r.client.hget(keys.state, 'issued'), '1');
+    assert.equal(await r.client.hexists(keys.held, 'b'), 0);
+    assert.equal(await r.scripts.discard(keys, a, 'a', NOW + 3, 1000, 60_000), 'NOT_FOUND', 'a second discard finds nothing');
+    assert.equal(await r.client.hget(keys.state, 'issued'), '1', 'and releases nothing');
+    assert.equal(await r.scripts.replay(keys, b), undefined, 'a discarded dead letter cannot be replayed');
+    assert.equal(await r.client.xlen(keys.dead), 0);
+    const records = parseEntries(await r.client.xrange(keys.discarded, '-', '+')).map((e) => Object.fromEntries(e.fields));
+    assert.deepEqual(records.map((f) => [f._dead, f._discarded, f._released, f._reason, f.u]), [
+      [a, String(NOW + 1), '1', 'refused', 'a'],
+      [b, String(NOW + 2), '0', 'refused', 'b'],
+    ]);
+    assert.ok((await r.client.pttl(keys.discarded)) > 0, 'the record of discards expires');
+  });
+
+  it('release-held.lua: RELEASED / KEPT, and only the held entry of this dead letter goes', async (t) => {
+    if (!(await ready(t))) return;
+    const r = redis!;
+    const keys = await campaign(5);
+    assert.deepEqual(await r.scripts.admitProduce(keys, [{ userId: 'k1', nowMs: NOW, requestId: '' }, { userId: 'k2', nowMs: NOW, requestId: '' }]), [ACCEPTED, ACCEPTED]);
+    await r.client.hset(keys.held, 'k1', 'kafka:0-5', 'k2', 'kafka:1-9');
+    assert.equal(await r.scripts.releaseHeld(keys, 'k1', 'kafka:0-4', true), true, 'RELEASED');
+    assert.equal(await r.client.hget(keys.held, 'k1'), 'kafka:0-5', 'another dead letter\'s entry stays');
+    assert.equal(await r.client.hget(keys.state, 'issued'), '1');
+    assert.equal(await r.scripts.releaseHeld(keys, 'k1', 'kafka:0-5', true), false, 'KEPT: no longer admitted');
+    assert.equal(await r.client.hexists(keys.held, 'k1'), 0);
+    assert.equal(await r.scripts.releaseHeld(keys, 'k2', 'kafka:1-9', false), false, 'KEPT: not asked (a replay)');
+    assert.equal(await r.client.sismember(keys.users, 'k2'), 1);
+    assert.equal(await r.client.hexists(keys.held, 'k2'), 0);
+    assert.equal(await r.client.hget(keys.state, 'issued'), '1');
   });
 
   it('loads each script once and calls it by SHA, falling back to EVAL after SCRIPT FLUSH (private Redis)', async (t) => {

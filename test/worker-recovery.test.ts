@@ -128,7 +128,7 @@ for (const dbKind of SERVER_DB_KINDS) describe(`couponrush worker (${dbKind})`, 
       assert.match(invalid.reason, /invalid entry: field u/, 'an invalid entry is dead-lettered at once');
       assert.equal((await request(server.url, 'GET', '/admin/dead-letters')).status, 401, 'admin only');
       const status = await request(server.url, 'GET', `/coupons/${id}/issues/me`, { headers: { authorization: `Bearer ${server.tokenFor('poison-1')}` } });
-      assert.deepEqual(status.json, { status: 'PENDING' }, 'a dead letter still holds its admission');
+      assert.deepEqual(status.json, { status: 'HELD' }, 'a dead letter still holds its admission, and its user is told it is held');
 
       // The rest of the stream keeps flowing.
       assert.equal(withStatus(await issueAll(server, id, usersRange(20, 25)), 202).length, 5);

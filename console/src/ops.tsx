@@ -1,5 +1,6 @@
 // Operations: readiness of each store (GET /readyz), reconcile status per campaign (read-only;
-// repairs stay with `couponrush reconcile --repair`), and the dead letters with their replay.
+// repairs stay with `couponrush reconcile --repair`), and the dead letters: replay or discard the
+// held ones, see the discarded ones.
 import { useEffect, useState } from 'preact/hooks';
 import { call, isAuthProblem, type ConsoleInfo, type Problem } from './api.js';
 import { TableHead } from './ui.js';
@@ -22,7 +23,18 @@ interface DeadLetter {
   failedAt: string;
   entry: Record<string, string>;
   queue: string;
+  state: 'held' | 'discarded';
+  settledAt?: string;
+  /** Kafka: only part of the record was kept; it can be discarded, never replayed. */
+  truncated?: boolean;
 }
+interface Refused {
+  id: string;
+  reason: string;
+}
+
+const when = (iso: string | undefined) => (iso === undefined || iso === '' ? '?' : new Date(iso).toLocaleString());
+const refusedText = (refused: Refused[]) => (refused.length === 0 ? '' : `; not done: ${refused.map((r) => `${r.id} (${r.reason})`).join(', ')}`);
 
 export function Operations({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost: (p: Problem) => void }) {
   return (
@@ -134,6 +146,7 @@ function Reconcile({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost: (p: Pr
 function DeadLetters({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost: (p: Problem) => void }) {
   const [items, setItems] = useState<DeadLetter[] | Problem | undefined>(undefined);
   const [message, setMessage] = useState<string | undefined>(undefined);
+  const [busy, setBusy] = useState(false);
   const load = async () => {
     const r = await call<{ items: DeadLetter[] }>('GET', '/admin/dead-letters?limit=200');
     if (!r.ok && isAuthProblem(r.problem)) return onAuthLost(r.problem);
@@ -142,12 +155,36 @@ function DeadLetters({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost: (p: 
   useEffect(() => {
     if (info.stores.redis) void load();
   }, []);
-  const replay = async (couponId: number, ids?: string[]) => {
-    const r = await call<{ replayed: unknown[]; notFound: string[] }>('POST', '/admin/dead-letters/replay', ids === undefined ? { couponId } : { couponId, ids });
-    if (!r.ok && isAuthProblem(r.problem)) return onAuthLost(r.problem);
-    setMessage(r.ok ? `Replayed ${r.value.replayed.length}${r.value.notFound.length > 0 ? `, ${r.value.notFound.length} not found` : ''} of campaign #${couponId}.` : `Replay refused: ${r.problem.code} ${r.problem.detail ?? ''}`);
-    await load();
+  const act = async (action: 'replay' | 'discard', d: DeadLetter) => {
+    // A discard breaks the user's 202 for good: ask first.
+    if (action === 'discard' && !window.confirm(`Discard dead letter ${d.id} of campaign #${d.couponId}? User ${d.entry.u ?? '?'} loses this issuance and may issue again.`)) return;
+    setBusy(true);
+    try {
+      if (action === 'replay') {
+        const r = await call<{ replayed: unknown[]; notFound: string[]; refused: Refused[] }>('POST', '/admin/dead-letters/replay', { couponId: d.couponId, ids: [d.id] });
+        if (!r.ok && isAuthProblem(r.problem)) return onAuthLost(r.problem);
+        setMessage(
+          r.ok
+            ? `Replayed ${r.value.replayed.length}${r.value.notFound.length > 0 ? `, ${r.value.notFound.length} not found` : ''}${refusedText(r.value.refused)} of campaign #${d.couponId}.`
+            : `Replay refused: ${r.problem.code} ${r.problem.detail ?? ''}`,
+        );
+      } else {
+        const r = await call<{ discarded: Array<{ released: boolean }>; notFound: string[]; refused: Refused[] }>('POST', '/admin/dead-letters/discard', { couponId: d.couponId, ids: [d.id] });
+        if (!r.ok && isAuthProblem(r.problem)) return onAuthLost(r.problem);
+        const released = r.ok ? r.value.discarded.filter((x) => x.released).length : 0;
+        setMessage(
+          r.ok
+            ? `Discarded ${r.value.discarded.length} (${released} seat${released === 1 ? '' : 's'} given back)${r.value.notFound.length > 0 ? `, ${r.value.notFound.length} not found` : ''}${refusedText(r.value.refused)} of campaign #${d.couponId}.`
+            : `Discard refused: ${r.problem.code} ${r.problem.detail ?? ''}`,
+        );
+      }
+      await load();
+    } finally {
+      setBusy(false);
+    }
   };
+  const held = items === undefined || 'code' in items ? [] : items.filter((d) => d.state !== 'discarded');
+  const discarded = items === undefined || 'code' in items ? [] : items.filter((d) => d.state === 'discarded');
   return (
     <section class="card" aria-labelledby="dl-title">
       <h2 id="dl-title">Dead letters</h2>
@@ -155,7 +192,10 @@ function DeadLetters({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost: (p: 
         <p>Only queued strategies (Redis Streams, Kafka) have dead letters; this API runs without Redis.</p>
       ) : (
         <>
-          <p class="hint">Issuances the worker could not persist, with the reason. Fix the cause, then replay.</p>
+          <p class="hint">
+            Issuances the worker could not persist, with the reason; their users hear HELD. Fix the cause, then replay. Discard only what will never be honoured: the seat goes back
+            and the user may issue again.
+          </p>
           <button type="button" onClick={() => void load()}>
             Refresh
           </button>
@@ -166,30 +206,69 @@ function DeadLetters({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost: (p: 
             <p class="error" role="alert">
               {items.title}: {items.detail}
             </p>
-          ) : items.length === 0 ? (
-            <p>None.</p>
           ) : (
-            <div class="table-wrap">
-              <table>
-                <TableHead columns={['Campaign', 'User', 'Reason', 'Failed', 'Queue', '!Actions']} />
-                <tbody>
-                  {items.map((d) => (
-                    <tr key={`${d.queue}-${d.id}`}>
-                      <td>#{d.couponId}</td>
-                      <td>{d.entry.u ?? '?'}</td>
-                      <td>{d.reason}</td>
-                      <td>{new Date(d.failedAt).toLocaleString()}</td>
-                      <td>{d.queue}</td>
-                      <td>
-                        <button type="button" onClick={() => void replay(d.couponId, [d.id])} aria-label={`Replay dead letter ${d.id} of campaign ${d.couponId}`}>
-                          Replay
-                        </button>
-                      </td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
+            <>
+              <h3 id="dl-held">Held</h3>
+              {held.length === 0 ? (
+                <p>None.</p>
+              ) : (
+                <div class="table-wrap">
+                  <table aria-labelledby="dl-held">
+                    <TableHead columns={['Campaign', 'User', 'Reason', 'Failed', 'Queue', '!Actions']} />
+                    <tbody>
+                      {held.map((d) => (
+                        <tr key={`${d.queue}-${d.id}`}>
+                          <td>#{d.couponId}</td>
+                          <td>{d.entry.u ?? '?'}</td>
+                          <td class="wrap">
+                            {d.reason}
+                            {d.truncated === true && <span class="muted"> (truncated: it can only be discarded)</span>}
+                          </td>
+                          <td>{when(d.failedAt)}</td>
+                          <td>{d.queue}</td>
+                          <td class="actions">
+                            <button
+                              type="button"
+                              disabled={busy || d.truncated === true}
+                              title={d.truncated === true ? 'Only part of the record was kept: it cannot be replayed' : undefined}
+                              onClick={() => void act('replay', d)}
+                              aria-label={`Replay dead letter ${d.id} of campaign ${d.couponId}`}
+                            >
+                              Replay
+                            </button>{' '}
+                            <button type="button" class="secondary" disabled={busy} onClick={() => void act('discard', d)} aria-label={`Discard dead letter ${d.id} of campaign ${d.couponId}`}>
+                              Discard
+                            </button>
+                          </td>
+                        </tr>
+                      ))}
+                    </tbody>
+                  </table>
+                </div>
+              )}
+              {discarded.length > 0 && (
+                <>
+                  <h3 id="dl-discarded">Discarded</h3>
+                  <div class="table-wrap">
+                    <table aria-labelledby="dl-discarded">
+                      <TableHead columns={['Campaign', 'User', 'Reason', 'Failed', 'Discarded', 'Queue']} />
+                      <tbody>
+                        {discarded.map((d) => (
+                          <tr key={`${d.queue}-${d.id}-discarded`}>
+                            <td>#{d.couponId}</td>
+                            <td>{d.entry.u ?? '?'}</td>
+                            <td class="wrap">{d.reason}</td>
+                            <td>{when(d.failedAt)}</td>
+                            <td>{when(d.settledAt)}</td>
+                            <td>{d.queue}</td>
+                          </tr>
+                        ))}
+                      </tbody>
+                    </table>
+                  </div>
+                </>
+              )}
+            </>
           )}
         </>
       )}

@@ -238,7 +238,17 @@ export async function couponRoutes(app: FastifyInstance, { service, requireUser,
         summary: "The calling user's issue status for this coupon",
         security: userSecurity,
         params: IdParams,
-        response: { 200: Type.Object({ status: Type.Enum(['ISSUED', 'PENDING']) }), 401: problemRef, 404: problemRef, 503: problemRef },
+        description:
+          'ISSUED: the row is in the database. PENDING: admitted and queued; the row follows (queued strategies). ' +
+          'HELD: admitted, but the worker could not persist the issuance and set it aside for review (a dead letter); ' +
+          'ask again later: an operator replays it (PENDING, then ISSUED) or discards it (404 NOT_ISSUED, and the user may issue again). ' +
+          '404 NOT_ISSUED: not issued. 503 OUTCOME_UNKNOWN: admitted, but the queue has not confirmed the issuance yet; ask again after Retry-After.',
+        response: {
+          200: Type.Object({ status: Type.Enum(['ISSUED', 'PENDING', 'HELD'], { description: 'HELD: your coupon is held for review; ask again later' }) }),
+          401: problemRef,
+          404: problemRef,
+          503: problemRef,
+        },
       },
     },
     async (request) => {

@@ -26,8 +26,13 @@ export type CreateCouponResult =
   | { ok: true; coupon: CouponWithStock }
   | { ok: false; code: 'VALIDATION_FAILED' | 'STRATEGY_UNAVAILABLE'; field: keyof NewCoupon; detail: string };
 
-/** UNKNOWN: admitted, but whether the issuance was queued is not confirmed yet (redis-lua-kafka). */
-export type IssueStatus = 'ISSUED' | 'PENDING' | 'UNKNOWN' | 'NOT_ISSUED' | 'COUPON_NOT_FOUND';
+/**
+ * HELD: admitted, but the worker could not persist the issuance and dead-lettered it; it waits
+ * for an operator's replay (then PENDING, ISSUED) or discard (then NOT_ISSUED: the user may try
+ * again). UNKNOWN: admitted, but whether the issuance was queued is not confirmed yet
+ * (redis-lua-kafka).
+ */
+export type IssueStatus = 'ISSUED' | 'PENDING' | 'HELD' | 'UNKNOWN' | 'NOT_ISSUED' | 'COUPON_NOT_FOUND';
 
 /**
  * Told about every decided issue attempt (not about exceptions: those surface as HTTP errors).
@@ -132,7 +137,7 @@ export class CouponService {
     if (coupon === undefined) return 'COUPON_NOT_FOUND';
     if ((await findIssue(this.db, couponId, userId)) !== undefined) return 'ISSUED';
     const pending = await this.strategyFor(coupon)?.isPending?.(coupon, userId);
-    return pending === true ? 'PENDING' : pending === 'unknown' ? 'UNKNOWN' : 'NOT_ISSUED';
+    return pending === true ? 'PENDING' : pending === 'held' ? 'HELD' : pending === 'unknown' ? 'UNKNOWN' : 'NOT_ISSUED';
   }
 
   /** Drops cached metadata of one coupon (or all): it is re-read on next use. Told over Redis pub/sub. */

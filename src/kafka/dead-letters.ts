@@ -181,34 +181,55 @@ export function deadLetterProducer(kafka: KafkaHandle, clientId: string): Produc
   return idempotentProducer(kafka.settings.brokers, clientId, kafka.settings.produceTimeoutMs);
 }
 
-export interface KafkaReplayResult {
-  readonly replayed: ReadonlyArray<{ readonly id: string; readonly streamId: string }>;
-  readonly notFound: readonly string[];
+const MAX_PARTITION = 2n ** 31n - 1n;
+const MAX_OFFSET = 2n ** 63n - 1n;
+
+/** A dead letter's id as Kafka can have made it: partition (int32) - offset (int64), both ≥ 0. */
+export function isKafkaDeadLetterId(id: string): boolean {
+  const m = /^([0-9]{1,10})-([0-9]{1,19})$/.exec(id);
+  return m !== null && BigInt(m[1]!) <= MAX_PARTITION && BigInt(m[2]!) <= MAX_OFFSET;
 }
 
 /**
- * Produces the dead letters (these ids, or all of the coupon's) back to the issuance topic with
- * their original key and authenticator, then settles them. A crash between the two replays one
- * twice: harmless, the worker's insert skips a pair already there.
+ * Produces these dead letters back to the issuance topic with their original key, value and
+ * authenticator (the worker validates each as a new record), then their settlement records, so
+ * that they are never live again. Returns each one's new partition-offset, in order. Throws when
+ * a send fails; a failure between the two sends leaves them live and replayed (a second replay is
+ * harmless: the worker's insert skips a pair already there). Never call it for a truncated one,
+ * and claim the ids first (src/worker/kafka-dead-letters.ts): this function does not.
  */
-export async function replayKafkaDeadLetters(kafka: KafkaHandle, couponId: number, ids?: readonly string[]): Promise<KafkaReplayResult> {
-  const live = (await liveDeadLetters(kafka)).filter((d) => d.couponId === couponId && !d.truncated);
-  const byId = new Map(live.map((d) => [d.id, d]));
-  const targets = ids ?? live.map((d) => d.id);
-  const found = targets.flatMap((id) => byId.get(id) ?? []);
-  const notFound = targets.filter((id) => !byId.has(id));
-  if (found.length === 0) return { replayed: [], notFound };
+export async function produceReplays(kafka: KafkaHandle, letters: readonly KafkaDeadLetter[]): Promise<string[]> {
+  if (letters.length === 0) return [];
   const producer = deadLetterProducer(kafka, 'couponrush-replay');
   try {
-    const sent = await producer.send({
-      messages: found.map((d) => ({ topic: kafka.topics.issuances, key: d.sourceKey, value: d.value, headers: d.auth === undefined ? new Map() : new Map([[AUTH_HEADER, d.auth]]) })),
-    });
-    await producer.send({ messages: found.map((d) => ({ topic: kafka.topics.dead, ...settlementRecord(d.id, 'replayed') })) });
-    const offset = sent.offsets?.[0];
-    return {
-      replayed: found.map((d, i) => ({ id: d.id, streamId: offset === undefined ? '' : deadLetterId(offset.partition, offset.offset + BigInt(i)) })),
-      notFound,
-    };
+    // One send per source key: one key is one partition, and one send of it one batch, so its
+    // records have consecutive offsets from the one the broker answers.
+    const byKey = new Map<string, number[]>();
+    letters.forEach((d, i) => byKey.set(d.sourceKey, [...(byKey.get(d.sourceKey) ?? []), i]));
+    const placed: string[] = letters.map(() => '');
+    for (const indexes of byKey.values()) {
+      const sent = await producer.send({
+        messages: indexes.map((i) => {
+          const d = letters[i]!;
+          return { topic: kafka.topics.issuances, key: d.sourceKey, value: d.value, headers: d.auth === undefined ? new Map() : new Map([[AUTH_HEADER, d.auth]]) };
+        }),
+      });
+      const offset = sent.offsets?.[0];
+      if (offset !== undefined) indexes.forEach((i, n) => (placed[i] = deadLetterId(offset.partition, offset.offset + BigInt(n))));
+    }
+    await producer.send({ messages: letters.map((d) => ({ topic: kafka.topics.dead, ...settlementRecord(d.id, 'replayed') })) });
+    return placed;
+  } finally {
+    await producer.close().catch(() => undefined);
+  }
+}
+
+/** Produces the `discarded` settlement records of these dead letters (they are never live again). */
+export async function produceDiscards(kafka: KafkaHandle, ids: readonly string[]): Promise<void> {
+  if (ids.length === 0) return;
+  const producer = deadLetterProducer(kafka, 'couponrush-discard');
+  try {
+    await producer.send({ messages: ids.map((id) => ({ topic: kafka.topics.dead, ...settlementRecord(id, 'discarded') })) });
   } finally {
     await producer.close().catch(() => undefined);
   }

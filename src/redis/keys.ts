@@ -23,6 +23,8 @@ export interface CampaignKeys {
    * status route answers HELD without reading the dead letters; replay and discard remove it.
    */
   readonly held: string;
+  /** Capped stream: the dead letters discarded by an operator (discard.lua), for the dead-letter list. */
+  readonly discarded: string;
 }
 
 export class RedisKeys {
@@ -38,12 +40,21 @@ export class RedisKeys {
       lock: `${tag}:lock`,
       producing: `${tag}:producing`,
       held: `${tag}:held`,
+      discarded: `${tag}:discarded`,
     };
   }
 
   /** A temporary set filled before `restore` renames it into place (same slot as the campaign). */
   usersLoad(couponId: number, nonce: string): string {
     return `${this.prefix}{cpn:${couponId}}:users:load:${nonce}`;
+  }
+
+  /**
+   * A Kafka dead letter's replay/discard claim (SET NX PX), then its `done` marker: one id of one
+   * dead-letter topic is settled at most once however many requests race.
+   */
+  kafkaDeadLetterClaim(deadTopic: string, id: string): string {
+    return `${this.prefix}kafka-dead:${deadTopic}:${id}`;
   }
 
   /** Set of coupon ids whose streams the workers read. Never touched by a script. */

@@ -27,8 +27,10 @@ const SCRIPTS = {
   crRestore: ['restore.lua', 3],
   crUnlock: ['unlock.lua', 1],
   crExtend: ['extend.lua', 1],
-  crDeadLetter: ['dead-letter.lua', 2],
-  crReplay: ['replay.lua', 2],
+  crDeadLetter: ['dead-letter.lua', 4],
+  crReplay: ['replay.lua', 3],
+  crDiscard: ['discard.lua', 5],
+  crReleaseHeld: ['release-held.lua', 3],
 } as const;
 
 type ScriptName = keyof typeof SCRIPTS;
@@ -83,6 +85,9 @@ function streamIdOrNone(reply: unknown, script: string): string | undefined {
   if (typeof reply !== 'string') throw new Error(`${script}: expected a stream id or 0, got ${typeof reply}`);
   return reply;
 }
+
+/** What discard.lua did with a dead letter. */
+export type DiscardResult = 'RELEASED' | 'DISCARDED' | 'NOT_FOUND';
 
 /** One issue attempt for admit-enqueue.lua. */
 export interface AdmissionAttempt {
@@ -228,11 +233,36 @@ export class Scripts {
     nowMs: number,
     fields: readonly string[],
   ): Promise<string | undefined> {
-    return streamIdOrNone(await this.fns.crDeadLetter(keys.stream, keys.dead, group, consumer, entryId, reason, deliveries, nowMs, ...fields), 'dead-letter');
+    return streamIdOrNone(await this.fns.crDeadLetter(keys.stream, keys.dead, keys.held, keys.users, group, consumer, entryId, reason, deliveries, nowMs, ...fields), 'dead-letter');
   }
 
-  /** replay.lua: move a dead letter back onto the stream. Returns its new id, or undefined if not found. */
+  /**
+   * replay.lua: move a dead letter back onto the stream and settle its user's HELD. Returns its
+   * new id, or undefined if not found (already replayed or discarded).
+   */
   async replay(keys: CampaignKeys, deadId: string): Promise<string | undefined> {
-    return streamIdOrNone(await this.fns.crReplay(keys.dead, keys.stream, deadId), 'replay');
+    return streamIdOrNone(await this.fns.crReplay(keys.dead, keys.stream, keys.held, deadId), 'replay');
+  }
+
+  /**
+   * discard.lua: delete a dead letter, settle its user's HELD and record the discard (capped at
+   * about `keep` records, living `retentionMs` after the latest). The seat is given back only
+   * when `noRowFor` is the dead letter's user (the caller checked they have no row) and they were
+   * admitted.
+   */
+  async discard(keys: CampaignKeys, deadId: string, noRowFor: string, nowMs: number, keep: number, retentionMs: number): Promise<DiscardResult> {
+    const code = integer(await this.fns.crDiscard(keys.dead, keys.users, keys.state, keys.held, keys.discarded, deadId, noRowFor, nowMs, keep, retentionMs), 'discard');
+    if (code === 2) return 'RELEASED';
+    if (code === 1) return 'DISCARDED';
+    if (code === 0) return 'NOT_FOUND';
+    throw new Error(`unexpected discard script return code ${code}`);
+  }
+
+  /**
+   * release-held.lua: settle the Redis side of a Kafka dead letter (held index value `heldAs`)
+   * and, with `releaseSeat`, give back its user's seat. True when a seat was given back.
+   */
+  async releaseHeld(keys: CampaignKeys, userId: string, heldAs: string, releaseSeat: boolean): Promise<boolean> {
+    return integer(await this.fns.crReleaseHeld(keys.state, keys.users, keys.held, userId, heldAs, releaseSeat ? '1' : '0'), 'release-held') === 1;
   }
 }

@@ -15,7 +15,7 @@ import { admittedCounts, CampaignStates, checkAdmission } from '../../redis/camp
 import { AdmissionBatcher } from '../../redis/admissions.js';
 import { MISSING, NotSentError, type AdmitEnqueueResult } from '../../redis/scripts.js';
 import { askUntil } from '../../util/ask-until.js';
-import { CampaignRefs, redisOf, type CampaignRef } from './redis-shared.js';
+import { admissionStatus, CampaignRefs, redisOf, type CampaignRef } from './redis-shared.js';
 import type { IssueStrategy, StrategyModule } from './types.js';
 
 const NOT_REBUILT = unavailable('campaign state is missing in Redis and could not be rebuilt');
@@ -75,9 +75,14 @@ export class RedisLuaAsync implements IssueStrategy {
     return admittedCounts(this.redis, couponIds);
   }
 
-  /** Admitted (in the set) but not necessarily persisted; the service asks only when no row exists. */
-  async isPending(coupon: Coupon, userId: string): Promise<boolean> {
-    return (await this.redis.client.sismember(this.refs.get(coupon.id).keys.users, userId)) === 1;
+  /**
+   * Admitted (in the set) but not necessarily persisted; 'held' when its entry was dead-lettered
+   * (the held index). One round trip; the service asks only when no row exists.
+   */
+  async isPending(coupon: Coupon, userId: string): Promise<boolean | 'held'> {
+    const { admitted, held } = await admissionStatus(this.redis, this.refs.get(coupon.id).keys, userId);
+    if (!admitted) return false;
+    return held ? 'held' : true;
   }
 
   /** Redis said SOLD_OUT for this coupon (the cached variant remembers it). */

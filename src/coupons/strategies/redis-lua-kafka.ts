@@ -25,7 +25,7 @@ import { MISSING, NotSentError, type AdmitEnqueueResult } from '../../redis/scri
 import { askUntil } from '../../util/ask-until.js';
 import { ACCEPTED, ALREADY_ISSUED, OUTCOME_UNKNOWN, unavailable, type Coupon, type IssueOutcome } from '../domain.js';
 import { findIssue, loadIssuedUsers } from '../repository.js';
-import { CampaignRefs, redisOf, type CampaignRef } from './redis-shared.js';
+import { admissionStatus, CampaignRefs, redisOf, type CampaignRef } from './redis-shared.js';
 import type { IssueStrategy, StrategyContext, StrategyModule } from './types.js';
 
 const NOT_REBUILT = unavailable('campaign state is missing in Redis and could not be rebuilt');
@@ -137,12 +137,14 @@ export class RedisLuaKafka implements IssueStrategy {
     return admittedCounts(this.redis, couponIds);
   }
 
-  /** Admitted and acknowledged by Kafka: pending; admitted and still marked producing: unknown. */
-  async isPending(coupon: Coupon, userId: string): Promise<boolean | 'unknown'> {
-    const keys = this.refs.get(coupon.id).keys;
-    const [member, mark] = await Promise.all([this.redis.client.sismember(keys.users, userId), this.redis.client.zscore(keys.producing, userId)]);
-    if (member !== 1) return false;
-    return mark === null ? true : 'unknown';
+  /**
+   * Admitted, its record refused and dead-lettered (the worker's held index): held; admitted and
+   * still marked producing: unknown; admitted and acknowledged by Kafka: pending. One round trip.
+   */
+  async isPending(coupon: Coupon, userId: string): Promise<boolean | 'held' | 'unknown'> {
+    const { admitted, held, producing } = await admissionStatus(this.redis, this.refs.get(coupon.id).keys, userId);
+    if (!admitted) return false;
+    return held ? 'held' : producing ? 'unknown' : true;
   }
 }
 

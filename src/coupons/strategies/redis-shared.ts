@@ -34,3 +34,18 @@ export class CampaignRefs {
     return ref;
   }
 }
+
+/**
+ * What the status route needs of an admission that has no row, in one MULTI: admitted (in the
+ * set), held (its issuance is a dead letter: the held index), producing (redis-lua-kafka: Kafka
+ * has not acknowledged its record yet).
+ */
+export async function admissionStatus(redis: RedisHandle, keys: CampaignKeys, userId: string): Promise<{ admitted: boolean; held: boolean; producing: boolean }> {
+  const replies = await redis.client.multi().sismember(keys.users, userId).hexists(keys.held, userId).zscore(keys.producing, userId).exec();
+  if (replies === null) throw new Error('redis: MULTI was aborted');
+  const [member, held, mark] = replies.map(([err, reply]) => {
+    if (err !== null) throw err;
+    return reply;
+  });
+  return { admitted: member === 1, held: held === 1, producing: mark !== null && mark !== undefined };
+}

@@ -38,10 +38,12 @@ export interface IssueStrategy {
   admitted?(couponIds: readonly number[]): Promise<ReadonlyMap<number, number>>;
   /**
    * True when the user was admitted but the row is not in the database yet (async strategies);
-   * 'unknown' when the admission's queueing is itself unconfirmed (redis-lua-kafka: a record
-   * Kafka has not acknowledged).
+   * 'held' when the admission is admitted and its issuance sits in the dead letters (the held
+   * index) until an operator replays or discards it; 'unknown' when the admission's queueing is
+   * itself unconfirmed (redis-lua-kafka: a record Kafka has not acknowledged). The service asks
+   * only when no row exists.
    */
-  isPending?(coupon: Coupon, userId: string): Promise<boolean | 'unknown'>;
+  isPending?(coupon: Coupon, userId: string): Promise<boolean | 'held' | 'unknown'>;
   /** Finish in-flight work and release resources. */
   close?(): Promise<void>;
 }
