@@ -53,7 +53,7 @@ program
   .description('run the HTTP API (embedded PostgreSQL unless DATABASE_URL names a PostgreSQL or MySQL/MariaDB server)')
   .option('--migrate', 'apply pending migrations before serving (always done in embedded mode)')
   .option('--workers <n>', 'API processes on this machine sharing the port (node:cluster; needs DATABASE_URL)', positiveInt, 1)
-  .option('--with-worker', 'also run the stream worker in this process (needs REDIS_URL; the way to persist queued issuances on the embedded database)')
+  .option('--with-worker', 'also run the stream worker in this process (needs REDIS_URL; always on with the embedded database, which no other process can open)')
   .action(async (opts: { migrate?: boolean; withWorker?: boolean; workers: number }, cmd: Command) => {
     const cfg = config();
     if (opts.workers > 1) {
@@ -92,7 +92,7 @@ program
     const cfg = storesConfig();
     if (cfg.redisUrl === undefined) return cmd.error('couponrush worker: REDIS_URL is not set');
     if (cfg.embedded) {
-      cmd.error('couponrush worker: needs DATABASE_URL — the embedded database belongs to one process; use `couponrush serve --with-worker` instead');
+      cmd.error('couponrush worker: needs DATABASE_URL — the embedded database belongs to one process, and `couponrush serve` runs the worker in it');
     }
     if (!/^[A-Za-z0-9._:-]{1,64}$/.test(opts.consumer)) cmd.error('couponrush worker: --consumer must be 1-64 characters of [A-Za-z0-9._:-]');
     const log = pino({ level: cfg.logLevel });
