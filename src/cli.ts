@@ -161,7 +161,7 @@ program
       for (const r of reports) {
         const redisCount = r.redisIssued === undefined ? 'missing' : `${r.redisIssued}/${r.total}`;
         out.push(
-          `coupon ${r.couponId} (${r.strategy}): ${r.status}${r.repaired ? ' (repaired)' : ''} — redis admitted ${redisCount}, db rows ${r.dbRows}, in stream ${r.queued}, dead letters ${r.dead}${r.producing === undefined ? '' : `, producing ${r.producing}`}`,
+          `coupon ${r.couponId} (${r.strategy}): ${r.status}${r.repaired ? ' (repaired)' : ''} — redis admitted ${redisCount}, db rows ${r.dbRows}, ${r.queued} queued (admitted, no row yet), ${r.dead} dead letter${r.dead === 1 ? '' : 's'}${r.producing === undefined ? '' : `, producing ${r.producing}`}`,
         );
         for (const p of r.problems) out.push(`  - ${p}`);
       }
