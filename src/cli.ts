@@ -12,7 +12,7 @@ import { reconcile } from './coupons/reconcile.js';
 import { clearIssueEvents, eventCapture, setEventCapture } from './coupons/repository.js';
 import { startMetricsListener, type MetricsListener } from './metrics/listener.js';
 import { createWorkerRegistry } from './metrics/worker.js';
-import { onDatabase, openDb, openStores } from './runtime.js';
+import { kafkaMetricsSources, onDatabase, openDb, openStores } from './runtime.js';
 import { closeOnSignals, printBanner, startServer } from './server.js';
 import { startEventPublisher } from './worker/events.js';
 import { startKafkaWorker } from './worker/kafka-worker.js';
@@ -82,7 +82,9 @@ program
 
 program
   .command('worker')
-  .description('persist queued issuances from the Redis Streams into the database (several may run at once; needs DATABASE_URL and REDIS_URL)')
+  .description(
+    'persist queued issuances into the database: from the Redis Streams, and with KAFKA_BROKERS from the Kafka issuance topic too (redis-lua-kafka); with KAFKA_EVENTS=on it also publishes issued-coupon events. Several may run at once; needs DATABASE_URL and REDIS_URL. /metrics and /healthz on ADMIN_PORT when set',
+  )
   .option(
     '--consumer <name>',
     'consumer name; the default (<hostname>-<pid>) is new at every restart, so pass one that is stable (the pod name): a restart then finishes its own pending entries first instead of leaving them to be claimed after WORKER_CLAIM_IDLE_MS',
@@ -127,9 +129,9 @@ program
     // Prometheus scrapes the worker on ADMIN_HOST:ADMIN_PORT (/metrics, /healthz).
     let metrics: MetricsListener | undefined;
     if (cfg.adminPort !== undefined) {
-      const { registry, observer } = createWorkerRegistry(db, redis);
-      worker.observe(observer);
-      kafkaWorker?.observe(observer);
+      const { registry, observers } = createWorkerRegistry(db, redis, kafkaMetricsSources(db, kafka, events));
+      worker.observe(observers.stream);
+      kafkaWorker?.observe(observers.kafka);
       metrics = await startMetricsListener(registry, cfg.adminHost, cfg.adminPort);
       log.info(`worker metrics on ${metrics.url}/metrics`);
     }

@@ -10,7 +10,8 @@ import { StoreOpenError } from './util/dependency-errors.js';
 import { migrate, pendingMigrations } from './db/migrate.js';
 import { Metrics } from './metrics/index.js';
 import { countRedisErrors, registerStreamMetrics } from './metrics/redis.js';
-import { registerWorkerMetrics } from './metrics/worker.js';
+import { registerWorkerMetrics, type KafkaMetricsSources } from './metrics/worker.js';
+import { eventCapture } from './coupons/repository.js';
 import { remainingStock } from './redis/campaign-state.js';
 import { openKafka, type KafkaHandle } from './kafka/client.js';
 import { openRedis, type RedisHandle } from './redis/client.js';
@@ -180,9 +181,9 @@ export async function createRuntime(config: Config, log: FastifyBaseLogger, opti
     // Without it the streams' gauges are here all the same: they are read from Redis at scrape
     // time, whoever persists the entries.
     if (worker !== undefined) {
-      const observer = registerWorkerMetrics(metrics.registry, redis);
-      worker.observe(observer);
-      kafkaWorker?.observe(observer);
+      const observers = registerWorkerMetrics(metrics.registry, redis, kafkaMetricsSources(db, kafka, events));
+      worker.observe(observers.stream);
+      kafkaWorker?.observe(observers.kafka);
     }
     else registerStreamMetrics(metrics.registry, redis);
   }
@@ -204,5 +205,18 @@ export async function createRuntime(config: Config, log: FastifyBaseLogger, opti
       await strategies.close();
       await stores.close();
     },
+  };
+}
+
+/** What the worker's Kafka series read (lag, events, outbox), when this process consumes Kafka. */
+export function kafkaMetricsSources(db: Db, kafka: KafkaHandle | undefined, events: EventPublisher | undefined): KafkaMetricsSources | undefined {
+  if (kafka === undefined) return undefined;
+  const eventsTopic = kafka.settings.eventsTopic;
+  return {
+    topic: kafka.topics.issuances,
+    lag: () => kafka.lag(),
+    ...(events === undefined || eventsTopic === undefined
+      ? {}
+      : { events: { topic: eventsTopic, published: () => events.published, pending: async () => (await eventCapture(db)).pending } }),
   };
 }

@@ -246,3 +246,14 @@ describe('a subcommand used wrongly prints its own usage, not the top-level one'
     }
   });
 });
+
+describe('couponrush worker --help', () => {
+  it('names both queues it persists (Redis Streams and the Kafka topic) and the events it publishes', async () => {
+    const r = await runCli(['worker', '--help'], {});
+    assert.equal(r.code, 0, r.stderr);
+    const help = r.stdout.replace(/\s+/g, ' ');
+    assert.match(help, /Redis Streams/);
+    assert.match(help, /KAFKA_BROKERS from the Kafka issuance topic/);
+    assert.match(help, /KAFKA_EVENTS=on it also publishes/);
+  });
+});
