@@ -3,7 +3,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { pino } from 'pino';
 import { benchCommand } from './bench/command.js';
 import { clusterRefusal, serveCluster } from './cluster.js';
-import { ConfigError, loadConfig, loadTokenConfig, type Config, type LoadOptions } from './config.js';
+import { ConfigError, loadConfig, loadStoresConfig, loadTokenConfig, type Config } from './config.js';
 import { isValidUserId } from './coupons/domain.js';
 import { reconciledStrategies } from './coupons/strategies/index.js';
 import { migrate } from './db/migrate.js';
@@ -12,7 +12,7 @@ import { reconcile } from './coupons/reconcile.js';
 import { clearIssueEvents, eventCapture, setEventCapture } from './coupons/repository.js';
 import { startMetricsListener, type MetricsListener } from './metrics/listener.js';
 import { createWorkerRegistry } from './metrics/worker.js';
-import { openDb, openStores } from './runtime.js';
+import { kafkaMetricsSources, onDatabase, openDb, openStores } from './runtime.js';
 import { closeOnSignals, printBanner, startServer } from './server.js';
 import { startEventPublisher } from './worker/events.js';
 import { startKafkaWorker } from './worker/kafka-worker.js';
@@ -30,7 +30,10 @@ function configOrExit<T>(load: () => T): T {
   }
 }
 
-const config = (options?: LoadOptions): Config => configOrExit(() => loadConfig(undefined, options));
+/** serve: the stores and the secrets it checks requests with. */
+const config = (): Config => configOrExit(() => loadConfig());
+/** migrate, worker, reconcile, events: the stores only; they use no secret, so they ask for none. */
+const storesConfig = () => configOrExit(() => loadStoresConfig());
 
 /** `couponrush token` without --ttl: a day, as long as JWT_MAX_TTL_S allows. */
 const DEFAULT_TOKEN_TTL_S = 24 * 3600;
@@ -50,12 +53,12 @@ program
   .description('run the HTTP API (embedded PostgreSQL unless DATABASE_URL names a PostgreSQL or MySQL/MariaDB server)')
   .option('--migrate', 'apply pending migrations before serving (always done in embedded mode)')
   .option('--workers <n>', 'API processes on this machine sharing the port (node:cluster; needs DATABASE_URL)', positiveInt, 1)
-  .option('--with-worker', 'also run the stream worker in this process (needs REDIS_URL; the way to persist queued issuances on the embedded database)')
-  .action(async (opts: { migrate?: boolean; withWorker?: boolean; workers: number }) => {
+  .option('--with-worker', 'also run the stream worker in this process (needs REDIS_URL; always on with the embedded database, which no other process can open)')
+  .action(async (opts: { migrate?: boolean; withWorker?: boolean; workers: number }, cmd: Command) => {
     const cfg = config();
     if (opts.workers > 1) {
       const refusal = clusterRefusal(cfg, opts.workers);
-      if (refusal !== undefined) program.error(`couponrush serve: ${refusal}`, { exitCode: 2 });
+      if (refusal !== undefined) cmd.error(`couponrush serve: ${refusal}`, { exitCode: 2 });
       return serveCluster(cfg, opts.workers, { ...opts, migrate: opts.migrate === true });
     }
     const server = await startServer(cfg, { migrate: opts.migrate === true, withWorker: opts.withWorker === true });
@@ -67,10 +70,10 @@ program
   .command('migrate')
   .description('apply pending SQL migrations to the database')
   .action(async () => {
-    const cfg = config();
-    const db = await openDb(cfg);
+    const cfg = storesConfig();
+    const db = await onDatabase(cfg, () => openDb(cfg));
     try {
-      const { applied, current } = await migrate(db);
+      const { applied, current } = await onDatabase(cfg, () => migrate(db));
       process.stdout.write(applied.length === 0 ? `schema is up to date (version ${current})\n` : `applied ${applied.join(', ')}; schema version ${current}\n`);
     } finally {
       await db.close();
@@ -79,19 +82,21 @@ program
 
 program
   .command('worker')
-  .description('persist queued issuances from the Redis Streams into the database (several may run at once; needs DATABASE_URL and REDIS_URL)')
+  .description(
+    'persist queued issuances into the database: from the Redis Streams, and with KAFKA_BROKERS from the Kafka issuance topic too (redis-lua-kafka); with KAFKA_EVENTS=on it also publishes issued-coupon events. Several may run at once; needs DATABASE_URL and REDIS_URL. /metrics and /healthz on ADMIN_PORT when set',
+  )
   .option(
     '--consumer <name>',
     'consumer name; the default (<hostname>-<pid>) is new at every restart, so pass one that is stable (the pod name): a restart then finishes its own pending entries first instead of leaving them to be claimed after WORKER_CLAIM_IDLE_MS',
     defaultConsumerName(),
   )
-  .action(async (opts: { consumer: string }) => {
-    const cfg = config();
-    if (cfg.redisUrl === undefined) return program.error('couponrush worker: REDIS_URL is not set');
+  .action(async (opts: { consumer: string }, cmd: Command) => {
+    const cfg = storesConfig();
+    if (cfg.redisUrl === undefined) return cmd.error('couponrush worker: REDIS_URL is not set');
     if (cfg.embedded) {
-      program.error('couponrush worker: needs DATABASE_URL — the embedded database belongs to one process; use `couponrush serve --with-worker` instead');
+      cmd.error('couponrush worker: needs DATABASE_URL — the embedded database belongs to one process, and `couponrush serve` runs the worker in it');
     }
-    if (!/^[A-Za-z0-9._:-]{1,64}$/.test(opts.consumer)) program.error('couponrush worker: --consumer must be 1-64 characters of [A-Za-z0-9._:-]');
+    if (!/^[A-Za-z0-9._:-]{1,64}$/.test(opts.consumer)) cmd.error('couponrush worker: --consumer must be 1-64 characters of [A-Za-z0-9._:-]');
     const log = pino({ level: cfg.logLevel });
     const stores = await openStores(cfg, log);
     const { db } = stores;
@@ -124,9 +129,9 @@ program
     // Prometheus scrapes the worker on ADMIN_HOST:ADMIN_PORT (/metrics, /healthz).
     let metrics: MetricsListener | undefined;
     if (cfg.adminPort !== undefined) {
-      const { registry, observer } = createWorkerRegistry(db, redis);
-      worker.observe(observer);
-      kafkaWorker?.observe(observer);
+      const { registry, observers } = createWorkerRegistry(db, redis, kafkaMetricsSources(db, kafka, events));
+      worker.observe(observers.stream);
+      kafkaWorker?.observe(observers.kafka);
       metrics = await startMetricsListener(registry, cfg.adminHost, cfg.adminPort);
       log.info(`worker metrics on ${metrics.url}/metrics`);
     }
@@ -144,9 +149,9 @@ program
   .description('report drift between the Redis admission state and the database (exit 1 on drift); --repair rebuilds Redis from the database')
   .option('--repair', 'rebuild the drifted campaigns\' Redis state from the database and the queue (open campaigns only)')
   .option('--coupon <id>', 'only this campaign', positiveInt)
-  .action(async (opts: { repair?: boolean; coupon?: number }) => {
-    const cfg = config();
-    if (cfg.redisUrl === undefined) return program.error('couponrush reconcile: REDIS_URL is not set');
+  .action(async (opts: { repair?: boolean; coupon?: number }, cmd: Command) => {
+    const cfg = storesConfig();
+    if (cfg.redisUrl === undefined) return cmd.error('couponrush reconcile: REDIS_URL is not set');
     const log = pino({ level: cfg.logLevel });
     const stores = await openStores(cfg, log, { redisCommandTimeoutMs: ONE_SHOT_COMMAND_TIMEOUT_MS });
     const { db } = stores;
@@ -158,7 +163,7 @@ program
       for (const r of reports) {
         const redisCount = r.redisIssued === undefined ? 'missing' : `${r.redisIssued}/${r.total}`;
         out.push(
-          `coupon ${r.couponId} (${r.strategy}): ${r.status}${r.repaired ? ' (repaired)' : ''} — redis admitted ${redisCount}, db rows ${r.dbRows}, in stream ${r.queued}, dead letters ${r.dead}${r.producing === undefined ? '' : `, producing ${r.producing}`}`,
+          `coupon ${r.couponId} (${r.strategy}): ${r.status}${r.repaired ? ' (repaired)' : ''} — redis admitted ${redisCount}, db rows ${r.dbRows}, ${r.queued} queued (admitted, no row yet), ${r.dead} dead letter${r.dead === 1 ? '' : 's'}${r.producing === undefined ? '' : `, producing ${r.producing}`}`,
         );
         for (const p of r.problems) out.push(`  - ${p}`);
       }
@@ -180,17 +185,17 @@ program
   .command('events')
   .description('issued-coupon events (KAFKA_EVENTS=on): `status` shows whether issuances are captured and how many wait; `off` stops the capture and empties the outbox')
   .argument('<action>', 'status | off')
-  .action(async (action: string) => {
-    if (action !== 'status' && action !== 'off') return program.error('couponrush events: the action is status or off');
-    const cfg = config({ createSecrets: false });
-    const db = await openDb(cfg);
+  .action(async (action: string, _opts: unknown, cmd: Command) => {
+    if (action !== 'status' && action !== 'off') return cmd.error('couponrush events: the action is status or off');
+    const cfg = storesConfig();
+    const db = await onDatabase(cfg, () => openDb(cfg));
     try {
       if (action === 'off') {
-        await setEventCapture(db, false);
+        await onDatabase(cfg, () => setEventCapture(db, false));
         const dropped = await clearIssueEvents(db);
         process.stdout.write(`issuance capture is off; ${dropped} unpublished event(s) dropped from the outbox (a publisher that starts with KAFKA_EVENTS=on turns it on again)\n`);
       } else {
-        const s = await eventCapture(db);
+        const s = await onDatabase(cfg, () => eventCapture(db));
         process.stdout.write(`issuance capture is ${s.enabled ? 'on' : 'off'}; ${s.pending} event(s) wait in the outbox\n`);
       }
     } finally {
@@ -203,12 +208,12 @@ program
   .description('mint a user JWT signed with JWT_SECRET (the embedded dev secret by default)')
   .argument('<userId>', 'user id: 1-64 characters of [A-Za-z0-9._:-]')
   .option('--ttl <seconds>', `lifetime in seconds, at most JWT_MAX_TTL_S (default: ${DEFAULT_TOKEN_TTL_S}, or JWT_MAX_TTL_S when smaller)`, positiveInt)
-  .action((userId: string, opts: { ttl?: number }) => {
-    if (!isValidUserId(userId)) program.error('couponrush: user id must be 1-64 characters of [A-Za-z0-9._:-]');
+  .action((userId: string, opts: { ttl?: number }, cmd: Command) => {
+    if (!isValidUserId(userId)) cmd.error('couponrush token: the user id must be 1-64 characters of [A-Za-z0-9._:-]');
     const cfg = configOrExit(loadTokenConfig);
     // The server refuses a token that lives longer: do not mint one.
     if (opts.ttl !== undefined && opts.ttl > cfg.jwtMaxTtlS) {
-      program.error(`couponrush token: --ttl ${opts.ttl} is more than JWT_MAX_TTL_S (${cfg.jwtMaxTtlS} s): the server would refuse the token`, { exitCode: 2 });
+      cmd.error(`couponrush token: --ttl ${opts.ttl} is more than JWT_MAX_TTL_S (${cfg.jwtMaxTtlS} s): the server would refuse the token`, { exitCode: 2 });
     }
     process.stdout.write(signUserToken(cfg.jwtSecret, userId, opts.ttl ?? Math.min(DEFAULT_TOKEN_TTL_S, cfg.jwtMaxTtlS)) + '\n');
   });

@@ -362,7 +362,21 @@ export interface LoadOptions {
   createSecrets?: boolean;
 }
 
-export function loadConfig(env: Env = process.env, options: LoadOptions = {}): Config {
+/** The secrets and what depends on them: only the processes that answer HTTP (serve) use them. */
+type SecretField = 'adminToken' | 'generatedAdminToken' | 'generatedJwtSecret' | 'authMode' | 'jwtSecret' | 'jwtMaxTtlS';
+
+/**
+ * What a command that never answers HTTP reads (migrate, worker, reconcile, events): the stores
+ * and the worker's settings. It has no secrets, so it cannot ask for ADMIN_TOKEN or JWT_SECRET.
+ */
+export type StoresConfig = Omit<Config, SecretField>;
+
+/** For migrate, worker, reconcile and events: every variable but the secrets, which they do not use. */
+export function loadStoresConfig(env: Env = process.env): StoresConfig {
+  return Object.freeze(storesSettings(env));
+}
+
+function storesSettings(env: Env): StoresConfig {
   const databaseUrl = urlVar(env, 'DATABASE_URL', Object.keys(DATABASE_URL_SCHEMES));
   const redisUrl = urlVar(env, 'REDIS_URL', ['redis:', 'rediss:']);
   const redisPrefix = nonEmpty(env, 'REDIS_PREFIX') ?? 'couponrush:';
@@ -372,15 +386,49 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
   }
   const embedded = databaseUrl === undefined;
   const dataDir = resolve(nonEmpty(env, 'DATA_DIR') ?? '.couponrush');
+  const port = intVar(env, 'PORT', 3000, 0, 65535);
+  const kafka = kafkaVar(env);
+  if (kafka !== undefined && (redisUrl === undefined || embedded)) {
+    // The strategy admits in Redis, and the topic's consumer is `couponrush worker`, a process of its own.
+    throw new ConfigError('KAFKA_BROKERS', 'needs REDIS_URL and DATABASE_URL too (redis-lua-kafka admits in Redis; `couponrush worker` persists)');
+  }
+  const defaultStrategy = oneOf(env, 'DEFAULT_STRATEGY', STRATEGY_NAMES, defaultStrategyFor(databaseUrl, redisUrl));
+  // A default no campaign could use would turn every campaign created without a strategy into a 400.
+  const unusable = unavailableReason(defaultStrategy, { redis: redisUrl !== undefined, kafka: kafka !== undefined });
+  if (unusable !== undefined) throw new ConfigError('DEFAULT_STRATEGY', unusable);
+  return {
+    port,
+    host: nonEmpty(env, 'HOST') ?? '127.0.0.1',
+    databaseUrl,
+    dataDir,
+    embedded,
+    defaultStrategy,
+    logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
+    dbPoolSize: intVar(env, 'DB_POOL_SIZE', 20, 1, 1000),
+    ...protectionConfig(env, port),
+    redisUrl,
+    redisPrefix,
+    kafka,
+    worker: Object.freeze({
+      batchSize: intVar(env, 'WORKER_BATCH_SIZE', 500, 1, 10_000),
+      lingerMs: intVar(env, 'WORKER_LINGER_MS', 50, 0, 1_000),
+      claimIdleMs: intVar(env, 'WORKER_CLAIM_IDLE_MS', 30_000, 100, 3_600_000),
+      maxDeliveries: intVar(env, 'WORKER_MAX_DELIVERIES', 5, 1, 1000),
+    }),
+  };
+}
 
+/** For serve (and the tests' app): the stores, and the secrets that admin and user requests are checked with. */
+export function loadConfig(env: Env = process.env, options: LoadOptions = {}): Config {
+  const stores = storesSettings(env);
   let adminToken = nonEmpty(env, 'ADMIN_TOKEN');
   let jwtSecret = nonEmpty(env, 'JWT_SECRET');
   const authMode = oneOf<AuthMode>(env, 'AUTH_MODE', ['jwt', 'header'], 'jwt');
   let generatedAdminToken = false;
   let generatedJwtSecret = false;
 
-  if (embedded && (adminToken === undefined || jwtSecret === undefined)) {
-    const secrets = loadOrCreateSecrets(dataDir, options.createSecrets ?? true);
+  if (stores.embedded && (adminToken === undefined || jwtSecret === undefined)) {
+    const secrets = loadOrCreateSecrets(stores.dataDir, options.createSecrets ?? true);
     generatedAdminToken = adminToken === undefined;
     generatedJwtSecret = jwtSecret === undefined;
     adminToken ??= secrets.adminToken;
@@ -398,42 +446,14 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
   } else {
     checkJwtSecret(jwtSecret);
   }
-
-  const port = intVar(env, 'PORT', 3000, 0, 65535);
-  const kafka = kafkaVar(env);
-  if (kafka !== undefined && (redisUrl === undefined || embedded)) {
-    // The strategy admits in Redis, and the topic's consumer is `couponrush worker`, a process of its own.
-    throw new ConfigError('KAFKA_BROKERS', 'needs REDIS_URL and DATABASE_URL too (redis-lua-kafka admits in Redis; `couponrush worker` persists)');
-  }
-  const defaultStrategy = oneOf(env, 'DEFAULT_STRATEGY', STRATEGY_NAMES, defaultStrategyFor(databaseUrl, redisUrl));
-  // A default no campaign could use would turn every campaign created without a strategy into a 400.
-  const unusable = unavailableReason(defaultStrategy, { redis: redisUrl !== undefined, kafka: kafka !== undefined });
-  if (unusable !== undefined) throw new ConfigError('DEFAULT_STRATEGY', unusable);
   return Object.freeze({
-    port,
-    host: nonEmpty(env, 'HOST') ?? '127.0.0.1',
-    databaseUrl,
-    dataDir,
-    embedded,
+    ...stores,
     adminToken,
     generatedAdminToken,
     generatedJwtSecret,
     authMode,
     jwtSecret,
     jwtMaxTtlS: jwtMaxTtlVar(env),
-    defaultStrategy,
-    logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
-    dbPoolSize: intVar(env, 'DB_POOL_SIZE', 20, 1, 1000),
-    ...protectionConfig(env, port),
-    redisUrl,
-    redisPrefix,
-    kafka,
-    worker: Object.freeze({
-      batchSize: intVar(env, 'WORKER_BATCH_SIZE', 500, 1, 10_000),
-      lingerMs: intVar(env, 'WORKER_LINGER_MS', 50, 0, 1_000),
-      claimIdleMs: intVar(env, 'WORKER_CLAIM_IDLE_MS', 30_000, 100, 3_600_000),
-      maxDeliveries: intVar(env, 'WORKER_MAX_DELIVERIES', 5, 1, 1000),
-    }),
   });
 }
 

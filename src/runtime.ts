@@ -2,14 +2,16 @@
 // one place that closes it again. serve, worker and the tests all start here.
 import { join } from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
-import type { Config } from './config.js';
+import type { Config, StoresConfig } from './config.js';
 import { CouponService } from './coupons/service.js';
 import { StrategySet, strategiesWhere } from './coupons/strategies/index.js';
-import { createPgliteDb, openServerDb, type Db } from './db/index.js';
+import { createPgliteDb, dialectOf, openServerDb, type Db } from './db/index.js';
+import { StoreOpenError } from './util/dependency-errors.js';
 import { migrate, pendingMigrations } from './db/migrate.js';
 import { Metrics } from './metrics/index.js';
 import { countRedisErrors, registerStreamMetrics } from './metrics/redis.js';
-import { registerWorkerMetrics } from './metrics/worker.js';
+import { registerWorkerMetrics, type KafkaMetricsSources } from './metrics/worker.js';
+import { eventCapture } from './coupons/repository.js';
 import { remainingStock } from './redis/campaign-state.js';
 import { openKafka, type KafkaHandle } from './kafka/client.js';
 import { openRedis, type RedisHandle } from './redis/client.js';
@@ -46,7 +48,7 @@ export interface RuntimeOptions {
   withWorker?: boolean;
 }
 
-export function openDb(config: Config): Promise<Db> {
+export function openDb(config: StoresConfig): Promise<Db> {
   return config.databaseUrl === undefined
     ? createPgliteDb(join(config.dataDir, 'pgdata'))
     : Promise.resolve(openServerDb(config.databaseUrl, { poolSize: config.dbPoolSize }));
@@ -74,8 +76,8 @@ export interface OpenStoresOptions {
  * The one start-up of every process (serve, worker, reconcile, the tests): open the database,
  * apply or check the migrations, open Redis; whatever fails, what was opened is closed again.
  */
-export async function openStores(config: Config, log: FastifyBaseLogger, options: OpenStoresOptions = {}): Promise<Stores> {
-  const db = options.db ?? (await openDb(config));
+export async function openStores(config: StoresConfig, log: FastifyBaseLogger, options: OpenStoresOptions = {}): Promise<Stores> {
+  const db = options.db ?? (await onDatabase(config, () => openDb(config)));
   const closeDb = async () => {
     if (options.db === undefined) await db.close();
   };
@@ -83,15 +85,23 @@ export async function openStores(config: Config, log: FastifyBaseLogger, options
   let kafka: KafkaHandle | undefined;
   try {
     if (config.redisUrl !== undefined) {
+      const { redisUrl } = config;
       const timeout = options.redisCommandTimeoutMs;
-      redis = await openRedis(config.redisUrl, config.redisPrefix, log, timeout === undefined ? {} : { commandTimeoutMs: timeout });
+      redis = await openRedis(redisUrl, config.redisPrefix, log, timeout === undefined ? {} : { commandTimeoutMs: timeout }).catch((err: unknown) => {
+        throw new StoreOpenError('REDIS_URL', 'Redis', err);
+      });
     }
-    if (config.kafka !== undefined) kafka = await openKafka(config.kafka, log);
+    const kafkaConfig = config.kafka;
+    if (kafkaConfig !== undefined) {
+      kafka = await openKafka(kafkaConfig, log).catch((err: unknown) => {
+        throw new StoreOpenError('KAFKA_BROKERS', 'Kafka', err);
+      });
+    }
     if (options.migrations === 'apply') {
-      const { applied } = await migrate(db);
+      const { applied } = await onDatabase(config, () => migrate(db));
       if (applied.length > 0) log.info({ applied }, 'migrations applied');
     } else {
-      const pending = await pendingMigrations(db);
+      const pending = await onDatabase(config, () => pendingMigrations(db));
       if (pending.length > 0) {
         throw new Error(`database schema is behind (${pending.join(', ')} not applied): run \`couponrush migrate\` or \`couponrush serve --migrate\``);
       }
@@ -112,6 +122,21 @@ export async function openStores(config: Config, log: FastifyBaseLogger, options
       await closeDb();
     },
   };
+}
+
+/**
+ * Runs `work` against the configured database; a failure to reach it names the variable and the
+ * store (`DATABASE_URL: connection refused at … (PostgreSQL)`). Errors of the work itself (a
+ * migration that fails) keep their own message, prefixed the same way.
+ */
+export async function onDatabase<T>(config: StoresConfig, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    if (err instanceof StoreOpenError) throw err;
+    const store = config.databaseUrl === undefined ? 'embedded PostgreSQL' : dialectOf(config.databaseUrl) === 'mysql' ? 'MySQL/MariaDB' : 'PostgreSQL';
+    throw new StoreOpenError(config.databaseUrl === undefined ? 'DATA_DIR' : 'DATABASE_URL', store, err);
+  }
 }
 
 export async function createRuntime(config: Config, log: FastifyBaseLogger, options: RuntimeOptions = {}): Promise<Runtime> {
@@ -156,9 +181,9 @@ export async function createRuntime(config: Config, log: FastifyBaseLogger, opti
     // Without it the streams' gauges are here all the same: they are read from Redis at scrape
     // time, whoever persists the entries.
     if (worker !== undefined) {
-      const observer = registerWorkerMetrics(metrics.registry, redis);
-      worker.observe(observer);
-      kafkaWorker?.observe(observer);
+      const observers = registerWorkerMetrics(metrics.registry, redis, kafkaMetricsSources(db, kafka, events));
+      worker.observe(observers.stream);
+      kafkaWorker?.observe(observers.kafka);
     }
     else registerStreamMetrics(metrics.registry, redis);
   }
@@ -180,5 +205,18 @@ export async function createRuntime(config: Config, log: FastifyBaseLogger, opti
       await strategies.close();
       await stores.close();
     },
+  };
+}
+
+/** What the worker's Kafka series read (lag, events, outbox), when this process consumes Kafka. */
+export function kafkaMetricsSources(db: Db, kafka: KafkaHandle | undefined, events: EventPublisher | undefined): KafkaMetricsSources | undefined {
+  if (kafka === undefined) return undefined;
+  const eventsTopic = kafka.settings.eventsTopic;
+  return {
+    topic: kafka.topics.issuances,
+    lag: () => kafka.lag(),
+    ...(events === undefined || eventsTopic === undefined
+      ? {}
+      : { events: { topic: eventsTopic, published: () => events.published, pending: async () => (await eventCapture(db)).pending } }),
   };
 }

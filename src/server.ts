@@ -4,7 +4,8 @@ import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { buildApp } from './app.js';
 import type { Config } from './config.js';
-import { countCoupons, insertCoupon, listCurrentCoupons } from './coupons/repository.js';
+import { campaignStatus } from './coupons/domain.js';
+import { countCoupons } from './coupons/repository.js';
 import { dialectOf } from './db/index.js';
 import { signUserToken } from './http/auth.js';
 import { startAdminListener, type AdminListener } from './http/admin-listener.js';
@@ -15,6 +16,11 @@ export interface ServeOptions {
   migrate?: boolean;
   /** Run the stream worker in this process (embedded/dev use; needs REDIS_URL). */
   withWorker?: boolean;
+}
+
+/** The embedded database with REDIS_URL: a one-machine mode whose worker can only be this process. */
+export function workerMustRunHere(config: Config): boolean {
+  return config.embedded && config.redisUrl !== undefined;
 }
 
 export interface RunningServer {
@@ -28,9 +34,12 @@ export interface RunningServer {
 
 export async function startServer(config: Config, options: ServeOptions = {}): Promise<RunningServer> {
   const log = pino({ level: config.logLevel });
-  const runtime = await createRuntime(config, log, { migrate: options.migrate === true, withWorker: options.withWorker === true });
-  if (config.redisUrl !== undefined && config.embedded && options.withWorker !== true) {
-    log.warn('REDIS_URL with the embedded database: queued issuances are persisted only by `couponrush serve --with-worker` (a separate worker process cannot open PGlite)');
+  // Queued issuances need a worker, and no other process can open the embedded database: with
+  // REDIS_URL on it, the worker always runs here.
+  const withWorker = options.withWorker === true || workerMustRunHere(config);
+  const runtime = await createRuntime(config, log, { migrate: options.migrate === true, withWorker });
+  if (withWorker && options.withWorker !== true) {
+    log.info('embedded database with REDIS_URL: the stream worker runs in this process (no other process can open the embedded database)');
   }
   const app = await buildApp(runtime, { logger: log });
   let url: string;
@@ -67,26 +76,27 @@ export async function startServer(config: Config, options: ServeOptions = {}): P
 }
 
 /**
- * A campaign open now, for the printed issue curl; in embedded mode a first start creates one
- * (a demo) so that the curl works as is. Undefined: none is open.
+ * A campaign a pasted issue curl gets its 201 from: OPEN (in its window, stock left). In embedded
+ * mode a first start creates one (a demo) so that the curl works as is; a database the user
+ * brought is never written to. Undefined: none is open, and the banner prints create-then-issue.
  */
 async function openCouponId(runtime: Runtime): Promise<number | undefined> {
   const now = new Date();
-  const open = (await listCurrentCoupons(runtime.db, now)).find((c) => c.issueStartsAt <= now);
+  const open = (await runtime.service.listCurrent(now)).find((c) => campaignStatus(c, now.getTime()) === 'OPEN');
   if (open !== undefined) return open.id;
   if (!runtime.config.embedded) return undefined;
   if ((await countCoupons(runtime.db)) > 0) return undefined;
-  const demo = await insertCoupon(runtime.db, {
+  // Through the service, as the admin route would: the strategy prepares its state (Redis) at once.
+  const demo = await runtime.service.create({
     name: 'Demo: 100 chicken coupons',
     totalQuantity: 100,
     issueStartsAt: now,
     issueEndsAt: new Date(now.getTime() + 7 * 24 * 3600 * 1000),
-    strategy: runtime.config.defaultStrategy,
     discountType: 'AMOUNT',
     discountValue: 3000,
     minOrderAmount: 15000,
   });
-  return demo.id;
+  return demo.ok ? demo.coupon.id : undefined;
 }
 
 /** Lifetime of the development token the banner prints (capped by JWT_MAX_TTL_S). */
@@ -109,6 +119,13 @@ export async function printBanner(server: RunningServer): Promise<void> {
     `  Metrics      ${adminBase}/metrics   (Prometheus)${server.adminUrl === undefined ? '' : `; /admin/* on ${adminBase} only`}`,
   ];
   if (config.generatedAdminToken) lines.push(`  Admin token  ${config.adminToken}   (generated; kept in ${config.dataDir}/secrets.json)`);
+  if (server.runtime.worker !== undefined) {
+    lines.push(
+      `  Worker       in this process: it persists the queued (202) issuances${workerMustRunHere(config) ? ' (always, with the embedded database: no other process can open it)' : ''}`,
+    );
+  } else if (config.redisUrl !== undefined) {
+    lines.push('  Worker       none here: run `couponrush worker` (with the same DATABASE_URL and REDIS_URL) to persist the queued (202) issuances');
+  }
   const couponId = await openCouponId(server.runtime);
   const issue: string[] = [];
   if (config.authMode === 'jwt' && config.jwtSecret !== '') {

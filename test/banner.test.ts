@@ -1,13 +1,17 @@
 // Every command `couponrush serve` prints works when pasted into a shell: each curl of the banner
 // is run as printed by `sh` — with ADMIN_TOKEN and JWT_SECRET in the environment on PostgreSQL, as
-// a user who followed the README would have them — and must get its 201. Needs curl (and
-// PostgreSQL for the PostgreSQL half).
+// a user who followed the README would have them — and must get its 201. A database whose
+// campaigns are all sold out or ended gets the create-then-issue pair, and the banner writes
+// nothing into it. Needs curl (and PostgreSQL for the PostgreSQL half).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
+import { countCoupons, insertCoupon, issueAtOnce } from '../src/coupons/repository.js';
+import { createPostgresDb } from '../src/db/index.js';
+import { migrate } from '../src/db/migrate.js';
 import { ADMIN_TOKEN, createTestDatabase, JWT_SECRET, missing, needServer, PG_ADMIN_URL } from './helpers.js';
 import { freePort, runCli, waitFor } from './ops-helpers.js';
 
@@ -97,6 +101,63 @@ describe('the commands couponrush serve prints', () => {
     } finally {
       await server?.stop();
       await db.drop();
+    }
+  });
+
+  it('PostgreSQL whose only campaigns are sold out or ended: the banner writes nothing and prints create-then-issue, which gets 201 ISSUED', async (t: TestContext) => {
+    if (!hasCurl()) return missing(t, 'curl is not installed');
+    if (!(await needServer(t, 'PostgreSQL', PG_ADMIN_URL))) return;
+    const testDb = await createTestDatabase();
+    const db = createPostgresDb(testDb.url, { poolSize: 2 });
+    let server: Awaited<ReturnType<typeof bannerOf>> | undefined;
+    try {
+      await migrate(db);
+      const now = Date.now();
+      const campaign = (name: string, totalQuantity: number, startsAt: number, endsAt: number) =>
+        insertCoupon(db, { name, totalQuantity, issueStartsAt: new Date(startsAt), issueEndsAt: new Date(endsAt), strategy: 'db-atomic', discountType: null, discountValue: null, minOrderAmount: null });
+      const soldOut = await campaign('sold out', 1, now - 60_000, now + 3600_000);
+      assert.equal(await issueAtOnce(db)!(db, soldOut.id, 'early-bird', new Date()), 'issued');
+      await campaign('ended', 100, now - 7200_000, now - 3600_000);
+      server = await bannerOf({ DATABASE_URL: testDb.url, ADMIN_TOKEN, JWT_SECRET, PORT: String(await freePort()) });
+      assert.equal(await countCoupons(db), 2, 'the banner created no campaign in the user\'s database');
+      const commands = printedCommands(server.banner);
+      assert.equal(commands.length, 2, `create, then issue, in:\n${server.banner}`);
+      assert.match(commands[0]!, /^COUPON_ID=/, 'the create command comes first');
+      assert.doesNotMatch(commands[1]!, new RegExp(`/coupons/${soldOut.id}/issues`), 'not the sold-out campaign');
+      const out = runAsPasted(commands.join('\n'), { ADMIN_TOKEN, JWT_SECRET });
+      assert.match(out, /^HTTP\/1\.1 201/m, `${commands.join('\n')}\n→\n${out}`);
+      assert.match(out, /"status":"ISSUED"/);
+    } finally {
+      await server?.stop();
+      await db.close();
+      await testDb.drop();
+    }
+  });
+
+  it('PostgreSQL with an open campaign that has stock: the issue curl names it and gets 201', async (t: TestContext) => {
+    if (!hasCurl()) return missing(t, 'curl is not installed');
+    if (!(await needServer(t, 'PostgreSQL', PG_ADMIN_URL))) return;
+    const testDb = await createTestDatabase();
+    const db = createPostgresDb(testDb.url, { poolSize: 2 });
+    let server: Awaited<ReturnType<typeof bannerOf>> | undefined;
+    try {
+      await migrate(db);
+      const now = Date.now();
+      const base = { issueStartsAt: new Date(now - 60_000), issueEndsAt: new Date(now + 3600_000), strategy: 'db-atomic', discountType: null, discountValue: null, minOrderAmount: null };
+      // The older one sold out: the banner must not pick it for being first.
+      const soldOut = await insertCoupon(db, { ...base, name: 'sold out', totalQuantity: 1 });
+      assert.equal(await issueAtOnce(db)!(db, soldOut.id, 'early-bird', new Date()), 'issued');
+      const open = await insertCoupon(db, { ...base, name: 'open', totalQuantity: 5 });
+      server = await bannerOf({ DATABASE_URL: testDb.url, ADMIN_TOKEN, JWT_SECRET, PORT: String(await freePort()) });
+      const issue = printedCommands(server.banner).find((c) => c.includes('/issues'));
+      assert.ok(issue !== undefined, server.banner);
+      assert.match(issue, new RegExp(`/coupons/${open.id}/issues`));
+      const out = runAsPasted(issue, { ADMIN_TOKEN, JWT_SECRET });
+      assert.match(out, /^HTTP\/1\.1 201/m, `${issue}\n→\n${out}`);
+    } finally {
+      await server?.stop();
+      await db.close();
+      await testDb.drop();
     }
   });
 });

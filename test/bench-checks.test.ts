@@ -1,7 +1,11 @@
 // The bench's own parts: flags, the request plan, and the verifier — shown to catch broken
 // promises (lost, invented, over-issued rows) against a real PostgreSQL, not only to pass.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import { CommanderError } from 'commander';
@@ -9,7 +13,8 @@ import pg from 'pg';
 import { benchCommand } from '../src/bench/command.js';
 import { splitAtSellOut, type LoadResult } from '../src/bench/load.js';
 import { chunkedLength, parseHead, startSocketLoad } from '../src/bench/socket-client.js';
-import { BenchOptionsError, resolveBenchOptions, type BenchFlags } from '../src/bench/options.js';
+import { writeReport } from '../src/bench/index.js';
+import { BenchOptionsError, PUBLISHED_DIR, resolveBenchOptions, type BenchFlags } from '../src/bench/options.js';
 import { relateToCeiling, renderSellOutTable, type BenchReport, type StrategyResult } from '../src/bench/report.js';
 import { benchUserId, buildOrder, type BenchUser } from '../src/bench/plan.js';
 import { verify } from '../src/bench/verify.js';
@@ -57,6 +62,40 @@ describe('couponrush bench flags', () => {
   it('refuses fewer requests than users, and more connections than requests', () => {
     assert.throws(() => resolve({ users: 100, requests: 50 }), /at least --users/);
     assert.throws(() => resolve({ users: 10, requests: 20, connections: 64 }), /cannot exceed/);
+  });
+});
+
+describe('where the bench writes', () => {
+  it('by default into bench-results/local/, which git ignores: a run never changes the committed results', () => {
+    const o = resolve({});
+    assert.equal(o.out, 'bench-results/local');
+    assert.equal(o.publish, undefined);
+    const root = new URL('..', import.meta.url).pathname;
+    for (const file of ['bench-results/local/latest.md', 'bench-results/local/bench-20261206-120000-abcd.json']) {
+      assert.equal(spawnSync('git', ['check-ignore', '-q', file], { cwd: root }).status, 0, `git ignores ${file}`);
+    }
+    const tracked = spawnSync('git', ['check-ignore', '-q', 'bench-results/latest.md'], { cwd: root });
+    assert.equal(tracked.status, 1, 'the README\'s results file is not');
+  });
+
+  it('--publish also writes latest.{md,json,svg} where the README links them; without it nothing is written there', async () => {
+    assert.equal(resolve({ publish: true }).publish, PUBLISHED_DIR);
+    assert.equal(((await parseFlags(['--publish'])) as { opts(): BenchFlags }).opts().publish, true);
+    const report = JSON.parse(readFileSync(new URL('../bench-results/latest.json', import.meta.url), 'utf8')) as BenchReport;
+    const dir = mkdtempSync(join(tmpdir(), 'couponrush-bench-out-'));
+    try {
+      const out = join(dir, 'local');
+      const published = join(dir, 'published');
+      mkdirSync(out);
+      await writeReport(report, out, 'bench-one');
+      assert.deepEqual(readdirSync(out).sort(), ['bench-one.json', 'bench-one.md', 'bench-one.svg', 'latest.json', 'latest.md', 'latest.svg']);
+      assert.equal(existsSync(published), false, 'no --publish: the committed results are left alone');
+      await writeReport(report, out, 'bench-two', published);
+      assert.deepEqual(readdirSync(published).sort(), ['latest.json', 'latest.md', 'latest.svg']);
+      assert.match(readFileSync(join(published, 'latest.md'), 'utf8'), /\(latest\.svg\)/, 'its chart link is beside it');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

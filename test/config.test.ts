@@ -2,11 +2,11 @@
 // and as the real `couponrush serve` process.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { ConfigError, loadConfig, loadTokenConfig } from '../src/config.js';
+import { ConfigError, loadConfig, loadStoresConfig, loadTokenConfig } from '../src/config.js';
 
 const PG = 'postgres://postgres@127.0.0.1:5432/test';
 const SECRET = 'x'.repeat(32);
@@ -120,6 +120,29 @@ describe('loadConfig', () => {
   });
 });
 
+describe('loadStoresConfig (migrate, worker, reconcile, events)', () => {
+  it('asks for no secret: neither ADMIN_TOKEN nor JWT_SECRET, which these commands never use', () => {
+    const c = loadStoresConfig({ DATABASE_URL: PG, REDIS_URL: 'redis://127.0.0.1:6379' });
+    assert.equal(c.databaseUrl, PG);
+    assert.equal(c.defaultStrategy, 'redis-lua-async-cached');
+    assert.ok(!('adminToken' in c) && !('jwtSecret' in c), 'no secret in it');
+    assert.ok(Object.isFrozen(c));
+  });
+  it('embedded: creates no secrets file in DATA_DIR', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'couponrush-config-'));
+    try {
+      assert.equal(loadStoresConfig({ DATA_DIR: dir }).embedded, true);
+      assert.equal(existsSync(join(dir, 'secrets.json')), false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  it('still names a bad variable it reads', () => {
+    assert.throws(() => loadStoresConfig({ DATABASE_URL: 'sqlite:///x' }), (err: unknown) => err instanceof ConfigError && err.variable === 'DATABASE_URL');
+    assert.throws(() => loadStoresConfig({ DATABASE_URL: PG, WORKER_BATCH_SIZE: '0' }), (err: unknown) => err instanceof ConfigError && err.variable === 'WORKER_BATCH_SIZE');
+  });
+});
+
 describe('loadTokenConfig (couponrush token)', () => {
   it('needs JWT_SECRET alone, not the server\'s other variables', () => {
     assert.deepEqual({ ...loadTokenConfig({ JWT_SECRET: SECRET }) }, { jwtSecret: SECRET, jwtMaxTtlS: 86_400 });
@@ -192,5 +215,45 @@ describe('couponrush serve start-up', () => {
     const { code, stderr } = await runCli(['serve'], { ...base, PORT: 'x' });
     assert.equal(code, 2);
     assert.match(stderr, /configuration error: PORT:/);
+  });
+});
+
+describe('a subcommand used wrongly prints its own usage, not the top-level one', () => {
+  const cases: Array<{ args: string[]; env: Record<string, string>; says: RegExp; usage: string }> = [
+    { args: ['worker'], env: { DATABASE_URL: PG }, says: /couponrush worker: REDIS_URL is not set/, usage: 'couponrush worker [options]' },
+    { args: ['reconcile'], env: { DATABASE_URL: PG }, says: /couponrush reconcile: REDIS_URL is not set/, usage: 'couponrush reconcile [options]' },
+    { args: ['token', 'bad user!'], env: { JWT_SECRET: SECRET }, says: /couponrush token: the user id must be/, usage: 'couponrush token [options] <userId>' },
+    { args: ['events', 'bogus'], env: { DATABASE_URL: PG }, says: /couponrush events: the action is status or off/, usage: 'couponrush events [options] <action>' },
+  ];
+  for (const c of cases) {
+    it(`${c.args.join(' ')}: one line saying why, then \`${c.usage}\``, async () => {
+      const r = await runCli(c.args, c.env);
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, c.says);
+      assert.ok(r.stderr.includes(`Usage: ${c.usage}`), r.stderr);
+      assert.doesNotMatch(r.stderr, /Usage: couponrush \[options\] \[command\]/, 'not the top-level usage');
+    });
+  }
+  it('serve --workers 2 on the embedded database: exit 2 and serve\'s usage', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'couponrush-config-'));
+    try {
+      const r = await runCli(['serve', '--workers', '2'], { DATA_DIR: dir, PORT: '0' });
+      assert.equal(r.code, 2);
+      assert.match(r.stderr, /--workers > 1 needs DATABASE_URL/);
+      assert.ok(r.stderr.includes('Usage: couponrush serve [options]'), r.stderr);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('couponrush worker --help', () => {
+  it('names both queues it persists (Redis Streams and the Kafka topic) and the events it publishes', async () => {
+    const r = await runCli(['worker', '--help'], {});
+    assert.equal(r.code, 0, r.stderr);
+    const help = r.stdout.replace(/\s+/g, ' ');
+    assert.match(help, /Redis Streams/);
+    assert.match(help, /KAFKA_BROKERS from the Kafka issuance topic/);
+    assert.match(help, /KAFKA_EVENTS=on it also publishes/);
   });
 });

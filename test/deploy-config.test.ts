@@ -67,6 +67,25 @@ describe('deploy/docker-compose.yml', () => {
     assert.match(redis, /--appendfsync (always|everysec)/);
   });
 
+  it('starts the CLI so that SIGTERM reaches it: the image\'s exec-form node entry point, no shell, npx or npm, a grace period longer than a request', () => {
+    const withOverrides = ['docker-compose.yml', 'docker-compose.mysql.yml', 'docker-compose.kafka.yml'].map(
+      (f) => parse(read(`deploy/${f}`), { merge: true }) as { services: Record<string, ComposeService & { entrypoint?: unknown }> },
+    );
+    for (const file of withOverrides) {
+      for (const [name, service] of Object.entries(file.services)) {
+        if (!couponrushServices.includes(name)) continue;
+        assert.equal(service.entrypoint, undefined, `${name} keeps the image's ENTRYPOINT`);
+        for (const arg of service.command ?? []) assert.doesNotMatch(arg, /\b(npx|npm|sh|bash)\b/, `${name}: ${arg}`);
+      }
+    }
+    for (const s of couponrushServices) {
+      const grace = /^(\d+)s$/.exec(String((services[s] as { stop_grace_period?: string }).stop_grace_period ?? ''));
+      assert.ok(grace !== null, `${s} sets stop_grace_period`);
+      assert.ok(Number(grace[1]) * 1000 > loadConfig(envOf(s)).requestTimeoutMs, `${s}: the drain outlasts the longest request`);
+    }
+    assert.match(read('Dockerfile'), /^ENTRYPOINT \["node", "bin\/couponrush\.js"\]$/m, 'exec form: node is the process docker signals');
+  });
+
   it("gives every couponrush service an environment the app's config accepts", () => {
     for (const s of couponrushServices) {
       const config = loadConfig(envOf(s));

@@ -1,12 +1,15 @@
 // The newcomer's path: `couponrush serve` with no environment starts on embedded PostgreSQL,
-// migrates, prints the URL, docs, admin token and a curl that really issues a coupon.
+// migrates, prints the URL, docs, admin token and a curl that really issues a coupon. With
+// REDIS_URL (the README's Redis quickstart) the worker runs in that process: a 202 becomes a row.
+// That case needs Redis.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
-import { request } from './helpers.js';
+import { describe, it, type TestContext } from 'node:test';
+import { needServer, request } from './helpers.js';
+import { deleteKeys, REDIS_URL, uniquePrefix } from './redis-helpers.js';
 
 const CLI = ['--import', 'tsx', 'src/cli.ts'];
 
@@ -98,6 +101,46 @@ describe('embedded mode (no DATABASE_URL)', () => {
     } finally {
       await running?.stop(); // also after a failed assertion: a server left running keeps the test alive
       rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('with REDIS_URL runs the worker in the same process: the banner says so, and the pasted curl\'s 202 becomes ISSUED', async (t: TestContext) => {
+    if (!(await needServer(t, 'Redis', REDIS_URL))) return;
+    const dataDir = mkdtempSync(join(tmpdir(), 'couponrush-embedded-redis-'));
+    const prefix = uniquePrefix();
+    const env = { PATH: process.env.PATH ?? '', DATA_DIR: dataDir, PORT: '0', REDIS_URL, REDIS_PREFIX: prefix };
+    const child = spawn(process.execPath, [...CLI, 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      const deadline = Date.now() + 60_000;
+      while (!/Create a campaign:[\s\S]*-d '/.test(out)) {
+        if (Date.now() > deadline || child.exitCode !== null) throw new Error(`no banner:\n${out}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.match(out, /default strategy redis-lua-async-cached/);
+      assert.match(out, /Worker\s+in this process/, 'the banner says who persists the 202s');
+      assert.match(out, /"msg":"embedded database with REDIS_URL: the stream worker runs in this process/, 'and the log says so');
+      const curl = /curl -i -X POST (\S+)\/coupons\/(\d+)\/issues -H "authorization: Bearer (\S+)"/.exec(out);
+      assert.ok(curl, `an issue curl in:\n${out}`);
+      const auth = { authorization: `Bearer ${curl[3]}` };
+      const issued = await request(curl[1]!, 'POST', `/coupons/${curl[2]}/issues`, { headers: auth });
+      assert.equal(issued.status, 202, issued.text);
+      let status = '';
+      for (const until = Date.now() + 10_000; status !== 'ISSUED' && Date.now() < until; await new Promise((r) => setTimeout(r, 100))) {
+        status = ((await request(curl[1]!, 'GET', `/coupons/${curl[2]}/issues/me`, { headers: auth })).json as { status: string }).status;
+      }
+      assert.equal(status, 'ISSUED', 'the in-process worker persisted it');
+      const coupon = (await request(curl[1]!, 'GET', `/coupons/${curl[2]}`)).json as { issuedCount: number };
+      assert.equal(coupon.issuedCount, 1, 'a row in the embedded database');
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0, out);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      rmSync(dataDir, { recursive: true, force: true });
+      await deleteKeys(prefix);
     }
   });
 });

@@ -1,8 +1,11 @@
-// Real `couponrush serve` processes: SIGTERM drains in-flight requests, a rolling restart of one
-// of two API processes under load loses no acknowledged issuance, and `--workers 2` (node:cluster)
-// stays exact with one /metrics covering both workers. Needs PostgreSQL.
+// Real `couponrush serve` processes: SIGTERM drains in-flight requests (also when a supervisor
+// starts it the way the README says, `exec node bin/couponrush.js serve`, which needs the built
+// dist/), a rolling restart of one of two API processes under load loses no acknowledged issuance,
+// and `--workers 2` (node:cluster) stays exact with one /metrics covering both workers. Needs
+// PostgreSQL.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
@@ -115,6 +118,49 @@ describe('couponrush serve as real processes', () => {
       assert.equal(winners.length, 30);
       const rows = await issuedRows(db!, couponId);
       assert.deepEqual(new Set(rows.users), new Set(winners), 'the rows are exactly the 201s');
+    } finally {
+      await proxy.down();
+    }
+  });
+
+  it('started as the README says for a supervisor (exec node bin/couponrush.js serve): SIGTERM to the pid it holds drains, exits 0 and frees the port', async (t) => {
+    if (await skip(t)) return;
+    const root = new URL('..', import.meta.url).pathname;
+    assert.ok(existsSync(join(root, 'dist', 'cli.js')), 'dist/ is built (npm run build)');
+    const real = new URL(testDb!.url);
+    const proxy = await new TcpProxy(real.hostname, Number(real.port || 5432)).up();
+    try {
+      const viaProxy = new URL(testDb!.url);
+      viaProxy.host = proxy.url;
+      const port = await freePort();
+      const url = `http://127.0.0.1:${port}`;
+      // A supervisor's start script: the shell replaces itself with node, so the pid is the server's.
+      const proc = spawn('sh', ['-c', 'exec node bin/couponrush.js serve --migrate'], {
+        cwd: root,
+        env: { ...baseEnv(viaProxy.toString(), port), LOG_LEVEL: 'info', PATH: process.env.PATH ?? '' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      proc.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      proc.stderr.on('data', (c: Buffer) => (out += c.toString()));
+      const exited = new Promise<number | string>((resolve) => proc.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
+      children.push({ proc, output: () => out, exited });
+      await waitFor('the server', async () => (await request(url, 'GET', '/healthz')).status === 200, 30_000).catch((err: Error) => {
+        throw new Error(`${err.message}\n${out}`);
+      });
+      const couponId = await createCoupon(url, 10);
+      proxy.delayMs = 150;
+      const users = Array.from({ length: 15 }, (_, i) => `supervised-${i}`);
+      const inFlight = users.map((u) => issue(url, couponId, u).catch((err: Error) => err));
+      await new Promise((r) => setTimeout(r, 300));
+      proc.kill('SIGTERM'); // what systemd, docker stop or Kubernetes send: to this pid only
+      const results = await Promise.all(inFlight);
+      assert.equal(await exited, 0, out);
+      assert.match(out, /SIGTERM: draining in-flight work, then exiting/);
+      assert.deepEqual(results.filter((r) => r instanceof Error).map(String), [], 'every in-flight request was answered');
+      const statuses = results.map((r) => (r as { status: number }).status);
+      assert.equal(statuses.filter((s) => s === 201).length, 10, `statuses: ${statuses.join(',')}`);
+      assert.equal(await canConnect('127.0.0.1', port), false, 'nothing is left listening on the port');
     } finally {
       await proxy.down();
     }

@@ -138,4 +138,23 @@ describe('couponrush reconcile', () => {
       await server.close();
     }
   });
+
+  it('reconcile says what waits: "0 queued" once the worker persisted everything, not the stream\'s length', async (t) => {
+    if (!(await servers(t))) return;
+    const server = await startRedisTestServer();
+    try {
+      const { id } = await server.createCoupon({ totalQuantity: 5, strategy: 'redis-lua-async-cached' });
+      assert.equal(withStatus(await issueAll(server, id, usersRange(0, 2)), 202).length, 2);
+      const waiting = await reconcile(server.db, server.redis, { repair: false, couponId: id, strategies: reconciledStrategies() });
+      assert.equal(waiting[0]?.queued, 2, 'no worker yet: both wait');
+      await server.startWorker('w1');
+      await waitForDrain(server, id, 2);
+      const { ADMIN_TOKEN: _a, JWT_SECRET: _j, ...noSecrets } = server.workerEnv;
+      const cli = runCli(['reconcile', '--coupon', String(id)], noSecrets);
+      assert.equal(await cli.exited, 0, cli.output());
+      assert.match(cli.output(), new RegExp(`coupon ${id} \\(redis-lua-async-cached\\): OK — redis admitted 2/5, db rows 2, 0 queued \\(admitted, no row yet\\), 0 dead letters`));
+    } finally {
+      await server.close();
+    }
+  });
 });

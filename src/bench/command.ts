@@ -1,7 +1,7 @@
 // The `couponrush bench` command: flags (commander), then the runner, loaded lazily so that
 // `serve` never pays for the load generator and the chart renderer.
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { BenchOptionsError, DEFAULTS, parseStrategyList, resolveBenchOptions, type BenchFlags, type BenchOptions } from './options.js';
+import { BenchOptionsError, DEFAULTS, parseStrategyList, PUBLISHED_DIR, resolveBenchOptions, type BenchFlags, type BenchOptions } from './options.js';
 import { STRATEGY_NAMES, type StrategyName } from '../coupons/strategies/index.js';
 import { benchEnvironment } from '../config.js';
 import { GENERATORS } from './load.js';
@@ -52,7 +52,8 @@ export function benchCommand(): Command {
     .option('--url <url>', 'bench a running server instead of starting one (needs --admin-token, --jwt-secret and its DATABASE_URL)')
     .option('--admin-token <token>', 'with --url: the target\'s ADMIN_TOKEN (default: env ADMIN_TOKEN)')
     .option('--jwt-secret <secret>', 'with --url: the target\'s JWT_SECRET (default: env JWT_SECRET)')
-    .option('--out <dir>', 'where the report files go', DEFAULTS.out)
+    .option('--out <dir>', 'where the report files go (bench-<time>.* and latest.*; the default is git-ignored)', DEFAULTS.out)
+    .option('--publish', `also write the report as ${PUBLISHED_DIR}/latest.{md,json,svg}, the committed results the README links (only for a run meant to replace them)`)
     .option('--warmup <n>', 'unmeasured requests to each target first (JIT, connection pools); 0 to skip', wholeNumber, DEFAULTS.warmupRequests)
     .option('--no-ceiling', 'skip the bare node:http ceiling runs before the first strategy and after each (no ratios)')
     .option('--drain-timeout <seconds>', 'how long to wait for admitted issuances to reach the database', positiveInt, DEFAULTS.drainTimeoutSeconds)

@@ -504,20 +504,27 @@ export async function runBench(options: BenchOptions, control: RunControl = {}):
     ok: results.every((r) => r.verdict !== 'FAIL') && results.some((r) => r.verdict !== 'skipped') && !aborted(),
     interrupted: aborted(),
   };
-  return { report, files: await writeReport(report, outDir, `bench-${runId}`) };
+  return { report, files: await writeReport(report, outDir, `bench-${runId}`, options.publish === undefined ? undefined : resolve(options.publish)) };
 }
 
-/** Writes <base>.md/.json/.svg and the same as latest.* (what the README links). */
-export async function writeReport(report: BenchReport, outDir: string, base: string): Promise<BenchRun['files']> {
+/**
+ * Writes <base>.md/.json/.svg and the same as latest.* in `outDir`; with `publishDir` (--publish)
+ * latest.* there too: the committed results the README links, changed only on purpose.
+ */
+export async function writeReport(report: BenchReport, outDir: string, base: string, publishDir?: string): Promise<BenchRun['files']> {
   const svg = await renderChart(report);
-  const write = (name: string) => {
+  const write = (dir: string, name: string) => {
     const chart = svg === undefined ? undefined : `${name}.svg`;
-    if (svg !== undefined) writeFileSync(join(outDir, `${name}.svg`), svg);
-    writeFileSync(join(outDir, `${name}.md`), renderMarkdown(report, chart));
-    writeFileSync(join(outDir, `${name}.json`), JSON.stringify(report, null, 2) + '\n');
+    if (svg !== undefined) writeFileSync(join(dir, `${name}.svg`), svg);
+    writeFileSync(join(dir, `${name}.md`), renderMarkdown(report, chart));
+    writeFileSync(join(dir, `${name}.json`), JSON.stringify(report, null, 2) + '\n');
   };
-  write(base);
-  write('latest');
+  write(outDir, base);
+  write(outDir, 'latest');
+  if (publishDir !== undefined) {
+    mkdirSync(publishDir, { recursive: true });
+    write(publishDir, 'latest');
+  }
   return {
     markdown: join(outDir, `${base}.md`),
     json: join(outDir, `${base}.json`),

@@ -16,9 +16,13 @@ export const DEFAULTS = Object.freeze({
   requestTimeoutSeconds: 30,
   /** Requests sent to each target before it is measured, so JIT and connection pools are warm. */
   warmupRequests: 2_000,
-  out: 'bench-results',
+  /** Untracked (.gitignore): a run never changes what the README shows. */
+  out: 'bench-results/local',
   generator: 'sockets' as Generator,
 });
+
+/** Where `--publish` writes latest.{md,json,svg}: the committed results the README links. */
+export const PUBLISHED_DIR = 'bench-results';
 
 /** Bounds that keep one run's memory (tokens, plan, per-user counters) reasonable. */
 export const MAX_USERS = 2_000_000;
@@ -48,6 +52,8 @@ export interface BenchOptions {
   /** KAFKA_BROKERS: redis-lua-kafka runs (on a topic of the run's own, deleted afterwards). */
   readonly kafkaBrokers: string | undefined;
   readonly out: string;
+  /** Set (--publish): also write the report as latest.* here, the README's committed results. */
+  readonly publish: string | undefined;
   readonly keep: boolean;
   readonly ceiling: boolean;
   /** Unmeasured requests to each target first (a throwaway campaign for strategies). */
@@ -81,6 +87,7 @@ export interface BenchFlags {
   adminToken?: string;
   jwtSecret?: string;
   out?: string;
+  publish?: boolean;
   keep?: boolean;
   ceiling?: boolean;
   warmup?: number;
@@ -206,6 +213,7 @@ export function resolveBenchOptions(
     redisUrl: nonEmpty(env.REDIS_URL),
     kafkaBrokers: nonEmpty(env.KAFKA_BROKERS),
     out: flags.out ?? DEFAULTS.out,
+    publish: flags.publish === true ? PUBLISHED_DIR : undefined,
     keep: flags.keep === true,
     ceiling: flags.ceiling !== false,
     warmupRequests: Math.min(flags.warmup ?? DEFAULTS.warmupRequests, requests),

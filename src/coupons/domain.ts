@@ -119,11 +119,16 @@ export interface CouponProblem {
   readonly detail: string;
 }
 
-/** Rules a new campaign must satisfy beyond its JSON shape; returns the first one broken. */
-export function newCouponProblem(c: NewCoupon): CouponProblem | undefined {
+/**
+ * Rules a new campaign must satisfy beyond its JSON shape, at `nowMs`; returns the first one
+ * broken. A window already over is refused: a campaign cannot be changed once created, so it
+ * would be ENDED for good.
+ */
+export function newCouponProblem(c: NewCoupon, nowMs: number): CouponProblem | undefined {
   if (Number.isNaN(c.issueStartsAt.getTime())) return { field: 'issueStartsAt', detail: 'issueStartsAt is not a valid date-time' };
   if (Number.isNaN(c.issueEndsAt.getTime())) return { field: 'issueEndsAt', detail: 'issueEndsAt is not a valid date-time' };
   if (c.issueEndsAt.getTime() <= c.issueStartsAt.getTime()) return { field: 'issueEndsAt', detail: 'issueEndsAt must be after issueStartsAt' };
+  if (c.issueEndsAt.getTime() <= nowMs) return { field: 'issueEndsAt', detail: 'issueEndsAt is not in the future: the whole issue window would already be over' };
   if ((c.discountType === null) !== (c.discountValue === null)) {
     return { field: c.discountType === null ? 'discountType' : 'discountValue', detail: 'discountType and discountValue go together' };
   }

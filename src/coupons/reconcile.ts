@@ -27,7 +27,9 @@ export interface CampaignReport {
   readonly total: number;
   readonly dbRows: number;
   readonly dbCounter: number;
+  /** Admissions in the stream whose user has no row yet: what the worker still has to persist. */
   readonly queued: number;
+  /** Admissions in the dead-letter stream: they hold stock until replayed. */
   readonly dead: number;
   /** redis-lua-kafka: seats marked producing (a record not acknowledged yet, or never sent). */
   readonly producing?: number;
@@ -105,6 +107,7 @@ async function reconcileOne(db: Db, redis: RedisHandle, coupon: Coupon, repair: 
   const admitted = await loadAdmittedUsers(redis, issuedUsersOf(db), coupon.id);
   const dbCounter = (await issuedCount(db, coupon.id)) ?? 0;
   const expected = new Set([...admitted.issued, ...admitted.queued, ...admitted.dead]);
+  const persisted = new Set(admitted.issued);
 
   // redis-lua-kafka: a seat marked producing is settled when the database or the topic has the
   // user; an old mark with neither is an admission whose record never reached Kafka (a produce
@@ -194,7 +197,8 @@ async function reconcileOne(db: Db, redis: RedisHandle, coupon: Coupon, repair: 
     total: coupon.totalQuantity,
     dbRows: admitted.issued.length,
     dbCounter,
-    queued: admitted.queued.length,
+    // The stream keeps acknowledged entries too (until trimmed): only those without a row still wait.
+    queued: admitted.queued.filter((u) => !persisted.has(u)).length,
     dead: admitted.dead.length,
     ...(viaKafka === undefined ? {} : { producing }),
     repaired,

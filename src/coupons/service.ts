@@ -58,7 +58,7 @@ export class CouponService {
     const reason = unavailableReason(strategy, this.strategies.available);
     if (reason !== undefined) return { ok: false, code: 'STRATEGY_UNAVAILABLE', field: 'strategy', detail: reason };
     const candidate: NewCoupon = { ...input, strategy };
-    const problem = newCouponProblem(candidate);
+    const problem = newCouponProblem(candidate, Date.now());
     if (problem !== undefined) return { ok: false, code: 'VALIDATION_FAILED', ...problem };
     const coupon = await insertCoupon(this.db, candidate);
     await this.strategies.get(strategy).prepare?.(coupon);

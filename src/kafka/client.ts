@@ -33,6 +33,15 @@ export interface TopicRecord {
   readonly headers: ReadonlyMap<string, string>;
 }
 
+/** One partition of a topic as the worker group stands on it. */
+export interface PartitionLag {
+  readonly partition: number;
+  /** The offset the next record will get. */
+  readonly end: bigint;
+  /** Records the group has not committed yet (all the partition holds when it never committed). */
+  readonly lag: bigint;
+}
+
 export interface KafkaHandle {
   readonly settings: KafkaSettings;
   /** The issuance topic and its dead letters. */
@@ -42,6 +51,8 @@ export interface KafkaHandle {
   unconsumed(topic?: string): Promise<TopicRecord[]>;
   /** Every record of `topic` (the dead letters). */
   readAll(topic: string): Promise<TopicRecord[]>;
+  /** Per partition of `topic`, how far the worker group is behind: offsets only, no record is read. */
+  lag(topic?: string): Promise<PartitionLag[]>;
   /** A consumer in `groupId` (the worker's); the caller closes it. */
   consumer(groupId: string, clientId: string): Consumer<string, string, string, string>;
   /** Resolves once a broker answered a metadata request for the issuance topic. */
@@ -81,6 +92,23 @@ export async function openKafka(settings: KafkaSettings, log: FastifyBaseLogger)
   const producer = new IssuanceProducer({ brokers: settings.brokers, topic: topics.issuances, timeoutMs: settings.produceTimeoutMs, clientId: 'couponrush-api', secret: settings.recordSecrets.current }, log);
   const consumer = (groupId: string, clientId: string) =>
     new Consumer({ groupId, clientId, bootstrapBrokers: [...settings.brokers], deserializers: stringDeserializers, autocommit: false, timeout: 10_000 });
+
+  /**
+   * The end offsets of `topic` and the worker group's committed offsets (-1 where it never
+   * committed), per partition; with `withEarliest`, the earliest offsets still in the log too.
+   */
+  async function groupOffsets(topic: string, withEarliest = false): Promise<{ end: bigint[]; committed: bigint[]; earliest: bigint[] }> {
+    const probe = consumer(KAFKA_WORKER_GROUP, 'couponrush-reader');
+    try {
+      const end = (await probe.listOffsets({ topics: [topic] })).get(topic) ?? [];
+      const partitions = end.map((_, i) => i);
+      const committed = (await probe.listCommittedOffsets({ topics: [{ topic, partitions }] })).get(topic) ?? [];
+      const earliest = withEarliest ? ((await probe.listOffsets({ topics: [topic], timestamp: -2n })).get(topic) ?? []) : [];
+      return { end, committed, earliest };
+    } finally {
+      await probe.close().catch(() => undefined);
+    }
+  }
 
   /** Reads [from, to) of each partition; `from` per partition (absent: from the start). */
   async function readRange(topic: string, from: (partition: number, earliest: bigint) => bigint): Promise<TopicRecord[]> {
@@ -142,14 +170,7 @@ export async function openKafka(settings: KafkaSettings, log: FastifyBaseLogger)
       }
     },
     async unconsumed(topic = topics.issuances) {
-      const probe = consumer(KAFKA_WORKER_GROUP, 'couponrush-reader');
-      let committed: bigint[];
-      try {
-        const partitions = ((await probe.listOffsets({ topics: [topic] })).get(topic) ?? []).map((_, i) => i);
-        committed = (await probe.listCommittedOffsets({ topics: [{ topic, partitions }] })).get(topic) ?? [];
-      } finally {
-        await probe.close().catch(() => undefined);
-      }
+      const { committed } = await groupOffsets(topic);
       // The client commits the last offset it processed and resumes after it; reading from the
       // committed offset itself costs one record and leaves nothing out.
       return readRange(topic, (p, earliest) => {
@@ -159,6 +180,15 @@ export async function openKafka(settings: KafkaSettings, log: FastifyBaseLogger)
     },
     readAll(topic) {
       return readRange(topic, (_p, earliest) => earliest);
+    },
+    async lag(topic = topics.issuances) {
+      const { end, committed, earliest } = await groupOffsets(topic, true);
+      return end.map((e, partition) => {
+        // Committed is the last offset processed (see unconsumed): the group resumes after it.
+        const c = committed[partition] ?? -1n;
+        const next = c + 1n > (earliest[partition] ?? 0n) ? c + 1n : (earliest[partition] ?? 0n);
+        return { partition, end: e, lag: e > next ? e - next : 0n };
+      });
     },
     consumer,
     async close() {

@@ -24,6 +24,12 @@ export interface RedisHandle {
   close(): Promise<void>;
 }
 
+/** host:port of a redis:// URL, for a message (never its password). */
+function redisAddress(url: string): string {
+  const u = new URL(url);
+  return `${u.hostname}:${u.port === '' ? '6379' : u.port}`;
+}
+
 const ERROR_LOG_INTERVAL_MS = 5_000;
 /** The first PING must answer within this, so a Redis that accepts and never answers fails start-up. */
 const OPEN_TIMEOUT_MS = 5_000;
@@ -48,10 +54,20 @@ export interface OpenRedisOptions {
   commandTimeoutMs?: number;
 }
 
-/** Opens the connection and checks that Redis answers, so a bad REDIS_URL fails at start-up. */
+/**
+ * Opens the connection and checks that Redis answers, so a bad REDIS_URL fails at start-up with
+ * the connection's own error (ECONNREFUSED at host:port), not the client's retry advice.
+ */
 export async function openRedis(url: string, prefix: string, log: FastifyBaseLogger, options: OpenRedisOptions = {}): Promise<RedisHandle> {
   let lastErrorLog = 0;
+  // Until the first answer a failure is the start-up's to report, once, not a log line per retry.
+  let opened = false;
+  let openError: Error | undefined;
   const onError = (err: Error) => {
+    if (!opened) {
+      openError = err;
+      return;
+    }
     // ioredis reports every failed reconnect; once in a while is enough.
     const now = Date.now();
     if (now - lastErrorLog < ERROR_LOG_INTERVAL_MS) return;
@@ -73,8 +89,10 @@ export async function openRedis(url: string, prefix: string, log: FastifyBaseLog
     await within(ping, OPEN_TIMEOUT_MS, `no answer within ${OPEN_TIMEOUT_MS} ms`);
   } catch (err) {
     client.disconnect();
-    throw new Error(`Redis at REDIS_URL does not answer: ${(err as Error).message}`);
+    // The connection's error says why (refused, host not found); a timeout alone says it did not answer.
+    throw openError ?? new Error(`no answer from ${redisAddress(url)} within ${OPEN_TIMEOUT_MS} ms`, { cause: err });
   }
+  opened = true;
   const keys = new RedisKeys(prefix);
   const scripts = new Scripts(client);
   const listeners: InvalidationListener[] = [];

@@ -43,3 +43,53 @@ export function isDependencyUnavailable(err: unknown): boolean {
     )
   );
 }
+
+/**
+ * A store a process could not open, said in one line that names the variable to look at:
+ * `DATABASE_URL: connection refused at 127.0.0.1:5432 (PostgreSQL)`. The start-up of every
+ * command throws it, and the CLI prints its message as is.
+ */
+export class StoreOpenError extends Error {
+  constructor(
+    readonly variable: string,
+    readonly store: string,
+    cause: unknown,
+  ) {
+    super(`${variable}: ${describeOpenFailure(cause)} (${store})`, { cause });
+    this.name = 'StoreOpenError';
+  }
+}
+
+/** What went wrong reaching a store, without the client library's advice or a stack. */
+function describeOpenFailure(err: unknown): string {
+  const leaves = leafErrors(err);
+  const refused = leaves.filter((e) => e.code === 'ECONNREFUSED');
+  if (refused.length > 0 && refused.length === leaves.length) {
+    return `connection refused at ${refused.map(addressOf).filter((a) => a !== '').join(', ') || 'the address given'}`;
+  }
+  const notFound = leaves.find((e) => e.code === 'ENOTFOUND' || e.code === 'EAI_AGAIN');
+  if (notFound !== undefined) return typeof notFound.hostname === 'string' ? `host ${notFound.hostname} not found` : 'host not found';
+  const first = leaves[0];
+  const message = first?.message ?? String(err);
+  return message.split('\n')[0] ?? message;
+}
+
+interface ErrnoLike {
+  readonly code?: unknown;
+  readonly message?: string;
+  readonly address?: unknown;
+  readonly port?: unknown;
+  readonly hostname?: unknown;
+}
+
+/** A connect to several addresses (localhost: ::1 and 127.0.0.1) fails as an AggregateError of each. */
+function leafErrors(err: unknown): ErrnoLike[] {
+  if (err instanceof AggregateError && err.errors.length > 0) return err.errors.flatMap((e: unknown) => leafErrors(e));
+  return err !== null && typeof err === 'object' ? [err as ErrnoLike] : [{ message: String(err) }];
+}
+
+function addressOf(e: ErrnoLike): string {
+  if (typeof e.address !== 'string') return '';
+  const host = e.address.includes(':') ? `[${e.address}]` : e.address;
+  return typeof e.port === 'number' ? `${host}:${e.port}` : host;
+}
