@@ -20,38 +20,8 @@
 --   -2  SOLD_OUT         issued >= total
 --   -3  WINDOW_NOT_OPEN  now < starts
 --   -4  WINDOW_CLOSED    now >= ends
-local attempts = (#ARGV - 1) / 3
-local codes = {}
-local state = redis.call('HMGET', KEYS[1], 'total', 'starts', 'ends', 'issued', 'expireat')
-if not state[1] then
-  for i = 1, attempts do codes[i] = 0 end
-  return codes
-end
-local total, starts, ends = tonumber(state[1]), tonumber(state[2]), tonumber(state[3])
-local before = tonumber(state[4])
-local issued = before
-for i = 1, attempts do
-  local user, at = ARGV[3 * i - 1], ARGV[3 * i]
-  local now = tonumber(at)
-  if now < starts then
-    codes[i] = -3
-  elseif now >= ends then
-    codes[i] = -4
-  elseif redis.call('SISMEMBER', KEYS[2], user) == 1 then
-    codes[i] = -1
-  elseif issued >= total then
-    codes[i] = -2
-  else
-    redis.call('SADD', KEYS[2], user)
-    issued = issued + 1
-    -- Never MAXLEN here: only the worker trims, below what every group has acknowledged.
-    redis.call('XADD', KEYS[3], '*', 'c', ARGV[1], 'u', user, 't', at, 'r', ARGV[3 * i + 1])
-    codes[i] = 1
-  end
-end
-if issued > before then
-  -- The first member creates the set: give it the campaign's retention like the state hash.
-  if before == 0 then redis.call('PEXPIREAT', KEYS[2], state[5]) end
-  redis.call('HINCRBY', KEYS[1], 'issued', issued - before)
-end
-return codes
+--- @include "includes/admit-batch.lua"
+return admit_batch(KEYS[1], KEYS[2], (#ARGV - 1) / 3, function(i) return ARGV[3 * i - 1], ARGV[3 * i] end, function(i, user, at)
+  -- Never MAXLEN here: only the worker trims, below what every group has acknowledged.
+  redis.call('XADD', KEYS[3], '*', 'c', ARGV[1], 'u', user, 't', at, 'r', ARGV[3 * i + 1])
+end)

@@ -19,38 +19,10 @@
 --   -2  SOLD_OUT         issued >= total
 --   -3  WINDOW_NOT_OPEN  now < starts
 --   -4  WINDOW_CLOSED    now >= ends
-local attempts = #ARGV / 2
-local codes = {}
-local state = redis.call('HMGET', KEYS[1], 'total', 'starts', 'ends', 'issued', 'expireat')
-if not state[1] then
-  for i = 1, attempts do codes[i] = 0 end
-  return codes
-end
-local total, starts, ends = tonumber(state[1]), tonumber(state[2]), tonumber(state[3])
-local before = tonumber(state[4])
-local issued = before
-for i = 1, attempts do
-  local user, at = ARGV[2 * i - 1], ARGV[2 * i]
-  local now = tonumber(at)
-  if now < starts then
-    codes[i] = -3
-  elseif now >= ends then
-    codes[i] = -4
-  elseif redis.call('SISMEMBER', KEYS[2], user) == 1 then
-    codes[i] = -1
-  elseif issued >= total then
-    codes[i] = -2
-  else
-    redis.call('SADD', KEYS[2], user)
-    redis.call('ZADD', KEYS[3], at, user)
-    issued = issued + 1
-    codes[i] = 1
-  end
-end
-if issued > before then
-  -- The first members create the sets: give them the campaign's retention like the state hash.
-  redis.call('PEXPIREAT', KEYS[3], state[5])
-  if before == 0 then redis.call('PEXPIREAT', KEYS[2], state[5]) end
-  redis.call('HINCRBY', KEYS[1], 'issued', issued - before)
-end
-return codes
+--- @include "includes/admit-batch.lua"
+return admit_batch(KEYS[1], KEYS[2], #ARGV / 2, function(i) return ARGV[2 * i - 1], ARGV[2 * i] end, function(_, user, at)
+  redis.call('ZADD', KEYS[3], at, user)
+end, function(expireat)
+  -- The first mark creates the set: give it the campaign's retention like the state hash.
+  redis.call('PEXPIREAT', KEYS[3], expireat)
+end)

@@ -13,16 +13,5 @@
 --   -2  SOLD_OUT         issued >= total
 --   -3  WINDOW_NOT_OPEN  now < starts
 --   -4  WINDOW_CLOSED    now >= ends
-local state = redis.call('HMGET', KEYS[1], 'total', 'starts', 'ends', 'issued', 'expireat')
-if not state[1] then return 0 end
-local now = tonumber(ARGV[2])
-if now < tonumber(state[2]) then return -3 end
-if now >= tonumber(state[3]) then return -4 end
-if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return -1 end
-local issued = tonumber(state[4])
-if issued >= tonumber(state[1]) then return -2 end
-redis.call('SADD', KEYS[2], ARGV[1])
--- The first member creates the set: give it the campaign's retention like the state hash.
-if issued == 0 then redis.call('PEXPIREAT', KEYS[2], state[5]) end
-redis.call('HINCRBY', KEYS[1], 'issued', 1)
-return 1
+--- @include "includes/admit-batch.lua"
+return admit_batch(KEYS[1], KEYS[2], 1, function() return ARGV[1], ARGV[2] end, function() end)[1]

@@ -1,4 +1,5 @@
-// The one typed wrapper around the Lua scripts in lua/: each script is loaded from its file once,
+// The one typed wrapper around the Lua scripts in lua/: each script is loaded from its file once
+// (shared fragments in lua/includes/ spliced in where a `--- @include` line names them),
 // registered with ioredis (`defineCommand`: EVALSHA, with a NOSCRIPT fallback to EVAL), and its
 // return codes are mapped to domain outcomes here and nowhere else. Key order follows each
 // script's header.
@@ -38,12 +39,22 @@ type ScriptName = keyof typeof SCRIPTS;
 export const ADMIT_COMMANDS: readonly ScriptName[] = ['crAdmitEnqueue', 'crAdmitProduce'];
 type ScriptCall = (...args: (string | number)[]) => Promise<unknown>;
 
+/** A line `--- @include "includes/x.lua"`: replaced by that file when the script loads. */
+const INCLUDE = /^--- @include "([a-z0-9/-]+\.lua)"[ \t]*$/gm;
+
+/** A script's text with its includes resolved (each fragment once; fragments may include others). */
+export function resolveIncludes(file: string, seen: ReadonlySet<string> = new Set()): string {
+  if (seen.has(file)) throw new Error(`lua: ${file} includes itself`);
+  const text = readFileSync(new URL(file, `file://${LUA_DIR}`), 'utf8');
+  return text.replace(INCLUDE, (_line, included: string) => resolveIncludes(included, new Set([...seen, file])).trimEnd());
+}
+
 /** The Lua sources, read once per process. */
 const sources = new Map<ScriptName, string>();
 function source(name: ScriptName): string {
   let lua = sources.get(name);
   if (lua === undefined) {
-    lua = readFileSync(new URL(SCRIPTS[name][0], `file://${LUA_DIR}`), 'utf8');
+    lua = resolveIncludes(SCRIPTS[name][0]);
     sources.set(name, lua);
   }
   return lua;
