@@ -59,6 +59,16 @@ function harness(server: RedisTestServer, couponId: number, answers: Answers) {
   };
 }
 
+/** 'victim' is admitted (202) and dead-lettered: the database refuses their row until `fix()`. */
+async function deadLetterVictim(server: RedisTestServer, h: ReturnType<typeof harness>): Promise<{ fix: () => Promise<void>; letter: Letter | undefined }> {
+  const fix = await refuseInsertsOf(server.db, 'victim', 'refused for the test');
+  await server.startWorker('w1');
+  assert.equal((await h.issue('victim')).status, 202);
+  await waitFor('the victim dead-lettered', async () => (await h.letters()).length === 1);
+  const [letter] = await h.letters();
+  return { fix, letter };
+}
+
 describe('dead letters of the Redis streams (admin routes, status HELD)', () => {
   it('says HELD for a dead-lettered issuance; a discard releases its seat (the user gets 202 again, past a cached sold-out) and stays listed as discarded', async (t) => {
     if (!(await servers(t))) return;
@@ -125,11 +135,8 @@ describe('dead letters of the Redis streams (admin routes, status HELD)', () => 
     try {
       const { id } = await server.createCoupon({ totalQuantity: 5, strategy: 'redis-lua-async' });
       const h = harness(server, id, answers);
-      fix = await refuseInsertsOf(server.db, 'victim', 'refused for the test');
-      await server.startWorker('w1');
-      assert.equal((await h.issue('victim')).status, 202);
-      await waitFor('the victim dead-lettered', async () => (await h.letters()).length === 1);
-      const [letter] = await h.letters();
+      let letter: Letter | undefined;
+      ({ fix, letter } = await deadLetterVictim(server, h));
       assert.deepEqual((await h.status('victim')).json, { status: 'HELD' });
       await fix();
       fix = undefined;
@@ -163,11 +170,8 @@ describe('dead letters of the Redis streams (admin routes, status HELD)', () => 
     try {
       const { id } = await server.createCoupon({ totalQuantity: 5, strategy: 'redis-lua-async' });
       const h = harness(server, id, answers);
-      fix = await refuseInsertsOf(server.db, 'victim', 'refused for the test');
-      await server.startWorker('w1');
-      assert.equal((await h.issue('victim')).status, 202);
-      await waitFor('the victim dead-lettered', async () => (await h.letters()).length === 1);
-      const [letter] = await h.letters();
+      let letter: Letter | undefined;
+      ({ fix, letter } = await deadLetterVictim(server, h));
       await fix();
       fix = undefined;
 
