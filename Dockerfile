@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
-# The couponrush image: one image for `serve`, `worker`, `migrate`, `reconcile` and `bench`.
-# Build stage: the same install steps CI runs (npm ci, which also builds through `prepare`, then
-# npm run build). Runtime stage: production dependencies only, no compiler, non-root.
+# The couponrush image: `serve`, `worker`, `migrate`, `reconcile`, `events`, `token`. The bench is
+# a tool beside the service (the bench/ workspace of a checkout), not in the image.
+# Build stage: the service's compile steps of `npm run build`. Runtime stage: production
+# dependencies only (--workspaces=false: none of the bench's), no compiler, non-root.
 # test/deploy-image.test.ts replays the runtime stage's steps on the host and runs the result.
 ARG NODE_VERSION=20
 
@@ -12,7 +13,8 @@ COPY src ./src
 # The console's front end, bundled by scripts/build-console.mjs into dist/public/console.
 COPY console ./console
 COPY scripts/build-console.mjs ./scripts/
-RUN npm ci --no-audit --no-fund && npm run build
+RUN npm ci --workspaces=false --ignore-scripts --no-audit --no-fund \
+  && npx tsc -p tsconfig.build.json && node scripts/build-console.mjs
 
 FROM node:${NODE_VERSION}-bookworm-slim AS runtime
 ENV NODE_ENV=production \
@@ -21,7 +23,7 @@ ENV NODE_ENV=production \
 WORKDIR /app
 COPY package.json package-lock.json ./
 # --ignore-scripts: `prepare` runs tsc, which is a dev dependency and not needed here (dist/ is copied).
-RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
+RUN npm ci --omit=dev --workspaces=false --ignore-scripts --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
 COPY bin ./bin
 COPY migrations ./migrations

@@ -1,7 +1,6 @@
 // The `couponrush` command line: one strict CLI over the same code paths as the library.
 import { Command, InvalidArgumentError } from 'commander';
 import { pino } from 'pino';
-import { benchCommand } from './bench/command.js';
 import { clusterRefusal, serveCluster } from './cluster.js';
 import { ConfigError, loadConfig, loadStoresConfig, loadTokenConfig, type Config } from './config.js';
 import { isValidUserId } from './coupons/domain.js';
@@ -218,7 +217,27 @@ program
     process.stdout.write(signUserToken(cfg.jwtSecret, userId, opts.ttl ?? Math.min(DEFAULT_TOKEN_TTL_S, cfg.jwtMaxTtlS)) + '\n');
   });
 
-program.addCommand(benchCommand());
+/** The bench is a package of its own (bench/, a workspace of the checkout), not part of the service. */
+const BENCH_PACKAGE = 'couponrush-bench';
+
+program
+  .command('bench')
+  .description('stampede the strategies, verify every issuance against the database, compare them (the couponrush-bench package; `couponrush bench --help`)')
+  .helpOption(false)
+  .allowUnknownOption()
+  .allowExcessArguments()
+  .argument('[flags...]')
+  .action(async (flags: string[]) => {
+    let bench: { main(argv: readonly string[]): Promise<void> };
+    try {
+      bench = (await import(BENCH_PACKAGE)) as typeof bench;
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== 'ERR_MODULE_NOT_FOUND') throw err;
+      process.stderr.write(`couponrush bench: the bench is not installed here — it is the bench/ workspace of a checkout: run \`npm install\` (and \`npm run build\`) in the repository; a production install (--omit=dev --workspaces=false) leaves it out\n`);
+      process.exit(2);
+    }
+    await bench.main(flags);
+  });
 
 /** A one-shot command waits this long for any Redis answer before it gives up. */
 const ONE_SHOT_COMMAND_TIMEOUT_MS = 10_000;

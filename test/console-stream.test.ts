@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { after, describe, it } from 'node:test';
-import { watchConsole, type ConsoleWatch } from '../src/bench/console-watch.js';
+import { watchConsole, type ConsoleWatch } from '../bench/src/console-watch.js';
 import type { ConsoleSample } from '../src/console/feed.js';
 import { startApi, createCampaign, type ApiProcess } from './fault-helpers.js';
 import { ADMIN_TOKEN, createTestDatabase, issuedRows, JWT_SECRET, needDatabase, needServer, openTestDb, request, SERVER_KINDS, stampede, startTestServer, type StampedeResult } from './helpers.js';

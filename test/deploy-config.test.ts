@@ -279,9 +279,11 @@ describe('Dockerfile', () => {
     const stages = dockerfile.split(/^FROM /m).slice(1);
     assert.equal(stages.length, 2, 'a build and a runtime stage');
     const [build = '', runtime = ''] = stages;
-    assert.match(build, /RUN npm ci --no-audit --no-fund && npm run build/);
+    // The service's own install and compile steps: the bench (a workspace of the checkout) stays out.
+    assert.match(build, /RUN npm ci --workspaces=false --ignore-scripts --no-audit --no-fund \\\n\s+&& npx tsc -p tsconfig\.build\.json && node scripts\/build-console\.mjs/);
     if (ci !== '') assert.match(ci, /npm ci\b/, 'CI installs with npm ci too');
-    assert.match(runtime, /RUN npm ci --omit=dev --ignore-scripts/);
+    assert.match(runtime, /RUN npm ci --omit=dev --workspaces=false --ignore-scripts/);
+    assert.doesNotMatch(dockerfile, /COPY bench\b/, 'the bench is not in the image');
     assert.match(runtime, /COPY --from=build \/app\/dist \.\/dist/);
     assert.match(runtime, /^USER node$/m);
     assert.doesNotMatch(runtime, /COPY (src|test)\b/);

@@ -5,7 +5,7 @@
 // a dev dependency, or a file the image forgets to copy, fails here.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,7 +27,7 @@ describe('the image runtime stage (replayed without Docker)', () => {
     app = mkdtempSync(join(tmpdir(), 'couponrush-image-'));
     for (const f of ['package.json', 'package-lock.json']) cpSync(join(ROOT, f), join(app, f));
     // The Dockerfile's runtime stage, step for step (the npm cache makes it an offline install).
-    const install = run('npm', ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline'], app);
+    const install = run('npm', ['ci', '--omit=dev', '--workspaces=false', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline'], app);
     assert.equal(install.status, 0, install.output);
     // The build stage's output: dist/ compiled from src/ with the project's build config.
     const build = run(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', join(ROOT, 'tsconfig.build.json'), '--outDir', join(app, 'dist')], ROOT);
@@ -42,6 +42,18 @@ describe('the image runtime stage (replayed without Docker)', () => {
     // Not @types/node: mysql2 declares it a peer dependency, which npm installs with production ones.
     for (const dev of ['typescript', 'tsx', 'esbuild', '@types/pg', '@types/semver']) assert.ok(!existsSync(join(app, 'node_modules', dev)), `${dev} is a dev dependency`);
     assert.ok(existsSync(join(app, 'node_modules', 'fastify')));
+  });
+
+  it("carries none of the bench's dependencies, and `couponrush bench` says in one line how to get it", () => {
+    const bench = JSON.parse(readFileSync(join(ROOT, 'bench', 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
+    const deps = Object.keys(bench.dependencies);
+    assert.ok(deps.includes('autocannon') && deps.includes('vega'), 'the bench package declares its own dependencies');
+    for (const dep of deps) assert.ok(!existsSync(join(app, 'node_modules', dep)), `${dep} is the bench's, not the service's`);
+    const res = run(process.execPath, ['bin/couponrush.js', 'bench', '--strategies', 'local'], app);
+    assert.equal(res.status, 2, res.output);
+    const lines = res.output.trim().split('\n');
+    assert.equal(lines.length, 1, res.output);
+    assert.match(lines[0]!, /^couponrush bench: the bench is not installed here .*npm install/);
   });
 
   describe('with PostgreSQL and Redis', () => {

@@ -9,7 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { signUserToken } from '../src/http/auth.js';
-import { freePort } from '../src/bench/processes.js';
+import { freePort } from './ops-helpers.js';
 import { ADMIN_TOKEN, createTestDatabase, JWT_SECRET, missing, request, type TestDatabase } from './helpers.js';
 import { needKafka } from './kafka-helpers.js';
 import { deleteKeys, REDIS_URL, REPO_ROOT, uniquePrefix, waitFor } from './redis-helpers.js';

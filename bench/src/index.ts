@@ -7,9 +7,9 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
-import { openServerDb, type Db } from '../db/index.js';
-import { createScratchDatabase, type ScratchDatabase } from '../db/scratch.js';
-import { STRATEGY_NAMES, strategyModules, unavailableReason, type StrategyName } from '../coupons/strategies/index.js';
+import { openServerDb, type Db } from '../../src/db/index.js';
+import { createScratchDatabase, type ScratchDatabase } from '../../src/db/scratch.js';
+import { STRATEGY_NAMES, strategyModules, unavailableReason, type StrategyName } from '../../src/coupons/strategies/index.js';
 import { renderChart } from './chart.js';
 import { startLoad, type LoadResult, type RunningLoad, type SellOutSplit } from './load.js';
 import type { BenchOptions } from './options.js';
@@ -25,7 +25,7 @@ import {
   type Child,
   type Entrypoints,
 } from './processes.js';
-import { deleteKafkaTopics } from '../kafka/client.js';
+import { deleteKafkaTopics } from '../../src/kafka/client.js';
 import { watchConsole } from './console-watch.js';
 import { Progress, type Phase } from './progress.js';
 import { relateToCeiling, renderMarkdown, type BenchReport, type CeilingRun, type StrategyResult } from './report.js';

@@ -18,7 +18,10 @@ const RSS_POLL_MS = 50;
  */
 const OWN_PROCESS_GROUP = process.platform !== 'win32';
 
-/** How to run this package's own entry points: from dist/ (plain node) or from src/ (tsx, tests). */
+/**
+ * How to run the service's CLI and the bench's ceiling server: compiled (this file bundled into
+ * bench/dist, the service in dist/) with plain node, or from the sources (tsx, tests).
+ */
 export interface Entrypoints {
   readonly nodeArgs: readonly string[];
   readonly cli: string;
@@ -28,9 +31,11 @@ export interface Entrypoints {
 export function entrypoints(): Entrypoints {
   const here = fileURLToPath(import.meta.url);
   const ext = extname(here);
+  // bench/src/processes.ts or bench/dist/main.js: the checkout is two levels up.
+  const root = join(dirname(here), '..', '..');
   return {
     nodeArgs: ext === '.ts' ? ['--import', 'tsx'] : [],
-    cli: join(dirname(here), '..', `cli${ext}`),
+    cli: ext === '.ts' ? join(root, 'src', 'cli.ts') : join(root, 'dist', 'cli.js'),
     ceiling: join(dirname(here), `ceiling-server${ext}`),
   };
 }

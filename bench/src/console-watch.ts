@@ -3,7 +3,7 @@
 // compare what it was told with the database.
 import http from 'node:http';
 import { createParser } from 'eventsource-parser';
-import type { ConsoleSample } from '../console/feed.js';
+import type { ConsoleSample } from '../../src/console/feed.js';
 
 export interface ConsoleWatch {
   /** Every sample received so far, oldest first. */

@@ -2,8 +2,8 @@
 // `serve` never pays for the load generator and the chart renderer.
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { BenchOptionsError, DEFAULTS, parseStrategyList, PUBLISHED_DIR, resolveBenchOptions, type BenchFlags, type BenchOptions } from './options.js';
-import { STRATEGY_NAMES, type StrategyName } from '../coupons/strategies/index.js';
-import { benchEnvironment } from '../config.js';
+import { STRATEGY_NAMES, type StrategyName } from '../../src/coupons/strategies/index.js';
+import { benchEnvironment } from '../../src/config.js';
 import { GENERATORS } from './load.js';
 
 function positiveInt(value: string): number {

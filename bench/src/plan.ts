@@ -2,7 +2,7 @@
 // at least once, the remaining requests are retries by random users, and the whole list is
 // shuffled so a user's retry can race their first attempt — the case that double-issues.
 import { randomInt } from 'node:crypto';
-import { signUserToken } from '../http/auth.js';
+import { signUserToken } from '../../src/http/auth.js';
 
 export interface BenchUser {
   readonly index: number;

@@ -1,9 +1,9 @@
 // What one `couponrush bench` run does: flags and environment resolved once into a frozen
 // BenchOptions, with a clear message for every value that cannot work.
-import { MAX_TOTAL_QUANTITY } from '../coupons/domain.js';
-import { isStrategyName, STRATEGY_NAMES, type StrategyName } from '../coupons/strategies/index.js';
-import type { BenchEnvironment } from '../config.js';
-import { DATABASE_URL_SCHEMES } from '../db/types.js';
+import { MAX_TOTAL_QUANTITY } from '../../src/coupons/domain.js';
+import { isStrategyName, STRATEGY_NAMES, type StrategyName } from '../../src/coupons/strategies/index.js';
+import type { BenchEnvironment } from '../../src/config.js';
+import { DATABASE_URL_SCHEMES } from '../../src/db/types.js';
 import type { Generator } from './load.js';
 
 export const DEFAULTS = Object.freeze({
