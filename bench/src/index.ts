@@ -45,8 +45,6 @@ export interface RunControl {
   readonly signal?: AbortSignal;
 }
 
-/** The only strategy expected to over-issue; the catalog keeps it to show the race. */
-
 function runStamp(date: Date): string {
   return date.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
 }
@@ -114,397 +112,499 @@ function countAcknowledged(ackedByUser: Uint32Array): number {
 }
 
 export async function runBench(options: BenchOptions, control: RunControl = {}): Promise<BenchRun> {
-  const startedAt = new Date();
-  const runId = `${runStamp(startedAt)}-${randomBytes(2).toString('hex')}`;
-  const progress = new Progress(options.progress, false);
-  const outDir = resolve(options.out);
-  mkdirSync(outDir, { recursive: true });
-  const workDir = mkdtempSync(join(os.tmpdir(), 'couponrush-bench-'));
-  const entry: Entrypoints = entrypoints();
-  const selfManaged = options.url === undefined;
-  const children = new Set<Child>();
-  const killAll = () => children.forEach((c) => c.killNow());
-  process.once('exit', killAll);
-
-  let current: RunningLoad | undefined;
-  const onAbort = () => current?.stop();
-  control.signal?.addEventListener('abort', onAbort);
-  const aborted = () => control.signal?.aborted === true;
-
-  let scratch: ScratchDatabase | undefined;
-  let verifyDb: Db | undefined;
-  const redisPrefix = selfManaged && options.redisUrl !== undefined ? `couponrush-bench-${runId}:` : undefined;
-  const kafkaTopic = `couponrush-bench-${runId}`;
-  // The run's API and worker sign and verify the topic's records with a secret of its own.
-  const kafkaRecordSecret = randomBytes(32).toString('base64url');
-  let keepWorkDir = options.keep;
-  const results: StrategyResult[] = [];
-  let ceiling: StrategyResult | null = null;
-  let ceilingAfter: StrategyResult | null = null;
-  let lastCeiling: StrategyResult | undefined;
-  /** Every ceiling run's rate, in order, and the runs just before and after each strategy. */
-  const ceilingRuns: number[] = [];
-  const ceilingCpuRuns: (number | null)[] = [];
-  const around = new Map<string, { before?: StrategyResult | undefined; after?: StrategyResult | undefined }>();
-  let services: BenchReport['services'] = { database: 'unknown', redis: null };
-
+  const run = new Run(options, control.signal);
   try {
+    await run.measureAll();
+  } finally {
+    await run.cleanUp();
+  }
+  const report = run.report();
+  const publishDir = options.publish === undefined ? undefined : resolve(options.publish);
+  return { report, files: await writeReport(report, run.outDir, `bench-${run.runId}`, publishDir) };
+}
+
+/** What every stampede of a run shares once the run is set up. */
+interface Fixtures {
+  /** The database the drain and the checks read (the scratch one in self-managed mode). */
+  readonly db: Db;
+  readonly plan: RequestPlan;
+  readonly adminToken: string;
+  readonly jwtSecret: string;
+  /** Size of the ceiling server's answer: that of an issuance's. */
+  readonly ceilingBodyBytes: number;
+}
+
+/**
+ * One bench run: what it started and must stop (child processes, the scratch database, Redis keys,
+ * a Kafka topic, the work directory), the stampede in progress (which an abort stops), and the
+ * results and ceiling runs the report is built from.
+ */
+class Run {
+  readonly startedAt = new Date();
+  readonly runId = `${runStamp(this.startedAt)}-${randomBytes(2).toString('hex')}`;
+  readonly outDir: string;
+  private readonly options: BenchOptions;
+  private readonly signal: AbortSignal | undefined;
+  private readonly progress: Progress;
+  private readonly workDir: string;
+  private readonly entry: Entrypoints = entrypoints();
+  private readonly selfManaged: boolean;
+  private readonly children = new Set<Child>();
+  private current: RunningLoad | undefined;
+  private scratch: ScratchDatabase | undefined;
+  private verifyDb: Db | undefined;
+  private readonly redisPrefix: string | undefined;
+  private readonly kafkaTopic: string;
+  // The run's API and worker sign and verify the topic's records with a secret of its own.
+  private readonly kafkaRecordSecret = randomBytes(32).toString('base64url');
+  private keepWorkDir: boolean;
+  private services: BenchReport['services'] = { database: 'unknown', redis: null };
+  private readonly results: StrategyResult[] = [];
+  private ceiling: StrategyResult | null = null;
+  private ceilingAfter: StrategyResult | null = null;
+  private lastCeiling: StrategyResult | undefined;
+  /** Every ceiling run's rate, in order, and the runs just before and after each strategy. */
+  private readonly ceilingRuns: number[] = [];
+  private readonly ceilingCpuRuns: (number | null)[] = [];
+  private readonly around = new Map<string, { before?: StrategyResult | undefined; after?: StrategyResult | undefined }>();
+
+  constructor(options: BenchOptions, signal: AbortSignal | undefined) {
+    this.options = options;
+    this.signal = signal;
+    this.progress = new Progress(options.progress, false);
+    this.outDir = resolve(options.out);
+    mkdirSync(this.outDir, { recursive: true });
+    this.workDir = mkdtempSync(join(os.tmpdir(), 'couponrush-bench-'));
+    this.selfManaged = options.url === undefined;
+    process.once('exit', this.killAll);
+    signal?.addEventListener('abort', this.onAbort);
+    this.redisPrefix = this.selfManaged && options.redisUrl !== undefined ? `couponrush-bench-${this.runId}:` : undefined;
+    this.kafkaTopic = `couponrush-bench-${this.runId}`;
+    this.keepWorkDir = options.keep;
+  }
+
+  private readonly killAll = () => this.children.forEach((c) => c.killNow());
+  private readonly onAbort = () => this.current?.stop();
+
+  private aborted(): boolean {
+    return this.signal?.aborted === true;
+  }
+
+  /** Sets the run up, then measures the ceiling and each strategy in turn, the ceiling again after each. */
+  async measureAll(): Promise<void> {
+    const options = this.options;
     const adminToken = options.adminToken ?? randomBytes(24).toString('base64url');
     const jwtSecret = options.jwtSecret ?? randomBytes(32).toString('base64url');
-    if (selfManaged) {
-      scratch = await createScratchDatabase(options.databaseUrl, `couponrush_bench_${runId.replace(/-/g, '_')}`);
-      progress.say(`scratch database ${scratch.name} created${options.keep ? ' (kept: --keep)' : ' (dropped at the end)'}`);
+    const db = await this.openDatabase();
+    const runnable = this.runnableStrategies();
+    const plan = this.mintPlan(jwtSecret);
+    const ceilingBodyBytes = Buffer.byteLength(JSON.stringify({ couponId: 1, userId: plan.users[0]!.id, status: 'ISSUED' }));
+    const fx: Fixtures = { db, plan, adminToken, jwtSecret, ceilingBodyBytes };
+
+    this.ceiling = await this.measureCeiling(fx, 'ceiling', 'ceiling', 'ceiling (node:http)');
+    const sharedTarget: Target | undefined =
+      this.selfManaged ? undefined : { baseUrl: options.url!.replace(/\/+$/, ''), adminToken, api: undefined };
+    for (const name of runnable) {
+      if (this.aborted()) {
+        this.skip(name, 'interrupted');
+        continue;
+      }
+      await this.measureStrategy(fx, name, sharedTarget);
+      if (this.ceiling !== null && this.results.at(-1)?.requestsPerSecond !== undefined) {
+        const before = this.lastCeiling;
+        const next = await this.measureCeiling(fx, 'ceiling-after', `ceiling-after-${name}`, `ceiling after ${name} (node:http)`);
+        if (next !== null) this.ceilingAfter = next;
+        this.around.set(name, { before, after: next ?? undefined });
+      }
+    }
+  }
+
+  /** The scratch database (self-managed mode), the connection the checks use, the services' versions. */
+  private async openDatabase(): Promise<Db> {
+    const options = this.options;
+    if (this.selfManaged) {
+      this.scratch = await createScratchDatabase(options.databaseUrl, `couponrush_bench_${this.runId.replace(/-/g, '_')}`);
+      this.progress.say(`scratch database ${this.scratch.name} created${options.keep ? ' (kept: --keep)' : ' (dropped at the end)'}`);
     }
     // Idle connections stay open through a stampede, so the first drain poll costs no connect.
-    verifyDb = openServerDb(scratch?.url ?? options.databaseUrl, { poolSize: 2, connectionTimeoutMs: 5_000 });
-    services = {
-      database: await databaseVersion(verifyDb),
+    const db = openServerDb(this.scratch?.url ?? options.databaseUrl, { poolSize: 2, connectionTimeoutMs: 5_000 });
+    this.verifyDb = db;
+    this.services = {
+      database: await databaseVersion(db),
       redis: options.redisUrl === undefined ? null : await redisVersion(options.redisUrl).catch(() => 'unreachable'),
     };
+    return db;
+  }
 
-    // Which strategies can run here, and why the others cannot.
+  /** Which strategies can run here; the others are reported as skipped, with the reason. */
+  private runnableStrategies(): StrategyName[] {
+    const options = this.options;
     const runnable: StrategyName[] = [];
     for (const name of options.strategies) {
       let reason: string | undefined;
-      if (selfManaged) {
+      if (this.selfManaged) {
         reason = unavailableReason(name, { redis: options.redisUrl !== undefined, kafka: options.kafkaBrokers !== undefined && options.redisUrl !== undefined });
         if (reason !== undefined) reason += ' (not set in the environment)';
       }
       if (reason === undefined) runnable.push(name);
       else {
-        results.push({ name, verdict: 'skipped', reason, violations: [], notes: [] });
-        progress.say(`skipping ${name}: ${reason}`);
+        this.skip(name, reason);
+        this.progress.say(`skipping ${name}: ${reason}`);
       }
     }
+    return runnable;
+  }
 
-    // Users and the one request plan every target gets.
-    const mint = progress.phase('minting user tokens', options.users, 'users');
+  /** The users and the one request plan every target gets. */
+  private mintPlan(jwtSecret: string): RequestPlan {
+    const options = this.options;
+    const mint = this.progress.phase('minting user tokens', options.users, 'users');
     const t0 = performance.now();
     const users = mintUsers(jwtSecret, options.users, (n) => mint.update(n));
     const plan: RequestPlan = { users, order: buildOrder(options.users, options.requests) };
     mint.done(`${options.users} JWTs in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-
-    /**
-     * Fires the plan at one target. `afterLastResponse` starts the moment the last response is
-     * in (the drain clock), while the generator is still wrapping up; the target's CPU is probed
-     * until it settles too (an async strategy's worker persists the last admissions then), and
-     * split at the first 410 into admissions and refusals.
-     */
-    const stampede = async <T>(
-      label: string,
-      baseUrl: string,
-      couponId: number,
-      probedPid: number | undefined,
-      afterLastResponse: (running: RunningLoad) => Promise<T>,
-    ): Promise<{ load: LoadResult; usage: ProcessUsage | undefined; after: Promise<T> }> => {
-      const seconds = options.durationSeconds;
-      const phase =
-        seconds === undefined ? progress.phase(`${label}: stampede`, options.requests, 'responses') : progress.phase(`${label}: stampede`, seconds, 's');
-      const startedAt = performance.now();
-      const probe = probedPid === undefined ? undefined : new ProcessProbe(probedPid);
-      probe?.start();
-      const running = startLoad({
-        baseUrl,
-        path: `/coupons/${couponId}/issues`,
-        plan,
-        connections: options.connections,
-        durationSeconds: options.durationSeconds,
-        timeoutSeconds: options.requestTimeoutSeconds,
-        generator: options.generator,
-        onProgress: (n) => phase.update(seconds === undefined ? n : Math.min(seconds, Math.floor((performance.now() - startedAt) / 1000))),
-        onSellOut: () => probe?.mark(),
-      });
-      current = running;
-      if (aborted()) running.stop();
-      try {
-        await running.finished;
-        const after = afterLastResponse(running);
-        // Awaited by the caller; keep an early rejection from being reported as unhandled.
-        after.catch(() => {});
-        const load = await running.done;
-        await after.catch(() => {});
-        const usage = probe?.stop();
-        phase.done(`${Math.round(load.requestsPerSecond)} req/s, p99 ${load.latencyMs.p99.toFixed(1)} ms`);
-        return { load, usage, after };
-      } finally {
-        probe?.stop();
-        current = undefined;
-      }
-    };
-
-    /** Unmeasured requests first, so JIT, connection pools and caches are warm when measuring. */
-    const warmUp = async (label: string, baseUrl: string, couponId: number): Promise<LoadResult | undefined> => {
-      if (options.warmupRequests === 0 || aborted()) return undefined;
-      const phase = progress.phase(`${label}: warm-up`, options.warmupRequests, 'responses');
-      current = startLoad({
-        baseUrl,
-        path: `/coupons/${couponId}/issues`,
-        plan: { users: plan.users, order: plan.order.subarray(0, options.warmupRequests) },
-        connections: Math.min(options.connections, options.warmupRequests),
-        durationSeconds: undefined,
-        timeoutSeconds: options.requestTimeoutSeconds,
-        generator: options.generator,
-        onProgress: (n) => phase.update(n),
-      });
-      try {
-        const load = await current.done;
-        phase.done(`${Math.round(load.requestsPerSecond)} req/s (not measured)`);
-        return load;
-      } finally {
-        current = undefined;
-      }
-    };
-
-    // --cpu-prof: one V8 profile per process the bench starts (API processes and ceiling servers).
-    const profileFlags = (name: string): string[] =>
-      options.cpuProf
-        ? ['--cpu-prof', '--cpu-prof-interval', String(CPU_PROFILE_INTERVAL_US), '--cpu-prof-dir', join(outDir, 'profiles'), '--cpu-prof-name', `${runId}-${name}.cpuprofile`]
-        : [];
-
-    // The ceiling: same plan, same connections, a server that does nothing but answer. Measured
-    // before the first strategy and again after each one: a strategy's ratio divides by the mean
-    // of the two runs around it, seconds apart, because a shared machine's speed drifts over the
-    // minutes a full run takes. `file` names its log and profile.
-    const bodyBytes = Buffer.byteLength(JSON.stringify({ couponId: 1, userId: users[0]!.id, status: 'ISSUED' }));
-    const measureCeiling = async (name: CeilingRun, file: string, label: string): Promise<StrategyResult | null> => {
-      if (!options.ceiling || aborted()) return null;
-      const { child, baseUrl } = await startCeiling(entry, bodyBytes, join(workDir, `${file}.log`), profileFlags(file));
-      children.add(child);
-      try {
-        await warmUp(label, baseUrl, 1);
-        const { load, usage } = await stampede(label, baseUrl, 1, child.pid, async () => undefined);
-        const row: StrategyResult = { name, verdict: 'ok', ...measured(load, usage), violations: [], notes: [] };
-        ceilingRuns.push(load.requestsPerSecond);
-        ceilingCpuRuns.push(row.cpuUsPerResponse ?? null);
-        lastCeiling = row;
-        return row;
-      } finally {
-        await child.stop();
-        children.delete(child);
-      }
-    };
-    ceiling = await measureCeiling('ceiling', 'ceiling', 'ceiling (node:http)');
-
-    const sharedTarget: Target | undefined =
-      selfManaged ? undefined : { baseUrl: options.url!.replace(/\/+$/, ''), adminToken, api: undefined };
-
-    for (const name of runnable) {
-      if (aborted()) {
-        results.push({ name, verdict: 'skipped', reason: 'interrupted', violations: [], notes: [] });
-        continue;
-      }
-      let target: Target | undefined = sharedTarget;
-      const started: Child[] = [];
-      try {
-        if (selfManaged) {
-          const port = await freePort();
-          const env: NodeJS.ProcessEnv = {
-            ...options.env,
-            DATABASE_URL: scratch!.url,
-            PORT: String(port),
-            HOST: '127.0.0.1',
-            ADMIN_TOKEN: adminToken,
-            JWT_SECRET: jwtSecret,
-            AUTH_MODE: 'jwt',
-            LOG_LEVEL: options.env.LOG_LEVEL ?? 'warn',
-            // The per-user limit protects production from scripted retries; the bench measures
-            // the strategies (set RATE_LIMIT_USER to measure with a limit).
-            RATE_LIMIT_USER: options.env.RATE_LIMIT_USER ?? 'off',
-          };
-          // The bench talks to admin routes on PORT.
-          delete env.ADMIN_PORT;
-          delete env.REDIS_URL;
-          delete env.REDIS_PREFIX;
-          delete env.KAFKA_BROKERS;
-          delete env.KAFKA_TOPIC;
-          delete env.KAFKA_RECORD_SECRET;
-          delete env.KAFKA_RECORD_SECRET_PREVIOUS;
-          if (options.redisUrl !== undefined) {
-            env.REDIS_URL = options.redisUrl;
-            env.REDIS_PREFIX = redisPrefix;
-            if (options.kafkaBrokers !== undefined) {
-              env.KAFKA_BROKERS = options.kafkaBrokers;
-              env.KAFKA_TOPIC = kafkaTopic;
-              env.KAFKA_RECORD_SECRET = kafkaRecordSecret;
-            }
-          }
-          const nodeFlags = profileFlags(name);
-          const logFile = join(workDir, `${name}.log`);
-          // With Redis the stream worker runs inside the API process, so its drain is measured
-          // and its memory counts in the peak RSS.
-          const withWorker = options.redisUrl !== undefined ? ['--with-worker'] : [];
-          const api = await startApi({ entry, env, port, args: ['serve', '--migrate', ...withWorker], nodeFlags, logFile });
-          started.push(api.child);
-          children.add(api.child);
-          target = { baseUrl: api.baseUrl, adminToken, api: api.child };
-        }
-        const t = target!;
-        if (options.warmupRequests > 0) {
-          // A throwaway campaign of the same strategy; its queue must be empty before measuring.
-          const warm = await createCampaign(t, name, Math.max(1, Math.floor(options.warmupRequests / 4)), `${runId} warm-up`);
-          if (warm.ok) {
-            const load = await warmUp(name, t.baseUrl, warm.id);
-            if (load !== undefined) {
-              await waitForDrain(verifyDb, warm.id, countAcknowledged(load.ackedByUser), performance.now(), options.drainTimeoutMs);
-            }
-          }
-        }
-        if (aborted()) {
-          results.push({ name, verdict: 'skipped', reason: 'interrupted', violations: [], notes: [] });
-          continue;
-        }
-        const campaign = await createCampaign(t, name, options.stock, runId);
-        if (!campaign.ok) {
-          if (campaign.unavailable) {
-            results.push({ name, verdict: 'skipped', reason: campaign.detail, violations: [], notes: [] });
-            progress.say(`skipping ${name}: ${campaign.detail}`);
-          } else {
-            results.push({ name, verdict: 'FAIL', reason: `could not create the campaign: ${campaign.detail}`, violations: [`could not create the campaign: ${campaign.detail}`], notes: [] });
-          }
-          continue;
-        }
-
-        let acknowledgedUsers = 0;
-        let drainPhase: Phase | undefined;
-        let rowsSoFar = 0;
-        const db = verifyDb;
-        // --watch-console: a console follows the campaign from before the first request to the drain.
-        const consoleWatch = options.watchConsole ? await watchConsole(t.baseUrl, t.adminToken, campaign.id) : undefined;
-        const { load, usage, after } = await stampede(name, t.baseUrl, campaign.id, t.api?.pid, (running) => {
-          acknowledgedUsers = countAcknowledged(running.ackedByUser);
-          return waitForDrain(db, campaign.id, acknowledgedUsers, running.lastResponseAt(), options.drainTimeoutMs, (n) => {
-            rowsSoFar = n;
-            drainPhase?.update(n);
-          });
-        });
-        drainPhase = progress.phase(`${name}: drain to the database`, acknowledgedUsers, 'rows');
-        drainPhase.update(rowsSoFar);
-        const drain = await after;
-        consoleWatch?.close();
-        drainPhase.done(drain.drainMs === undefined ? 'TIMEOUT' : `${Math.round(drain.drainMs)} ms after the last response`);
-
-        // Stop the API before judging: a graceful stop flushes queues, so a late row shows up.
-        const stopNotes: string[] = [];
-        const api = t.api;
-        if (api !== undefined) {
-          const code = await api.stop();
-          children.delete(api);
-          if (code !== 0) {
-            keepWorkDir = true;
-            stopNotes.push(`the API process exited with ${code === null ? 'a signal' : `code ${code}`} on SIGTERM; its log: ${api.logFile}`);
-          }
-        }
-
-        const v = await verify({
-          db: verifyDb,
-          couponId: campaign.id,
-          stock: options.stock,
-          overIssueExpected: strategyModules[name].mayOverIssue,
-          users,
-          load,
-          drain,
-          drainTimeoutMs: options.drainTimeoutMs,
-        });
-        const verdict = v.violations.length > 0 ? 'FAIL' : v.overIssue > 0 ? 'expected over-issue' : 'ok';
-        if (verdict === 'FAIL') keepWorkDir = true;
-        results.push({
-          name,
-          verdict,
-          couponId: campaign.id,
-          ...measured(load, usage),
-          rows: v.rows,
-          overIssue: v.overIssue,
-          duplicates: v.duplicates,
-          drainMs: drain.drainMs === undefined ? null : Math.round(drain.drainMs),
-          violations: v.violations,
-          notes: [...v.notes, ...stopNotes, ...(consoleWatch === undefined ? [] : [`a console was open: ${consoleWatch.samples.length} samples received`])],
-        });
-      } catch (err) {
-        keepWorkDir = true;
-        const message = (err as Error).message;
-        results.push({ name, verdict: 'FAIL', reason: message, violations: [`the run failed: ${message}`], notes: [] });
-      } finally {
-        for (const c of started) {
-          await c.stop();
-          children.delete(c);
-        }
-      }
-      if (ceiling !== null && results.at(-1)?.requestsPerSecond !== undefined) {
-        const before = lastCeiling;
-        const next = await measureCeiling('ceiling-after', `ceiling-after-${name}`, `ceiling after ${name} (node:http)`);
-        if (next !== null) ceilingAfter = next;
-        around.set(name, { before, after: next ?? undefined });
-      }
-    }
-  } finally {
-    control.signal?.removeEventListener('abort', onAbort);
-    for (const c of children) await c.stop();
-    process.removeListener('exit', killAll);
-    await verifyDb?.close();
-    if (!options.keep) {
-      await scratch?.drop().catch((err: unknown) => progress.say(`could not drop ${scratch?.name}: ${(err as Error).message}`));
-      if (selfManaged && options.kafkaBrokers !== undefined && options.redisUrl !== undefined) {
-        await deleteKafkaTopics(options.kafkaBrokers, [kafkaTopic, `${kafkaTopic}.dead`]).catch((err: unknown) => progress.say(`could not delete Kafka topic ${kafkaTopic}: ${(err as Error).message}`));
-      }
-      if (redisPrefix !== undefined && options.redisUrl !== undefined) {
-        await deleteRedisPrefix(options.redisUrl, redisPrefix).catch((err: unknown) => progress.say(`could not delete Redis keys ${redisPrefix}*: ${(err as Error).message}`));
-      }
-    }
-    if (keepWorkDir) progress.say(`process logs kept in ${workDir}`);
-    else rmSync(workDir, { recursive: true, force: true });
+    return plan;
   }
 
-  // Report order follows the catalog, whatever order the flags gave.
-  results.sort((a, b) => STRATEGY_NAMES.indexOf(a.name as StrategyName) - STRATEGY_NAMES.indexOf(b.name as StrategyName));
-  const ceilings = relateToCeiling(
-    ceiling,
-    ceilingAfter,
-    ceilingRuns,
-    results.map((result) => {
-      const { before, after } = around.get(result.name) ?? {};
-      return {
-        result,
-        ceilingBefore: before?.requestsPerSecond,
-        ceilingAfter: after?.requestsPerSecond,
-        ceilingCpuBefore: before?.cpuUsPerResponse,
-        ceilingCpuAfter: after?.cpuUsPerResponse,
-      };
-    }),
-  );
-  const cpus = os.cpus();
-  const report: BenchReport = {
-    schema: 'couponrush-bench/1',
-    startedAt: startedAt.toISOString(),
-    finishedAt: new Date().toISOString(),
-    command: options.commandLine,
-    machine: {
-      cpuModel: cpus[0]?.model.trim() ?? 'unknown CPU',
-      cpus: cpus.length,
-      memoryBytes: os.totalmem(),
-      os: `${os.type()} ${os.release()}`,
-      node: process.version,
-    },
-    services,
-    config: {
-      target: selfManaged ? 'API started by the bench (one fresh process per strategy, scratch database)' : options.url!,
+  private skip(name: string, reason: string): void {
+    this.results.push({ name, verdict: 'skipped', reason, violations: [], notes: [] });
+  }
+
+  /** One strategy on its own target: warm-up, a campaign, the stampede, the drain and the checks. */
+  private async measureStrategy(fx: Fixtures, name: StrategyName, sharedTarget: Target | undefined): Promise<void> {
+    const started: Child[] = [];
+    try {
+      const target = sharedTarget ?? (await this.startTarget(fx, name));
+      if (target.api !== undefined) started.push(target.api);
+      if (this.options.warmupRequests > 0) await this.warmUpStrategy(fx, target, name);
+      if (this.aborted()) return this.skip(name, 'interrupted');
+      const campaign = await createCampaign(target, name, this.options.stock, this.runId);
+      if (!campaign.ok) {
+        if (campaign.unavailable) {
+          this.skip(name, campaign.detail);
+          this.progress.say(`skipping ${name}: ${campaign.detail}`);
+        } else {
+          this.results.push({ name, verdict: 'FAIL', reason: `could not create the campaign: ${campaign.detail}`, violations: [`could not create the campaign: ${campaign.detail}`], notes: [] });
+        }
+        return;
+      }
+      this.results.push(await this.measureCampaign(fx, target, name, campaign.id));
+    } catch (err) {
+      this.keepWorkDir = true;
+      const message = (err as Error).message;
+      this.results.push({ name, verdict: 'FAIL', reason: message, violations: [`the run failed: ${message}`], notes: [] });
+    } finally {
+      for (const c of started) {
+        await c.stop();
+        this.children.delete(c);
+      }
+    }
+  }
+
+  /** A fresh API process for one strategy, on the scratch database and a free port. */
+  private async startTarget(fx: Fixtures, name: StrategyName): Promise<Target> {
+    const port = await freePort();
+    const env = this.apiEnvironment(fx, port);
+    const nodeFlags = this.profileFlags(name);
+    const logFile = join(this.workDir, `${name}.log`);
+    // With Redis the stream worker runs inside the API process, so its drain is measured
+    // and its memory counts in the peak RSS.
+    const withWorker = this.options.redisUrl !== undefined ? ['--with-worker'] : [];
+    const api = await startApi({ entry: this.entry, env, port, args: ['serve', '--migrate', ...withWorker], nodeFlags, logFile });
+    this.children.add(api.child);
+    return { baseUrl: api.baseUrl, adminToken: fx.adminToken, api: api.child };
+  }
+
+  private apiEnvironment(fx: Fixtures, port: number): NodeJS.ProcessEnv {
+    const options = this.options;
+    const env: NodeJS.ProcessEnv = {
+      ...options.env,
+      DATABASE_URL: this.scratch!.url,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      ADMIN_TOKEN: fx.adminToken,
+      JWT_SECRET: fx.jwtSecret,
+      AUTH_MODE: 'jwt',
+      LOG_LEVEL: options.env.LOG_LEVEL ?? 'warn',
+      // The per-user limit protects production from scripted retries; the bench measures
+      // the strategies (set RATE_LIMIT_USER to measure with a limit).
+      RATE_LIMIT_USER: options.env.RATE_LIMIT_USER ?? 'off',
+    };
+    // The bench talks to admin routes on PORT.
+    delete env.ADMIN_PORT;
+    delete env.REDIS_URL;
+    delete env.REDIS_PREFIX;
+    delete env.KAFKA_BROKERS;
+    delete env.KAFKA_TOPIC;
+    delete env.KAFKA_RECORD_SECRET;
+    delete env.KAFKA_RECORD_SECRET_PREVIOUS;
+    if (options.redisUrl !== undefined) {
+      env.REDIS_URL = options.redisUrl;
+      env.REDIS_PREFIX = this.redisPrefix;
+      if (options.kafkaBrokers !== undefined) {
+        env.KAFKA_BROKERS = options.kafkaBrokers;
+        env.KAFKA_TOPIC = this.kafkaTopic;
+        env.KAFKA_RECORD_SECRET = this.kafkaRecordSecret;
+      }
+    }
+    return env;
+  }
+
+  /** A throwaway campaign of the same strategy; its queue must be empty before measuring. */
+  private async warmUpStrategy(fx: Fixtures, target: Target, name: StrategyName): Promise<void> {
+    const warm = await createCampaign(target, name, Math.max(1, Math.floor(this.options.warmupRequests / 4)), `${this.runId} warm-up`);
+    if (!warm.ok) return;
+    const load = await this.warmUp(fx.plan, name, target.baseUrl, warm.id);
+    if (load !== undefined) {
+      await waitForDrain(fx.db, warm.id, countAcknowledged(load.ackedByUser), performance.now(), this.options.drainTimeoutMs);
+    }
+  }
+
+  /** The stampede on one campaign, the drain to the database, then the checks against what was answered. */
+  private async measureCampaign(fx: Fixtures, target: Target, name: StrategyName, couponId: number): Promise<StrategyResult> {
+    const options = this.options;
+    let acknowledgedUsers = 0;
+    let drainPhase: Phase | undefined;
+    let rowsSoFar = 0;
+    // --watch-console: a console follows the campaign from before the first request to the drain.
+    const consoleWatch = options.watchConsole ? await watchConsole(target.baseUrl, target.adminToken, couponId) : undefined;
+    const { load, usage, after } = await this.stampede(fx.plan, name, target.baseUrl, couponId, target.api?.pid, (running) => {
+      acknowledgedUsers = countAcknowledged(running.ackedByUser);
+      return waitForDrain(fx.db, couponId, acknowledgedUsers, running.lastResponseAt(), options.drainTimeoutMs, (n) => {
+        rowsSoFar = n;
+        drainPhase?.update(n);
+      });
+    });
+    drainPhase = this.progress.phase(`${name}: drain to the database`, acknowledgedUsers, 'rows');
+    drainPhase.update(rowsSoFar);
+    const drain = await after;
+    consoleWatch?.close();
+    drainPhase.done(drain.drainMs === undefined ? 'TIMEOUT' : `${Math.round(drain.drainMs)} ms after the last response`);
+
+    // Stop the API before judging: a graceful stop flushes queues, so a late row shows up.
+    const stopNotes = target.api === undefined ? [] : await this.stopApi(target.api);
+
+    const v = await verify({
+      db: fx.db,
+      couponId,
       stock: options.stock,
-      users: options.users,
-      requests: options.requests,
-      durationSeconds: options.durationSeconds ?? null,
+      overIssueExpected: strategyModules[name].mayOverIssue,
+      users: fx.plan.users,
+      load,
+      drain,
+      drainTimeoutMs: options.drainTimeoutMs,
+    });
+    const verdict = v.violations.length > 0 ? 'FAIL' : v.overIssue > 0 ? 'expected over-issue' : 'ok';
+    if (verdict === 'FAIL') this.keepWorkDir = true;
+    return {
+      name,
+      verdict,
+      couponId,
+      ...measured(load, usage),
+      rows: v.rows,
+      overIssue: v.overIssue,
+      duplicates: v.duplicates,
+      drainMs: drain.drainMs === undefined ? null : Math.round(drain.drainMs),
+      violations: v.violations,
+      notes: [...v.notes, ...stopNotes, ...(consoleWatch === undefined ? [] : [`a console was open: ${consoleWatch.samples.length} samples received`])],
+    };
+  }
+
+  /** Stops the API gracefully; notes (and keeps the logs) when it did not exit cleanly. */
+  private async stopApi(api: Child): Promise<string[]> {
+    const code = await api.stop();
+    this.children.delete(api);
+    if (code === 0) return [];
+    this.keepWorkDir = true;
+    return [`the API process exited with ${code === null ? 'a signal' : `code ${code}`} on SIGTERM; its log: ${api.logFile}`];
+  }
+
+  /**
+   * Fires the plan at one target. `afterLastResponse` starts the moment the last response is
+   * in (the drain clock), while the generator is still wrapping up; the target's CPU is probed
+   * until it settles too (an async strategy's worker persists the last admissions then), and
+   * split at the first 410 into admissions and refusals.
+   */
+  private async stampede<T>(
+    plan: RequestPlan,
+    label: string,
+    baseUrl: string,
+    couponId: number,
+    probedPid: number | undefined,
+    afterLastResponse: (running: RunningLoad) => Promise<T>,
+  ): Promise<{ load: LoadResult; usage: ProcessUsage | undefined; after: Promise<T> }> {
+    const options = this.options;
+    const seconds = options.durationSeconds;
+    const phase =
+      seconds === undefined ? this.progress.phase(`${label}: stampede`, options.requests, 'responses') : this.progress.phase(`${label}: stampede`, seconds, 's');
+    const startedAt = performance.now();
+    const probe = probedPid === undefined ? undefined : new ProcessProbe(probedPid);
+    probe?.start();
+    const running = startLoad({
+      baseUrl,
+      path: `/coupons/${couponId}/issues`,
+      plan,
       connections: options.connections,
-      warmupRequests: options.warmupRequests,
+      durationSeconds: options.durationSeconds,
+      timeoutSeconds: options.requestTimeoutSeconds,
       generator: options.generator,
-    },
-    ceiling: ceilings.before,
-    ceilingAfter: ceilings.after,
-    ceilingRuns,
-    ceilingCpuRuns,
-    ceilingRequestsPerSecond: ceilings.requestsPerSecond,
-    strategies: ceilings.strategies,
-    ok: results.every((r) => r.verdict !== 'FAIL') && results.some((r) => r.verdict !== 'skipped') && !aborted(),
-    interrupted: aborted(),
-  };
-  return { report, files: await writeReport(report, outDir, `bench-${runId}`, options.publish === undefined ? undefined : resolve(options.publish)) };
+      onProgress: (n) => phase.update(seconds === undefined ? n : Math.min(seconds, Math.floor((performance.now() - startedAt) / 1000))),
+      onSellOut: () => probe?.mark(),
+    });
+    this.current = running;
+    if (this.aborted()) running.stop();
+    try {
+      await running.finished;
+      const after = afterLastResponse(running);
+      // Awaited by the caller; keep an early rejection from being reported as unhandled.
+      after.catch(() => {});
+      const load = await running.done;
+      await after.catch(() => {});
+      const usage = probe?.stop();
+      phase.done(`${Math.round(load.requestsPerSecond)} req/s, p99 ${load.latencyMs.p99.toFixed(1)} ms`);
+      return { load, usage, after };
+    } finally {
+      probe?.stop();
+      this.current = undefined;
+    }
+  }
+
+  /** Unmeasured requests first, so JIT, connection pools and caches are warm when measuring. */
+  private async warmUp(plan: RequestPlan, label: string, baseUrl: string, couponId: number): Promise<LoadResult | undefined> {
+    const options = this.options;
+    if (options.warmupRequests === 0 || this.aborted()) return undefined;
+    const phase = this.progress.phase(`${label}: warm-up`, options.warmupRequests, 'responses');
+    const running = startLoad({
+      baseUrl,
+      path: `/coupons/${couponId}/issues`,
+      plan: { users: plan.users, order: plan.order.subarray(0, options.warmupRequests) },
+      connections: Math.min(options.connections, options.warmupRequests),
+      durationSeconds: undefined,
+      timeoutSeconds: options.requestTimeoutSeconds,
+      generator: options.generator,
+      onProgress: (n) => phase.update(n),
+    });
+    this.current = running;
+    try {
+      const load = await running.done;
+      phase.done(`${Math.round(load.requestsPerSecond)} req/s (not measured)`);
+      return load;
+    } finally {
+      this.current = undefined;
+    }
+  }
+
+  /** --cpu-prof: one V8 profile per process the bench starts (API processes and ceiling servers). */
+  private profileFlags(name: string): string[] {
+    return this.options.cpuProf
+      ? ['--cpu-prof', '--cpu-prof-interval', String(CPU_PROFILE_INTERVAL_US), '--cpu-prof-dir', join(this.outDir, 'profiles'), '--cpu-prof-name', `${this.runId}-${name}.cpuprofile`]
+      : [];
+  }
+
+  /**
+   * The ceiling: same plan, same connections, a server that does nothing but answer. Measured
+   * before the first strategy and again after each one: a strategy's ratio divides by the mean
+   * of the two runs around it, seconds apart, because a shared machine's speed drifts over the
+   * minutes a full run takes. `file` names its log and profile.
+   */
+  private async measureCeiling(fx: Fixtures, name: CeilingRun, file: string, label: string): Promise<StrategyResult | null> {
+    if (!this.options.ceiling || this.aborted()) return null;
+    const { child, baseUrl } = await startCeiling(this.entry, fx.ceilingBodyBytes, join(this.workDir, `${file}.log`), this.profileFlags(file));
+    this.children.add(child);
+    try {
+      await this.warmUp(fx.plan, label, baseUrl, 1);
+      const { load, usage } = await this.stampede(fx.plan, label, baseUrl, 1, child.pid, async () => undefined);
+      const row: StrategyResult = { name, verdict: 'ok', ...measured(load, usage), violations: [], notes: [] };
+      this.ceilingRuns.push(load.requestsPerSecond);
+      this.ceilingCpuRuns.push(row.cpuUsPerResponse ?? null);
+      this.lastCeiling = row;
+      return row;
+    } finally {
+      await child.stop();
+      this.children.delete(child);
+    }
+  }
+
+  /**
+   * Stops whatever still runs, then removes the run's scratch state (unless --keep): the API has
+   * drained and stopped before the database is closed and dropped.
+   */
+  async cleanUp(): Promise<void> {
+    const options = this.options;
+    this.signal?.removeEventListener('abort', this.onAbort);
+    for (const c of this.children) await c.stop();
+    process.removeListener('exit', this.killAll);
+    await this.verifyDb?.close();
+    if (!options.keep) {
+      const scratch = this.scratch;
+      await scratch?.drop().catch((err: unknown) => this.progress.say(`could not drop ${scratch?.name}: ${(err as Error).message}`));
+      if (this.selfManaged && options.kafkaBrokers !== undefined && options.redisUrl !== undefined) {
+        const topic = this.kafkaTopic;
+        await deleteKafkaTopics(options.kafkaBrokers, [topic, `${topic}.dead`]).catch((err: unknown) => this.progress.say(`could not delete Kafka topic ${topic}: ${(err as Error).message}`));
+      }
+      const prefix = this.redisPrefix;
+      if (prefix !== undefined && options.redisUrl !== undefined) {
+        await deleteRedisPrefix(options.redisUrl, prefix).catch((err: unknown) => this.progress.say(`could not delete Redis keys ${prefix}*: ${(err as Error).message}`));
+      }
+    }
+    if (this.keepWorkDir) this.progress.say(`process logs kept in ${this.workDir}`);
+    else rmSync(this.workDir, { recursive: true, force: true });
+  }
+
+  /** The report of what was measured, in the catalog's order whatever order the flags gave. */
+  report(): BenchReport {
+    const options = this.options;
+    const results = this.results;
+    results.sort((a, b) => STRATEGY_NAMES.indexOf(a.name as StrategyName) - STRATEGY_NAMES.indexOf(b.name as StrategyName));
+    const ceilings = relateToCeiling(
+      this.ceiling,
+      this.ceilingAfter,
+      this.ceilingRuns,
+      results.map((result) => {
+        const { before, after } = this.around.get(result.name) ?? {};
+        return {
+          result,
+          ceilingBefore: before?.requestsPerSecond,
+          ceilingAfter: after?.requestsPerSecond,
+          ceilingCpuBefore: before?.cpuUsPerResponse,
+          ceilingCpuAfter: after?.cpuUsPerResponse,
+        };
+      }),
+    );
+    const cpus = os.cpus();
+    return {
+      schema: 'couponrush-bench/1',
+      startedAt: this.startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+      command: options.commandLine,
+      machine: {
+        cpuModel: cpus[0]?.model.trim() ?? 'unknown CPU',
+        cpus: cpus.length,
+        memoryBytes: os.totalmem(),
+        os: `${os.type()} ${os.release()}`,
+        node: process.version,
+      },
+      services: this.services,
+      config: {
+        target: this.selfManaged ? 'API started by the bench (one fresh process per strategy, scratch database)' : options.url!,
+        stock: options.stock,
+        users: options.users,
+        requests: options.requests,
+        durationSeconds: options.durationSeconds ?? null,
+        connections: options.connections,
+        warmupRequests: options.warmupRequests,
+        generator: options.generator,
+      },
+      ceiling: ceilings.before,
+      ceilingAfter: ceilings.after,
+      ceilingRuns: this.ceilingRuns,
+      ceilingCpuRuns: this.ceilingCpuRuns,
+      ceilingRequestsPerSecond: ceilings.requestsPerSecond,
+      strategies: ceilings.strategies,
+      ok: results.every((r) => r.verdict !== 'FAIL') && results.some((r) => r.verdict !== 'skipped') && !this.aborted(),
+      interrupted: this.aborted(),
+    };
+  }
 }
 
 /**

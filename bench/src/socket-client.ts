@@ -76,151 +76,163 @@ export function chunkedLength(buf: Buffer, from: number): number {
 }
 
 export function startSocketLoad(spec: SocketLoadSpec): SocketLoad {
-  let sent = 0;
-  let errors = 0;
-  let timeouts = 0;
-  let stopped = false;
-  let open = 0;
-  let finish: () => void = () => {};
-  const done = new Promise<{ sent: number; errors: number; timeouts: number }>((resolve) => {
-    finish = () => resolve({ sent, errors, timeouts });
-  });
-  const mayStillSend = () => !stopped && sent < spec.total && performance.now() < spec.sendUntil;
-  const connections = new Set<Connection>();
+  const run = new SocketRun(spec);
+  for (let i = 0; i < spec.connections; i++) new Connection(run);
+  return { done: run.done, stop: () => run.stop() };
+}
 
-  class Connection {
-    private socket: net.Socket | undefined;
-    private pending: Buffer | undefined;
-    private user = -1;
-    private sentAt = 0;
-    private head: Head | undefined;
+/** What the connections of one load share: the spec, the counters, the open connections. */
+class SocketRun {
+  sent = 0;
+  errors = 0;
+  timeouts = 0;
+  private stopped = false;
+  readonly connections = new Set<Connection>();
+  readonly done: Promise<{ sent: number; errors: number; timeouts: number }>;
+  private finish: () => void = () => {};
+  private readonly sweep: NodeJS.Timeout;
 
-    constructor() {
-      open++;
-      connections.add(this);
-      this.connect();
-    }
-
-    get inFlightSince(): number {
-      return this.user === -1 ? 0 : this.sentAt;
-    }
-
-    private readonly readBuffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
-
-    private connect(): void {
-      const socket = net.connect({
-        host: spec.host,
-        port: spec.port,
-        noDelay: true,
-        onread: {
-          buffer: this.readBuffer,
-          callback: (bytes: number, buf: Uint8Array) => {
-            this.onData(Buffer.from(buf.buffer, buf.byteOffset, bytes));
-            return true;
-          },
-        },
-      });
-      this.socket = socket;
-      socket.on('connect', () => this.send());
-      socket.on('error', () => {}); // 'close' follows and decides
-      socket.on('close', () => this.onClose(socket));
-    }
-
-    private send(): void {
-      if (!mayStillSend()) return this.end();
-      const { bytes, user } = spec.next();
-      sent++;
-      this.user = user;
-      this.sentAt = performance.now();
-      this.socket!.write(bytes);
-    }
-
-    /** `chunk` is a view of the read buffer, overwritten by the next read: what is kept is copied. */
-    private onData(chunk: Buffer): void {
-      let buf = this.pending === undefined ? chunk : Buffer.concat([this.pending, chunk]);
-      this.pending = undefined;
-      try {
-        for (;;) {
-          this.head ??= parseHead(buf);
-          const head = this.head;
-          if (head === undefined) break;
-          const bodyBytes = head.contentLength >= 0 ? head.contentLength : chunkedLength(buf, head.headBytes);
-          if (bodyBytes < 0 || buf.length < head.headBytes + bodyBytes) break;
-          this.head = undefined;
-          buf = buf.subarray(head.headBytes + bodyBytes);
-          this.complete(head);
-          if (head.close) {
-            this.socket?.destroy();
-            return;
-          }
-          if (buf.length === 0) return;
-        }
-      } catch {
-        // Garbage from the server: this connection's answer is lost.
-        errors++;
-        this.socket?.destroy();
-        return;
+  constructor(readonly spec: SocketLoadSpec) {
+    this.done = new Promise((resolve) => {
+      this.finish = () => resolve({ sent: this.sent, errors: this.errors, timeouts: this.timeouts });
+    });
+    this.sweep = setInterval(() => {
+      const now = performance.now();
+      for (const c of this.connections) {
+        const since = c.inFlightSince;
+        if (since !== 0 && now - since > spec.timeoutMs) c.expire();
       }
-      this.pending = Buffer.from(buf);
-    }
+    }, TIMEOUT_SWEEP_MS);
+  }
 
-    private complete(head: Head): void {
-      const user = this.user;
-      if (user === -1) throw new Error('a response nobody asked for');
-      this.user = -1;
-      spec.onResponse(user, head.status, Math.max(1, Math.round((performance.now() - this.sentAt) * 1000)));
-      if (!head.close) this.send();
-    }
+  mayStillSend(): boolean {
+    return !this.stopped && this.sent < this.spec.total && performance.now() < this.spec.sendUntil;
+  }
 
-    /** A request timed out: count it, drop the connection, open another. */
-    expire(): void {
-      timeouts++;
-      this.user = -1;
-      this.socket?.destroy();
-    }
-
-    private onClose(socket: net.Socket): void {
-      if (socket !== this.socket) return;
-      this.socket = undefined;
-      this.pending = undefined;
-      this.head = undefined;
-      if (this.user !== -1) {
-        errors++; // closed with a request in flight: sent, never answered
-        this.user = -1;
-      }
-      if (!mayStillSend()) return this.end();
-      setTimeout(() => (mayStillSend() ? this.connect() : this.end()), errors > 0 ? RECONNECT_DELAY_MS : 0);
-    }
-
-    private end(): void {
-      if (!connections.delete(this)) return;
-      this.socket?.destroy();
-      open--;
-      if (open === 0) {
-        clearInterval(sweep);
-        finish();
-      }
-    }
-
-    abort(): void {
-      this.socket?.destroy();
+  /** A connection has left `connections`; the load is done once none is left. */
+  ended(): void {
+    if (this.connections.size === 0) {
+      clearInterval(this.sweep);
+      this.finish();
     }
   }
 
-  const sweep = setInterval(() => {
-    const now = performance.now();
-    for (const c of connections) {
-      const since = c.inFlightSince;
-      if (since !== 0 && now - since > spec.timeoutMs) c.expire();
-    }
-  }, TIMEOUT_SWEEP_MS);
+  stop(): void {
+    this.stopped = true;
+    for (const c of this.connections) c.abort();
+  }
+}
 
-  for (let i = 0; i < spec.connections; i++) new Connection();
-  return {
-    done,
-    stop: () => {
-      stopped = true;
-      for (const c of connections) c.abort();
-    },
-  };
+/** One keep-alive connection, reopened when the server closes it while there is more to send. */
+class Connection {
+  private socket: net.Socket | undefined;
+  private pending: Buffer | undefined;
+  private user = -1;
+  private sentAt = 0;
+  private head: Head | undefined;
+  private readonly readBuffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
+
+  constructor(private readonly run: SocketRun) {
+    run.connections.add(this);
+    this.connect();
+  }
+
+  get inFlightSince(): number {
+    return this.user === -1 ? 0 : this.sentAt;
+  }
+
+  private connect(): void {
+    const socket = net.connect({
+      host: this.run.spec.host,
+      port: this.run.spec.port,
+      noDelay: true,
+      onread: {
+        buffer: this.readBuffer,
+        callback: (bytes: number, buf: Uint8Array) => {
+          this.onData(Buffer.from(buf.buffer, buf.byteOffset, bytes));
+          return true;
+        },
+      },
+    });
+    this.socket = socket;
+    socket.on('connect', () => this.send());
+    socket.on('error', () => {}); // 'close' follows and decides
+    socket.on('close', () => this.onClose(socket));
+  }
+
+  private send(): void {
+    if (!this.run.mayStillSend()) return this.end();
+    const { bytes, user } = this.run.spec.next();
+    this.run.sent++;
+    this.user = user;
+    this.sentAt = performance.now();
+    this.socket!.write(bytes);
+  }
+
+  /** `chunk` is a view of the read buffer, overwritten by the next read: what is kept is copied. */
+  private onData(chunk: Buffer): void {
+    let buf = this.pending === undefined ? chunk : Buffer.concat([this.pending, chunk]);
+    this.pending = undefined;
+    try {
+      for (;;) {
+        this.head ??= parseHead(buf);
+        const head = this.head;
+        if (head === undefined) break;
+        const bodyBytes = head.contentLength >= 0 ? head.contentLength : chunkedLength(buf, head.headBytes);
+        if (bodyBytes < 0 || buf.length < head.headBytes + bodyBytes) break;
+        this.head = undefined;
+        buf = buf.subarray(head.headBytes + bodyBytes);
+        this.complete(head);
+        if (head.close) {
+          this.socket?.destroy();
+          return;
+        }
+        if (buf.length === 0) return;
+      }
+    } catch {
+      // Garbage from the server: this connection's answer is lost.
+      this.run.errors++;
+      this.socket?.destroy();
+      return;
+    }
+    this.pending = Buffer.from(buf);
+  }
+
+  private complete(head: Head): void {
+    const user = this.user;
+    if (user === -1) throw new Error('a response nobody asked for');
+    this.user = -1;
+    this.run.spec.onResponse(user, head.status, Math.max(1, Math.round((performance.now() - this.sentAt) * 1000)));
+    if (!head.close) this.send();
+  }
+
+  /** A request timed out: count it, drop the connection, open another. */
+  expire(): void {
+    this.run.timeouts++;
+    this.user = -1;
+    this.socket?.destroy();
+  }
+
+  private onClose(socket: net.Socket): void {
+    if (socket !== this.socket) return;
+    this.socket = undefined;
+    this.pending = undefined;
+    this.head = undefined;
+    if (this.user !== -1) {
+      this.run.errors++; // closed with a request in flight: sent, never answered
+      this.user = -1;
+    }
+    if (!this.run.mayStillSend()) return this.end();
+    setTimeout(() => (this.run.mayStillSend() ? this.connect() : this.end()), this.run.errors > 0 ? RECONNECT_DELAY_MS : 0);
+  }
+
+  private end(): void {
+    if (!this.run.connections.delete(this)) return;
+    this.socket?.destroy();
+    this.run.ended();
+  }
+
+  abort(): void {
+    this.socket?.destroy();
+  }
 }
