@@ -4,6 +4,7 @@
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import { follow, isAuthProblem, type ConsoleSample, type Problem } from './api.js';
 import { Chart, formatNumber, type Line } from './chart.js';
+import { clock, span } from './time.js';
 
 const KEPT = 300;
 
@@ -72,7 +73,7 @@ export function Live({ id, onAuthLost }: { id: number; onAuthLost: (p: Problem) 
         {c?.name ?? `Campaign #${id}`} <span class="muted">#{id}</span>
       </h1>
       <p class="muted">
-        {c === undefined ? '' : `${c.strategy} · window ${clock(Date.parse(c.issueStartsAt))} – ${clock(Date.parse(c.issueEndsAt))} · `}
+        {c === undefined ? '' : `${c.strategy} · window ${span(c.issueStartsAt, c.issueEndsAt, true)} · `}
         <span role="status" class={`feed feed-${typeof state === 'string' ? state : 'error'}`}>
           {typeof state !== 'string'
             ? `stream refused: ${state.code}`
@@ -166,8 +167,6 @@ export function Live({ id, onAuthLost }: { id: number; onAuthLost: (p: Problem) 
 
 const num = (v: number | null | undefined) => (v === null || v === undefined ? '–' : v < 10 ? v.toFixed(1) : String(Math.round(v)));
 const ms = (v: number | null | undefined) => (v === null || v === undefined ? '–' : `${num(v)} ms`);
-const clock = (at: number) => new Date(at).toLocaleTimeString(undefined, { hourCycle: 'h23' });
-
 function chartColumns(samples: ConsoleSample[]) {
   const x = samples.map((s) => s.at / 1000);
   const col = (f: (s: ConsoleSample) => number | null | undefined) => samples.map((s) => f(s) ?? null);

@@ -3,6 +3,7 @@
 // held ones, see the discarded ones.
 import { useEffect, useState } from 'preact/hooks';
 import { call, isAuthProblem, type ConsoleInfo, type Problem } from './api.js';
+import { clock, dateTime } from './time.js';
 import { TableHead } from './ui.js';
 
 interface Report {
@@ -33,7 +34,7 @@ interface Refused {
   reason: string;
 }
 
-const when = (iso: string | undefined) => (iso === undefined || iso === '' ? '?' : new Date(iso).toLocaleString());
+const when = (iso: string | undefined) => (iso === undefined || iso === '' ? '?' : dateTime(iso));
 const refusedText = (refused: Refused[]) => (refused.length === 0 ? '' : `; not done: ${refused.map((r) => `${r.id} (${r.reason})`).join(', ')}`);
 
 export function Operations({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost: (p: Problem) => void }) {
@@ -82,7 +83,7 @@ function Readiness({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost: (p: Pr
             ))}
           </ul>
           <p class="hint">
-            Checked {state.at.toLocaleTimeString()}, every 5 seconds. {info.stores.kafka ? 'Kafka is not part of /readyz: only its campaigns and the events need it.' : ''}
+            Checked {clock(state.at)}, every 5 seconds. {info.stores.kafka ? 'Kafka is not part of /readyz: only its campaigns and the events need it.' : ''}
           </p>
         </>
       )}
