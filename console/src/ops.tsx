@@ -93,6 +93,7 @@ function Readiness({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost: (p: Pr
 
 function Reconcile({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost: (p: Problem) => void }) {
   const [result, setResult] = useState<{ applies: boolean; reason?: string; campaigns: Report[] } | Problem | undefined>(undefined);
+  const [checkedAt, setCheckedAt] = useState<Date | undefined>(undefined);
   const [busy, setBusy] = useState(false);
   const run = async () => {
     setBusy(true);
@@ -100,15 +101,27 @@ function Reconcile({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost: (p: Pr
     setBusy(false);
     if (!r.ok && isAuthProblem(r.problem)) return onAuthLost(r.problem);
     setResult(r.ok ? r.value : r.problem);
+    setCheckedAt(new Date());
   };
+  // Once when the view opens, never on a timer: a check reads every Redis-admitted campaign of the
+  // retention window from both stores, so further ones are the operator's click.
+  useEffect(() => {
+    if (info.stores.redis) void run();
+  }, []);
   return (
     <section class="card" aria-labelledby="rec-title">
       <h2 id="rec-title">Reconcile status</h2>
       <p class="hint">Compares each Redis-admitted campaign with the database and the queue (read-only). Repair with <code>couponrush reconcile --repair</code>.</p>
-      <button type="button" onClick={run} disabled={busy || !info.stores.redis}>
-        {busy ? 'Checking…' : 'Check now'}
-      </button>
-      {!info.stores.redis && <p>Without Redis every campaign is decided in the database: nothing to reconcile.</p>}
+      {info.stores.redis ? (
+        <p>
+          <button type="button" onClick={run} disabled={busy}>
+            {busy ? 'Checking…' : checkedAt === undefined ? 'Check now' : 'Check again'}
+          </button>
+          {checkedAt !== undefined && <span class="muted"> Checked {clock(checkedAt)}.</span>}
+        </p>
+      ) : (
+        <p>Without Redis every campaign is decided in the database: nothing to reconcile.</p>
+      )}
       {result !== undefined && 'code' in result && (
         <p class="error" role="alert">
           {result.title}: {result.detail}
