@@ -5,6 +5,7 @@ import type { ComponentChildren } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { call, isAuthProblem, type ConsoleInfo, type Coupon, type Problem } from './api.js';
 import { formatNumber } from './chart.js';
+import { span, zoneNote } from './time.js';
 import { TableHead } from './ui.js';
 
 const LIST_EVERY_MS = 2_000;
@@ -48,7 +49,7 @@ export function Campaigns({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost:
           <p>No open or upcoming campaign. Create one.</p>
         ) : (
           <div class="table-wrap">
-            <table>
+            <table class="campaigns">
               <TableHead columns={['Campaign', 'Status', '#Issued', '#Remaining', '#Stock', 'Strategy', 'Window']} />
               <tbody>
                 {items.map((c) => (
@@ -69,8 +70,8 @@ export function Campaigns({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost:
                     </td>
                     <td class="num">{formatNumber(c.totalQuantity)}</td>
                     <td>{c.strategy}</td>
-                    <td class="muted">
-                      {time(c.issueStartsAt)} – {time(c.issueEndsAt)}
+                    <td class="muted window" title={span(c.issueStartsAt, c.issueEndsAt, true)}>
+                      {span(c.issueStartsAt, c.issueEndsAt)}
                     </td>
                   </tr>
                 ))}
@@ -84,12 +85,20 @@ export function Campaigns({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost:
   );
 }
 
-const time = (iso: string) => new Date(iso).toLocaleString(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' });
-
-/** A datetime-local value (the browser's zone) for a moment. */
+/** A moment as the window fields show it: `2026-12-06 16:12:39`, the browser's zone, 24-hour. */
 function localInput(ms: number): string {
   const d = new Date(ms - new Date(ms).getTimezoneOffset() * 60_000);
-  return d.toISOString().slice(0, 19);
+  return d.toISOString().slice(0, 19).replace('T', ' ');
+}
+
+/** A window field's text as an ISO instant, or the text as typed (the API's validation answers it). */
+function moment(v: string): string {
+  const m = /^\s*(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2}))?\s*$/.exec(v);
+  if (m === null) return v;
+  const [y, mo, d, h, mi, s] = m.slice(1).map((x) => Number(x ?? 0)) as [number, number, number, number, number, number];
+  const at = new Date(y, mo - 1, d, h, mi, s);
+  // 2026-02-30 or 25:00 would roll over into another moment: send those as typed.
+  return at.getFullYear() === y && at.getMonth() === mo - 1 && at.getDate() === d && at.getHours() === h && at.getMinutes() === mi ? at.toISOString() : v;
 }
 
 type Field = 'name' | 'totalQuantity' | 'issueStartsAt' | 'issueEndsAt' | 'strategy' | 'discountType' | 'discountValue' | 'minOrderAmount';
@@ -119,7 +128,6 @@ function CreateForm({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost: (p: P
     setGeneral(undefined);
     // Numbers go as numbers when they look like one, else as typed: the API's validation answers.
     const num = (v: string) => (v.trim() !== '' && Number.isFinite(Number(v)) ? Number(v) : v);
-    const moment = (v: string) => (Number.isNaN(new Date(v).getTime()) ? v : new Date(v).toISOString());
     const body: Record<string, unknown> = {
       name: form.name,
       totalQuantity: num(form.totalQuantity),
@@ -181,8 +189,9 @@ function CreateForm({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost: (p: P
       <form onSubmit={submit} noValidate>
         {input('name', 'Name', { type: 'text', maxLength: 200 })}
         {input('totalQuantity', 'Stock (coupons to issue)', { type: 'number', inputMode: 'numeric' })}
-        {input('issueStartsAt', 'Issue window opens', { type: 'datetime-local', step: 1 }, 'Your browser’s time zone.')}
-        {input('issueEndsAt', 'Issue window closes', { type: 'datetime-local', step: 1 }, 'Exclusive; after the opening.')}
+        {/* Text, not datetime-local: the browser's picker follows the locale's clock (12-hour in en-US), and every time here is 24-hour. */}
+        {input('issueStartsAt', 'Issue window opens', { type: 'text', autocomplete: 'off', spellcheck: false, placeholder: 'YYYY-MM-DD HH:MM:SS' }, `YYYY-MM-DD HH:MM:SS, 24-hour, ${zoneNote()}.`)}
+        {input('issueEndsAt', 'Issue window closes', { type: 'text', autocomplete: 'off', spellcheck: false, placeholder: 'YYYY-MM-DD HH:MM:SS' }, 'Exclusive; after the opening.')}
         {field(
           'strategy',
           'Strategy',

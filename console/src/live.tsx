@@ -4,6 +4,7 @@
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import { follow, isAuthProblem, type ConsoleSample, type Problem } from './api.js';
 import { Chart, formatNumber, type Line } from './chart.js';
+import { clock, span } from './time.js';
 
 const KEPT = 300;
 
@@ -21,13 +22,20 @@ const OTHER = { label: 'other', color: '#777' };
 export function Live({ id, onAuthLost }: { id: number; onAuthLost: (p: Problem) => void }) {
   const [samples, setSamples] = useState<ConsoleSample[]>([]);
   const [state, setState] = useState<'connecting' | 'live' | 'reconnecting' | Problem>('connecting');
+  // Stream lag and dead letters exist only for a campaign with a Redis stream (the samples carry
+  // `stream` then); once seen, the chart keeps those lines for this campaign.
+  const [hasStream, setHasStream] = useState(false);
 
   useEffect(() => {
     const abort = new AbortController();
     setSamples([]);
+    setHasStream(false);
     void follow(
       id,
-      (s) => setSamples((prev) => [...prev.slice(-(KEPT - 1)), s]),
+      (s) => {
+        setSamples((prev) => [...prev.slice(-(KEPT - 1)), s]);
+        if (s.campaign?.stream !== undefined) setHasStream(true);
+      },
       (st) => {
         if (typeof st === 'object' && isAuthProblem(st)) onAuthLost(st);
         setState(st);
@@ -47,7 +55,7 @@ export function Live({ id, onAuthLost }: { id: number; onAuthLost: (p: Problem) 
     return () => clearInterval(t);
   }, []);
   const silentFor = last === undefined ? 0 : Math.round((now - last.at) / 1000);
-  const columns = useMemo(() => chartColumns(samples), [samples]);
+  const columns = useMemo(() => chartColumns(samples, hasStream), [samples, hasStream]);
 
   if (last !== undefined && last.campaign === undefined && last.campaignUnreadable === undefined) {
     return (
@@ -72,7 +80,7 @@ export function Live({ id, onAuthLost }: { id: number; onAuthLost: (p: Problem) 
         {c?.name ?? `Campaign #${id}`} <span class="muted">#{id}</span>
       </h1>
       <p class="muted">
-        {c === undefined ? '' : `${c.strategy} · window ${clock(Date.parse(c.issueStartsAt))} – ${clock(Date.parse(c.issueEndsAt))} · `}
+        {c === undefined ? '' : `${c.strategy} · window ${span(c.issueStartsAt, c.issueEndsAt, true)} · `}
         <span role="status" class={`feed feed-${typeof state === 'string' ? state : 'error'}`}>
           {typeof state !== 'string'
             ? `stream refused: ${state.code}`
@@ -135,9 +143,10 @@ export function Live({ id, onAuthLost }: { id: number; onAuthLost: (p: Problem) 
         <Chart
           title="Issued vs stock"
           summary={c === undefined ? '' : `${c.persisted} rows persisted and ${c.admitted} admitted of ${c.total}.`}
+          // Admitted is a wide pale band and rows a thin dark line drawn over it, so both show where they coincide.
           lines={[
-            { label: 'rows persisted', color: '#1b7f3b' },
-            { label: 'admitted', color: '#2f6fde' },
+            { label: 'admitted', color: 'rgba(47, 111, 222, 0.4)', width: 7 },
+            { label: 'rows persisted', color: '#14602c' },
             { label: 'stock', color: '#999', dash: [6, 4] },
           ]}
           data={columns.stock}
@@ -150,12 +159,17 @@ export function Live({ id, onAuthLost }: { id: number; onAuthLost: (p: Problem) 
         />
         <Chart title="Latency (issue route)" summary={`p50 ${ms(last?.latencyMs.p50)}, p99 ${ms(last?.latencyMs.p99)}`} unit=" ms" lines={[{ label: 'p50', color: '#2f6fde' }, { label: 'p99', color: '#c0392b' }]} data={columns.latency} />
         <Chart
+          key={hasStream ? 'queue-stream' : 'queue'}
           title="Queue"
           summary={`backlog ${backlog}${c?.stream === undefined ? '' : `, stream length ${c.stream.length}, lag ${c.stream.lag ?? 'unknown'}, dead letters ${c.stream.dead}`}`}
           lines={[
             { label: 'backlog (admitted − rows)', color: '#2f6fde' },
-            { label: 'stream lag', color: '#c76b00' },
-            { label: 'dead letters', color: '#c0392b' },
+            ...(hasStream
+              ? [
+                  { label: 'stream lag', color: '#c76b00' },
+                  { label: 'dead letters', color: '#c0392b' },
+                ]
+              : []),
           ]}
           data={columns.queue}
         />
@@ -166,20 +180,23 @@ export function Live({ id, onAuthLost }: { id: number; onAuthLost: (p: Problem) 
 
 const num = (v: number | null | undefined) => (v === null || v === undefined ? '–' : v < 10 ? v.toFixed(1) : String(Math.round(v)));
 const ms = (v: number | null | undefined) => (v === null || v === undefined ? '–' : `${num(v)} ms`);
-const clock = (at: number) => new Date(at).toLocaleTimeString(undefined, { hourCycle: 'h23' });
 
-function chartColumns(samples: ConsoleSample[]) {
+function chartColumns(samples: ConsoleSample[], hasStream: boolean) {
   const x = samples.map((s) => s.at / 1000);
   const col = (f: (s: ConsoleSample) => number | null | undefined) => samples.map((s) => f(s) ?? null);
   const known = new Set(OUTCOMES.map((o) => o.status));
   return {
-    stock: [x, col((s) => s.campaign?.persisted), col((s) => s.campaign?.admitted), col((s) => s.campaign?.total)],
+    stock: [x, col((s) => s.campaign?.admitted), col((s) => s.campaign?.persisted), col((s) => s.campaign?.total)],
     answers: [
       x,
       ...OUTCOMES.map((o) => col((s) => s.answersPerSecond[o.status] ?? 0)),
       col((s) => Object.entries(s.answersPerSecond).reduce((sum, [status, n]) => (known.has(status) ? sum : sum + n), 0)),
     ],
     latency: [x, col((s) => s.latencyMs.p50), col((s) => s.latencyMs.p99)],
-    queue: [x, col((s) => (s.campaign === undefined ? null : s.campaign.admitted - s.campaign.persisted)), col((s) => s.campaign?.stream?.lag), col((s) => s.campaign?.stream?.dead)],
+    queue: [
+      x,
+      col((s) => (s.campaign === undefined ? null : s.campaign.admitted - s.campaign.persisted)),
+      ...(hasStream ? [col((s) => s.campaign?.stream?.lag), col((s) => s.campaign?.stream?.dead)] : []),
+    ],
   };
 }

@@ -8,6 +8,7 @@ import { call, isAuthProblem, token, type ConsoleInfo, type Problem } from './ap
 import { Campaigns } from './campaigns.js';
 import { Live } from './live.js';
 import { Operations } from './ops.js';
+import { zoneNote } from './time.js';
 
 type Route = { view: 'campaigns' } | { view: 'live'; id: number } | { view: 'ops' };
 
@@ -105,6 +106,9 @@ function App() {
           {info.stores.database}
           {info.stores.redis ? ' · Redis' : ''}
           {info.stores.kafka ? ' · Kafka' : ''}
+        </span>
+        <span class="zone" data-field="zone" title="every time on this page is in your browser’s time zone, on a 24-hour clock">
+          times in {zoneNote()}
         </span>
         <button type="button" class="link" onClick={signOut}>
           Sign out

@@ -3,6 +3,7 @@
 // held ones, see the discarded ones.
 import { useEffect, useState } from 'preact/hooks';
 import { call, isAuthProblem, type ConsoleInfo, type Problem } from './api.js';
+import { clock, dateTime } from './time.js';
 import { TableHead } from './ui.js';
 
 interface Report {
@@ -33,7 +34,7 @@ interface Refused {
   reason: string;
 }
 
-const when = (iso: string | undefined) => (iso === undefined || iso === '' ? '?' : new Date(iso).toLocaleString());
+const when = (iso: string | undefined) => (iso === undefined || iso === '' ? '?' : dateTime(iso));
 const refusedText = (refused: Refused[]) => (refused.length === 0 ? '' : `; not done: ${refused.map((r) => `${r.id} (${r.reason})`).join(', ')}`);
 
 export function Operations({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost: (p: Problem) => void }) {
@@ -82,7 +83,7 @@ function Readiness({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost: (p: Pr
             ))}
           </ul>
           <p class="hint">
-            Checked {state.at.toLocaleTimeString()}, every 5 seconds. {info.stores.kafka ? 'Kafka is not part of /readyz: only its campaigns and the events need it.' : ''}
+            Checked {clock(state.at)}, every 5 seconds. {info.stores.kafka ? 'Kafka is not part of /readyz: only its campaigns and the events need it.' : ''}
           </p>
         </>
       )}
@@ -92,6 +93,7 @@ function Readiness({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost: (p: Pr
 
 function Reconcile({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost: (p: Problem) => void }) {
   const [result, setResult] = useState<{ applies: boolean; reason?: string; campaigns: Report[] } | Problem | undefined>(undefined);
+  const [checkedAt, setCheckedAt] = useState<Date | undefined>(undefined);
   const [busy, setBusy] = useState(false);
   const run = async () => {
     setBusy(true);
@@ -99,15 +101,27 @@ function Reconcile({ info, onAuthLost }: { info: ConsoleInfo; onAuthLost: (p: Pr
     setBusy(false);
     if (!r.ok && isAuthProblem(r.problem)) return onAuthLost(r.problem);
     setResult(r.ok ? r.value : r.problem);
+    setCheckedAt(new Date());
   };
+  // Once when the view opens, never on a timer: a check reads every Redis-admitted campaign of the
+  // retention window from both stores, so further ones are the operator's click.
+  useEffect(() => {
+    if (info.stores.redis) void run();
+  }, []);
   return (
     <section class="card" aria-labelledby="rec-title">
       <h2 id="rec-title">Reconcile status</h2>
       <p class="hint">Compares each Redis-admitted campaign with the database and the queue (read-only). Repair with <code>couponrush reconcile --repair</code>.</p>
-      <button type="button" onClick={run} disabled={busy || !info.stores.redis}>
-        {busy ? 'Checking…' : 'Check now'}
-      </button>
-      {!info.stores.redis && <p>Without Redis every campaign is decided in the database: nothing to reconcile.</p>}
+      {info.stores.redis ? (
+        <p>
+          <button type="button" onClick={run} disabled={busy}>
+            {busy ? 'Checking…' : checkedAt === undefined ? 'Check now' : 'Check again'}
+          </button>
+          {checkedAt !== undefined && <span class="muted"> Checked {clock(checkedAt)}.</span>}
+        </p>
+      ) : (
+        <p>Without Redis every campaign is decided in the database: nothing to reconcile.</p>
+      )}
       {result !== undefined && 'code' in result && (
         <p class="error" role="alert">
           {result.title}: {result.detail}
