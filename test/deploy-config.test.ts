@@ -263,13 +263,80 @@ function workerSeries(): string[] {
   // Names only: nothing is collected, so a stub without a connection is enough.
   const stub = { client: { on: () => undefined } } as unknown as RedisHandle;
   const registry = new Registry();
-  registerWorkerMetrics(registry, stub);
+  const kafka = { topic: 'stub', lag: async () => [], events: { topic: 'stub-events', published: () => 0, pending: async () => 0 } };
+  registerWorkerMetrics(registry, stub, kafka);
   countRedisErrors(registry, stub);
   return registry.getMetricsAsArray().flatMap((m) => {
     const { name, type } = m as unknown as { name: string; type: string };
     return type === 'histogram' ? [`${name}_bucket`, `${name}_sum`, `${name}_count`] : [name];
   });
 }
+
+describe('deploy/alerts.yml', () => {
+  interface Rule {
+    alert: string;
+    expr: string;
+    for?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+  }
+  const rules = (parse(read('deploy/alerts.yml')) as { groups: Array<{ rules: Rule[] }> }).groups.flatMap((g) => g.rules);
+  const prom = parse(read('deploy/prometheus.yml')) as { rule_files?: string[]; alerting?: { alertmanagers?: Array<{ static_configs?: Array<{ targets: string[] }> }> } };
+
+  it('is loaded by prometheus.yml (beside it in the container too) and sent to the compose Alertmanager', () => {
+    assert.deepEqual(prom.rule_files, ['alerts.yml']);
+    assert.ok(services.prometheus?.volumes?.includes('./alerts.yml:/etc/prometheus/alerts.yml:ro'), 'mounted next to prometheus.yml');
+    assert.deepEqual(prom.alerting?.alertmanagers?.[0]?.static_configs?.[0]?.targets, ['alertmanager:9093']);
+    assert.ok(services.alertmanager?.volumes?.includes('./alertmanager.yml:/etc/alertmanager/alertmanager.yml:ro'));
+  });
+
+  it('covers what a drop needs watched, each alert with a severity, a summary and a runbook in docs/operations.md', () => {
+    const names = rules.map((r) => r.alert);
+    for (const a of ['CouponrushQueueBacklogGrowing', 'CouponrushKafkaLagGrowing', 'CouponrushDeadLetters', 'CouponrushReconcileDrift', 'CouponrushOutcomeUnknown', 'CouponrushServerErrors', 'CouponrushNotReady', 'CouponrushInstanceDown', 'CouponrushDatabasePoolExhausted']) {
+      assert.ok(names.includes(a), a);
+    }
+    const operations = read('docs/operations.md');
+    const headings = new Set([...operations.matchAll(/^#{2,3} (.+)$/gm)].map((m) => m[1]!.toLowerCase().replace(/[^a-z0-9 -]/g, '').replace(/ /g, '-')));
+    for (const r of rules) {
+      assert.match(r.labels?.severity ?? '', /^(critical|warning)$/, `${r.alert}: severity`);
+      assert.ok((r.annotations?.summary ?? '').length > 10, `${r.alert}: summary`);
+      const [file, anchor] = (r.annotations?.runbook_url ?? '').split('#');
+      assert.equal(file, 'docs/operations.md', `${r.alert}: runbook_url`);
+      assert.ok(headings.has(anchor ?? ''), `${r.alert}: docs/operations.md has no heading #${anchor}`);
+      assert.ok(operations.includes(`\`${r.alert}\``), `${r.alert}: its threshold is explained in docs/operations.md, "Alerts"`);
+    }
+  });
+
+  it('fires and stays quiet when it should (promtool test rules, synthetic series)', (t) => {
+    if (!has('promtool')) return toolMissing(t, 'promtool', 'the alert rules');
+    const check = spawnSync('promtool', ['check', 'rules', join(DEPLOY, 'alerts.yml')], { encoding: 'utf8' });
+    assert.equal(check.status, 0, check.stdout + check.stderr);
+    const res = spawnSync('promtool', ['test', 'rules', join(DEPLOY, 'alerts.test.yml')], { encoding: 'utf8' });
+    assert.equal(res.status, 0, res.stdout + res.stderr);
+    const tested = new Set([...read('deploy/alerts.test.yml').matchAll(/alertname: (\w+)/g)].map((m) => m[1]));
+    assert.deepEqual(rules.map((r) => r.alert).filter((a) => !tested.has(a)), [], 'every alert has a unit test');
+  });
+
+  it("reads only series couponrush exports (the API's live /metrics, the worker's registry)", async () => {
+    const server = await startTestServer({ db: 'pglite' });
+    let exported: Set<string>;
+    try {
+      const text = (await request(server.url, 'GET', METRICS_PATH)).text;
+      exported = new Set([...text.matchAll(/^# TYPE (\S+) (\S+)$/gm)].map((m) => m[1]!));
+    } finally {
+      await server.close();
+    }
+    const worker = new Set(workerSeries());
+    const referenced = new Set(rules.flatMap((r) => [...r.expr.matchAll(/\b(couponrush_[a-z0-9_]+)/g)].map((m) => m[1]!)));
+    assert.deepEqual([...referenced].filter((n) => !exported.has(n) && !worker.has(n)), [], 'every series an alert reads is exported');
+  });
+
+  it('has an Alertmanager configuration amtool accepts', (t) => {
+    if (!has('amtool')) return missing(t, 'amtool is not installed: deploy/alertmanager.yml was not checked (apt-get install prometheus-alertmanager)');
+    const res = spawnSync('amtool', ['check-config', join(DEPLOY, 'alertmanager.yml')], { encoding: 'utf8' });
+    assert.equal(res.status, 0, res.stdout + res.stderr);
+  });
+});
 
 describe('Dockerfile', () => {
   const dockerfile = read('Dockerfile');
