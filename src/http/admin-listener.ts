@@ -4,7 +4,7 @@
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { FastifyInstance, onRequestHookHandler } from 'fastify';
-import { reapIdleConnections } from './drain.js';
+import { reapIdleConnections } from '../util/drain.js';
 import { HttpProblem } from './problem.js';
 import { MAX_HEADER_BYTES, MAX_HEADERS_COUNT, RECEIVE_TIMEOUT_MS } from './protection.js';
 

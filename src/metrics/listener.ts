@@ -3,7 +3,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
-import { reapIdleConnections } from '../http/drain.js';
+import { reapIdleConnections } from '../util/drain.js';
 import { METRICS_PATH } from './http.js';
 import { METRICS_CONTENT_TYPE } from './index.js';
 
