@@ -102,15 +102,7 @@ export function campaignStatus(coupon: CouponWithStock, nowMs: number): Campaign
   return remainingStock(coupon) === 0 ? 'SOLD_OUT' : 'OPEN';
 }
 
-/** User ids are opaque strings chosen by the caller's identity provider. */
-export const USER_ID_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/;
-
-export function isValidUserId(value: unknown): value is string {
-  return typeof value === 'string' && USER_ID_PATTERN.test(value);
-}
-
-/** Coupon ids are 32-bit `integer` identities (PostgreSQL identity, MySQL AUTO_INCREMENT INT). */
-export const MAX_COUPON_ID = 2_147_483_647;
+/** The largest stock a campaign may have. */
 export const MAX_TOTAL_QUANTITY = 10_000_000;
 
 /** A rule a new campaign breaks: the field it concerns (a key of NewCoupon) and why. */

@@ -17,7 +17,7 @@ export function isAdminRoute(url: string): boolean {
 const adminOnly: onRequestHookHandler = (request, _reply, done) => {
   if (adminSockets.has(request.raw.socket)) return done();
   // Same answer as an unknown route: the public port does not reveal the admin surface.
-  done(new HttpProblem(404, 'NOT_FOUND', `${request.method} ${request.url.split('?')[0]}`));
+  done(new HttpProblem('NOT_FOUND', `${request.method} ${request.url.split('?')[0]}`));
 };
 
 /** Call before routes are added when ADMIN_PORT is set. */
