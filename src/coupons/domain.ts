@@ -76,7 +76,7 @@ export const unavailable = (reason: string): Refusal => ({ kind: 'UNAVAILABLE', 
 /** A refusal that is the same for every caller at this instant: no need to know who asks. */
 export type ForegoneRefusal = typeof SOLD_OUT | typeof WINDOW_NOT_OPEN | typeof WINDOW_CLOSED;
 
-/** The window is half-open: [issueStartsAt, issueEndsAt). */
+/** The window is half-open: [issueStartsAt, issueEndsAt) (docs/architecture.md, invariant 3). */
 export function windowOutcome(coupon: Coupon, nowMs: number): typeof WINDOW_NOT_OPEN | typeof WINDOW_CLOSED | undefined {
   if (nowMs < coupon.issueStartsAt.getTime()) return WINDOW_NOT_OPEN;
   if (nowMs >= coupon.issueEndsAt.getTime()) return WINDOW_CLOSED;

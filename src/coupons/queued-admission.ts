@@ -1,6 +1,7 @@
 // What a queued admission must be before it becomes a row: the ONE validation that the workers
 // (stream entries and Kafka records), a rebuilt campaign state, `reconcile` and the console share,
-// so that a record counts as holding a seat exactly when the worker would persist it.
+// so that a record counts as holding a seat exactly when the worker would persist it
+// (docs/architecture.md, invariant 9).
 //
 // A stream entry: fields {c, u, t, r} as admit-enqueue.lua writes them, for the stream's own
 // coupon, a valid user id, an admission instant inside the coupon's window. A Kafka record, first:

@@ -1,6 +1,6 @@
 // RFC 9457 problem details: the one place that turns refusals and errors into HTTP responses
 // with a stable machine-readable `code`, and the one table that gives each code its status.
-// A 5xx never carries internals.
+// A 5xx never carries internals; bad input is a 4xx (docs/architecture.md, invariant 6).
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import type { Refusal } from '../coupons/domain.js';
 import { OutcomeUnknownError } from '../db/index.js';
