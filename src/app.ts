@@ -1,22 +1,25 @@
 // Builds the HTTP application from a runtime without listening: server.ts listens, tests inject.
+// The server around the routes (early answers, hooks, protections, problem handlers: http/) and
+// every route module (routes/) are put together here; nothing else registers a route.
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import swagger from '@fastify/swagger';
-import swaggerUi from '@fastify/swagger-ui';
 import { ISSUE_ROUTE_URL } from './coupons/paths.js';
-import { consoleRoutes } from './console/routes.js';
-import { couponRoutes } from './coupons/routes.js';
 import { guardAdminRoutes } from './http/admin-listener.js';
-import { createAdminAuthenticator, createUserAuthenticator, USER_ID_HEADER } from './http/auth.js';
+import { createAdminAuthenticator, createUserAuthenticator } from './http/auth.js';
 import { earlyAnswers } from './http/early-answers.js';
 import { answerClientError, answerFrameworkError } from './http/framework-errors.js';
-import { setPageHeaders } from './http/page-headers.js';
-import { registerProblemHandlers, sendProblem } from './http/problem.js';
-import { storeHealth } from './http/readiness.js';
-import { lazyChildLogger } from './http/request-logger.js';
+import { registerProblemHandlers } from './http/problem.js';
 import { issueRateLimits, MAX_HEADER_BYTES, MAX_HEADERS_COUNT, RECEIVE_TIMEOUT_MS, requestGuards, requestId } from './http/protection.js';
-import { instrumentRoutes, metricsRoute } from './metrics/http.js';
+import { lazyChildLogger } from './http/request-logger.js';
+import { instrumentRoutes } from './http/route-metrics.js';
+import { campaignRoutes } from './routes/campaigns.js';
+import { consoleRoutes } from './routes/console.js';
+import { deadLetterRoutes } from './routes/dead-letters.js';
+import { docsRoutes } from './routes/docs.js';
+import { issueRoutes } from './routes/issues.js';
+import { metricsRoutes } from './routes/metrics.js';
+import { operationRoutes } from './routes/operations.js';
+import { addSharedSchemas } from './routes/schemas.js';
 import type { Runtime } from './runtime.js';
-import { deadLetterRoutes } from './worker/admin-routes.js';
 
 export const BODY_LIMIT_BYTES = 16 * 1024;
 
@@ -83,50 +86,25 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
     redisPrefix: config.redisPrefix,
   });
 
-  await app.register(swagger, {
-    openapi: {
-      info: {
-        title: 'couponrush',
-        version: '0.1.0',
-        description: 'First-come-first-served coupon issuance. Every error is RFC 9457 application/problem+json with a stable `code`.',
-      },
-      components: {
-        securitySchemes: {
-          bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT (users) or the admin token (admin routes)' },
-          userIdHeader: { type: 'apiKey', in: 'header', name: USER_ID_HEADER, description: 'only with AUTH_MODE=header' },
-        },
-      },
-    },
-  });
-  // Swagger UI is a page of this origin like the console: the same headers, on every file of it.
-  await app.register(async (docs) => {
-    docs.addHook('onRequest', async (_request, reply) => setPageHeaders(reply));
-    await docs.register(swaggerUi, { routePrefix: '/docs' });
-  });
-  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
-
-  app.get('/healthz', { schema: { tags: ['ops'], summary: 'The process is alive' } }, async () => ({ status: 'ok' }));
-  app.get('/readyz', { schema: { tags: ['ops'], summary: 'The database (and Redis, when configured) answer' } }, async (_request, reply) => {
-    const health = await storeHealth(runtime, ['database', 'redis']);
-    const failed = Object.entries(health).filter(([, v]) => v !== 'ok');
-    if (failed.length > 0) return sendProblem(reply, 503, 'SERVICE_UNAVAILABLE', failed.map(([k, v]) => `${k}: ${v}`).join('; '));
-    return { status: 'ready', ...health };
-  });
-
-  metricsRoute(app, metrics);
+  addSharedSchemas(app);
+  await docsRoutes(app);
+  const { db, redis, kafka } = runtime;
+  const stores = { db, redis, kafka };
+  await app.register(operationRoutes, { stores });
+  await app.register(metricsRoutes, { metrics });
 
   const requireAdmin = createAdminAuthenticator(config.adminToken);
-  await app.register(couponRoutes, {
+  await app.register(campaignRoutes, { service, requireAdmin });
+  await app.register(issueRoutes, { service, requireUser, requireIssuer, deadline });
+  if (redis !== undefined) await app.register(deadLetterRoutes, { redis, kafka, db, requireAdmin });
+  await app.register(consoleRoutes, {
     service,
-    requireUser,
-    requireIssuer,
-    deadline,
+    metrics,
+    stores,
+    available: runtime.strategies.available,
+    database: config.databaseUrl === undefined ? 'embedded' : db.dialect,
     requireAdmin,
   });
-  if (runtime.redis !== undefined) {
-    await app.register(deadLetterRoutes, { redis: runtime.redis, kafka: runtime.kafka, db: runtime.db, requireAdmin });
-  }
-  await app.register(consoleRoutes, { runtime, requireAdmin });
 
   return app;
 }

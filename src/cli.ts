@@ -3,13 +3,13 @@ import { Command, InvalidArgumentError } from 'commander';
 import { pino } from 'pino';
 import { clusterRefusal, serveCluster } from './cluster.js';
 import { ConfigError, loadConfig, loadStoresConfig, loadTokenConfig, type Config } from './config.js';
-import { isValidUserId } from './coupons/domain.js';
+import { isValidUserId, USER_ID_RULE } from './coupons/ids.js';
 import { reconciledStrategies } from './coupons/strategies/index.js';
 import { migrate } from './db/migrate.js';
 import { signUserToken } from './http/auth.js';
 import { reconcile } from './coupons/reconcile.js';
 import { clearIssueEvents, eventCapture, setEventCapture } from './coupons/repository.js';
-import { startMetricsListener, type MetricsListener } from './metrics/listener.js';
+import { startMetricsListener, type MetricsListener } from './http/metrics-listener.js';
 import { createWorkerRegistry } from './metrics/worker.js';
 import { kafkaMetricsSources, onDatabase, openDb, openStores } from './runtime.js';
 import { closeOnSignals, printBanner, startServer } from './server.js';
@@ -205,10 +205,10 @@ program
 program
   .command('token')
   .description('mint a user JWT signed with JWT_SECRET (the embedded dev secret by default)')
-  .argument('<userId>', 'user id: 1-64 characters of [A-Za-z0-9._:-]')
+  .argument('<userId>', `user id: ${USER_ID_RULE}`)
   .option('--ttl <seconds>', `lifetime in seconds, at most JWT_MAX_TTL_S (default: ${DEFAULT_TOKEN_TTL_S}, or JWT_MAX_TTL_S when smaller)`, positiveInt)
   .action((userId: string, opts: { ttl?: number }, cmd: Command) => {
-    if (!isValidUserId(userId)) cmd.error('couponrush token: the user id must be 1-64 characters of [A-Za-z0-9._:-]');
+    if (!isValidUserId(userId)) cmd.error(`couponrush token: the user id must be ${USER_ID_RULE}`);
     const cfg = configOrExit(loadTokenConfig);
     // The server refuses a token that lives longer: do not mint one.
     if (opts.ttl !== undefined && opts.ttl > cfg.jwtMaxTtlS) {

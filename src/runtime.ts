@@ -1,7 +1,7 @@
 // Everything a process opens from its configuration (database, strategies, service), and the
 // one place that closes it again. serve, worker and the tests all start here.
 import { join } from 'node:path';
-import type { FastifyBaseLogger } from 'fastify';
+import type { Logger } from './util/logger.js';
 import type { Config, StoresConfig } from './config.js';
 import { CouponService } from './coupons/service.js';
 import { StrategySet, strategiesWhere } from './coupons/strategies/index.js';
@@ -76,7 +76,7 @@ export interface OpenStoresOptions {
  * The one start-up of every process (serve, worker, reconcile, the tests): open the database,
  * apply or check the migrations, open Redis; whatever fails, what was opened is closed again.
  */
-export async function openStores(config: StoresConfig, log: FastifyBaseLogger, options: OpenStoresOptions = {}): Promise<Stores> {
+export async function openStores(config: StoresConfig, log: Logger, options: OpenStoresOptions = {}): Promise<Stores> {
   const db = options.db ?? (await onDatabase(config, () => openDb(config)));
   const closeDb = async () => {
     if (options.db === undefined) await db.close();
@@ -139,7 +139,7 @@ export async function onDatabase<T>(config: StoresConfig, work: () => Promise<T>
   }
 }
 
-export async function createRuntime(config: Config, log: FastifyBaseLogger, options: RuntimeOptions = {}): Promise<Runtime> {
+export async function createRuntime(config: Config, log: Logger, options: RuntimeOptions = {}): Promise<Runtime> {
   if (options.withWorker === true && config.redisUrl === undefined) throw new Error('--with-worker needs REDIS_URL');
   const stores = await openStores(config, log, {
     migrations: options.migrate === true || config.embedded ? 'apply' : 'check',

@@ -9,7 +9,7 @@ import { countCoupons } from './coupons/repository.js';
 import { dialectOf } from './db/index.js';
 import { signUserToken } from './http/auth.js';
 import { startAdminListener, type AdminListener } from './http/admin-listener.js';
-import { reapIdleConnections } from './http/drain.js';
+import { reapIdleConnections } from './util/drain.js';
 import { createRuntime, type Runtime } from './runtime.js';
 
 export interface ServeOptions {

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { createSigner } from 'fast-jwt';
-import { CONSOLE_ASSETS } from '../src/console/routes.js';
+import { CONSOLE_ASSETS } from '../src/routes/console.js';
 import { insertCoupon } from '../src/coupons/repository.js';
 import { ADMIN_TOKEN, JWT_SECRET, missing, request, startTestServer, type Response, type TestServer } from './helpers.js';
 

@@ -1,7 +1,7 @@
 // The shape of src/ that docs/architecture.md promises, checked on the import graph itself: no
-// import cycle, imports flow downhill (the stores' adapters and the shared utilities never import
-// the layers built on them), SQL on the coupon tables only in its repository, and the environment
-// read by config.ts alone.
+// import cycle, every module in a named layer and every import downhill, no Fastify code below
+// HTTP, every route in routes/, SQL on the coupon tables only in its repository, and the
+// environment read by config.ts alone.
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -28,6 +28,50 @@ function importsOf(file: string): string[] {
 
 const graph = new Map(files.map((f) => [f, importsOf(f)]));
 
+/**
+ * The layers of src/, bottom first: a module may import its own layer and those below it, never
+ * one above. A module belongs to the layer of the longest prefix that names it (a folder ending in
+ * `/`, or a file). docs/architecture.md, "Layers", says the same in words.
+ */
+const LAYERS: ReadonlyArray<{ readonly name: string; readonly prefixes: readonly string[] }> = [
+  { name: 'utilities', prefixes: ['util/'] },
+  // What an id, an outcome and the issue route's path are: imported by every layer above, they
+  // import nothing but the utilities (so Redis' script wrapper may map codes to outcomes).
+  { name: "the domain's vocabulary", prefixes: ['coupons/ids.ts', 'coupons/domain.ts', 'coupons/paths.ts'] },
+  { name: 'the database handle', prefixes: ['db/'] },
+  { name: 'SQL', prefixes: ['coupons/sql/'] },
+  { name: 'the repository', prefixes: ['coupons/repository.ts'] },
+  { name: 'Kafka', prefixes: ['kafka/'] },
+  { name: 'Redis', prefixes: ['redis/'] },
+  // The service, the strategies, reconcile, the one validation of queued admissions.
+  { name: 'the coupon domain', prefixes: ['coupons/'] },
+  { name: 'configuration', prefixes: ['config.ts'] },
+  { name: 'the workers', prefixes: ['worker/'] },
+  // Metrics observe the domain and the workers through the observer interfaces those declare
+  // (IssueObserver, WorkerObserver): above both, and the only layer that knows prom-client.
+  { name: 'metrics', prefixes: ['metrics/'] },
+  { name: "the console's sampler", prefixes: ['console/'] },
+  // The server around the routes: problems, protections, auth, early answers, the listeners.
+  { name: 'HTTP', prefixes: ['http/'] },
+  { name: 'routes', prefixes: ['routes/'] },
+  { name: 'the runtime', prefixes: ['runtime.ts'] },
+  { name: 'the app', prefixes: ['app.ts'] },
+  { name: 'the server', prefixes: ['server.ts'] },
+  { name: 'the cluster', prefixes: ['cluster.ts'] },
+  { name: 'the bench', prefixes: ['bench/'] },
+  { name: 'the command line', prefixes: ['cli.ts'] },
+];
+
+function layerOf(file: string): { readonly name: string; readonly rank: number } | undefined {
+  let best: { name: string; rank: number; length: number } | undefined;
+  LAYERS.forEach((layer, rank) => {
+    for (const p of layer.prefixes) {
+      if (file.startsWith(p) && (best === undefined || p.length > best.length)) best = { name: layer.name, rank, length: p.length };
+    }
+  });
+  return best;
+}
+
 describe('the architecture of src/', () => {
   it('parses every import (the graph is not empty and names real files)', () => {
     const edges = [...graph.values()].flat();
@@ -52,27 +96,36 @@ describe('the architecture of src/', () => {
     assert.deepEqual(cycles, []);
   });
 
-  it('imports flow downhill: the stores and the utilities never import what is built on them', () => {
-    // Each prefix may import only from these prefixes (besides itself).
-    const allowed: Record<string, readonly string[]> = {
-      'util/': [],
-      'db/': ['util/'],
-      'coupons/sql/': ['db/', 'coupons/domain.ts'],
-      'coupons/repository.ts': ['db/', 'coupons/domain.ts', 'coupons/sql/'],
-      'redis/': ['util/', 'coupons/domain.ts'],
-      'kafka/': ['util/'],
-      'worker/': ['util/', 'config.ts', 'db/', 'redis/', 'kafka/', 'coupons/domain.ts', 'coupons/repository.ts', 'coupons/sql/', 'coupons/queued-admission.ts'],
-    };
-    const wrong: string[] = [];
+  it('names the layer of every module in src/', () => {
+    assert.deepEqual(
+      files.filter((f) => layerOf(f) === undefined),
+      [],
+      'a module in none of LAYERS: add its folder (or file) where it belongs',
+    );
+  });
+
+  it('imports flow downhill: no module imports one of a layer above its own', () => {
+    const uphill: string[] = [];
     for (const [file, deps] of graph) {
-      const layer = Object.keys(allowed).find((p) => file.startsWith(p));
-      if (layer === undefined) continue;
+      const from = layerOf(file)!;
       for (const d of deps) {
-        if (d.startsWith(layer)) continue;
-        if (!allowed[layer]!.some((p) => d.startsWith(p))) wrong.push(`${file} → ${d}`);
+        const to = layerOf(d)!;
+        if (to.rank > from.rank) uphill.push(`${file} (${from.name}) → ${d} (${to.name})`);
       }
     }
-    assert.deepEqual(wrong, []);
+    assert.deepEqual(uphill, []);
+  });
+
+  it('keeps Fastify to the HTTP floor: only http/, routes/ and the app and server that put them together import it', () => {
+    const floor = (f: string) => f.startsWith('http/') || f.startsWith('routes/') || f === 'app.ts' || f === 'server.ts';
+    const below = files.filter((f) => !floor(f) && /^(?:import|export)\b[^;]*?from\s+'(?:fastify|@fastify\/[^']+)'/m.test(text.get(f)!));
+    assert.deepEqual(below, []);
+  });
+
+  it('adds every route in routes/ (app.ts registers the modules, nothing else adds one)', () => {
+    const addsRoute = /\.(?:get|post|put|patch|delete|head|options|all)\(\s*['`]\/|\.route\(\s*\{/;
+    const outside = files.filter((f) => !f.startsWith('routes/') && addsRoute.test(text.get(f)!.replace(/^\s*(\/\/|\*).*$/gm, '')));
+    assert.deepEqual(outside, []);
   });
 
   it('writes SQL on the coupon tables only in the repository (the bench, a tool beside src/, checks rows itself)', () => {

@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync } from 'node:fs';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { CONSOLE_ASSETS } from '../src/console/routes.js';
+import { CONSOLE_ASSETS } from '../src/routes/console.js';
 import { ADMIN_TOKEN, issuedRows, missing, needDatabase, needServer, refuseInsertsOf, request, startTestServer, type TestServer } from './helpers.js';
 import { issueAll, REDIS_URL, startRedisTestServer, usersRange, waitFor, waitForDrain, withStatus, type RedisTestServer } from './redis-helpers.js';
 

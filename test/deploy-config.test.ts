@@ -14,7 +14,7 @@ import { KAFKA_VERSION } from '../scripts/kafka-broker.js';
 import { BODY_LIMIT_BYTES } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { Registry } from 'prom-client';
-import { METRICS_PATH } from '../src/metrics/http.js';
+import { METRICS_PATH } from '../src/metrics/index.js';
 import { countRedisErrors } from '../src/metrics/redis.js';
 import { registerWorkerMetrics } from '../src/metrics/worker.js';
 import type { RedisHandle } from '../src/redis/client.js';

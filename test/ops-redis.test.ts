@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import { buildApp } from '../src/app.js';
-import { startMetricsListener } from '../src/metrics/listener.js';
+import { startMetricsListener } from '../src/http/metrics-listener.js';
 import { createWorkerRegistry } from '../src/metrics/worker.js';
 import { needServer, PG_ADMIN_URL, request, type Response } from './helpers.js';
 import { sample, TcpProxy, waitFor } from './ops-helpers.js';

@@ -1,5 +1,6 @@
 // After a stampede: wait for the admitted issuances to reach the database, then check the
-// product's promises (DESIGN.md invariants 1, 2, 4, 5, 6) against the rows, user by user.
+// product's promises (docs/architecture.md, invariants 1, 2, 4, 5 and 7) against the rows, user
+// by user.
 import type { Db } from '../../src/db/index.js';
 import type { LoadResult } from './load.js';
 import type { BenchUser } from './plan.js';

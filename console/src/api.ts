@@ -54,7 +54,7 @@ export async function call<T>(method: 'GET' | 'POST', path: string, body?: unkno
 
 export const isAuthProblem = (p: Problem) => p.status === 401 || p.status === 403;
 
-// ---- what the server sends (src/console/feed.ts, src/coupons/routes.ts) ----
+// ---- what the server sends (src/console/feed.ts, src/routes/console.ts, src/routes/schemas.ts) ----
 
 export interface CampaignSample {
   id: number;

@@ -4,6 +4,7 @@ import 'uplot/dist/uPlot.min.css';
 import './style.css';
 import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
+import { COUPON_ID_DIGITS } from '../../src/coupons/ids.js';
 import { call, isAuthProblem, token, type ConsoleInfo, type Problem } from './api.js';
 import { Campaigns } from './campaigns.js';
 import { Live } from './live.js';
@@ -12,8 +13,11 @@ import { zoneNote } from './time.js';
 
 type Route = { view: 'campaigns' } | { view: 'live'; id: number } | { view: 'ops' };
 
+/** #/campaigns/<id>, the id as the API writes it. */
+const LIVE_HASH = new RegExp(`^#/campaigns/(${COUPON_ID_DIGITS})$`);
+
 function route(hash: string): Route {
-  const live = /^#\/campaigns\/([1-9][0-9]{0,9})$/.exec(hash);
+  const live = LIVE_HASH.exec(hash);
   if (live !== null) return { view: 'live', id: Number(live[1]) };
   if (hash === '#/ops') return { view: 'ops' };
   return { view: 'campaigns' };

@@ -1,7 +1,7 @@
 -- couponrush schema for MySQL 8.0.16+ and MariaDB 10.11+, version 1: campaigns and issuances.
 -- The same tables, columns and invariants as migrations/postgres/ after its version 2; the
--- database itself enforces invariants 1 (never over-issue) and 2 (never double-issue) of
--- DESIGN.md, so a bug in application code fails a transaction instead of breaking a promise.
+-- database itself enforces docs/architecture.md, invariants 1 (never over-issue) and 2 (never
+-- double-issue), so a bug in application code fails a transaction instead of breaking a promise.
 --
 -- Where it differs from PostgreSQL, and why:
 -- - DATETIME(3) in UTC (every connection sets time_zone '+00:00'), not timestamptz.
@@ -39,8 +39,8 @@ CREATE TABLE coupons (
   CONSTRAINT coupons_window_ordered CHECK (issue_ends_at > issue_starts_at),
   CONSTRAINT coupons_discount_complete CHECK ((discount_type IS NULL) = (discount_value IS NULL)),
   CONSTRAINT coupons_percent_range CHECK (discount_type IS NULL OR discount_type <> 'PERCENT' OR discount_value <= 100),
-  -- Invariant 1. The one deliberate exception: db-naive exists to show the race, so the
-  -- database lets its campaigns over-issue (see README, "Strategies").
+  -- docs/architecture.md, invariant 1. The one deliberate exception: db-naive exists to show the
+  -- race, so the database lets its campaigns over-issue (see README, "Strategies").
   CONSTRAINT coupons_not_over_issued CHECK (issued_quantity <= total_quantity OR strategy = 'db-naive')
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4;
 
@@ -48,7 +48,7 @@ CREATE TABLE coupon_issues (
   coupon_id  INT         NOT NULL,
   user_id    VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
   issued_at  DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
-  -- Invariant 2, for every strategy including db-naive.
+  -- docs/architecture.md, invariant 2, for every strategy including db-naive.
   PRIMARY KEY (coupon_id, user_id),
   -- No character outside the set, rather than ^[…]+$: in MySQL's and MariaDB's regex engines `$`
   -- also matches before a final newline, so 'a' + newline would pass that.

@@ -1,6 +1,6 @@
 -- couponrush schema, version 1: campaigns and issuances.
--- The database itself enforces invariants 1 (never over-issue) and 2 (never double-issue) of
--- DESIGN.md, so a bug in application code fails a transaction instead of breaking a promise.
+-- The database itself enforces docs/architecture.md, invariants 1 (never over-issue) and 2 (never
+-- double-issue), so a bug in application code fails a transaction instead of breaking a promise.
 
 CREATE TABLE coupons (
   id               integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -20,8 +20,8 @@ CREATE TABLE coupons (
   CONSTRAINT coupons_window_ordered CHECK (issue_ends_at > issue_starts_at),
   CONSTRAINT coupons_discount_complete CHECK ((discount_type IS NULL) = (discount_value IS NULL)),
   CONSTRAINT coupons_percent_range CHECK (discount_type IS DISTINCT FROM 'PERCENT' OR discount_value <= 100),
-  -- Invariant 1. The one deliberate exception: db-naive exists to show the race, so the
-  -- database lets its campaigns over-issue (see README, "Strategies").
+  -- docs/architecture.md, invariant 1. The one deliberate exception: db-naive exists to show the
+  -- race, so the database lets its campaigns over-issue (see README, "Strategies").
   CONSTRAINT coupons_not_over_issued CHECK (issued_quantity <= total_quantity OR strategy = 'db-naive')
 );
 
@@ -30,7 +30,7 @@ CREATE TABLE coupon_issues (
   coupon_id  integer     NOT NULL REFERENCES coupons (id),
   user_id    text        NOT NULL CHECK (user_id ~ '^[A-Za-z0-9._:-]{1,64}$'),
   issued_at  timestamptz NOT NULL DEFAULT now(),
-  -- Invariant 2, for every strategy including db-naive.
+  -- docs/architecture.md, invariant 2, for every strategy including db-naive.
   CONSTRAINT coupon_issues_one_per_user UNIQUE (coupon_id, user_id)
 );
 

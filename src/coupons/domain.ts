@@ -76,7 +76,7 @@ export const unavailable = (reason: string): Refusal => ({ kind: 'UNAVAILABLE', 
 /** A refusal that is the same for every caller at this instant: no need to know who asks. */
 export type ForegoneRefusal = typeof SOLD_OUT | typeof WINDOW_NOT_OPEN | typeof WINDOW_CLOSED;
 
-/** The window is half-open: [issueStartsAt, issueEndsAt). */
+/** The window is half-open: [issueStartsAt, issueEndsAt) (docs/architecture.md, invariant 3). */
 export function windowOutcome(coupon: Coupon, nowMs: number): typeof WINDOW_NOT_OPEN | typeof WINDOW_CLOSED | undefined {
   if (nowMs < coupon.issueStartsAt.getTime()) return WINDOW_NOT_OPEN;
   if (nowMs >= coupon.issueEndsAt.getTime()) return WINDOW_CLOSED;
@@ -102,15 +102,7 @@ export function campaignStatus(coupon: CouponWithStock, nowMs: number): Campaign
   return remainingStock(coupon) === 0 ? 'SOLD_OUT' : 'OPEN';
 }
 
-/** User ids are opaque strings chosen by the caller's identity provider. */
-export const USER_ID_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/;
-
-export function isValidUserId(value: unknown): value is string {
-  return typeof value === 'string' && USER_ID_PATTERN.test(value);
-}
-
-/** Coupon ids are 32-bit `integer` identities (PostgreSQL identity, MySQL AUTO_INCREMENT INT). */
-export const MAX_COUPON_ID = 2_147_483_647;
+/** The largest stock a campaign may have. */
 export const MAX_TOTAL_QUANTITY = 10_000_000;
 
 /** A rule a new campaign breaks: the field it concerns (a key of NewCoupon) and why. */

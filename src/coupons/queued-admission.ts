@@ -1,6 +1,7 @@
 // What a queued admission must be before it becomes a row: the ONE validation that the workers
 // (stream entries and Kafka records), a rebuilt campaign state, `reconcile` and the console share,
-// so that a record counts as holding a seat exactly when the worker would persist it.
+// so that a record counts as holding a seat exactly when the worker would persist it
+// (docs/architecture.md, invariant 9).
 //
 // A stream entry: fields {c, u, t, r} as admit-enqueue.lua writes them, for the stream's own
 // coupon, a valid user id, an admission instant inside the coupon's window. A Kafka record, first:
@@ -10,7 +11,8 @@
 // bounded: they quote at most the start of a field, never a whole one.
 import type { Db } from '../db/index.js';
 import { findCoupon, type NewIssue } from './repository.js';
-import { isValidUserId, type Coupon } from './domain.js';
+import type { Coupon } from './domain.js';
+import { COUPON_ID_PATTERN, isValidUserId } from './ids.js';
 import type { KafkaHandle } from '../kafka/client.js';
 import { liveDeadLetters } from '../kafka/dead-letters.js';
 import { AUTH_HEADER, decodeFields, MAX_RECORD_VALUE_BYTES, verifyRecord, type RecordSecrets } from '../kafka/records.js';
@@ -74,7 +76,7 @@ export function checkRecord(
   const bytes = Buffer.byteLength(value);
   if (bytes > MAX_RECORD_VALUE_BYTES) return { ok: false, reason: `the value is ${bytes} bytes, over the ${MAX_RECORD_VALUE_BYTES} an issuance can have` };
   const key = r.key ?? '';
-  if (!/^[1-9][0-9]{0,9}$/.test(key)) return { ok: false, reason: `key ${quote(r.key ?? undefined)} is not a coupon id` };
+  if (!COUPON_ID_PATTERN.test(key)) return { ok: false, reason: `key ${quote(r.key ?? undefined)} is not a coupon id` };
   const auth = r.headers.get(AUTH_HEADER);
   if (auth === undefined) return { ok: false, reason: `unsigned: no ${AUTH_HEADER} header (not produced by the API, or by a version before the authenticator)` };
   if (!verifyRecord(secrets, key, value, auth)) return { ok: false, reason: `forged: the ${AUTH_HEADER} header does not verify with KAFKA_RECORD_SECRET (nor KAFKA_RECORD_SECRET_PREVIOUS)` };

@@ -4,7 +4,7 @@
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { FastifyInstance, onRequestHookHandler } from 'fastify';
-import { reapIdleConnections } from './drain.js';
+import { reapIdleConnections } from '../util/drain.js';
 import { HttpProblem } from './problem.js';
 import { MAX_HEADER_BYTES, MAX_HEADERS_COUNT, RECEIVE_TIMEOUT_MS } from './protection.js';
 
@@ -17,7 +17,7 @@ export function isAdminRoute(url: string): boolean {
 const adminOnly: onRequestHookHandler = (request, _reply, done) => {
   if (adminSockets.has(request.raw.socket)) return done();
   // Same answer as an unknown route: the public port does not reveal the admin surface.
-  done(new HttpProblem(404, 'NOT_FOUND', `${request.method} ${request.url.split('?')[0]}`));
+  done(new HttpProblem('NOT_FOUND', `${request.method} ${request.url.split('?')[0]}`));
 };
 
 /** Call before routes are added when ADMIN_PORT is set. */

@@ -4,7 +4,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createSigner, createVerifier } from 'fast-jwt';
 import type { FastifyRequest } from 'fastify';
 import type { AuthMode } from '../config.js';
-import { isValidUserId } from '../coupons/domain.js';
+import { isValidUserId, USER_ID_RULE } from '../coupons/ids.js';
 import { HttpProblem } from './problem.js';
 
 export const USER_ID_HEADER = 'x-user-id';
@@ -19,7 +19,7 @@ function bearer(request: FastifyRequest): string | undefined {
   return match?.[1];
 }
 
-const unauthenticated = (detail: string) => new HttpProblem(401, 'UNAUTHENTICATED', detail, { 'www-authenticate': 'Bearer' });
+const unauthenticated = (detail: string) => new HttpProblem('UNAUTHENTICATED', detail, { 'www-authenticate': 'Bearer' });
 
 /**
  * A token minted elsewhere with the full JWT_MAX_TTL_S may reach us with its `exp` a little further
@@ -32,7 +32,7 @@ export function createUserAuthenticator(mode: AuthMode, jwtSecret: string, maxTt
     return (request) => {
       const userId = request.headers[USER_ID_HEADER];
       if (userId === undefined) throw unauthenticated(`missing ${USER_ID_HEADER} header`);
-      if (!isValidUserId(userId)) throw unauthenticated(`${USER_ID_HEADER} must be 1-64 characters of [A-Za-z0-9._:-]`);
+      if (!isValidUserId(userId)) throw unauthenticated(`${USER_ID_HEADER} must be ${USER_ID_RULE}`);
       return userId;
     };
   }
@@ -57,7 +57,7 @@ export function createUserAuthenticator(mode: AuthMode, jwtSecret: string, maxTt
     }
     // fast-jwt has checked that exp is a number in the future; a lifetime is only bounded here.
     if (payload.exp * 1000 - Date.now() > maxTtlMs) throw unauthenticated(`invalid token: exp is more than JWT_MAX_TTL_S (${maxTtlS} s) away`);
-    if (!isValidUserId(payload.sub)) throw unauthenticated('token sub must be 1-64 characters of [A-Za-z0-9._:-]');
+    if (!isValidUserId(payload.sub)) throw unauthenticated(`token sub must be ${USER_ID_RULE}`);
     return payload.sub;
   };
 }
@@ -69,13 +69,13 @@ export function createAdminAuthenticator(adminToken: string): (request: FastifyR
     const token = bearer(request);
     if (token === undefined) throw unauthenticated('missing Authorization: Bearer <admin token> header');
     const given = createHash('sha256').update(token).digest();
-    if (!timingSafeEqual(given, expected)) throw new HttpProblem(403, 'FORBIDDEN', 'admin token required');
+    if (!timingSafeEqual(given, expected)) throw new HttpProblem('FORBIDDEN', 'admin token required');
   };
 }
 
 /** Mints a user JWT (`couponrush token`, tests, the bench). */
 export function signUserToken(jwtSecret: string, userId: string, ttlSeconds = 24 * 3600): string {
   if (jwtSecret === '') throw new Error('JWT_SECRET is not set');
-  if (!isValidUserId(userId)) throw new Error('user id must be 1-64 characters of [A-Za-z0-9._:-]');
+  if (!isValidUserId(userId)) throw new Error(`user id must be ${USER_ID_RULE}`);
   return createSigner({ key: jwtSecret, algorithm: 'HS256', expiresIn: ttlSeconds * 1000 })({ sub: userId });
 }

@@ -5,14 +5,14 @@
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { frameworkProblem, problemBody, PROBLEM_CONTENT_TYPE, sendProblem } from './problem.js';
+import { frameworkProblem, problemBody, PROBLEM_CONTENT_TYPE, sendFrameworkProblem } from './problem.js';
 import { generatedRequestId, REQUEST_ID_HEADER } from './protection.js';
 
 /** Fastify's `frameworkErrors`: no hook has run, so the request id is echoed here. */
 export function answerFrameworkError(error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
-  const { status, code, detail } = frameworkProblem(error.code, false);
-  if (status >= 500) request.log.error({ err: error }, 'framework error');
-  void sendProblem(reply.header(REQUEST_ID_HEADER, request.id), status, code, detail);
+  const problem = frameworkProblem(error.code, false);
+  if (problem.status >= 500) request.log.error({ err: error }, 'framework error');
+  void sendFrameworkProblem(reply.header(REQUEST_ID_HEADER, request.id), problem);
 }
 
 interface ParserError extends Error {
@@ -29,7 +29,7 @@ export function answerClientError(error: ParserError, socket: Socket): void {
   const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
   if (socket.writable && (inFlight == null || inFlight.headersSent !== true)) {
     const { status, code, detail } = frameworkProblem(error.code, true);
-    const body = JSON.stringify(problemBody(status, code, detail));
+    const body = JSON.stringify(problemBody(code, detail, undefined, status));
     socket.write(
       `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\n` +
         `${REQUEST_ID_HEADER}: ${generatedRequestId()}\r\n` +

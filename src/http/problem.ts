@@ -1,5 +1,6 @@
 // RFC 9457 problem details: the one place that turns refusals and errors into HTTP responses
-// with a stable machine-readable `code`. A 5xx never carries internals.
+// with a stable machine-readable `code`, and the one table that gives each code its status.
+// A 5xx never carries internals; bad input is a 4xx (docs/architecture.md, invariant 6).
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import type { Refusal } from '../coupons/domain.js';
 import { OutcomeUnknownError } from '../db/index.js';
@@ -7,60 +8,44 @@ import { isDependencyUnavailable } from '../util/dependency-errors.js';
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 
-export type ProblemCode =
-  | 'VALIDATION_FAILED'
-  | 'BAD_URL'
-  | 'MALFORMED_REQUEST'
-  | 'HEADERS_TOO_LARGE'
-  | 'REQUEST_TIMEOUT'
-  | 'MALFORMED_JSON'
-  | 'PAYLOAD_TOO_LARGE'
-  | 'UNSUPPORTED_MEDIA_TYPE'
-  | 'UNAUTHENTICATED'
-  | 'FORBIDDEN'
-  | 'NOT_FOUND'
-  | 'METHOD_NOT_ALLOWED'
-  | 'COUPON_NOT_FOUND'
-  | 'NOT_ISSUED'
-  | 'ALREADY_ISSUED'
-  | 'SOLD_OUT'
-  | 'ISSUE_WINDOW_NOT_OPEN'
-  | 'ISSUE_WINDOW_CLOSED'
-  | 'STRATEGY_UNAVAILABLE'
-  | 'SERVICE_UNAVAILABLE'
-  | 'OUTCOME_UNKNOWN'
-  | 'RATE_LIMITED'
-  | 'OVERLOADED'
-  | 'TIMEOUT'
-  | 'INTERNAL_ERROR';
+/**
+ * Every problem code this API answers with, its HTTP status and its title: the one place a code's
+ * status is decided (503 included). Call sites name the code; the status follows from it.
+ */
+const PROBLEMS = {
+  VALIDATION_FAILED: [400, 'The request is not valid'],
+  BAD_URL: [400, 'The request URL cannot be routed'],
+  MALFORMED_REQUEST: [400, 'The request is not valid HTTP'],
+  MALFORMED_JSON: [400, 'The request body is not valid JSON'],
+  STRATEGY_UNAVAILABLE: [400, 'The requested strategy is not available with this configuration'],
+  UNAUTHENTICATED: [401, 'Authentication is required'],
+  FORBIDDEN: [403, 'Not allowed'],
+  NOT_FOUND: [404, 'No such resource'],
+  COUPON_NOT_FOUND: [404, 'No such coupon'],
+  NOT_ISSUED: [404, 'This user has not been issued this coupon'],
+  METHOD_NOT_ALLOWED: [405, 'Method not allowed'],
+  REQUEST_TIMEOUT: [408, 'The request was not received in time'],
+  ALREADY_ISSUED: [409, 'This user already has this coupon'],
+  SOLD_OUT: [410, 'The coupon is sold out'],
+  PAYLOAD_TOO_LARGE: [413, 'The request body is too large'],
+  UNSUPPORTED_MEDIA_TYPE: [415, 'The request body has an unsupported media type'],
+  ISSUE_WINDOW_NOT_OPEN: [422, 'The issue window has not opened yet'],
+  ISSUE_WINDOW_CLOSED: [422, 'The issue window has closed'],
+  RATE_LIMITED: [429, 'Too many requests, retry after the given delay'],
+  HEADERS_TOO_LARGE: [431, 'The request headers are too large'],
+  INTERNAL_ERROR: [500, 'Internal error'],
+  SERVICE_UNAVAILABLE: [503, 'Temporarily unavailable, nothing was issued; retry shortly'],
+  OUTCOME_UNKNOWN: [503, 'A store failed mid-issue; this user may hold the coupon'],
+  OVERLOADED: [503, 'The server is overloaded, retry after the given delay'],
+  TIMEOUT: [504, 'The request took too long; its outcome is unknown'],
+} as const satisfies Record<string, readonly [number, string]>;
 
-const TITLES: Record<ProblemCode, string> = {
-  VALIDATION_FAILED: 'The request is not valid',
-  BAD_URL: 'The request URL cannot be routed',
-  MALFORMED_REQUEST: 'The request is not valid HTTP',
-  HEADERS_TOO_LARGE: 'The request headers are too large',
-  REQUEST_TIMEOUT: 'The request was not received in time',
-  MALFORMED_JSON: 'The request body is not valid JSON',
-  PAYLOAD_TOO_LARGE: 'The request body is too large',
-  UNSUPPORTED_MEDIA_TYPE: 'The request body has an unsupported media type',
-  UNAUTHENTICATED: 'Authentication is required',
-  FORBIDDEN: 'Not allowed',
-  NOT_FOUND: 'No such resource',
-  METHOD_NOT_ALLOWED: 'Method not allowed',
-  COUPON_NOT_FOUND: 'No such coupon',
-  NOT_ISSUED: 'This user has not been issued this coupon',
-  ALREADY_ISSUED: 'This user already has this coupon',
-  SOLD_OUT: 'The coupon is sold out',
-  ISSUE_WINDOW_NOT_OPEN: 'The issue window has not opened yet',
-  ISSUE_WINDOW_CLOSED: 'The issue window has closed',
-  STRATEGY_UNAVAILABLE: 'The requested strategy is not available with this configuration',
-  SERVICE_UNAVAILABLE: 'Temporarily unavailable, nothing was issued; retry shortly',
-  OUTCOME_UNKNOWN: 'A store failed mid-issue; this user may hold the coupon',
-  RATE_LIMITED: 'Too many requests, retry after the given delay',
-  OVERLOADED: 'The server is overloaded, retry after the given delay',
-  TIMEOUT: 'The request took too long; its outcome is unknown',
-  INTERNAL_ERROR: 'Internal error',
-};
+export type ProblemCode = keyof typeof PROBLEMS;
+
+/** The HTTP status a problem code is answered with. */
+export function statusOf(code: ProblemCode): number {
+  return PROBLEMS[code][0];
+}
 
 export interface Problem {
   type: string;
@@ -77,46 +62,70 @@ export interface FieldError {
   detail: string;
 }
 
+/** What an error raised outside any route is answered with (see FRAMEWORK_ERRORS). */
+export interface FrameworkProblem {
+  readonly status: number;
+  readonly code: ProblemCode;
+  readonly detail?: string;
+}
+
 /**
  * Errors raised outside any route, by Fastify's router (`frameworkErrors`) or by Node's HTTP
  * parser (`clientError`, no request object at all), by their `code`; anything else the parser
  * refuses is MALFORMED_REQUEST. The detail never echoes the request: it may not even be text.
+ * `status` only where the framework's own differs from the code's: an over-long path segment is
+ * 414 URI Too Long, a URL that cannot be routed all the same.
  */
-const FRAMEWORK_ERRORS: Readonly<Record<string, { status: number; code: ProblemCode; detail?: string }>> = {
-  FST_ERR_BAD_URL: { status: 400, code: 'BAD_URL', detail: 'the path is not valid percent-encoded UTF-8' },
-  FST_ERR_MAX_PARAM_LENGTH: { status: 414, code: 'BAD_URL', detail: 'a path segment is longer than any route takes' },
-  HPE_HEADER_OVERFLOW: { status: 431, code: 'HEADERS_TOO_LARGE' },
-  ERR_HTTP_REQUEST_TIMEOUT: { status: 408, code: 'REQUEST_TIMEOUT' },
+const FRAMEWORK_ERRORS: Readonly<Record<string, { code: ProblemCode; status?: number; detail?: string }>> = {
+  FST_ERR_BAD_URL: { code: 'BAD_URL', detail: 'the path is not valid percent-encoded UTF-8' },
+  FST_ERR_MAX_PARAM_LENGTH: { code: 'BAD_URL', status: 414, detail: 'a path segment is longer than any route takes' },
+  HPE_HEADER_OVERFLOW: { code: 'HEADERS_TOO_LARGE' },
+  ERR_HTTP_REQUEST_TIMEOUT: { code: 'REQUEST_TIMEOUT' },
 };
 
 /** The answer to an error raised outside any route (see FRAMEWORK_ERRORS); 500 for one not listed. */
-export function frameworkProblem(errorCode: string | undefined, parser: boolean): { status: number; code: ProblemCode; detail?: string } {
-  return (errorCode === undefined ? undefined : FRAMEWORK_ERRORS[errorCode]) ?? (parser ? { status: 400, code: 'MALFORMED_REQUEST' } : { status: 500, code: 'INTERNAL_ERROR' });
+export function frameworkProblem(errorCode: string | undefined, parser: boolean): FrameworkProblem {
+  const known = errorCode === undefined ? undefined : FRAMEWORK_ERRORS[errorCode];
+  const { code, status, detail } = known ?? { code: parser ? 'MALFORMED_REQUEST' : 'INTERNAL_ERROR' };
+  return { status: status ?? statusOf(code), code, ...(detail === undefined ? {} : { detail }) };
 }
 
 /** Thrown from handlers and hooks for an expected refusal; the error handler renders it. */
 export class HttpProblem extends Error {
+  readonly status: number;
+
   constructor(
-    readonly status: number,
     readonly code: ProblemCode,
     readonly detail?: string,
     readonly headers?: Readonly<Record<string, string>>,
     readonly errors?: FieldError[],
   ) {
-    super(detail ?? TITLES[code]);
+    super(detail ?? PROBLEMS[code][1]);
     this.name = 'HttpProblem';
+    this.status = statusOf(code);
   }
 }
 
-export function problemBody(status: number, code: ProblemCode, detail?: string, errors?: FieldError[]): Problem {
-  const body: Problem = { type: `urn:couponrush:problem:${code}`, title: TITLES[code], status, code };
+/** The problem document; `status` is the code's unless the framework chose another (FRAMEWORK_ERRORS). */
+export function problemBody(code: ProblemCode, detail?: string, errors?: FieldError[], status = statusOf(code)): Problem {
+  const body: Problem = { type: `urn:couponrush:problem:${code}`, title: PROBLEMS[code][1], status, code };
   if (detail !== undefined) body.detail = detail;
   if (errors !== undefined && errors.length > 0) body.errors = errors;
   return body;
 }
 
-export function sendProblem(reply: FastifyReply, status: number, code: ProblemCode, detail?: string, errors?: FieldError[]): FastifyReply {
-  return reply.code(status).type(PROBLEM_CONTENT_TYPE).send(problemBody(status, code, detail, errors));
+export function sendProblem(reply: FastifyReply, code: ProblemCode, detail?: string, errors?: FieldError[]): FastifyReply {
+  return sendProblemAs(reply, statusOf(code), code, detail, errors);
+}
+
+/** Only for an error that comes with a status of its own (the framework's, see FRAMEWORK_ERRORS). */
+function sendProblemAs(reply: FastifyReply, status: number, code: ProblemCode, detail?: string, errors?: FieldError[]): FastifyReply {
+  return reply.code(status).type(PROBLEM_CONTENT_TYPE).send(problemBody(code, detail, errors, status));
+}
+
+/** Answers an error raised outside any route (frameworkErrors) with its problem. */
+export function sendFrameworkProblem(reply: FastifyReply, { status, code, detail }: FrameworkProblem): FastifyReply {
+  return sendProblemAs(reply, status, code, detail);
 }
 
 /** Where each schema violation is, as a JSON pointer into the request part it concerns. */
@@ -129,20 +138,20 @@ function fieldErrors(validation: NonNullable<FastifyError['validation']>): Field
 }
 
 /** Refusals with a fixed answer, serialised once: the stampede's 409s and 410s cost no JSON work. */
+const REFUSAL_CODES = {
+  ALREADY_ISSUED: 'ALREADY_ISSUED',
+  SOLD_OUT: 'SOLD_OUT',
+  WINDOW_NOT_OPEN: 'ISSUE_WINDOW_NOT_OPEN',
+  WINDOW_CLOSED: 'ISSUE_WINDOW_CLOSED',
+  COUPON_NOT_FOUND: 'COUPON_NOT_FOUND',
+} as const satisfies Record<Exclude<Refusal['kind'], 'UNAVAILABLE'>, ProblemCode>;
+
 const REFUSALS = Object.fromEntries(
-  (
-    [
-      ['ALREADY_ISSUED', 409, 'ALREADY_ISSUED'],
-      ['SOLD_OUT', 410, 'SOLD_OUT'],
-      ['WINDOW_NOT_OPEN', 422, 'ISSUE_WINDOW_NOT_OPEN'],
-      ['WINDOW_CLOSED', 422, 'ISSUE_WINDOW_CLOSED'],
-      ['COUPON_NOT_FOUND', 404, 'COUPON_NOT_FOUND'],
-    ] as const
-  ).map(([kind, status, code]) => {
-    const json = JSON.stringify(problemBody(status, code));
-    return [kind, { status, json, body: Buffer.from(json) }];
+  Object.entries(REFUSAL_CODES).map(([kind, code]) => {
+    const json = JSON.stringify(problemBody(code));
+    return [kind, { status: statusOf(code), json, body: Buffer.from(json) }];
   }),
-) as Record<Exclude<Refusal['kind'], 'UNAVAILABLE'>, { status: number; json: string; body: Buffer }>;
+) as Record<keyof typeof REFUSAL_CODES, { status: number; json: string; body: Buffer }>;
 
 /** The status and serialised body of a refusal with a fixed answer (early-answers.ts sends it raw). */
 export function refusalAnswer(refusal: Exclude<Refusal, { kind: 'UNAVAILABLE' }>): { readonly status: number; readonly body: Buffer } {
@@ -155,7 +164,7 @@ export function refusalAnswer(refusal: Exclude<Refusal, { kind: 'UNAVAILABLE' }>
  */
 export function sendRefusal(reply: FastifyReply, outcome: Refusal): FastifyReply {
   if (outcome.kind === 'UNAVAILABLE') {
-    return sendProblem(reply.header('retry-after', '1'), 503, 'SERVICE_UNAVAILABLE', outcome.reason);
+    return sendProblem(reply.header('retry-after', '1'), 'SERVICE_UNAVAILABLE', outcome.reason);
   }
   const refusal = REFUSALS[outcome.kind];
   return reply.code(refusal.status).type(PROBLEM_CONTENT_TYPE).send(refusal.json);
@@ -163,18 +172,19 @@ export function sendRefusal(reply: FastifyReply, outcome: Refusal): FastifyReply
 
 const OUTCOME_UNKNOWN_DETAIL =
   'the store failed after the decisive command went out: GET /coupons/{id}/issues/me tells whether the coupon was issued, and a retry never issues a second one';
-const OUTCOME_UNKNOWN_JSON = JSON.stringify(problemBody(503, 'OUTCOME_UNKNOWN', OUTCOME_UNKNOWN_DETAIL));
+const OUTCOME_UNKNOWN_STATUS = statusOf('OUTCOME_UNKNOWN');
+const OUTCOME_UNKNOWN_JSON = JSON.stringify(problemBody('OUTCOME_UNKNOWN', OUTCOME_UNKNOWN_DETAIL));
 
 /** The issue attempt may or may not have issued the coupon (see OUTCOME_UNKNOWN in the domain). */
 export function sendOutcomeUnknown(reply: FastifyReply): FastifyReply {
-  return reply.code(503).header('retry-after', '1').type(PROBLEM_CONTENT_TYPE).send(OUTCOME_UNKNOWN_JSON);
+  return reply.code(OUTCOME_UNKNOWN_STATUS).header('retry-after', '1').type(PROBLEM_CONTENT_TYPE).send(OUTCOME_UNKNOWN_JSON);
 }
 
 export function registerProblemHandlers(app: FastifyInstance): void {
   app.setErrorHandler((error: FastifyError, request, reply) => {
     if (error instanceof HttpProblem) {
       if (error.headers !== undefined) void reply.headers(error.headers);
-      return sendProblem(reply, error.status, error.code, error.detail, error.errors);
+      return sendProblem(reply, error.code, error.detail, error.errors);
     }
     // A safety net: strategies turn an unknown commit into the OUTCOME_UNKNOWN outcome themselves.
     if (error instanceof OutcomeUnknownError) {
@@ -182,25 +192,26 @@ export function registerProblemHandlers(app: FastifyInstance): void {
       return sendOutcomeUnknown(reply);
     }
     if (error.validation !== undefined) {
-      return sendProblem(reply, 400, 'VALIDATION_FAILED', error.message, fieldErrors(error.validation));
+      return sendProblem(reply, 'VALIDATION_FAILED', error.message, fieldErrors(error.validation));
     }
     const status = error.statusCode ?? 500;
     if (status >= 400 && status < 500) {
-      if (status === 413) return sendProblem(reply, 413, 'PAYLOAD_TOO_LARGE');
-      if (status === 415) return sendProblem(reply, 415, 'UNSUPPORTED_MEDIA_TYPE', error.message);
+      if (status === 413) return sendProblem(reply, 'PAYLOAD_TOO_LARGE');
+      if (status === 415) return sendProblem(reply, 'UNSUPPORTED_MEDIA_TYPE', error.message);
       if (error instanceof SyntaxError || error.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || error.code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
-        return sendProblem(reply, 400, 'MALFORMED_JSON', error.message);
+        return sendProblem(reply, 'MALFORMED_JSON', error.message);
       }
-      return sendProblem(reply, status, 'VALIDATION_FAILED', error.message);
+      // Any other 4xx the framework raised keeps its status: the request is at fault, as it says.
+      return sendProblemAs(reply, status, 'VALIDATION_FAILED', error.message);
     }
     if (isDependencyUnavailable(error)) {
       request.log.warn({ err: error }, 'dependency unavailable');
       void reply.header('retry-after', '1');
-      return sendProblem(reply, 503, 'SERVICE_UNAVAILABLE');
+      return sendProblem(reply, 'SERVICE_UNAVAILABLE');
     }
     request.log.error({ err: error }, 'unhandled error');
-    return sendProblem(reply, 500, 'INTERNAL_ERROR');
+    return sendProblem(reply, 'INTERNAL_ERROR');
   });
 
-  app.setNotFoundHandler((request, reply) => sendProblem(reply, 404, 'NOT_FOUND', `${request.method} ${request.url.split('?')[0]}`));
+  app.setNotFoundHandler((request, reply) => sendProblem(reply, 'NOT_FOUND', `${request.method} ${request.url.split('?')[0]}`));
 }

@@ -9,6 +9,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandle
 import type { Redis } from 'ioredis';
 import type { RateLimit } from '../config.js';
 import { ISSUE_ROUTE_URL } from '../coupons/paths.js';
+import type { ShedReason } from '../metrics/index.js';
 import { HttpProblem, sendProblem } from './problem.js';
 import { WindowLimiter, type Verdict } from './rate-limit.js';
 
@@ -51,8 +52,6 @@ declare module 'fastify' {
     couponrushNext: FastifyReply | null;
   }
 }
-
-export type ShedReason = 'overloaded' | 'rate_limited_user' | 'rate_limited_ip' | 'timeout';
 
 const TIMEOUT_DETAIL = 'the outcome is unknown; GET /coupons/{id}/issues/me tells whether the coupon was issued';
 /** Routes that must answer while the process sheds load: probes and scrapes. */
@@ -130,13 +129,13 @@ export function requestGuards(app: FastifyInstance, { timeoutMs, maxEventLoopDel
   const refuse = (request: FastifyRequest, reply: FastifyReply): boolean => {
     if (refusing === 'closing') {
       void reply.header('retry-after', '1');
-      void sendProblem(reply, 503, 'SERVICE_UNAVAILABLE', 'this instance is shutting down; nothing was done');
+      void sendProblem(reply, 'SERVICE_UNAVAILABLE', 'this instance is shutting down; nothing was done');
       return true;
     }
     if (NEVER_SHED.has(request.routeOptions.url ?? '')) return false;
     onShed('overloaded');
     void reply.header('retry-after', String(OVERLOAD_RETRY_AFTER_S));
-    void sendProblem(reply, 503, 'OVERLOADED', `event loop delay above ${maxEventLoopDelayMs} ms`);
+    void sendProblem(reply, 'OVERLOADED', `event loop delay above ${maxEventLoopDelayMs} ms`);
     return true;
   };
 
@@ -180,7 +179,7 @@ export function requestGuards(app: FastifyInstance, { timeoutMs, maxEventLoopDel
             disarm(r);
             if (r.sent) continue;
             onShed('timeout');
-            void sendProblem(r, 504, 'TIMEOUT', TIMEOUT_DETAIL);
+            void sendProblem(r, 'TIMEOUT', TIMEOUT_DETAIL);
           }
         },
         Math.min(250, Math.max(10, Math.floor(timeoutMs / 4))),
@@ -245,7 +244,7 @@ export function issueRateLimits(app: FastifyInstance, options: IssueRateLimitOpt
   const { authenticate, onShed } = options;
   const shared = (kind: string) => (options.redis === undefined ? undefined : { redis: options.redis, prefix: `${options.redisPrefix ?? ''}ratelimit:${kind}:` });
   const refusal = (limiter: WindowLimiter, what: string, retryAfter: number) =>
-    new HttpProblem(429, 'RATE_LIMITED', `at most ${limiter.limit.max} issue requests per ${what} per ${limiter.limit.windowMs / 1000} s`, {
+    new HttpProblem('RATE_LIMITED', `at most ${limiter.limit.max} issue requests per ${what} per ${limiter.limit.windowMs / 1000} s`, {
       'retry-after': String(retryAfter),
     });
 

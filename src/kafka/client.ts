@@ -4,7 +4,7 @@
 // closed by whoever opened it. Client: @platformatic/kafka (docs/performance.md says why).
 import { randomBytes } from 'node:crypto';
 import { Admin, Consumer, stringDeserializers, type MessagesStream } from '@platformatic/kafka';
-import type { FastifyBaseLogger } from 'fastify';
+import type { Logger } from '../util/logger.js';
 import { IssuanceProducer } from './producer.js';
 import type { RecordSecrets } from './records.js';
 
@@ -86,7 +86,7 @@ export async function ensureTopics(settings: KafkaSettings, topics: readonly str
   }
 }
 
-export async function openKafka(settings: KafkaSettings, log: FastifyBaseLogger): Promise<KafkaHandle> {
+export async function openKafka(settings: KafkaSettings, log: Logger): Promise<KafkaHandle> {
   const topics = { issuances: settings.topic, dead: `${settings.topic}.dead` };
   await ensureTopics(settings, [topics.issuances, topics.dead, ...(settings.eventsTopic === undefined ? [] : [settings.eventsTopic])]);
   const producer = new IssuanceProducer({ brokers: settings.brokers, topic: topics.issuances, timeoutMs: settings.produceTimeoutMs, clientId: 'couponrush-api', secret: settings.recordSecrets.current }, log);

@@ -15,6 +15,7 @@
 // live dead letters and the settled ones.
 import { createHash } from 'node:crypto';
 import type { Producer } from '@platformatic/kafka';
+import { COUPON_ID_PATTERN } from '../coupons/ids.js';
 import type { KafkaHandle, TopicRecord } from './client.js';
 import { idempotentProducer } from './producer.js';
 import { AUTH_HEADER, decodeFields, MAX_RECORD_VALUE_BYTES } from './records.js';
@@ -128,7 +129,7 @@ function toDeadLetter(r: TopicRecord): KafkaDeadLetter | undefined {
   const entry: Record<string, string> = fields === undefined ? {} : Object.fromEntries(fields);
   const sourceKey = r.headers.get(DEAD.sourceKey) ?? '';
   // The source key names the campaign; a value that is not even JSON still has one.
-  const coupon = /^[1-9][0-9]{0,9}$/.test(sourceKey) ? Number(sourceKey) : Number(entry.c);
+  const coupon = COUPON_ID_PATTERN.test(sourceKey) ? Number(sourceKey) : Number(entry.c);
   const kind = r.headers.get(DEAD.kind) === 'refused' ? 'refused' : 'invalid';
   return {
     id: r.key,

@@ -13,7 +13,7 @@
 // An idempotent producer retries a failed request itself and the broker drops the duplicate, so
 // one record never lands twice from one send.
 import { Producer, ProduceAcks, stringSerializers } from '@platformatic/kafka';
-import type { FastifyBaseLogger } from 'fastify';
+import type { Logger } from '../util/logger.js';
 import { AUTH_HEADER, encodeRecord, recordKey, signRecord, type IssuanceRecord } from './records.js';
 
 /**
@@ -107,7 +107,7 @@ export class IssuanceProducer {
 
   constructor(
     private readonly options: ProducerOptions,
-    private readonly log: FastifyBaseLogger,
+    private readonly log: Logger,
   ) {
     this.conn = new Connection(options);
   }

@@ -11,12 +11,13 @@ import { campaignStock } from '../coupons/repository.js';
 import type { IssueObserver } from '../coupons/service.js';
 import { STRATEGY_NAMES } from '../coupons/strategies/index.js';
 import type { Db } from '../db/index.js';
-import type { ShedReason } from '../http/protection.js';
 import { within } from '../util/within.js';
 import { CellCounter, CellHistogram, type Cell } from './cells.js';
 import { installWorkerResponder, renderClusterMetrics } from './cluster.js';
 
 export const METRICS_CONTENT_TYPE = Registry.PROMETHEUS_CONTENT_TYPE;
+/** Where the exposition is served: the API's route and the worker's bare listener. */
+export const METRICS_PATH = '/metrics';
 
 const OUTCOME_KINDS = [
   'ISSUED',
@@ -30,7 +31,9 @@ const OUTCOME_KINDS = [
   'OUTCOME_UNKNOWN',
 ] as const satisfies readonly IssueOutcomeKind[];
 
-const SHED_REASONS: readonly ShedReason[] = ['overloaded', 'rate_limited_user', 'rate_limited_ip', 'timeout'];
+/** Why a request was refused before the domain saw it: the `reason` label of couponrush_requests_shed_total. */
+export const SHED_REASONS = ['overloaded', 'rate_limited_user', 'rate_limited_ip', 'timeout'] as const;
+export type ShedReason = (typeof SHED_REASONS)[number];
 
 /** Issue-route latency buckets (seconds): the interesting range is 1 ms – 1 s. */
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];

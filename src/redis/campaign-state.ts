@@ -9,7 +9,7 @@
 // other. While the state is missing every admission answers MISSING, so nothing new can be
 // admitted between the reads and the atomic restore (which only creates state that is absent).
 import { randomBytes } from 'node:crypto';
-import type { FastifyBaseLogger } from 'fastify';
+import type { Logger } from '../util/logger.js';
 import type { RedisHandle } from './client.js';
 import { WORKER_GROUP, type CampaignKeys } from './keys.js';
 import type { CampaignWindow } from './scripts.js';
@@ -169,7 +169,7 @@ export class CampaignStates {
   constructor(
     private readonly redis: RedisHandle,
     private readonly issuedUsers: IssuedUsers,
-    private readonly log: FastifyBaseLogger,
+    private readonly log: Logger,
     /** Queued campaigns (redis-lua-async*) also get their stream registered for the workers. */
     private readonly queued: boolean,
   ) {}

@@ -2,7 +2,7 @@
 // path), the Lua wrapper bound to it, key names, and cache invalidation over pub/sub. Opened by
 // the runtime (or the CLI) and closed by whoever opened it.
 import { Redis, type RedisOptions } from 'ioredis';
-import type { FastifyBaseLogger } from 'fastify';
+import type { Logger } from '../util/logger.js';
 import { RedisKeys } from './keys.js';
 import { within } from '../util/within.js';
 import { ADMIT_COMMANDS, Scripts } from './scripts.js';
@@ -58,7 +58,7 @@ export interface OpenRedisOptions {
  * Opens the connection and checks that Redis answers, so a bad REDIS_URL fails at start-up with
  * the connection's own error (ECONNREFUSED at host:port), not the client's retry advice.
  */
-export async function openRedis(url: string, prefix: string, log: FastifyBaseLogger, options: OpenRedisOptions = {}): Promise<RedisHandle> {
+export async function openRedis(url: string, prefix: string, log: Logger, options: OpenRedisOptions = {}): Promise<RedisHandle> {
   let lastErrorLog = 0;
   // Until the first answer a failure is the start-up's to report, once, not a log line per retry.
   let opened = false;

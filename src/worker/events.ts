@@ -12,7 +12,7 @@
 //   at least once  a crash (or a failed commit) after Kafka acknowledged a round publishes it
 //            again: consumers drop duplicates by key. Nothing is ever on the request path.
 import type { Producer } from '@platformatic/kafka';
-import type { FastifyBaseLogger } from 'fastify';
+import type { Logger } from '../util/logger.js';
 import { claimIssueEvents, deleteIssueEvents, setEventCapture } from '../coupons/repository.js';
 import type { Db } from '../db/index.js';
 import type { KafkaHandle } from '../kafka/client.js';
@@ -28,7 +28,7 @@ export interface EventPublisherDeps {
   readonly db: Db;
   readonly kafka: KafkaHandle;
   readonly topic: string;
-  readonly log: FastifyBaseLogger;
+  readonly log: Logger;
 }
 
 export interface IssuedEvent {

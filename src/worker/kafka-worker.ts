@@ -18,7 +18,7 @@
 //              retried (backoff ≤ 1 s), offsets uncommitted. A stop with that batch still held
 //              commits nothing more: the batch and everything after it are redelivered.
 //   stop()     stops taking records, finishes the batch in hand, commits, leaves the group.
-import type { FastifyBaseLogger } from 'fastify';
+import type { Logger } from '../util/logger.js';
 import type { Message, MessagesStream, Producer } from '@platformatic/kafka';
 import type { WorkerConfig } from '../config.js';
 import { boundedReason, cachedCoupons, validateRecord, type CouponLookup } from '../coupons/queued-admission.js';
@@ -46,7 +46,7 @@ export interface KafkaWorkerDeps {
   /** For the held index (a refused admission's user hears HELD); absent, nobody does. */
   readonly redis?: RedisHandle | undefined;
   readonly config: WorkerConfig;
-  readonly log: FastifyBaseLogger;
+  readonly log: Logger;
   readonly consumer: string;
   readonly observer?: WorkerObserver;
 }
@@ -76,7 +76,7 @@ export class KafkaIssueWorker {
   private loop: Promise<void> | undefined;
   private observer: WorkerObserver | undefined;
   private readonly coupons: CouponLookup;
-  private readonly log: FastifyBaseLogger;
+  private readonly log: Logger;
   /** Records written and committed since start (for logs and tests). */
   written = 0;
   deadLettered = 0;

@@ -17,7 +17,7 @@
 //              MAXLEN), retires drained streams of long-ended campaigns.
 //   stop()     stops reading (a blocked read is unblocked), finishes and acks the batch in hand.
 import { hostname } from 'node:os';
-import type { FastifyBaseLogger } from 'fastify';
+import type { Logger } from '../util/logger.js';
 import type { Redis } from 'ioredis';
 import type { WorkerConfig } from '../config.js';
 import { insertIssues, type NewIssue } from '../coupons/repository.js';
@@ -60,7 +60,7 @@ export interface WorkerDeps {
   readonly db: Db;
   readonly redis: RedisHandle;
   readonly config: WorkerConfig;
-  readonly log: FastifyBaseLogger;
+  readonly log: Logger;
   /** Consumer name; keep it stable across restarts (e.g. the pod name) so a restart finishes its own pending entries first. */
   readonly consumer?: string;
   readonly observer?: WorkerObserver;
@@ -82,7 +82,7 @@ export class IssueWorker {
   private readonly db: Db;
   private readonly redis: RedisHandle;
   private readonly config: WorkerConfig;
-  private readonly log: FastifyBaseLogger;
+  private readonly log: Logger;
   private observer: WorkerObserver | undefined;
   /** Blocking reads happen on their own connection. */
   private readonly reader: Redis;

@@ -5,7 +5,7 @@
 // (the connections count changed rows, src/db/mysql.ts). Connections run at READ COMMITTED.
 import type { Queryable, Transaction } from '../../db/index.js';
 import type { NewCoupon } from '../domain.js';
-import { COUPON_COLUMNS, toCoupon, type CampaignStock, type CouponIssuesTable, type CouponRow, type CouponsTable, type CouponStatements, type NewIssue, requestIdsOf } from './tables.js';
+import { COUPON_COLUMNS, couponColumnsOf, toCoupon, type CampaignStock, type CouponIssuesTable, type CouponRow, type CouponsTable, type CouponStatements, type NewIssue, requestIdsOf } from './tables.js';
 
 const SKIP_DUPLICATE = 'ON DUPLICATE KEY UPDATE user_id = user_id';
 
@@ -120,8 +120,7 @@ export const mysqlStatements: CouponStatements = {
 
   async listUserIssues(db, userId) {
     const { rows } = await db.query<CouponRow & Pick<CouponIssuesTable, 'issued_at'>>(
-      `SELECT c.id, c.name, c.total_quantity, c.issued_quantity, c.issue_starts_at, c.issue_ends_at, c.strategy,
-              c.discount_type, c.discount_value, c.min_order_amount, i.issued_at
+      `SELECT ${couponColumnsOf('c')}, i.issued_at
          FROM coupon_issues i JOIN coupons c ON c.id = i.coupon_id
         WHERE i.user_id = ?
         ORDER BY i.issued_at DESC

@@ -1,7 +1,7 @@
 // The coupon statements in PostgreSQL's dialect (a server, or embedded PGlite).
 import { COMMITTED_UNSEEN, type Queryable, type Transaction } from '../../db/index.js';
 import type { NewCoupon } from '../domain.js';
-import { COUPON_COLUMNS, toCoupon, type CampaignStock, type CouponIssuesTable, type CouponRow, type CouponsTable, type CouponStatements, type NewIssue, requestIdsOf } from './tables.js';
+import { COUPON_COLUMNS, couponColumnsOf, toCoupon, type CampaignStock, type CouponIssuesTable, type CouponRow, type CouponsTable, type CouponStatements, type NewIssue, requestIdsOf } from './tables.js';
 
 // One statement: the rows and the issued counts move together, and each coupon's counter grows by
 // exactly the rows inserted (duplicates are skipped; an over-issue fails the CHECK for the whole
@@ -126,8 +126,7 @@ export const postgresStatements: CouponStatements = {
 
   async listUserIssues(db, userId) {
     const { rows } = await db.query<CouponRow & Pick<CouponIssuesTable, 'issued_at'>>(
-      `SELECT c.id, c.name, c.total_quantity, c.issued_quantity, c.issue_starts_at, c.issue_ends_at, c.strategy,
-              c.discount_type, c.discount_value, c.min_order_amount, i.issued_at
+      `SELECT ${couponColumnsOf('c')}, i.issued_at
          FROM coupon_issues i JOIN coupons c ON c.id = i.coupon_id
         WHERE i.user_id = $1
         ORDER BY i.issued_at DESC

@@ -30,8 +30,26 @@ export interface CouponIssuesTable {
 
 export type CouponRow = Omit<CouponsTable, 'version' | 'created_at'>;
 
-export const COUPON_COLUMNS = `id, name, total_quantity, issued_quantity, issue_starts_at, issue_ends_at, strategy,
-  discount_type, discount_value, min_order_amount`;
+/** The columns a campaign is read with (a CouponRow): every statement that returns campaigns selects these. */
+const COUPON_ROW_COLUMNS = [
+  'id',
+  'name',
+  'total_quantity',
+  'issued_quantity',
+  'issue_starts_at',
+  'issue_ends_at',
+  'strategy',
+  'discount_type',
+  'discount_value',
+  'min_order_amount',
+] as const satisfies ReadonlyArray<keyof CouponRow>;
+
+export const COUPON_COLUMNS = COUPON_ROW_COLUMNS.join(', ');
+
+/** COUPON_COLUMNS of a table aliased in a join (`c.id, c.name, …`). */
+export function couponColumnsOf(alias: string): string {
+  return COUPON_ROW_COLUMNS.map((c) => `${alias}.${c}`).join(', ');
+}
 
 export function toCoupon(row: CouponRow): CouponWithStock {
   return {

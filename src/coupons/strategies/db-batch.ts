@@ -11,7 +11,7 @@
 // others by a poll (every SOLD_OUT_POLL_MS) of the campaigns they have served lately — and from
 // then on answered 410 before the token is read, with no database round trip. Like
 // redis-lua-async-cached's local flag, that 410 goes to a holder too (not 409).
-import type { FastifyBaseLogger } from 'fastify';
+import type { Logger } from '../../util/logger.js';
 import { OutcomeUnknownError, type Db } from '../../db/index.js';
 import { ALREADY_ISSUED, ISSUED, OUTCOME_UNKNOWN, SOLD_OUT, unavailable, type Coupon, type IssueOutcome } from '../domain.js';
 import { addIssued, findIssue, holdersAmong, insertNewIssues, lockRemaining, removeIssues, soldOutAmong } from '../repository.js';
@@ -47,7 +47,7 @@ class DbBatch implements IssueStrategy {
 
   constructor(
     private readonly db: Db,
-    private readonly log: FastifyBaseLogger,
+    private readonly log: Logger,
   ) {}
 
   knownSoldOut(couponId: number): boolean {

@@ -1,4 +1,11 @@
 // The strategy registry. Adding a strategy: write its module, add one line here.
+//
+// The strategies' headers name "the seeds" they follow: the five portfolio projects couponrush
+// grew from, each a first-come-first-served coupon service, and their versions — V0 a database
+// row lock (db-pessimistic), V1 a Redis distributed lock (Redisson; redis-lock), V2 Redis Lua plus
+// an async queue (redis-lua-async), V3 V2 plus a local cache (Caffeine; redis-lua-async-cached).
+// Their other steps keep the names they had (NoLock, synchronized, AtomicQuery, the Kafka
+// pipelines); README's strategy table gives each strategy's lineage.
 import { dbAtomic } from './db-atomic.js';
 import { dbBatch } from './db-batch.js';
 import { dbNaive } from './db-naive.js';

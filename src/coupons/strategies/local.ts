@@ -2,7 +2,7 @@
 // database on first use) in front of group commit: admitted requests are written many per
 // statement, a few milliseconds apart, and each is answered 201 only after its row committed.
 // The embedded default. Exact with ONE API process: the gate's memory is not shared.
-import type { FastifyBaseLogger } from 'fastify';
+import type { Logger } from '../../util/logger.js';
 import { OutcomeUnknownError, type Db, type Queryable } from '../../db/index.js';
 import { ALREADY_ISSUED, ISSUED, OUTCOME_UNKNOWN, SOLD_OUT, unavailable, type Coupon, type IssueOutcome } from '../domain.js';
 import { findIssue, insertIssues, issuedCount, loadIssuedUsers } from '../repository.js';
@@ -34,7 +34,7 @@ class LocalGate implements IssueStrategy {
 
   constructor(
     private readonly db: Db,
-    private readonly log: FastifyBaseLogger,
+    private readonly log: Logger,
   ) {}
 
   async issue(coupon: Coupon, userId: string, now: Date): Promise<IssueOutcome> {

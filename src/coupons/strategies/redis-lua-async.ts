@@ -6,7 +6,7 @@
 // A call that fails may have run in Redis with its answer lost (a crash, a reset connection):
 // the attempt then asks Redis whether the user is admitted before it answers (askUntil), and says
 // OUTCOME_UNKNOWN when Redis cannot tell in time.
-import type { FastifyBaseLogger } from 'fastify';
+import type { Logger } from '../../util/logger.js';
 import type { Db } from '../../db/index.js';
 import { ACCEPTED, ALREADY_ISSUED, OUTCOME_UNKNOWN, SOLD_OUT, unavailable, type Coupon, type IssueOutcome } from '../domain.js';
 import { findIssue, loadIssuedUsers } from '../repository.js';
@@ -28,7 +28,7 @@ export class RedisLuaAsync implements IssueStrategy {
   constructor(
     protected readonly redis: RedisHandle,
     private readonly db: Db,
-    log: FastifyBaseLogger,
+    log: Logger,
   ) {
     this.refs = new CampaignRefs(redis);
     this.states = new CampaignStates(redis, (id) => loadIssuedUsers(db, id), log, true);

@@ -14,7 +14,7 @@
 // A process that dies between admission and produce leaves a marked seat no 202 promised:
 // `reconcile` frees it once it is older than any produce can take. A record produced twice for
 // one user (a retried lost admission) is harmless: the worker's insert skips a pair already there.
-import type { FastifyBaseLogger } from 'fastify';
+import type { Logger } from '../../util/logger.js';
 import type { Db } from '../../db/index.js';
 import type { KafkaHandle } from '../../kafka/client.js';
 import { cachedCoupons, heldInKafka } from '../queued-admission.js';
@@ -56,7 +56,7 @@ export class RedisLuaKafka implements IssueStrategy {
     private readonly redis: RedisHandle,
     private readonly db: Db,
     private readonly kafka: KafkaHandle,
-    private readonly log: FastifyBaseLogger,
+    private readonly log: Logger,
   ) {
     this.refs = new CampaignRefs(redis);
     const settleMs = kafka.settings.produceTimeoutMs + 1_000;

@@ -1,6 +1,6 @@
 // The contract every issuance strategy implements. The service has already resolved the coupon
 // and checked its window at `now`; a strategy decides duplicate and stock, and records the issue.
-import type { FastifyBaseLogger } from 'fastify';
+import type { Logger } from '../../util/logger.js';
 import type { Db } from '../../db/index.js';
 import type { KafkaHandle } from '../../kafka/client.js';
 import type { RedisHandle } from '../../redis/client.js';
@@ -8,7 +8,7 @@ import type { Coupon, IssueOutcome } from '../domain.js';
 
 export interface StrategyContext {
   readonly db: Db;
-  readonly log: FastifyBaseLogger;
+  readonly log: Logger;
   /** Present when REDIS_URL is set; strategies that `require` redis get it. */
   readonly redis?: RedisHandle | undefined;
   /** Present when KAFKA_BROKERS is set; strategies that `require` kafka get it. */

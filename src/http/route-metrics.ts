@@ -1,14 +1,11 @@
 // Wires the metrics into Fastify: every route gets one onResponse hook with its own pre-created
-// recorder (route pattern + status, plus the latency histogram on the issue route), and
-// GET /metrics serves the exposition text.
+// recorder (route pattern + status, plus the latency histogram on the issue route).
 import type { FastifyInstance, onResponseHookHandler } from 'fastify';
 import { ISSUE_ROUTE_URL } from '../coupons/paths.js';
-import { METRICS_CONTENT_TYPE, type Metrics } from './index.js';
-
-export const METRICS_PATH = '/metrics';
+import type { Metrics } from '../metrics/index.js';
 
 /** Call before any route is added: routes registered later are instrumented as they appear. */
-export function instrumentRoutes(app: FastifyInstance, metrics: Metrics): void {
+export function instrumentRoutes(app: FastifyInstance, metrics: Pick<Metrics, 'routeRecorder'>): void {
   app.addHook('onRoute', (route) => {
     const methods = Array.isArray(route.method) ? route.method : [route.method];
     const recorders = new Map(methods.map((m) => [m, metrics.routeRecorder(m, route.url, m === 'POST' && route.url === ISSUE_ROUTE_URL)]));
@@ -20,8 +17,4 @@ export function instrumentRoutes(app: FastifyInstance, metrics: Metrics): void {
     const existing = route.onResponse;
     route.onResponse = existing === undefined ? [hook] : Array.isArray(existing) ? [...existing, hook] : [existing, hook];
   });
-}
-
-export function metricsRoute(app: FastifyInstance, metrics: Metrics): void {
-  app.get(METRICS_PATH, { schema: { hide: true } }, async (_request, reply) => reply.type(METRICS_CONTENT_TYPE).send(await metrics.render()));
 }

@@ -3,9 +3,11 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
-import { reapIdleConnections } from '../http/drain.js';
-import { METRICS_PATH } from './http.js';
-import { METRICS_CONTENT_TYPE } from './index.js';
+import { METRICS_CONTENT_TYPE, METRICS_PATH } from '../metrics/index.js';
+import { reapIdleConnections } from '../util/drain.js';
+import { problemBody, PROBLEM_CONTENT_TYPE } from './problem.js';
+
+const NOT_FOUND_JSON = JSON.stringify(problemBody('NOT_FOUND'));
 
 export interface MetricsListener {
   url: string;
@@ -23,9 +25,7 @@ export async function startMetricsListener(registry: Registry, host: string, por
     } else if (req.method === 'GET' && path === '/healthz') {
       res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
     } else {
-      res.writeHead(404, { 'content-type': 'application/problem+json' }).end(
-        JSON.stringify({ type: 'urn:couponrush:problem:NOT_FOUND', title: 'No such resource', status: 404, code: 'NOT_FOUND' }),
-      );
+      res.writeHead(404, { 'content-type': PROBLEM_CONTENT_TYPE }).end(NOT_FOUND_JSON);
     }
   });
   await new Promise<void>((resolve, reject) => {

@@ -6,42 +6,51 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import fastifyStatic from '@fastify/static';
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import { Type, type Static } from 'typebox';
-import { MAX_COUPON_ID } from '../coupons/domain.js';
+import { CounterBoard } from '../console/board.js';
+import { ConsoleFeed, countersFromExposition, SAMPLE_INTERVAL_MS, type ConsoleSample } from '../console/feed.js';
+import { couponIdOf } from '../coupons/ids.js';
 import { reconcile } from '../coupons/reconcile.js';
-import { reconciledStrategies, STRATEGY_NAMES, strategyModules, unavailableReason } from '../coupons/strategies/index.js';
+import type { CouponService } from '../coupons/service.js';
+import { reconciledStrategies, STRATEGY_NAMES, strategyModules, unavailableReason, type Available } from '../coupons/strategies/index.js';
+import type { Dialect } from '../db/index.js';
 import { setPageHeaders } from '../http/page-headers.js';
 import { HttpProblem } from '../http/problem.js';
-import { storeHealth } from '../http/readiness.js';
-import type { Runtime } from '../runtime.js';
+import type { Metrics } from '../metrics/index.js';
 import { readStreamStats } from '../metrics/redis.js';
-import { CounterBoard } from './board.js';
-import { ConsoleFeed, countersFromExposition, SAMPLE_INTERVAL_MS, type ConsoleSample } from './feed.js';
+import { storeHealth, type StoreHandles } from './operations.js';
+import { adminOnly, adminSecurity, couponIdText, type AdminCheck } from './schemas.js';
 
 export const CONSOLE_PATH = '/console/';
 export const CONSOLE_ASSETS = fileURLToPath(new URL('../../dist/public/console/', import.meta.url));
 
 const StreamQuery = Type.Object({
-  coupon: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,9}$', description: 'the campaign to follow; without it, only the issue route\'s answers' })),
+  coupon: Type.Optional(couponIdText("the campaign to follow; without it, only the issue route's answers")),
 });
-const ReconcileQuery = Type.Object({ coupon: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,9}$' })) });
+const ReconcileQuery = Type.Object({ coupon: Type.Optional(couponIdText()) });
 
 export interface ConsoleRouteOptions {
-  readonly runtime: Runtime;
-  readonly requireAdmin: (request: FastifyRequest) => void;
+  readonly service: CouponService;
+  readonly metrics: Pick<Metrics, 'issueCounters' | 'render'>;
+  readonly stores: StoreHandles;
+  /** What this process can run (the strategies' `requires`). */
+  readonly available: Available;
+  /** The database as the console names it: embedded (PGlite in DATA_DIR), or the dialect of DATABASE_URL's server. */
+  readonly database: 'embedded' | Dialect;
+  readonly requireAdmin: AdminCheck;
 }
 
-export async function consoleRoutes(app: FastifyInstance, { runtime, requireAdmin }: ConsoleRouteOptions): Promise<void> {
-  const adminOnly = async (request: FastifyRequest) => requireAdmin(request);
-  const security = [{ bearerAuth: [] }];
+export async function consoleRoutes(app: FastifyInstance, { service, metrics, stores, available, database, requireAdmin }: ConsoleRouteOptions): Promise<void> {
+  const onRequest = adminOnly(requireAdmin);
+  const security = adminSecurity;
   // With Redis the processes share their counters through it (instances behind a load balancer
   // included); without, the cluster's /metrics sum covers the workers of `serve --workers N`.
-  const { redis, metrics } = runtime;
+  const { redis } = stores;
   const board = redis === undefined ? undefined : new CounterBoard(redis, () => metrics.issueCounters());
   board?.start();
   const feed = new ConsoleFeed({
-    service: runtime.service,
+    service,
     counters: board === undefined ? countersFromExposition(() => metrics.render()) : () => board.read(),
     ...(redis === undefined ? {} : { streams: async () => new Map((await readStreamStats(redis)).map((s) => [s.coupon, { length: s.length, lag: s.lag ?? null, pending: s.pending, dead: s.dead }])) }),
   });
@@ -58,7 +67,7 @@ export async function consoleRoutes(app: FastifyInstance, { runtime, requireAdmi
       // console: 404 NOT_FOUND, as the `../` forms (resolved before routing) already get.
       files.setErrorHandler((error: FastifyError, request) => {
         const status = error.statusCode ?? 500;
-        if (status === 400 || status === 403) throw new HttpProblem(404, 'NOT_FOUND', `${request.method} ${request.url.split('?')[0]}`);
+        if (status === 400 || status === 403) throw new HttpProblem('NOT_FOUND', `${request.method} ${request.url.split('?')[0]}`);
         throw error; // the app's handler answers the rest
       });
       await files.register(fastifyStatic, {
@@ -71,7 +80,7 @@ export async function consoleRoutes(app: FastifyInstance, { runtime, requireAdmi
     });
   } else {
     app.get(`${CONSOLE_PATH}*`, { schema: { hide: true } }, async () => {
-      throw new HttpProblem(503, 'SERVICE_UNAVAILABLE', 'the console is not built: run `npm run build` (it writes dist/public/console)');
+      throw new HttpProblem('SERVICE_UNAVAILABLE', 'the console is not built: run `npm run build` (it writes dist/public/console)');
     });
   }
   app.get('/console', { schema: { hide: true } }, async (_request, reply) => reply.redirect(CONSOLE_PATH));
@@ -79,7 +88,7 @@ export async function consoleRoutes(app: FastifyInstance, { runtime, requireAdmi
   app.get<{ Querystring: Static<typeof StreamQuery> }>(
     '/admin/console/stream',
     {
-      onRequest: adminOnly,
+      onRequest,
       schema: {
         tags: ['admin'],
         summary: 'Live numbers for the console (server-sent events, one `sample` a second)',
@@ -92,8 +101,9 @@ export async function consoleRoutes(app: FastifyInstance, { runtime, requireAdmi
       },
     },
     async (request, reply) => {
-      const couponId = request.query.coupon === undefined ? undefined : Number(request.query.coupon);
-      if (couponId !== undefined && couponId > MAX_COUPON_ID) throw new HttpProblem(404, 'COUPON_NOT_FOUND');
+      const asked = request.query.coupon;
+      const couponId = asked === undefined ? undefined : couponIdOf(asked);
+      if (asked !== undefined && couponId === undefined) throw new HttpProblem('COUPON_NOT_FOUND');
       reply.hijack();
       const raw = reply.raw;
       raw.writeHead(200, {
@@ -120,18 +130,17 @@ export async function consoleRoutes(app: FastifyInstance, { runtime, requireAdmi
   app.get(
     '/admin/console/info',
     {
-      onRequest: adminOnly,
+      onRequest,
       schema: { tags: ['admin'], summary: 'What this process runs: the strategies a campaign may pick, the default, the stores', security },
     },
     async () => {
-      const available = runtime.strategies.available;
       return {
-        defaultStrategy: runtime.service.defaultStrategy,
+        defaultStrategy: service.defaultStrategy,
         strategies: STRATEGY_NAMES.map((name) => ({ name, summary: strategyModules[name].summary, unavailable: unavailableReason(name, available) ?? null })),
         stores: {
-          database: runtime.config.databaseUrl === undefined ? 'embedded' : runtime.db.dialect,
-          redis: runtime.redis !== undefined,
-          kafka: runtime.kafka !== undefined,
+          database,
+          redis: stores.redis !== undefined,
+          kafka: stores.kafka !== undefined,
         },
         sampleIntervalMs: SAMPLE_INTERVAL_MS,
       };
@@ -141,20 +150,20 @@ export async function consoleRoutes(app: FastifyInstance, { runtime, requireAdmi
   app.get(
     '/admin/console/health',
     {
-      onRequest: adminOnly,
+      onRequest,
       schema: {
         tags: ['admin'],
         summary: "Each configured store's answer: 'ok' or what went wrong (within 2 s each); Kafka too, which /readyz leaves out",
         security,
       },
     },
-    async () => storeHealth(runtime, ['database', 'redis', 'kafka']),
+    async () => storeHealth(stores, ['database', 'redis', 'kafka']),
   );
 
   app.get<{ Querystring: Static<typeof ReconcileQuery> }>(
     '/admin/reconcile',
     {
-      onRequest: adminOnly,
+      onRequest,
       schema: {
         tags: ['admin'],
         summary: 'Reconcile status per campaign (read-only: what `couponrush reconcile` reports, without --repair)',
@@ -163,7 +172,7 @@ export async function consoleRoutes(app: FastifyInstance, { runtime, requireAdmi
       },
     },
     async (request) => {
-      const { redis, kafka, db } = runtime;
+      const { redis, kafka, db } = stores;
       if (redis === undefined) return { applies: false, reason: 'without Redis every campaign is decided in the database: there is no second copy to drift', campaigns: [] };
       const couponId = request.query.coupon === undefined ? undefined : Number(request.query.coupon);
       const campaigns = await reconcile(db, redis, { repair: false, strategies: reconciledStrategies(), kafka, couponId });

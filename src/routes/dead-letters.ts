@@ -2,21 +2,22 @@
 // discard the ones that will never be honoured (the user gets their seat back and may try again).
 // Registered by the app when Redis is configured; admin bearer auth like every /admin route. With
 // Kafka configured they cover the issuance topic's dead letters too (`queue: kafka`).
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import Type, { type Static } from 'typebox';
-import { MAX_COUPON_ID } from '../coupons/domain.js';
+import { couponIdOf } from '../coupons/ids.js';
 import type { Db } from '../db/index.js';
 import type { KafkaHandle } from '../kafka/client.js';
 import type { KafkaDeadLetter } from '../kafka/dead-letters.js';
 import type { RedisHandle } from '../redis/client.js';
-import { discardDeadLetters, isStreamId, listDeadLetters, listDiscarded, replayDeadLetters, type DeadLetter } from './dead-letters.js';
-import { KafkaDeadLetters } from './kafka-dead-letters.js';
+import { discardDeadLetters, isStreamId, listDeadLetters, listDiscarded, replayDeadLetters, type DeadLetter } from '../worker/dead-letters.js';
+import { KafkaDeadLetters } from '../worker/kafka-dead-letters.js';
+import { adminOnly, adminSecurity, CouponIdInteger, couponIdText, type AdminCheck } from './schemas.js';
 
 export interface DeadLetterRouteOptions {
-  redis: RedisHandle;
-  kafka?: KafkaHandle | undefined;
-  db: Db;
-  requireAdmin: (request: FastifyRequest) => void;
+  readonly redis: RedisHandle;
+  readonly kafka?: KafkaHandle | undefined;
+  readonly db: Db;
+  readonly requireAdmin: AdminCheck;
 }
 
 type Listed = DeadLetter & { readonly queue: 'redis-stream' | 'kafka'; readonly truncated?: boolean };
@@ -52,7 +53,7 @@ const DeadLetterView = Type.Object({
 // Query strings stay strings (the app does not coerce types): digits only, converted below.
 const ListQuery = Type.Object(
   {
-    couponId: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,9}$' })),
+    couponId: Type.Optional(couponIdText()),
     limit: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,2}$|^1000$', description: '1-1000, default 100' })),
     state: Type.Optional(Type.Union([Type.Literal('held'), Type.Literal('discarded')], { description: 'only these (default: held ones first, then discarded ones)' })),
   },
@@ -62,7 +63,7 @@ const ListQuery = Type.Object(
 const IdsBody = (what: string) =>
   Type.Object(
     {
-      couponId: Type.Integer({ minimum: 1, maximum: MAX_COUPON_ID }),
+      couponId: CouponIdInteger,
       ids: Type.Optional(Type.Array(Type.String({ pattern: STREAM_ID }), { minItems: 1, maxItems: 1000, description: `omit to ${what} all of the coupon's dead letters` })),
     },
     { additionalProperties: false },
@@ -80,8 +81,6 @@ const Refused = Type.Array(
   { description: 'found, and left as it was' },
 );
 
-const adminSecurity: Array<Record<string, string[]>> = [{ bearerAuth: [] }];
-
 /**
  * Ids the pattern lets through but no store can hold (a part beyond 64 bits): a 400 naming each,
  * in the shape of the schema's own errors (the problem handler renders it), before anything is done.
@@ -98,13 +97,13 @@ function checkIds(ids: readonly string[] | undefined): void {
 }
 
 export async function deadLetterRoutes(app: FastifyInstance, { redis, kafka, db, requireAdmin }: DeadLetterRouteOptions): Promise<void> {
-  const adminOnly = async (request: FastifyRequest) => requireAdmin(request);
+  const onRequest = adminOnly(requireAdmin);
   const fromKafka = kafka === undefined ? undefined : new KafkaDeadLetters(redis, kafka, db);
 
   app.get<{ Querystring: Static<typeof ListQuery> }>(
     '/admin/dead-letters',
     {
-      onRequest: adminOnly,
+      onRequest,
       schema: {
         tags: ['admin'],
         summary: 'Issuances the worker could not persist, with the reason: held ones (oldest first), then discarded ones',
@@ -114,8 +113,9 @@ export async function deadLetterRoutes(app: FastifyInstance, { redis, kafka, db,
       },
     },
     async (request) => {
-      const couponId = request.query.couponId === undefined ? undefined : Number(request.query.couponId);
-      if (couponId !== undefined && couponId > MAX_COUPON_ID) return { items: [] };
+      const asked = request.query.couponId;
+      const couponId = asked === undefined ? undefined : couponIdOf(asked);
+      if (asked !== undefined && couponId === undefined) return { items: [] }; // past any coupon's id
       const limit = Number(request.query.limit ?? 100);
       const want = request.query.state;
       const onTopic = fromKafka === undefined ? [] : (await fromKafka.read(couponId)).filter((d) => d.settled === undefined || d.settled.how === 'discarded').map(listedKafka);
@@ -135,7 +135,7 @@ export async function deadLetterRoutes(app: FastifyInstance, { redis, kafka, db,
   app.post<{ Body: Static<typeof ReplayBody> }>(
     '/admin/dead-letters/replay',
     {
-      onRequest: adminOnly,
+      onRequest,
       schema: {
         tags: ['admin'],
         summary: 'Put dead letters back on the issuance stream or topic (after fixing their cause)',
@@ -170,7 +170,7 @@ export async function deadLetterRoutes(app: FastifyInstance, { redis, kafka, db,
   app.post<{ Body: Static<typeof DiscardBody> }>(
     '/admin/dead-letters/discard',
     {
-      onRequest: adminOnly,
+      onRequest,
       schema: {
         tags: ['admin'],
         summary: 'Give up dead letters for good: release the seat and admission they hold (the user may issue again)',
