@@ -58,7 +58,6 @@ const LAYERS: ReadonlyArray<{ readonly name: string; readonly prefixes: readonly
   { name: 'the app', prefixes: ['app.ts'] },
   { name: 'the server', prefixes: ['server.ts'] },
   { name: 'the cluster', prefixes: ['cluster.ts'] },
-  { name: 'the bench', prefixes: ['bench/'] },
   { name: 'the command line', prefixes: ['cli.ts'] },
 ];
 
@@ -132,6 +131,11 @@ describe('the architecture of src/', () => {
     const sqlOnCoupons = /\b(?:FROM|INTO|UPDATE|JOIN)\s+(?:coupons|coupon_issues)\b/;
     const outside = files.filter((f) => !f.startsWith('coupons/sql/') && sqlOnCoupons.test(text.get(f)!.replace(/^\s*(\/\/|\*).*$/gm, '')));
     assert.deepEqual(outside, []);
+  });
+
+  it('keeps the bench beside the service: src/ never imports bench/ (cli.ts loads the package by name, at run time)', () => {
+    const importers = files.filter((f) => /from\s+'[./]*\/bench\/|import\(\s*'[./]*\/bench\//.test(text.get(f)!));
+    assert.deepEqual(importers, []);
   });
 
   it('reads the environment in config.ts only', () => {
