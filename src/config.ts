@@ -103,6 +103,11 @@ export interface WorkerConfig {
   readonly claimIdleMs: number;
   /** An entry that failed this many deliveries goes to the dead-letter stream. */
   readonly maxDeliveries: number;
+  /**
+   * RECONCILE_INTERVAL_S: how often one of the workers runs a read-only `reconcile` and records
+   * each campaign's verdict for the `couponrush_reconcile_drift` series (0: never).
+   */
+  readonly reconcileIntervalMs: number;
 }
 
 export class ConfigError extends Error {
@@ -414,6 +419,7 @@ function storesSettings(env: Env): StoresConfig {
       lingerMs: intVar(env, 'WORKER_LINGER_MS', 50, 0, 1_000),
       claimIdleMs: intVar(env, 'WORKER_CLAIM_IDLE_MS', 30_000, 100, 3_600_000),
       maxDeliveries: intVar(env, 'WORKER_MAX_DELIVERIES', 5, 1, 1000),
+      reconcileIntervalMs: intVar(env, 'RECONCILE_INTERVAL_S', 60, 0, 3600) * 1000,
     }),
   };
 }

@@ -9,6 +9,8 @@ import { createPgliteDb, dialectOf, openServerDb, type Db } from './db/index.js'
 import { StoreOpenError } from './util/dependency-errors.js';
 import { migrate, pendingMigrations } from './db/migrate.js';
 import { Metrics } from './metrics/index.js';
+import { registerReadiness } from './metrics/operations.js';
+import { storeHealth } from './routes/operations.js';
 import { countRedisErrors, registerStreamMetrics } from './metrics/redis.js';
 import { registerWorkerMetrics, type KafkaMetricsSources } from './metrics/worker.js';
 import { eventCapture } from './coupons/repository.js';
@@ -148,6 +150,7 @@ export async function createRuntime(config: Config, log: Logger, options: Runtim
   const { db, redis, kafka } = stores;
   const strategies = new StrategySet({ db, log, redis, kafka }, { redis: redis !== undefined, kafka: kafka !== undefined });
   const metrics = new Metrics({ db, processMetrics: true });
+  registerReadiness(metrics.registry, () => storeHealth(stores, ['database', 'redis', 'kafka']));
   const service = new CouponService(db, strategies, config.defaultStrategy, metrics);
   if (redis !== undefined) {
     const r = redis;

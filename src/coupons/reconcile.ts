@@ -208,3 +208,30 @@ async function reconcileOne(db: Db, redis: RedisHandle, coupon: Coupon, repair: 
 function issuedUsersOf(db: Db): IssuedUsers {
   return (couponId) => loadIssuedUsers(db, couponId);
 }
+
+/** The verdicts of the last periodic reconcile (src/worker/reconcile-loop.ts), for the metrics. */
+export interface ReconcileStatus {
+  /** Coupon id → true when the campaign drifted. */
+  readonly drift: ReadonlyMap<number, boolean>;
+  /** When that reconcile ran (ms since epoch), or undefined when none has. */
+  readonly at: number | undefined;
+}
+
+/** Replaces the recorded verdicts with these reports' (one MULTI: readers never see half). */
+export async function saveReconcileStatus(redis: RedisHandle, reports: readonly CampaignReport[], at = Date.now()): Promise<void> {
+  const key = redis.keys.reconcileStatus;
+  const fields: string[] = ['at', String(at)];
+  for (const r of reports) fields.push(String(r.couponId), r.status);
+  await redis.client.multi().del(key).hset(key, ...fields).exec();
+}
+
+export async function loadReconcileStatus(redis: RedisHandle): Promise<ReconcileStatus> {
+  const raw = await redis.client.hgetall(redis.keys.reconcileStatus);
+  const drift = new Map<number, boolean>();
+  for (const [k, v] of Object.entries(raw)) {
+    const id = Number(k);
+    if (k !== 'at' && Number.isSafeInteger(id) && id > 0) drift.set(id, v === 'DRIFT');
+  }
+  const at = Number(raw.at);
+  return { drift, at: Number.isFinite(at) && at > 0 ? at : undefined };
+}

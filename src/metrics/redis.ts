@@ -2,6 +2,8 @@
 // letters); plus a counter of Redis errors. (Remaining stock comes from redis/campaign-state.ts
 // through Metrics.addStockReader.)
 // A scrape never waits long for Redis: an unanswered read leaves the series out.
+import { loadReconcileStatus } from '../coupons/reconcile.js';
+import { registerReconcileDrift } from './operations.js';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { RedisHandle } from '../redis/client.js';
 import { WORKER_GROUP } from '../redis/keys.js';
@@ -97,4 +99,6 @@ export function registerStreamMetrics(registry: Registry, redis: RedisHandle): v
   gauge('couponrush_stream_lag', 'Entries of the stream no worker has read yet (consumer-group lag)', (s) => s.lag);
   gauge('couponrush_stream_pending', 'Entries read by a worker and not yet committed and acknowledged', (s) => s.pending);
   gauge('couponrush_dead_letters', 'Entries in the campaign dead-letter stream, waiting for the runbook', (s) => s.dead);
+  // Wherever the queue is watched, so is the periodic reconcile's verdict (kept in Redis).
+  registerReconcileDrift(registry, () => loadReconcileStatus(redis));
 }

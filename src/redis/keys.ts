@@ -67,6 +67,16 @@ export class RedisKeys {
     return `${this.prefix}invalidate`;
   }
 
+  /** Hash: coupon id → the last periodic reconcile's verdict of it ("OK"/"DRIFT"), and `at` (ms). */
+  get reconcileStatus(): string {
+    return `${this.prefix}reconcile:status`;
+  }
+
+  /** One worker at a time runs the periodic reconcile (SET NX PX). */
+  get reconcileLock(): string {
+    return `${this.prefix}reconcile:lock`;
+  }
+
   /** Hash: API process id → its issue-route counters (JSON), for the console (src/console/board.ts). */
   get consoleBoard(): string {
     return `${this.prefix}console:processes`;
