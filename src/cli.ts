@@ -5,17 +5,14 @@ import { clusterRefusal, serveCluster } from './cluster.js';
 import { ConfigError, loadConfig, loadStoresConfig, loadTokenConfig, type Config } from './config.js';
 import { isValidUserId, USER_ID_RULE } from './coupons/ids.js';
 import { reconciledStrategies } from './coupons/strategies/index.js';
-import { migrate } from './db/migrate.js';
 import { signUserToken } from './http/auth.js';
 import { reconcile } from './coupons/reconcile.js';
 import { clearIssueEvents, eventCapture, setEventCapture } from './coupons/repository.js';
 import { startMetricsListener, type MetricsListener } from './http/metrics-listener.js';
 import { createWorkerRegistry } from './metrics/worker.js';
-import { kafkaMetricsSources, onDatabase, openDb, openStores } from './runtime.js';
+import { kafkaMetricsSources, onDatabase, openStores, startWorkers } from './runtime.js';
 import { closeOnSignals, printBanner, startServer } from './server.js';
-import { startEventPublisher } from './worker/events.js';
-import { startKafkaWorker } from './worker/kafka-worker.js';
-import { defaultConsumerName, startWorker } from './worker/worker.js';
+import { defaultConsumerName } from './worker/worker.js';
 
 function configOrExit<T>(load: () => T): T {
   try {
@@ -70,13 +67,11 @@ program
   .description('apply pending SQL migrations to the database')
   .action(async () => {
     const cfg = storesConfig();
-    const db = await onDatabase(cfg, () => openDb(cfg));
-    try {
-      const { applied, current } = await onDatabase(cfg, () => migrate(db));
-      process.stdout.write(applied.length === 0 ? `schema is up to date (version ${current})\n` : `applied ${applied.join(', ')}; schema version ${current}\n`);
-    } finally {
-      await db.close();
-    }
+    // It prints what it applied itself: the start-up's own log line would say it twice.
+    const stores = await openStores(cfg, pino({ level: 'silent' }), { migrations: 'apply', databaseOnly: true });
+    await stores.close();
+    const { applied, current } = stores.migrations ?? { applied: [], current: 0 };
+    process.stdout.write(applied.length === 0 ? `schema is up to date (version ${current})\n` : `applied ${applied.join(', ')}; schema version ${current}\n`);
   });
 
 program
@@ -98,47 +93,21 @@ program
     if (!/^[A-Za-z0-9._:-]{1,64}$/.test(opts.consumer)) cmd.error('couponrush worker: --consumer must be 1-64 characters of [A-Za-z0-9._:-]');
     const log = pino({ level: cfg.logLevel });
     const stores = await openStores(cfg, log);
-    const { db } = stores;
-    const redis = stores.redis!; // REDIS_URL is set
-    const worker = await startWorker({ db, redis, config: cfg.worker, log, consumer: opts.consumer }).catch(async (err: unknown) => {
+    const workers = await startWorkers(stores, cfg, log, opts.consumer).catch(async (err: unknown) => {
       await stores.close();
       throw err;
     });
-    // With KAFKA_BROKERS the worker also consumes the issuance topic (redis-lua-kafka).
-    const kafka = stores.kafka;
-    const kafkaWorker =
-      kafka === undefined
-        ? undefined
-        : await startKafkaWorker({ db, kafka, redis: stores.redis, config: cfg.worker, log, consumer: opts.consumer }).catch(async (err: unknown) => {
-            await worker.stop();
-            await stores.close();
-            throw err;
-          });
-    // With KAFKA_EVENTS=on it also publishes every persisted issuance to the events topic.
-    const eventsTopic = cfg.kafka?.eventsTopic;
-    const events =
-      kafka === undefined || eventsTopic === undefined
-        ? undefined
-        : await startEventPublisher({ db, kafka, topic: eventsTopic, log }).catch(async (err: unknown) => {
-            await kafkaWorker?.stop();
-            await worker.stop();
-            await stores.close();
-            throw err;
-          });
     // Prometheus scrapes the worker on ADMIN_HOST:ADMIN_PORT (/metrics, /healthz).
     let metrics: MetricsListener | undefined;
     if (cfg.adminPort !== undefined) {
-      const { registry, observers } = createWorkerRegistry(db, redis, kafkaMetricsSources(db, kafka, events));
-      worker.observe(observers.stream);
-      kafkaWorker?.observe(observers.kafka);
+      const { registry, observers } = createWorkerRegistry(stores.db, stores.redis!, kafkaMetricsSources(stores.db, stores.kafka, workers.events));
+      workers.observe(observers);
       metrics = await startMetricsListener(registry, cfg.adminHost, cfg.adminPort);
       log.info(`worker metrics on ${metrics.url}/metrics`);
     }
     closeOnSignals(async () => {
       await metrics?.close();
-      await events?.stop();
-      await kafkaWorker?.stop();
-      await worker.stop();
+      await workers.stop();
       await stores.close();
     }, log);
   });
@@ -187,7 +156,8 @@ program
   .action(async (action: string, _opts: unknown, cmd: Command) => {
     if (action !== 'status' && action !== 'off') return cmd.error('couponrush events: the action is status or off');
     const cfg = storesConfig();
-    const db = await onDatabase(cfg, () => openDb(cfg));
+    const stores = await openStores(cfg, pino({ level: cfg.logLevel }), { databaseOnly: true });
+    const { db } = stores;
     try {
       if (action === 'off') {
         await onDatabase(cfg, () => setEventCapture(db, false));
@@ -198,7 +168,7 @@ program
         process.stdout.write(`issuance capture is ${s.enabled ? 'on' : 'off'}; ${s.pending} event(s) wait in the outbox\n`);
       }
     } finally {
-      await db.close();
+      await stores.close();
     }
   });
 

@@ -7,9 +7,8 @@ import { pino, type Logger } from 'pino';
 import type { Config } from './config.js';
 import { campaignsOf } from './coupons/repository.js';
 import { strategiesWhere } from './coupons/strategies/index.js';
-import { migrate } from './db/migrate.js';
 import { installPrimaryAggregator } from './metrics/cluster.js';
-import { openDb } from './runtime.js';
+import { openStores } from './runtime.js';
 import { closeOnSignals, printBanner, startServer, type ServeOptions } from './server.js';
 
 /** Strategies whose admission state lives in one process's memory: exact only with one process. */
@@ -48,24 +47,23 @@ export async function serveCluster(config: Config, workers: number, options: Ser
 }
 
 async function prepare(config: Config, options: ServeOptions, log: Logger): Promise<void> {
-  const db = await openDb(config);
   try {
-    if (options.migrate === true) {
-      const { applied } = await migrate(db);
-      if (applied.length > 0) log.info({ applied }, 'migrations applied');
-    }
-    const rows = await campaignsOf(db, SINGLE_PROCESS_STRATEGIES, new Date());
-    if (rows.length > 0) {
-      log.warn(
-        { campaigns: rows },
-        `campaigns with single-process strategies (${SINGLE_PROCESS_STRATEGIES.join(', ')}) are not exact under --workers > 1: they may over-issue`,
-      );
+    const stores = await openStores(config, log, { migrations: options.migrate === true ? 'apply' : 'check', databaseOnly: true });
+    try {
+      const rows = await campaignsOf(stores.db, SINGLE_PROCESS_STRATEGIES, new Date());
+      if (rows.length > 0) {
+        log.warn(
+          { campaigns: rows },
+          `campaigns with single-process strategies (${SINGLE_PROCESS_STRATEGIES.join(', ')}) are not exact under --workers > 1: they may over-issue`,
+        );
+      }
+    } finally {
+      await stores.close();
     }
   } catch (err) {
-    // A missing schema is reported by the workers with its remedy; do not mask it here.
+    // A schema that is behind, or a store that is away, is reported by the workers with its
+    // remedy; do not mask it here.
     log.debug({ err }, 'pre-fork check skipped');
-  } finally {
-    await db.close();
   }
 }
 

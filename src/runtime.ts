@@ -1,5 +1,7 @@
-// Everything a process opens from its configuration (database, strategies, service), and the
-// one place that closes it again. serve, worker and the tests all start here.
+// Everything a process opens from its configuration (database, strategies, service, the
+// long-running workers), and the one place that closes it again. serve, worker, migrate, the
+// other commands and the tests all start here.
+import { ReconcileLoop } from './worker/reconcile-loop.js';
 import { join } from 'node:path';
 import type { Logger } from './util/logger.js';
 import type { Config, StoresConfig } from './config.js';
@@ -7,19 +9,20 @@ import { CouponService } from './coupons/service.js';
 import { StrategySet, strategiesWhere } from './coupons/strategies/index.js';
 import { createPgliteDb, dialectOf, openServerDb, type Db } from './db/index.js';
 import { StoreOpenError } from './util/dependency-errors.js';
-import { migrate, pendingMigrations } from './db/migrate.js';
+import { migrate, pendingMigrations, type MigrationResult } from './db/migrate.js';
 import { Metrics } from './metrics/index.js';
 import { registerReadiness } from './metrics/operations.js';
 import { storeHealth } from './routes/operations.js';
 import { countRedisErrors, registerStreamMetrics } from './metrics/redis.js';
-import { registerWorkerMetrics, type KafkaMetricsSources } from './metrics/worker.js';
+import { registerWorkerMetrics, type KafkaMetricsSources, type WorkerObservers } from './metrics/worker.js';
 import { eventCapture } from './coupons/repository.js';
 import { remainingStock } from './redis/campaign-state.js';
 import { openKafka, type KafkaHandle } from './kafka/client.js';
 import { openRedis, type RedisHandle } from './redis/client.js';
-import { startEventPublisher, type EventPublisher } from './worker/events.js';
-import { startKafkaWorker, type KafkaIssueWorker } from './worker/kafka-worker.js';
-import { defaultConsumerName, startWorker, type IssueWorker } from './worker/worker.js';
+import { Parts } from './util/lifecycle.js';
+import { EventPublisher } from './worker/events.js';
+import { KafkaIssueWorker } from './worker/kafka-worker.js';
+import { defaultConsumerName, IssueWorker } from './worker/worker.js';
 
 export interface Runtime {
   readonly config: Config;
@@ -30,14 +33,10 @@ export interface Runtime {
   readonly metrics: Metrics;
   /** Open when REDIS_URL is set. */
   readonly redis: RedisHandle | undefined;
-  /** The in-process stream worker (`serve --with-worker`). */
-  readonly worker: IssueWorker | undefined;
   /** Open when KAFKA_BROKERS is set. */
   readonly kafka: KafkaHandle | undefined;
-  /** The in-process Kafka worker (`serve --with-worker` with KAFKA_BROKERS). */
-  readonly kafkaWorker: KafkaIssueWorker | undefined;
-  /** The in-process event publisher (`serve --with-worker` with KAFKA_EVENTS=on). */
-  readonly events: EventPublisher | undefined;
+  /** The workers running in this process (`serve --with-worker`). */
+  readonly workers: Workers | undefined;
   close(): Promise<void>;
 }
 
@@ -50,7 +49,7 @@ export interface RuntimeOptions {
   withWorker?: boolean;
 }
 
-export function openDb(config: StoresConfig): Promise<Db> {
+function openDb(config: StoresConfig): Promise<Db> {
   return config.databaseUrl === undefined
     ? createPgliteDb(join(config.dataDir, 'pgdata'))
     : Promise.resolve(openServerDb(config.databaseUrl, { poolSize: config.dbPoolSize }));
@@ -61,6 +60,8 @@ export interface Stores {
   readonly db: Db;
   readonly redis: RedisHandle | undefined;
   readonly kafka: KafkaHandle | undefined;
+  /** With `migrations: 'apply'`: what was applied, and the schema's version. */
+  readonly migrations: MigrationResult | undefined;
   /** Closes what openStores opened (a database passed in stays open). */
   close(): Promise<void>;
 }
@@ -72,11 +73,14 @@ export interface OpenStoresOptions {
   db?: Db;
   /** Bound on each Redis command (the one-shot commands); none for long-running processes. */
   redisCommandTimeoutMs?: number;
+  /** Open the database alone (`migrate`, `events`, the cluster's primary), whatever else the config names. */
+  databaseOnly?: boolean;
 }
 
 /**
- * The one start-up of every process (serve, worker, reconcile, the tests): open the database,
- * apply or check the migrations, open Redis; whatever fails, what was opened is closed again.
+ * The one start-up of every process (serve, worker, reconcile, migrate, events, the cluster's
+ * primary, the tests): open the database, open Redis and Kafka, apply or check the migrations;
+ * whatever fails, what was opened is closed again.
  */
 export async function openStores(config: StoresConfig, log: Logger, options: OpenStoresOptions = {}): Promise<Stores> {
   const db = options.db ?? (await onDatabase(config, () => openDb(config)));
@@ -85,8 +89,9 @@ export async function openStores(config: StoresConfig, log: Logger, options: Ope
   };
   let redis: RedisHandle | undefined;
   let kafka: KafkaHandle | undefined;
+  let migrations: MigrationResult | undefined;
   try {
-    if (config.redisUrl !== undefined) {
+    if (config.redisUrl !== undefined && options.databaseOnly !== true) {
       const { redisUrl } = config;
       const timeout = options.redisCommandTimeoutMs;
       redis = await openRedis(redisUrl, config.redisPrefix, log, timeout === undefined ? {} : { commandTimeoutMs: timeout }).catch((err: unknown) => {
@@ -94,14 +99,14 @@ export async function openStores(config: StoresConfig, log: Logger, options: Ope
       });
     }
     const kafkaConfig = config.kafka;
-    if (kafkaConfig !== undefined) {
+    if (kafkaConfig !== undefined && options.databaseOnly !== true) {
       kafka = await openKafka(kafkaConfig, log).catch((err: unknown) => {
         throw new StoreOpenError('KAFKA_BROKERS', 'Kafka', err);
       });
     }
     if (options.migrations === 'apply') {
-      const { applied } = await onDatabase(config, () => migrate(db));
-      if (applied.length > 0) log.info({ applied }, 'migrations applied');
+      migrations = await onDatabase(config, () => migrate(db));
+      if (migrations.applied.length > 0) log.info({ applied: migrations.applied }, 'migrations applied');
     } else {
       const pending = await onDatabase(config, () => pendingMigrations(db));
       if (pending.length > 0) {
@@ -118,6 +123,7 @@ export async function openStores(config: StoresConfig, log: Logger, options: Ope
     db,
     redis,
     kafka,
+    migrations,
     async close() {
       await kafka?.close();
       await redis?.close();
@@ -161,18 +167,11 @@ export async function createRuntime(config: Config, log: Logger, options: Runtim
     const inRedis = new Set<string>(strategiesWhere((m) => m.admission === 'redis'));
     metrics.addStockReader((campaigns) => remainingStock(r, campaigns.filter((c) => inRedis.has(c.strategy)).map((c) => c.id)));
   }
-  let worker: IssueWorker | undefined;
-  let kafkaWorker: KafkaIssueWorker | undefined;
-  let events: EventPublisher | undefined;
-  if (options.withWorker === true && redis !== undefined) {
+  let workers: Workers | undefined;
+  if (options.withWorker === true) {
     try {
-      worker = await startWorker({ db, redis, config: config.worker, log });
-      if (kafka !== undefined) kafkaWorker = await startKafkaWorker({ db, kafka, redis, config: config.worker, log, consumer: defaultConsumerName() });
-      const topic = config.kafka?.eventsTopic;
-      if (kafka !== undefined && topic !== undefined) events = await startEventPublisher({ db, kafka, topic, log });
+      workers = await startWorkers(stores, config, log);
     } catch (err) {
-      await kafkaWorker?.stop();
-      await worker?.stop();
       await strategies.close();
       await stores.close();
       throw err;
@@ -183,11 +182,7 @@ export async function createRuntime(config: Config, log: Logger, options: Runtim
     // serve --with-worker: the worker's series (with the streams') join this process's /metrics.
     // Without it the streams' gauges are here all the same: they are read from Redis at scrape
     // time, whoever persists the entries.
-    if (worker !== undefined) {
-      const observers = registerWorkerMetrics(metrics.registry, redis, kafkaMetricsSources(db, kafka, events));
-      worker.observe(observers.stream);
-      kafkaWorker?.observe(observers.kafka);
-    }
+    if (workers !== undefined) workers.observe(registerWorkerMetrics(metrics.registry, redis, kafkaMetricsSources(db, kafka, workers.events)));
     else registerStreamMetrics(metrics.registry, redis);
   }
   return {
@@ -197,17 +192,56 @@ export async function createRuntime(config: Config, log: Logger, options: Runtim
     service,
     metrics,
     redis,
-    worker,
     kafka,
-    kafkaWorker,
-    events,
+    workers,
     async close() {
-      await events?.stop();
-      await kafkaWorker?.stop();
-      await worker?.stop();
+      await workers?.stop();
       await strategies.close();
       await stores.close();
     },
+  };
+}
+
+/**
+ * The long-running parts of a worker process (`couponrush worker`, `serve --with-worker`): the
+ * stream worker, with KAFKA_BROKERS the Kafka worker, with KAFKA_EVENTS=on the event publisher.
+ */
+export interface Workers {
+  readonly stream: IssueWorker;
+  readonly kafka: KafkaIssueWorker | undefined;
+  readonly events: EventPublisher | undefined;
+  /** Reports to the metrics from now on (they are built once the publisher is known). */
+  observe(observers: WorkerObservers): void;
+  /** Stops them, the last started first. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the workers on the stores (which need Redis), in order; if one fails to start, those
+ * started are stopped again. The stores stay the caller's.
+ */
+export async function startWorkers(stores: Stores, config: StoresConfig, log: Logger, consumer = defaultConsumerName()): Promise<Workers> {
+  const { db, redis, kafka } = stores;
+  if (redis === undefined) throw new Error('the workers need REDIS_URL');
+  const parts = new Parts();
+  const deps = { db, redis, config: config.worker, log, consumer };
+  const stream = await parts.start(new IssueWorker(deps));
+  // With KAFKA_BROKERS the worker also consumes the issuance topic (redis-lua-kafka).
+  const kafkaWorker = kafka === undefined ? undefined : await parts.start(new KafkaIssueWorker({ ...deps, kafka }));
+  // With KAFKA_EVENTS=on it also publishes every persisted issuance to the events topic.
+  const topic = config.kafka?.eventsTopic;
+  const events = kafka === undefined || topic === undefined ? undefined : await parts.start(new EventPublisher({ db, kafka, topic, log }));
+  // Every RECONCILE_INTERVAL_S one of the workers records each campaign's drift for the alerts.
+  await parts.start(new ReconcileLoop({ db, redis, kafka, config: config.worker, log }));
+  return {
+    stream,
+    kafka: kafkaWorker,
+    events,
+    observe(observers) {
+      stream.observe(observers.stream);
+      kafkaWorker?.observe(observers.kafka);
+    },
+    stop: () => parts.stop(),
   };
 }
 

@@ -119,7 +119,7 @@ export async function printBanner(server: RunningServer): Promise<void> {
     `  Metrics      ${adminBase}/metrics   (Prometheus)${server.adminUrl === undefined ? '' : `; /admin/* on ${adminBase} only`}`,
   ];
   if (config.generatedAdminToken) lines.push(`  Admin token  ${config.adminToken}   (generated; kept in ${config.dataDir}/secrets.json)`);
-  if (server.runtime.worker !== undefined) {
+  if (server.runtime.workers !== undefined) {
     lines.push(
       `  Worker       in this process: it persists the queued (202) issuances${workerMustRunHere(config) ? ' (always, with the embedded database: no other process can open it)' : ''}`,
     );

@@ -10,7 +10,7 @@ import type { Db } from '../db/index.js';
 import type { PartitionLag } from '../kafka/client.js';
 import type { RedisHandle } from '../redis/client.js';
 import { within } from '../util/within.js';
-import type { WorkerObserver } from '../worker/worker.js';
+import type { WorkerObserver } from '../worker/persist-loop.js';
 import { registerPoolMetrics } from './index.js';
 import { countRedisErrors, registerStreamMetrics } from './redis.js';
 

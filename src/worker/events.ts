@@ -17,11 +17,14 @@ import { claimIssueEvents, deleteIssueEvents, setEventCapture } from '../coupons
 import type { Db } from '../db/index.js';
 import type { KafkaHandle } from '../kafka/client.js';
 import { idempotentProducer } from '../kafka/producer.js';
+import { Backoff } from '../util/backoff.js';
 import { isDependencyUnavailable } from '../util/dependency-errors.js';
+import { started } from '../util/lifecycle.js';
 import { Pause } from '../util/pause.js';
 
 const BATCH = 1_000;
 const IDLE_POLL_MS = 100;
+const MIN_BACKOFF_MS = 200;
 const MAX_BACKOFF_MS = 5_000;
 
 export interface EventPublisherDeps {
@@ -90,18 +93,18 @@ export class EventPublisher {
   }
 
   private async run(): Promise<void> {
-    let backoff = 0;
+    const backoff = new Backoff(MIN_BACKOFF_MS, MAX_BACKOFF_MS);
     while (!this.stopping) {
       try {
         const n = await this.round();
-        backoff = 0;
+        backoff.reset();
         if (n < BATCH) await this.pause.for(IDLE_POLL_MS);
       } catch (err) {
         if (this.stopping) break;
-        backoff = Math.min(MAX_BACKOFF_MS, Math.max(200, backoff * 2));
+        const retryInMs = backoff.next();
         const level = isDependencyUnavailable(err) ? 'warn' : 'error';
-        this.deps.log[level]({ err, retryInMs: backoff }, 'event publisher: round failed; its rows stay in the outbox');
-        await this.pause.for(backoff);
+        this.deps.log[level]({ err, retryInMs }, 'event publisher: round failed; its rows stay in the outbox');
+        await this.pause.for(retryInMs);
       }
     }
   }
@@ -124,13 +127,6 @@ export class EventPublisher {
   }
 }
 
-export async function startEventPublisher(deps: EventPublisherDeps): Promise<EventPublisher> {
-  const p = new EventPublisher(deps);
-  try {
-    await p.start();
-  } catch (err) {
-    await p.stop();
-    throw err;
-  }
-  return p;
+export function startEventPublisher(deps: EventPublisherDeps): Promise<EventPublisher> {
+  return started(new EventPublisher(deps));
 }

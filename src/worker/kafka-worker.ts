@@ -1,106 +1,100 @@
-// The Kafka worker: persists the issuance topic (redis-lua-kafka) into the database, in the
-// consumer group `couponrush-workers` (several workers share the partitions; a dead one's are
-// reassigned after its session times out).
+// The Kafka worker: persists the issuance topic (redis-lua-kafka) into the database, through
+// the one persistence loop (persist-loop.ts: validate, one transaction per batch, dead letters,
+// acknowledge), in the consumer group `couponrush-workers` (several workers share the
+// partitions; a dead one's are reassigned after its session times out). This module is the
+// topic's side of it, the source:
 //
-//   batch      records gather up to WORKER_BATCH_SIZE, or for WORKER_LINGER_MS after the first;
-//              each is validated (src/coupons/queued-admission.ts: size, key, the API's
-//              authenticator, fields, window); the valid ones are written in ONE transaction
-//              (rows + issued counts). A redelivered record is harmless: the insert skips a pair
-//              already there.
-//   poison     a record that does not validate goes to the dead-letter topic at once, bounded
-//              whatever it holds (src/kafka/dead-letters.ts): a broker refusing the dead letter
-//              for its size gets a shorter one. A record the database refuses
-//              WORKER_MAX_DELIVERIES times is dead-lettered with the error; it keeps its seat
-//              (the held index tells its user HELD).
-//   offsets    committed only after every record of the batch is persisted or dead-lettered, and
-//              batches are taken in order: what is committed is always a contiguous prefix.
-//   outage     the database or the broker being away dead-letters nothing: the batch in hand is
-//              retried (backoff ≤ 1 s), offsets uncommitted. A stop with that batch still held
-//              commits nothing more: the batch and everything after it are redelivered.
-//   stop()     stops taking records, finishes the batch in hand, commits, leaves the group.
+//   reading    records gather in a buffer at most a batch ahead; a batch is up to
+//              WORKER_BATCH_SIZE records, or what came within WORKER_LINGER_MS of the first.
+//              Validation is validateRecord (size, key, the API's authenticator, then the fields).
+//   redelivery `held`: offsets are a prefix, so nothing may be skipped. A record the database
+//              refuses is retried at once (its deliveries are the attempts); a batch an outage
+//              (the database, or the broker not taking dead letters) stops is retried until it is
+//              done, and a stop with it still held commits nothing more: the batch and everything
+//              after it are delivered again.
+//   dead letters  bounded whatever the record held (src/kafka/dead-letters.ts), in one send when
+//              the broker takes it; one the broker refuses for its size is sent again without the
+//              value. A refused admission enters the held index (its user hears HELD).
+//   acknowledge  commits the batch's last offset per partition: once every record of it is a row
+//              or a dead letter, and batches go in order, so what is committed is always a
+//              contiguous prefix.
+//   broker away  the consumer is reopened from the committed offsets (backoff ≤ 1 s).
+//   stop()     stops taking records, lets the loop finish what is buffered, leaves the group.
 import type { Logger } from '../util/logger.js';
 import type { Message, MessagesStream, Producer } from '@platformatic/kafka';
-import type { WorkerConfig } from '../config.js';
-import { boundedReason, cachedCoupons, validateRecord, type CouponLookup } from '../coupons/queued-admission.js';
-import { insertIssues, type NewIssue } from '../coupons/repository.js';
-import type { Db } from '../db/index.js';
+import { cachedCoupons, validateRecord, type CouponLookup, type Validation } from '../coupons/queued-admission.js';
 import { KAFKA_WORKER_GROUP, type KafkaHandle } from '../kafka/client.js';
-import { deadLetterProducer, deadLetterRecord, type DeadLetterKind, type DeadLetterRecord } from '../kafka/dead-letters.js';
+import { deadLetterId, deadLetterProducer, deadLetterRecord, type DeadLetterRecord } from '../kafka/dead-letters.js';
 import { refusedForItsSize } from '../kafka/producer.js';
 import type { RedisHandle } from '../redis/client.js';
-import { isDependencyUnavailable } from '../util/dependency-errors.js';
+import { Backoff } from '../util/backoff.js';
+import { started } from '../util/lifecycle.js';
 import { Pause } from '../util/pause.js';
-import type { WorkerObserver } from './worker.js';
+import { PersistLoop, type Doomed, type IssuanceSource, type PersistLoopDeps } from './persist-loop.js';
 
 type Record = Message<string, string, string, string>;
 
-/** Backoff bound of a held batch and of rejoining the group: a backlog waits at most this long. */
+/** Backoff bound of rejoining the group: a backlog waits at most this long. */
 const MAX_BACKOFF_MS = 1_000;
-const STOP_GRACE_MS = 10_000;
 /** The broker's default floor for a consumer's session. */
 const MIN_SESSION_MS = 6_000;
+/** With an empty buffer, read() returns [] after this long (the loop asks again). */
+const IDLE_READ_MS = 1_000;
 
-export interface KafkaWorkerDeps {
-  readonly db: Db;
+export interface KafkaWorkerDeps extends PersistLoopDeps {
   readonly kafka: KafkaHandle;
   /** For the held index (a refused admission's user hears HELD); absent, nobody does. */
   readonly redis?: RedisHandle | undefined;
-  readonly config: WorkerConfig;
-  readonly log: Logger;
   readonly consumer: string;
-  readonly observer?: WorkerObserver;
 }
 
-/** A record to dead-letter, and why. */
-interface Doomed {
-  readonly m: Record;
-  readonly kind: DeadLetterKind;
-  readonly reason: string;
-  readonly deliveries: number;
-  /** The admitted user, for a refused admission (its seat is held). */
-  readonly heldUser?: { readonly couponId: number; readonly userId: string };
+/** The Kafka worker: the persistence loop over the issuance topic. */
+export class KafkaIssueWorker extends PersistLoop<Record> {
+  constructor(deps: KafkaWorkerDeps) {
+    const log = deps.log.child({ kafkaWorker: deps.consumer });
+    super(new TopicSource(deps, log, cachedCoupons(deps.db)), { ...deps, log });
+  }
+}
+
+/** Creates a Kafka worker and starts it (resolves once it joined the group). */
+export function startKafkaWorker(deps: KafkaWorkerDeps): Promise<KafkaIssueWorker> {
+  return started(new KafkaIssueWorker(deps));
 }
 
 /** A send that got no answer in time (the producer is replaced: the broker may be away). */
 class SendTimeout extends Error {}
 
-export class KafkaIssueWorker {
+class TopicSource implements IssuanceSource<Record> {
+  readonly queue = 'kafka';
+  readonly noun = 'record';
+  readonly redelivery = 'held';
   private consumer: ReturnType<KafkaHandle['consumer']> | undefined;
   private stream: MessagesStream<string, string, string, string> | undefined;
   private dead: Producer<string, string, string, string> | undefined;
   private readonly buffer: Record[] = [];
-  private readonly pause = new Pause();
+  /** Woken when a record arrives (or at a stop). */
+  private readonly arrived = new Pause();
   private roomMade: (() => void) | undefined;
   private pump: Promise<void> | undefined;
   private stopping = false;
-  private loop: Promise<void> | undefined;
-  private observer: WorkerObserver | undefined;
-  private readonly coupons: CouponLookup;
-  private readonly log: Logger;
-  /** Records written and committed since start (for logs and tests). */
-  written = 0;
-  deadLettered = 0;
 
-  constructor(private readonly deps: KafkaWorkerDeps) {
-    this.observer = deps.observer;
-    this.log = deps.log.child({ kafkaWorker: deps.consumer });
-    this.coupons = cachedCoupons(deps.db);
-  }
-
-  observe(observer: WorkerObserver): void {
-    this.observer = observer;
-  }
+  constructor(
+    private readonly deps: KafkaWorkerDeps,
+    private readonly log: Logger,
+    private readonly coupons: CouponLookup,
+  ) {}
 
   /** Joins the group; resolves once the first stream is open (a broker that is down fails it). */
-  async start(): Promise<void> {
-    this.stream = await this.open();
+  async open(): Promise<void> {
+    this.stream = await this.openStream();
     this.pump = this.take(this.stream);
-    this.loop = this.run();
-    this.log.info({ topic: this.deps.kafka.topics.issuances }, 'kafka worker started');
   }
 
+  /** Nothing is ours after a restart: the group delivers again from the committed offsets. */
+  async *recover(): AsyncGenerator<readonly Record[], void, undefined> {}
+
   /** A new consumer in the group and its stream, from the committed offsets. */
-  private async open(): Promise<MessagesStream<string, string, string, string>> {
+  private async openStream(): Promise<MessagesStream<string, string, string, string>> {
     const session = Math.min(60_000, Math.max(MIN_SESSION_MS, this.deps.config.claimIdleMs));
     const consumer = this.deps.kafka.consumer(KAFKA_WORKER_GROUP, `couponrush-worker-${this.deps.consumer}`);
     this.consumer = consumer;
@@ -116,20 +110,17 @@ export class KafkaIssueWorker {
     return stream;
   }
 
-  async stop(): Promise<void> {
+  interrupt(): void {
     this.stopping = true;
-    this.pause.wake();
+    this.arrived.wake();
     this.makeRoom();
-    // A batch held by an outage is given up after the grace, uncommitted, and so is everything
-    // after it: the group hands them to the next worker.
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.loop, new Promise((r) => (timer = setTimeout(r, STOP_GRACE_MS)))]);
-    clearTimeout(timer);
+  }
+
+  async close(): Promise<void> {
     await this.stream?.close().catch(() => undefined);
     await this.pump;
     await this.consumer?.close().catch(() => undefined);
     await this.dead?.close().catch(() => undefined);
-    this.log.info({ written: this.written, deadLettered: this.deadLettered }, 'kafka worker stopped');
   }
 
   /**
@@ -139,13 +130,13 @@ export class KafkaIssueWorker {
    */
   private async take(first: MessagesStream<string, string, string, string>): Promise<void> {
     let stream = first;
-    let backoff = 0;
+    const backoff = new Backoff(100, MAX_BACKOFF_MS);
     while (!this.stopping) {
       try {
         for await (const m of stream as AsyncIterable<Record>) {
-          backoff = 0;
+          backoff.reset();
           this.buffer.push(m);
-          this.pause.wake();
+          this.arrived.wake();
           while (this.buffer.length >= this.deps.config.batchSize && !this.stopping) await new Promise<void>((r) => (this.roomMade = r));
           if (this.stopping) return;
         }
@@ -156,12 +147,11 @@ export class KafkaIssueWorker {
       }
       // The stream ended or failed (the broker went away): a new consumer resumes from the last
       // committed offsets; records already in the buffer come again, which the insert tolerates.
-      backoff = Math.min(MAX_BACKOFF_MS, Math.max(100, backoff * 2));
-      await new Promise((r) => setTimeout(r, backoff));
+      await new Promise((r) => setTimeout(r, backoff.next()));
       await this.consumer?.close().catch(() => undefined);
       try {
         if (this.stopping) return;
-        stream = await this.open();
+        stream = await this.openStream();
         this.stream = stream;
       } catch (err) {
         this.log.error({ err }, 'kafka worker: rejoining the group failed; retrying');
@@ -175,88 +165,32 @@ export class KafkaIssueWorker {
     r?.();
   }
 
-  private async run(): Promise<void> {
+  /** The next batch from the buffer; once stopping, what is left of it. */
+  async read(): Promise<readonly Record[]> {
     const { batchSize, lingerMs } = this.deps.config;
-    while (!this.stopping || this.buffer.length > 0) {
-      if (this.buffer.length === 0) {
-        if (this.stopping) break;
-        await this.pause.for(1_000);
-        continue;
-      }
-      // A partial batch: let the next records join it (see WorkerConfig.lingerMs).
-      if (this.buffer.length < batchSize && lingerMs > 0 && !this.stopping) await new Promise((r) => setTimeout(r, lingerMs));
-      const batch = this.buffer.splice(0, batchSize);
-      this.makeRoom();
-      if (!(await this.untilDone(batch))) {
-        // Stopping with this batch held: nothing after it may be committed (that would skip it).
-        this.buffer.length = 0;
-        break;
-      }
+    if (this.buffer.length === 0) {
+      if (this.stopping) return [];
+      await this.arrived.for(IDLE_READ_MS);
+      if (this.buffer.length === 0) return [];
     }
+    // A partial batch: let the next records join it (see WorkerConfig.lingerMs).
+    if (this.buffer.length < batchSize && lingerMs > 0 && !this.stopping) await new Promise((r) => setTimeout(r, lingerMs));
+    const batch = this.buffer.splice(0, batchSize);
+    this.makeRoom();
+    return batch;
   }
 
-  /** Processes the batch until it is done (true); an outage is waited out, never skipped. */
-  private async untilDone(batch: readonly Record[]): Promise<boolean> {
-    let backoff = 0;
-    for (;;) {
-      try {
-        await this.process(batch);
-        return true;
-      } catch (err) {
-        if (this.stopping) {
-          this.log.warn({ err, records: batch.length }, 'kafka worker: stopping with a batch not written; it and every record after it will be redelivered');
-          return false;
-        }
-        backoff = Math.min(MAX_BACKOFF_MS, Math.max(100, backoff * 2));
-        this.log.error({ err, retryInMs: backoff }, 'kafka worker: batch held (a store is away); retrying it');
-        await new Promise((r) => setTimeout(r, backoff));
-      }
-    }
+  validate(m: Record): Promise<Validation> {
+    return validateRecord(m, this.deps.kafka.settings.recordSecrets, this.coupons);
   }
 
-  /** Validate, write the valid records in one transaction, dead-letter the rest, then commit. */
-  private async process(batch: readonly Record[]): Promise<void> {
-    const valid: Array<{ m: Record; issue: NewIssue }> = [];
-    const doomed: Doomed[] = [];
-    for (const m of batch) {
-      const v = await validateRecord(m, this.deps.kafka.settings.recordSecrets, this.coupons);
-      if (v.ok) valid.push({ m, issue: v.issue });
-      else doomed.push({ m, kind: 'invalid', reason: `invalid record: ${v.reason}`, deliveries: 1 });
-    }
-    if (valid.length > 0) {
-      const started = performance.now();
-      try {
-        await this.deps.db.transaction((tx) => insertIssues(tx, valid.map((v) => v.issue)));
-        this.written += valid.length;
-        this.observer?.batchWritten(valid.length, (performance.now() - started) / 1000);
-      } catch (err) {
-        if (isDependencyUnavailable(err)) throw err;
-        this.log.warn({ err, records: valid.length }, 'kafka worker: batch refused by the database; writing its records one by one');
-        for (const v of valid) {
-          const refused = await this.writeOne(v.issue);
-          if (refused !== undefined) doomed.push({ m: v.m, kind: 'refused', reason: refused.reason, deliveries: refused.deliveries, heldUser: { couponId: v.issue.couponId, userId: v.issue.userId } });
-        }
-      }
-    }
-    if (doomed.length > 0) await this.deadLetter(doomed);
-    await this.commit(batch);
+  /** A record is retried here, in place: its deliveries are the attempts. */
+  async deliveries(_m: Record, attempt: number): Promise<number> {
+    return attempt;
   }
 
-  /** One record, retried up to WORKER_MAX_DELIVERIES times; what the database said when it kept refusing. */
-  private async writeOne(issue: NewIssue): Promise<{ reason: string; deliveries: number } | undefined> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.deps.db.transaction((tx) => insertIssues(tx, [issue]));
-        this.written++;
-        return undefined;
-      } catch (err) {
-        if (isDependencyUnavailable(err)) throw err;
-        if (attempt >= this.deps.config.maxDeliveries) {
-          return { reason: boundedReason(`database refused it on ${attempt} deliveries: ${(err as Error).message}`), deliveries: attempt };
-        }
-        await new Promise((r) => setTimeout(r, 50 * attempt));
-      }
-    }
+  describe(m: Record): { [field: string]: unknown } {
+    return { partition: m.partition, offset: String(m.offset) };
   }
 
   /**
@@ -264,9 +198,11 @@ export class KafkaIssueWorker {
    * refuses for its size is sent again without the source value (digest and headers only).
    * Anything else the broker says is an outage: thrown, and the batch is held.
    */
-  private async deadLetter(doomed: readonly Doomed[]): Promise<void> {
-    const letter = (d: Doomed, form: 'full' | 'cut' | 'bare') =>
-      deadLetterRecord({ topic: d.m.topic, partition: d.m.partition, offset: d.m.offset, key: d.m.key, value: d.m.value, headers: d.m.headers }, d.kind, boundedReason(d.reason), d.deliveries, form);
+  async deadLetter(doomed: readonly Doomed<Record>[]): Promise<Array<{ doomed: Doomed<Record>; letter: string }>> {
+    const letter = (d: Doomed<Record>, form: 'full' | 'bare') => {
+      const m = d.delivery;
+      return deadLetterRecord({ topic: m.topic, partition: m.partition, offset: m.offset, key: m.key, value: m.value, headers: m.headers }, d.kind, d.reason, d.deliveries, form);
+    };
     try {
       await this.send(doomed.map((d) => letter(d, 'full')));
     } catch (err) {
@@ -276,17 +212,14 @@ export class KafkaIssueWorker {
           await this.send([letter(d, 'full')]);
         } catch (one) {
           if (!refusedForItsSize(one)) throw one;
-          this.log.warn({ partition: d.m.partition, offset: String(d.m.offset) }, 'kafka worker: the broker refused a dead letter for its size; sending it without the value');
+          this.log.warn(this.describe(d.delivery), 'kafka worker: the broker refused a dead letter for its size; sending it without the value');
           await this.send([letter(d, 'bare')]);
         }
       }
     }
-    for (const d of doomed) {
-      this.deadLettered++;
-      this.observer?.deadLettered?.(d.kind);
-      this.log.error({ partition: d.m.partition, offset: String(d.m.offset), reason: boundedReason(d.reason) }, 'kafka worker: record dead-lettered');
-      if (d.heldUser !== undefined) await this.markHeld(d.heldUser.couponId, d.heldUser.userId, `${d.m.partition}-${d.m.offset}`);
-    }
+    const done = doomed.map((d) => ({ doomed: d, letter: deadLetterId(d.delivery.partition, d.delivery.offset) }));
+    for (const { doomed: d, letter: id } of done) if (d.issue !== undefined) await this.markHeld(d.issue.couponId, d.issue.userId, id);
+    return done;
   }
 
   /** One bounded send to the dead-letter topic; a send not answered in time replaces the producer. */
@@ -317,10 +250,10 @@ export class KafkaIssueWorker {
     });
   }
 
-  /** Commits the last record of each partition in the batch (the client resumes after it). */
-  private async commit(batch: readonly Record[]): Promise<void> {
+  /** Commits the last record of each partition (the client resumes after it): called once every record of the batch is settled. */
+  async acknowledge(settled: readonly Record[]): Promise<void> {
     const last = new Map<number, Record>();
-    for (const m of batch) {
+    for (const m of settled) {
       const seen = last.get(m.partition);
       if (seen === undefined || seen.offset < m.offset) last.set(m.partition, m);
     }
@@ -333,16 +266,4 @@ export class KafkaIssueWorker {
       }
     }
   }
-}
-
-/** Creates a Kafka worker and starts it. */
-export async function startKafkaWorker(deps: KafkaWorkerDeps): Promise<KafkaIssueWorker> {
-  const worker = new KafkaIssueWorker(deps);
-  try {
-    await worker.start();
-  } catch (err) {
-    await worker.stop();
-    throw err;
-  }
-  return worker;
 }

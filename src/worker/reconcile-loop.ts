@@ -11,6 +11,7 @@ import type { Db } from '../db/index.js';
 import type { KafkaHandle } from '../kafka/client.js';
 import type { RedisHandle } from '../redis/client.js';
 import type { Logger } from '../util/logger.js';
+import type { LongRunning } from '../util/lifecycle.js';
 import { Pause } from '../util/pause.js';
 
 export interface ReconcileLoopDeps {
@@ -21,7 +22,7 @@ export interface ReconcileLoopDeps {
   readonly log: Logger;
 }
 
-export class ReconcileLoop {
+export class ReconcileLoop implements LongRunning {
   private stopping = false;
   private readonly pause = new Pause();
   private loop: Promise<void> | undefined;
@@ -30,7 +31,7 @@ export class ReconcileLoop {
 
   constructor(private readonly deps: ReconcileLoopDeps) {}
 
-  start(): void {
+  async start(): Promise<void> {
     if (this.deps.config.reconcileIntervalMs <= 0) return;
     this.loop = this.run();
   }

@@ -1,28 +1,29 @@
 // The stream worker: persists admitted issuances from the campaigns' Redis Streams into the
-// database, idempotently. Several may run at once (one consumer group; each entry goes to one
-// consumer).
+// database, through the one persistence loop (persist-loop.ts: validate, one transaction per
+// batch, dead letters, acknowledge). Several may run at once (one consumer group; each entry goes
+// to one consumer). This module is the streams' side of it, the source:
 //
-//   start-up   its own pending entries first (a restart with the same consumer name), then
-//   loop       claim entries idle longer than WORKER_CLAIM_IDLE_MS (a dead or stuck worker's,
+//   start-up   its own pending entries first (a restart with the same consumer name; again after
+//              an outage), then
+//   reading    claim entries idle longer than WORKER_CLAIM_IDLE_MS (a dead or stuck worker's,
 //              or our own that failed) with XAUTOCLAIM; read new ones with XREADGROUP … COUNT
-//              … BLOCK; validate; write the batch in ONE transaction (rows + issued counts); XACK
-//              only after that commit; after a partial batch, linger WORKER_LINGER_MS so the next
-//              one is fuller. A redelivered entry is harmless (the insert skips a pair already
-//              there, and the counter counts only rows inserted).
-//   failures   an entry that does not validate goes to the dead-letter stream at once; a batch
-//              the database refuses is retried entry by entry, and an entry failing its
-//              WORKER_MAX_DELIVERIES-th delivery is dead-lettered with the error. The database
-//              being down dead-letters nothing: entries stay pending and are claimed later.
+//              … BLOCK; after a partial batch, linger WORKER_LINGER_MS so the next one is fuller
+//              (the first entry after a quiet spell is read at once).
+//   redelivery `pending`: an entry the database refuses stays pending, is claimed again after
+//              WORKER_CLAIM_IDLE_MS, its deliveries counted by XPENDING. An outage leaves the
+//              batch pending too; the loop then re-reads our own pending entries first.
+//   dead letters  dead-letter.lua moves an entry to the campaign's dead-letter stream and
+//              acknowledges it atomically (a refused one also enters the held index: its user
+//              hears HELD); one another consumer claimed meanwhile is left to it.
+//   acknowledge  XACK, after the commit.
 //   upkeep     trims each stream below what every group has acknowledged (XTRIM MINID, never
-//              MAXLEN), retires drained streams of long-ended campaigns.
-//   stop()     stops reading (a blocked read is unblocked), finishes and acks the batch in hand.
+//              MAXLEN), forgets idle consumers, retires drained streams of long-ended campaigns.
+//   stop()     a blocked read is unblocked (CLIENT UNBLOCK); the loop finishes the batch in hand.
 import { hostname } from 'node:os';
 import type { Logger } from '../util/logger.js';
 import type { Redis } from 'ioredis';
 import type { WorkerConfig } from '../config.js';
-import { insertIssues, type NewIssue } from '../coupons/repository.js';
-import type { Db } from '../db/index.js';
-import { isDependencyUnavailable } from '../util/dependency-errors.js';
+import { cachedCoupons, validateEntry, type CouponLookup, type Validation } from '../coupons/queued-admission.js';
 import { STATE_RETENTION_MS, ensureGroup } from '../redis/campaign-state.js';
 import type { RedisHandle } from '../redis/client.js';
 import { WORKER_GROUP, type CampaignKeys } from '../redis/keys.js';
@@ -37,33 +38,20 @@ import {
   parseRead,
   type StreamEntry,
 } from '../redis/streams.js';
-import { boundedReason, cachedCoupons, validateEntry, type CouponLookup } from '../coupons/queued-admission.js';
+import { started } from '../util/lifecycle.js';
+import { Pause } from '../util/pause.js';
+import { PersistLoop, type Doomed, type IssuanceSource, type PersistLoopDeps } from './persist-loop.js';
 
 const BLOCK_MS = 1_000;
 const REGISTRY_REFRESH_MS = 1_000;
 const UPKEEP_EVERY_MS = 5_000;
-const MAX_BACKOFF_MS = 5_000;
 /** Consumers with nothing pending, idle this long, are removed from the group. */
 const FORGET_CONSUMER_IDLE_MS = 3600_000;
 
-/** What a metrics module may want to count; every method must be cheap and must not throw. */
-export interface WorkerObserver {
-  /** A batch committed and was acknowledged (rows inserted may be fewer: redeliveries are skipped). */
-  batchWritten(entries: number, seconds: number): void;
-  /** Entries taken over from idle consumers. */
-  claimed?(entries: number): void;
-  /** `invalid`: did not validate; `refused`: the database refused it WORKER_MAX_DELIVERIES times. */
-  deadLettered?(reason: 'invalid' | 'refused'): void;
-}
-
-export interface WorkerDeps {
-  readonly db: Db;
+export interface WorkerDeps extends PersistLoopDeps {
   readonly redis: RedisHandle;
-  readonly config: WorkerConfig;
-  readonly log: Logger;
   /** Consumer name; keep it stable across restarts (e.g. the pod name) so a restart finishes its own pending entries first. */
   readonly consumer?: string;
-  readonly observer?: WorkerObserver;
 }
 
 /** One entry delivered to this worker. */
@@ -77,119 +65,113 @@ export function defaultConsumerName(): string {
   return `${hostname()}-${process.pid}`;
 }
 
-export class IssueWorker {
+/** The stream worker: the persistence loop over the campaigns' streams. */
+export class IssueWorker extends PersistLoop<Delivery> {
   readonly consumer: string;
-  private readonly db: Db;
-  private readonly redis: RedisHandle;
-  private readonly config: WorkerConfig;
-  private readonly log: Logger;
-  private observer: WorkerObserver | undefined;
+  private readonly streams: StreamSource;
+
+  constructor(deps: WorkerDeps) {
+    const consumer = deps.consumer ?? defaultConsumerName();
+    const log = deps.log.child({ worker: consumer });
+    const streams = new StreamSource(deps.redis, deps.config, log, consumer, cachedCoupons(deps.db));
+    super(streams, { ...deps, log });
+    this.consumer = consumer;
+    this.streams = streams;
+    streams.claimed = (entries) => this.observer?.claimed?.(entries);
+  }
+
+  /** Trim below what every group acknowledged; forget idle consumers; retire finished streams. Runs every 5 s. */
+  upkeep(): Promise<void> {
+    return this.streams.upkeep();
+  }
+}
+
+/** Creates a worker and starts it (own pending entries are recovered before this resolves). */
+export function startWorker(deps: WorkerDeps): Promise<IssueWorker> {
+  return started(new IssueWorker(deps));
+}
+
+class StreamSource implements IssuanceSource<Delivery> {
+  readonly queue = 'stream';
+  readonly noun = 'entry';
+  readonly redelivery = 'pending';
+  /** Told how many entries a claim took over. */
+  claimed: (entries: number) => void = () => undefined;
   /** Blocking reads happen on their own connection. */
   private readonly reader: Redis;
   private readerId: string | undefined;
   private reading = false;
   private stopping = false;
-  private readonly wake = new AbortController();
-  private loop: Promise<void> | undefined;
+  private readonly pause = new Pause();
   private couponIds: number[] = [];
   private registryReadAt = 0;
   private claimedAt = 0;
   private upkeepAt = 0;
-  /** An iteration failed with entries in hand: re-read our own pending ones before new ones. */
-  private recoverOwn = false;
-  private readonly coupon: CouponLookup;
-  /** Entries written and acked since start (for logs and tests). */
-  written = 0;
-  deadLettered = 0;
+  private batches: AsyncGenerator<readonly Delivery[], void, undefined> | undefined;
 
-  constructor(deps: WorkerDeps) {
-    this.db = deps.db;
-    this.redis = deps.redis;
-    this.config = deps.config;
-    this.observer = deps.observer;
-    this.log = deps.log.child({ worker: deps.consumer ?? defaultConsumerName() });
-    this.consumer = deps.consumer ?? defaultConsumerName();
-    this.coupon = cachedCoupons(deps.db);
-    this.reader = deps.redis.duplicate('couponrush-worker');
+  constructor(
+    private readonly redis: RedisHandle,
+    private readonly config: WorkerConfig,
+    private readonly log: Logger,
+    private readonly consumer: string,
+    private readonly coupon: CouponLookup,
+  ) {
+    this.reader = redis.duplicate('couponrush-worker');
     // A reconnected reader has a new client id.
     this.reader.on('close', () => (this.readerId = undefined));
   }
 
-  /** Reports to `observer` from now on (metrics are often built after the worker they observe). */
-  observe(observer: WorkerObserver): void {
-    this.observer = observer;
-  }
-
-  /** Starts the loop; resolves once the worker has recovered its own pending entries. */
-  async start(): Promise<void> {
+  async open(): Promise<void> {
     await this.refreshRegistry(true);
-    await this.drainOwnPending();
-    this.loop = this.run();
-    this.log.info({ consumer: this.consumer, streams: this.couponIds.length }, 'worker started');
   }
 
-  /** SIGTERM: stop reading, finish and ack the batch in hand, close the reader. */
-  async stop(): Promise<void> {
-    if (!this.stopping) {
-      this.stopping = true;
-      this.wake.abort();
-      if (this.reading && this.readerId !== undefined) {
-        // An unblocked XREADGROUP returns as on timeout: nothing was delivered to us.
-        await this.redis.client.call('CLIENT', 'UNBLOCK', this.readerId, 'TIMEOUT').catch(() => undefined);
-      }
+  interrupt(): void {
+    this.stopping = true;
+    this.pause.wake();
+    if (this.reading && this.readerId !== undefined) {
+      // An unblocked XREADGROUP returns as on timeout: nothing was delivered to us.
+      this.redis.client.call('CLIENT', 'UNBLOCK', this.readerId, 'TIMEOUT').catch(() => undefined);
     }
-    await this.loop;
+  }
+
+  async close(): Promise<void> {
     this.reader.disconnect();
-    this.log.info({ written: this.written, deadLettered: this.deadLettered }, 'worker stopped');
   }
 
-  private async run(): Promise<void> {
-    let backoff = 0;
-    while (!this.stopping) {
-      try {
-        await this.refreshRegistry(false);
-        if (this.recoverOwn) {
-          await this.drainOwnPending();
-          this.recoverOwn = false;
-        }
-        const now = Date.now();
-        if (now - this.claimedAt >= Math.min(this.config.claimIdleMs / 2, 5_000)) {
-          this.claimedAt = now;
-          await this.claimIdle();
-        }
-        if (now - this.upkeepAt >= UPKEEP_EVERY_MS) {
-          this.upkeepAt = now;
-          await this.upkeep();
-        }
-        const batch = await this.readNew();
-        if (batch.length > 0) {
-          await this.process(batch);
-          // A partial batch: let the next one gather (see WorkerConfig.lingerMs).
-          if (batch.length < this.config.batchSize && this.config.lingerMs > 0) await this.pause(this.config.lingerMs);
-        }
-        backoff = 0;
-      } catch (err) {
-        if (this.stopping) break;
-        this.recoverOwn = true;
-        backoff = Math.min(MAX_BACKOFF_MS, Math.max(200, backoff * 2));
-        this.log.error({ err, retryInMs: backoff }, 'worker: iteration failed; entries stay pending');
-        await this.pause(backoff);
-      }
+  /** A wait that stop() cuts short. */
+  private sleep(ms: number): Promise<void> {
+    return this.stopping ? Promise.resolve() : this.pause.for(ms);
+  }
+
+  async read(): Promise<readonly Delivery[]> {
+    this.batches ??= this.cycle();
+    try {
+      return (await this.batches.next()).value ?? [];
+    } catch (err) {
+      this.batches = undefined;
+      throw err;
     }
   }
 
-  private pause(ms: number): Promise<void> {
-    if (this.stopping) return Promise.resolve();
-    const signal = this.wake.signal;
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      signal.addEventListener('abort', done);
-    });
+  /** Claims what idles (when due), upkeep (when due), new entries; again until stopping. */
+  private async *cycle(): AsyncGenerator<readonly Delivery[], void, undefined> {
+    while (!this.stopping) {
+      await this.refreshRegistry(false);
+      const now = Date.now();
+      if (now - this.claimedAt >= Math.min(this.config.claimIdleMs / 2, 5_000)) {
+        this.claimedAt = now;
+        yield* this.claimIdle();
+      }
+      if (now - this.upkeepAt >= UPKEEP_EVERY_MS) {
+        this.upkeepAt = now;
+        await this.upkeep();
+      }
+      const batch = await this.readNew();
+      if (batch.length === 0) continue;
+      yield batch;
+      // A partial batch: let the next one gather (see WorkerConfig.lingerMs).
+      if (batch.length < this.config.batchSize && this.config.lingerMs > 0) await this.sleep(this.config.lingerMs);
+    }
   }
 
   private async refreshRegistry(force: boolean): Promise<void> {
@@ -204,8 +186,11 @@ export class IssueWorker {
     return this.redis.keys.campaign(couponId);
   }
 
-  /** Entries delivered to this consumer before a restart: finish them before anything new. */
-  private async drainOwnPending(): Promise<void> {
+  /** Entries delivered to this consumer and not acknowledged (a restart, an outage): before anything new. */
+  async *recover(): AsyncGenerator<readonly Delivery[], void, undefined> {
+    // The cycle starts over after them.
+    this.batches = undefined;
+    await this.refreshRegistry(false);
     for (const couponId of this.couponIds) {
       const keys = this.keysOf(couponId);
       let after = '0';
@@ -219,8 +204,13 @@ export class IssueWorker {
         }
         const entries = parseRead(reply)[0]?.entries ?? [];
         if (entries.length === 0) break;
-        await this.process(entries.map((entry) => ({ couponId, keys, entry })));
         after = entries[entries.length - 1]!.id;
+        const deliveries = entries.map((entry) => ({ couponId, keys, entry }));
+        // Deleted from the stream before being persisted: nothing to write.
+        const gone = deliveries.filter((d) => d.entry.raw.length === 0);
+        for (const d of gone) this.log.error({ couponId, id: d.entry.id }, 'worker: pending entry was deleted from the stream before being persisted');
+        await this.acknowledge(gone);
+        yield deliveries.filter((d) => d.entry.raw.length > 0);
       }
     }
   }
@@ -228,7 +218,7 @@ export class IssueWorker {
   /** New entries of every registered stream, blocking up to BLOCK_MS. */
   private async readNew(): Promise<Delivery[]> {
     if (this.couponIds.length === 0) {
-      await this.pause(BLOCK_MS);
+      await this.sleep(BLOCK_MS);
       return [];
     }
     const ids = this.couponIds;
@@ -259,8 +249,8 @@ export class IssueWorker {
     return out;
   }
 
-  /** Takes over entries idle longer than claimIdleMs (dead workers', or ours that failed). */
-  private async claimIdle(): Promise<void> {
+  /** Takes over entries idle longer than claimIdleMs (dead workers', or ours that failed), a batch at a time. */
+  private async *claimIdle(): AsyncGenerator<readonly Delivery[], void, undefined> {
     for (const couponId of this.couponIds) {
       const keys = this.keysOf(couponId);
       let cursor = '0-0';
@@ -273,100 +263,44 @@ export class IssueWorker {
           throw err;
         }
         const { next, entries, deleted } = parseAutoClaim(reply);
+        cursor = next;
         // Redis drops deleted entries from the pending list itself; they cannot be recovered.
         if (deleted.length > 0) this.log.error({ couponId, ids: deleted }, 'worker: pending entries were deleted from the stream before being persisted');
         if (entries.length > 0) {
           this.log.warn({ couponId, entries: entries.length }, 'worker: claimed idle pending entries');
-          this.observer?.claimed?.(entries.length);
-          await this.process(entries.map((entry) => ({ couponId, keys, entry })));
+          this.claimed(entries.length);
+          yield entries.map((entry) => ({ couponId, keys, entry }));
         }
-        cursor = next;
       } while (cursor !== '0-0' && !this.stopping);
     }
   }
 
-  /** Validate, write in one statement, ack after commit; isolate failures entry by entry. */
-  private async process(deliveries: readonly Delivery[]): Promise<void> {
-    const valid: Array<{ d: Delivery; issue: NewIssue }> = [];
-    for (const d of deliveries) {
-      if (d.entry.raw.length === 0) {
-        // Read back from our pending list after it was deleted from the stream: nothing to write.
-        this.log.error({ couponId: d.couponId, id: d.entry.id }, 'worker: pending entry was deleted from the stream before being persisted');
-        await this.ack([d]);
-        continue;
-      }
-      const v = validateEntry(d.entry, d.couponId, await this.coupon(d.couponId));
-      if (v.ok) valid.push({ d, issue: v.issue });
-      else await this.deadLetter(d, 'invalid', `invalid entry: ${v.reason}`);
-    }
-    if (valid.length === 0) return;
-    const started = performance.now();
-    try {
-      await this.db.transaction((tx) => insertIssues(tx, valid.map((v) => v.issue)));
-    } catch (err) {
-      if (isDependencyUnavailable(err)) throw err;
-      this.log.warn({ err, entries: valid.length }, 'worker: batch refused by the database; writing its entries one by one');
-      for (const v of valid) await this.writeOne(v.d, v.issue);
-      return;
-    }
-    await this.ack(valid.map((v) => v.d));
-    this.written += valid.length;
-    this.observer?.batchWritten(valid.length, (performance.now() - started) / 1000);
-    this.logPersisted(valid.map((v) => v.d));
+  async validate(d: Delivery): Promise<Validation> {
+    return validateEntry(d.entry, d.couponId, await this.coupon(d.couponId));
   }
 
-  /** One debug line per persisted issuance, carrying the API's request id (off at the default level). */
-  private logPersisted(deliveries: readonly Delivery[]): void {
-    if (this.log.level !== 'debug' && this.log.level !== 'trace') return;
-    for (const d of deliveries) {
-      this.log.debug(
-        { couponId: d.couponId, userId: d.entry.fields.get('u'), requestId: d.entry.fields.get('r'), id: d.entry.id },
-        'worker: issuance persisted',
-      );
-    }
-  }
-
-  private async writeOne(d: Delivery, issue: NewIssue): Promise<void> {
-    const started = performance.now();
-    try {
-      await this.db.transaction((tx) => insertIssues(tx, [issue]));
-    } catch (err) {
-      if (isDependencyUnavailable(err)) throw err;
-      const deliveries = await this.deliveries(d);
-      if (deliveries >= this.config.maxDeliveries) {
-        await this.deadLetter(d, 'refused', boundedReason(`database refused it on ${deliveries} deliveries: ${(err as Error).message}`), deliveries);
-      } else {
-        // Left pending: claimIdle redelivers it after claimIdleMs, with a higher delivery count.
-        this.log.warn({ err, couponId: d.couponId, id: d.entry.id, deliveries }, 'worker: entry refused by the database; will retry');
-      }
-      return;
-    }
-    await this.ack([d]);
-    this.written++;
-    this.observer?.batchWritten(1, (performance.now() - started) / 1000);
-    this.logPersisted([d]);
-  }
-
-  private async deliveries(d: Delivery): Promise<number> {
+  /** Deliveries so far, as the group's pending list counts them. */
+  async deliveries(d: Delivery): Promise<number> {
     const reply = await this.redis.client.xpending(d.keys.stream, WORKER_GROUP, d.entry.id, d.entry.id, 1, this.consumer);
     return parsePending(reply)[0]?.deliveries ?? 0;
   }
 
-  private async deadLetter(d: Delivery, kind: 'invalid' | 'refused', reason: string, knownDeliveries?: number): Promise<void> {
-    const deliveries = knownDeliveries ?? (await this.deliveries(d));
-    const id = await this.redis.scripts.deadLetter(d.keys, WORKER_GROUP, this.consumer, d.entry.id, reason, deliveries, Date.now(), d.entry.raw);
-    if (id === undefined) return; // another worker claimed it meanwhile and decides
-    this.deadLettered++;
-    this.observer?.deadLettered?.(kind);
-    this.log.error(
-      { couponId: d.couponId, userId: d.entry.fields.get('u'), requestId: d.entry.fields.get('r'), id: d.entry.id, deadLetter: id, reason },
-      'worker: entry dead-lettered',
-    );
+  /** dead-letter.lua, one entry at a time: moved, acknowledged and (refused) held at once. */
+  async deadLetter(doomed: readonly Doomed<Delivery>[]): Promise<Array<{ doomed: Doomed<Delivery>; letter: string }>> {
+    const done: Array<{ doomed: Doomed<Delivery>; letter: string }> = [];
+    for (const d of doomed) {
+      const { keys, entry } = d.delivery;
+      const letter = await this.redis.scripts.deadLetter(keys, WORKER_GROUP, this.consumer, entry.id, d.reason, d.deliveries, Date.now(), entry.raw);
+      // Undefined: another worker claimed it meanwhile and decides.
+      if (letter !== undefined) done.push({ doomed: d, letter });
+    }
+    return done;
   }
 
-  private async ack(deliveries: readonly Delivery[]): Promise<void> {
+  /** XACK (a dead letter's entry was acknowledged by dead-letter.lua already: again is a no-op). */
+  async acknowledge(settled: readonly Delivery[]): Promise<void> {
     const byStream = new Map<string, string[]>();
-    for (const d of deliveries) {
+    for (const d of settled) {
       const ids = byStream.get(d.keys.stream);
       if (ids === undefined) byStream.set(d.keys.stream, [d.entry.id]);
       else ids.push(d.entry.id);
@@ -374,7 +308,11 @@ export class IssueWorker {
     await Promise.all([...byStream].map(([stream, ids]) => this.redis.client.xack(stream, WORKER_GROUP, ...ids)));
   }
 
-  /** Trim below what every group acknowledged; forget idle consumers; retire finished streams. Runs every 5 s. */
+  describe(d: Delivery): Record<string, unknown> {
+    return { couponId: d.couponId, userId: d.entry.fields.get('u'), requestId: d.entry.fields.get('r'), id: d.entry.id };
+  }
+
+  /** Trim below what every group acknowledged; forget idle consumers; retire finished streams. */
   async upkeep(): Promise<void> {
     for (const couponId of this.couponIds) {
       if (this.stopping) return;
@@ -433,16 +371,4 @@ export class IssueWorker {
     await this.redis.client.del(keys.stream);
     this.log.info({ couponId }, 'worker: campaign ended and drained; stream retired');
   }
-}
-
-/** Creates a worker and starts it (own pending entries are recovered before this resolves). */
-export async function startWorker(deps: WorkerDeps): Promise<IssueWorker> {
-  const worker = new IssueWorker(deps);
-  try {
-    await worker.start();
-  } catch (err) {
-    await worker.stop();
-    throw err;
-  }
-  return worker;
 }
