@@ -110,7 +110,10 @@ describe('the image runtime stage (replayed without Docker)', () => {
             throw new Error(`${err.message}\n${worker.output()}`);
           },
         );
-        assert.match((await request(`http://127.0.0.1:${workerPort}`, 'GET', '/metrics')).text, /couponrush_worker_rows_written_total/);
+        const workerMetrics = (await request(`http://127.0.0.1:${workerPort}`, 'GET', '/metrics')).text;
+        assert.match(workerMetrics, /couponrush_worker_rows_written_total/);
+        assert.match(workerMetrics, /^couponrush_ready\{store="database"\} 1$/m, 'the worker says which stores answer it (CouponrushNotReady)');
+        assert.match(workerMetrics, /^couponrush_ready\{store="redis"\} 1$/m);
       } finally {
         api.child.kill('SIGTERM');
         worker.child.kill('SIGTERM');
