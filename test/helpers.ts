@@ -146,6 +146,10 @@ export async function startTestServer(options: TestServerOptions): Promise<TestS
     JWT_SECRET,
     LOG_LEVEL: 'silent',
     PORT: '0',
+    // The app runs in the test runner's own process, whose event loop other tests' set-up blocks
+    // (a PGlite start): shedding would answer for the runner, not the app. The tests of shedding
+    // set it themselves.
+    SHED_EVENT_LOOP_DELAY_MS: '0',
     ...(testDb === undefined ? {} : { DATABASE_URL: testDb.url }),
     ...options.env,
   };

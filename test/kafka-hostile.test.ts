@@ -118,7 +118,9 @@ describe('the issuance topic under a hostile writer (private broker, real Redis 
       await assertExact(server, id, ledger, 200);
       assert.equal((await statusOf(server, id, 'user-99')).body, 'ISSUED');
 
-      const raw = await kafkaOf(server).readAll(kafkaOf(server).topics.dead);
+      // A batch's dead letters go out after its rows commit: wait for them too.
+      let raw: Awaited<ReturnType<KafkaHandle['readAll']>> = [];
+      await waitFor('a dead letter per hostile record', async () => (raw = await kafkaOf(server).readAll(kafkaOf(server).topics.dead)).length >= hostile.length, 30_000);
       assert.equal(raw.length, hostile.length, `one dead letter per hostile record: ${raw.length}`);
       for (const r of raw) {
         const value = Buffer.byteLength(r.value ?? '');
@@ -160,6 +162,7 @@ describe('the issuance topic under a hostile writer (private broker, real Redis 
       assert.deepEqual([...answers.values()], [202]);
       await waitForRows(server, id, 1, 30_000);
       await assertExact(server, id, ledger, 10);
+      await waitFor('the bare dead letter', async () => (await liveDeadLetters(kafkaOf(server))).length >= 1, 30_000);
       const letters = await liveDeadLetters(kafkaOf(server));
       assert.equal(letters.length, 1);
       assert.equal(letters[0]?.truncated, true, 'the dead letter keeps no value');
