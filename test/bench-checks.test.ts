@@ -293,7 +293,7 @@ describe('bench split at the sell-out', () => {
 describe('the bench\'s raw-socket load generator', () => {
   it('parses a response head, and a chunked body only once it is whole', () => {
     const head = parseHead(Buffer.from('HTTP/1.1 410 Gone\r\nContent-Type: application/json\r\ncontent-length: 12\r\n\r\n{"a":1}'));
-    assert.deepEqual(head, { status: 410, headBytes: 73, contentLength: 12, close: false });
+    assert.deepEqual(head, { status: 410, headBytes: 73, contentLength: 12, close: false, retryAfterMs: undefined });
     assert.equal(parseHead(Buffer.from('HTTP/1.1 201 Created\r\ncontent-le')), undefined, 'head not complete yet');
     assert.equal(parseHead(Buffer.from('HTTP/1.1 503 x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n'))!.close, true);
     assert.throws(() => parseHead(Buffer.from('HTTP/1.1 200 OK\r\nX: y\r\n\r\n')), /neither Content-Length nor chunked/);
