@@ -49,7 +49,7 @@ export function benchCommand(): Command {
     .option('--users <n>', `distinct users; each sends at least once (default: ${DEFAULTS.users}, or the users of --arrivals)`, positiveInt)
     .addOption(new Option('--requests <n>', `requests per strategy (default: ${DEFAULTS.retryFactor} × users)`).argParser(positiveInt).conflicts('duration'))
     .addOption(new Option('--duration <seconds>', 'run each stampede this long instead, cycling through the requests').argParser(positiveInt))
-    .option('--connections <n>', 'concurrent keep-alive connections of the closed loop, one request in flight each', positiveInt, DEFAULTS.connections)
+    .option('--connections <n>', 'keep-alive connections, one request in flight each (open loop: opened before the first arrival, more as needed)', positiveInt, DEFAULTS.connections)
     .addOption(
       new Option('--rate <per-second>', 'open loop: requests arrive at this constant rate whatever the answers (--requests of them, or for --duration); latency from the intended send time')
         .argParser(positiveInt)

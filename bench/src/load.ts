@@ -25,7 +25,7 @@ export interface LoadSpec {
   readonly generator: Generator;
   /**
    * Open loop (the raw-socket client only): each entry of the plan is an arrival sent at its
-   * intended time, over connections opened as needed, instead of `connections` in a closed loop.
+   * intended time over `connections` opened first and more opened as needed, instead of a closed loop.
    */
   readonly openLoop?: OpenLoopPlan;
   /** Called about ten times a second with the number of responses so far. */
@@ -313,6 +313,7 @@ function openLoopDriver(spec: LoadSpec, plan: OpenLoopPlan, tally: Tally): Drive
     offsetsMs: plan.offsetsMs,
     windowMs: plan.windowMs,
     maxConnections: plan.maxConnections,
+    initialConnections: spec.connections,
     timeoutMs: spec.timeoutSeconds * 1000,
     request: (arrival) => {
       const user = order[arrival % order.length]!;

@@ -1,9 +1,9 @@
 // The open loop: every request leaves at its intended time whatever the server is doing, as people
 // press the button when the clock says so. A closed loop (socket-client.ts) slows down exactly when
 // the server does and leaves the waiting out of its percentiles (coordinated omission); here the
-// latency runs from the intended send time, connections are opened as needed up to a cap, and an
-// arrival that finds every connection busy at the cap waits and is counted as the generator's own
-// shortfall. Each arrival is a client that behaves as the README's client table says: a 429 or 503
+// latency runs from the intended send time, connections are opened as needed up to a cap (a few
+// before the clock starts), and an arrival that finds every connection busy at the cap waits and
+// is counted as the generator's own shortfall. Each arrival is a client that behaves as the README's client table says: a 429 or 503
 // with Retry-After is retried after it (bounded), so the time to a final answer is known per arrival.
 import * as hdr from 'hdr-histogram-js';
 import { Connection, sweepTimeouts, type ConnectionOwner, type Head } from './socket-client.js';
@@ -20,6 +20,11 @@ export const ACHIEVED_SHARE_WARNING = 0.95;
 /** …or when the p99 of (actual − intended) send time is above this. */
 export const SEND_LAG_P99_WARNING_MS = 10;
 
+/**
+ * At most this many connections being opened at once: after a stall of a few ms the backlog would
+ * otherwise open hundreds at a time, whose handshakes cost the shared cores more than the stall.
+ */
+export const MAX_CONNECTING = 8;
 const TIMEOUT_SWEEP_MS = 250;
 const RECONNECT_DELAY_MS = 50;
 
@@ -46,6 +51,8 @@ export interface OpenLoadSpec {
   /** The window the arrivals were offered in (the offered rate is arrivals over it). */
   readonly windowMs: number;
   readonly maxConnections: number;
+  /** Connections opened before the clock starts (more are opened as needed, up to the cap). */
+  readonly initialConnections: number;
   readonly timeoutMs: number;
   /** Who arrival `arrival` is, and the bytes of its request (the same for each of its attempts). */
   request(arrival: number): { readonly bytes: Buffer; readonly user: number };
@@ -101,7 +108,7 @@ export interface OpenLoad {
 
 export function startOpenLoad(spec: OpenLoadSpec): OpenLoad {
   const run = new OpenLoopRun(spec);
-  run.tick();
+  run.preOpen(Math.min(spec.initialConnections, spec.maxConnections));
   return { done: run.done, stop: () => run.stop() };
 }
 
@@ -171,7 +178,8 @@ class OpenLoopRun implements ConnectionOwner {
   readonly port: number;
   readonly done: Promise<OpenLoopSummary & { errors: number; timeouts: number }>;
   private finish: () => void = () => {};
-  private readonly startedAt = performance.now();
+  /** When the clock started (the first arrival's time 0): once the pre-opened connections are up. */
+  private startedAt = 0;
   private readonly count: number;
   /** The current attempt's intended send time, and its number (0: the first), per arrival. */
   private readonly intendedAt: Float64Array;
@@ -207,6 +215,21 @@ class OpenLoopRun implements ConnectionOwner {
       this.finish = () => resolve({ ...this.summary(), errors: this.n.errors, timeouts: this.n.timeouts });
     });
     this.sweep = setInterval(() => this.sweepTimeouts(), TIMEOUT_SWEEP_MS);
+  }
+
+  /**
+   * Opens `n` connections, then starts the clock: a drop's first arrivals measure the server, not
+   * a storm of handshakes on an empty pool (a connection refused is not retried here).
+   */
+  preOpen(n: number): void {
+    for (let i = 0; i < n; i++) this.open();
+    if (n === 0) this.startClock();
+  }
+
+  private startClock(): void {
+    if (this.startedAt !== 0) return;
+    this.startedAt = performance.now();
+    this.tick();
   }
 
   /** Sends every arrival and retry now due, then sleeps until the next one. */
@@ -247,7 +270,12 @@ class OpenLoopRun implements ConnectionOwner {
   }
 
   private openIfNeeded(): void {
-    if (this.stopped || this.waiting.length - this.waitingHead <= this.connecting.size || this.connections.size >= this.spec.maxConnections) return;
+    const waiting = this.waiting.length - this.waitingHead;
+    if (this.stopped || waiting <= this.connecting.size || this.connecting.size >= MAX_CONNECTING || this.connections.size >= this.spec.maxConnections) return;
+    this.open();
+  }
+
+  private open(): void {
     const c = new Connection(this);
     this.connections.add(c);
     this.connecting.add(c);
@@ -269,11 +297,17 @@ class OpenLoopRun implements ConnectionOwner {
   }
 
   idle(c: Connection): void {
-    this.connecting.delete(c);
+    const opened = this.connecting.delete(c);
     if (this.stopped || !this.connections.has(c)) return c.close();
+    if (this.startedAt === 0) {
+      this.idleConnections.push(c);
+      if (this.connecting.size === 0) this.startClock();
+      return;
+    }
     const arrival = this.takeWaiting();
     if (arrival === undefined) this.idleConnections.push(c);
     else this.write(c, arrival);
+    if (opened) this.openIfNeeded(); // the next one, if the line is still longer than what is being opened
   }
 
   private takeWaiting(): number | undefined {
@@ -326,6 +360,11 @@ class OpenLoopRun implements ConnectionOwner {
     this.connecting.delete(c);
     const at = this.idleConnections.indexOf(c);
     if (at !== -1) this.idleConnections.splice(at, 1);
+    if (this.startedAt === 0 && !this.stopped) {
+      this.n.errors++;
+      if (this.connecting.size === 0) this.startClock();
+      return;
+    }
     if (this.stopped || this.outstanding === 0) {
       if (this.connections.size === 0) this.end();
       return;

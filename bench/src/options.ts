@@ -55,7 +55,7 @@ export interface BenchOptions {
   readonly requests: number;
   /** Run each stampede for this long instead, cycling through the plan. */
   readonly durationSeconds: number | undefined;
-  /** Closed loop: keep-alive connections, one request in flight each (the warm-up's too in the open loop). */
+  /** Keep-alive connections, one request in flight each; the open loop opens these before its first arrival, and more as needed. */
   readonly connections: number;
   /** Set: the open loop (--rate or --arrivals) instead of the closed one. */
   readonly arrivals: ArrivalOptions | undefined;
