@@ -15,7 +15,8 @@ import { splitAtSellOut, type LoadResult } from '../bench/src/load.js';
 import { chunkedLength, parseHead, startSocketLoad } from '../bench/src/socket-client.js';
 import { writeReport } from '../bench/src/index.js';
 import { BenchOptionsError, PUBLISHED_DIR, resolveBenchOptions, type BenchFlags } from '../bench/src/options.js';
-import { relateToCeiling, renderSellOutTable, type BenchReport, type StrategyResult } from '../bench/src/report.js';
+import { relateToCeiling, renderMarkdown, renderOpenLoopTable, renderSellOutTable, renderTerminal, type BenchReport, type StrategyResult } from '../bench/src/report.js';
+import type { OpenLoopSummary } from '../bench/src/open-loop.js';
 import { benchUserId, buildOrder, type BenchUser } from '../bench/src/plan.js';
 import { verify } from '../bench/src/verify.js';
 import { createPostgresDb } from '../src/db/index.js';
@@ -62,6 +63,30 @@ describe('couponrush bench flags', () => {
   it('refuses fewer requests than users, and more connections than requests', () => {
     assert.throws(() => resolve({ users: 100, requests: 50 }), /at least --users/);
     assert.throws(() => resolve({ users: 10, requests: 20, connections: 64 }), /cannot exceed/);
+  });
+
+  it('stays closed-loop by default; --arrivals N@S is a drop of N requests from N users, Poisson unless told', async () => {
+    assert.equal(resolve({}).arrivals, undefined, 'the closed loop is the default');
+    const drop = resolve({ arrivals: { users: 40_000, seconds: 1 } });
+    assert.deepEqual(drop.arrivals, { kind: 'drop', count: 40_000, windowSeconds: 1, shape: 'poisson', maxConnections: 1_000 });
+    assert.equal(drop.users, 40_000);
+    assert.equal(drop.requests, 40_000);
+    const presses = resolve({ arrivals: { users: 500, seconds: 2 }, users: 400, arrivalShape: 'uniform', maxConnections: 50 });
+    assert.deepEqual([presses.requests, presses.users, presses.arrivals?.shape, presses.arrivals?.maxConnections], [500, 400, 'uniform', 50]);
+    assert.throws(() => resolve({ arrivals: { users: 100, seconds: 1 }, users: 200 }), /every user arrives at least once/);
+    assert.throws(() => resolve({ arrivals: { users: 100, seconds: 1 }, requests: 200 }), /not with --requests/);
+    assert.deepEqual(await parseFlags(['--arrivals', '40000@0.5']).then(() => 'ok'), 'ok');
+    await assert.rejects(parseFlags(['--arrivals', '40000']), (err: CommanderError) => err.code === 'commander.invalidArgument' && /<users>@<seconds>/.test(err.message));
+    await assert.rejects(parseFlags(['--arrivals', '10@1', '--rate', '5']), (err: CommanderError) => err.code === 'commander.conflictingOption');
+  });
+
+  it('--rate sends --requests (or --duration\'s worth of) arrivals evenly; open-loop flags need the open loop', () => {
+    const r = resolve({ rate: 500, users: 100, requests: 1_000 });
+    assert.deepEqual(r.arrivals, { kind: 'rate', count: 1_000, windowSeconds: 2, shape: 'uniform', maxConnections: 1_000 });
+    assert.equal(resolve({ rate: 500, users: 100, duration: 3 }).arrivals?.count, 1_500);
+    assert.throws(() => resolve({ maxConnections: 10 }), /goes with --rate or --arrivals/);
+    assert.throws(() => resolve({ rate: 10, arrivalShape: 'poisson' }), /goes with --arrivals/);
+    assert.throws(() => resolve({ rate: 10, generator: 'autocannon' }), /raw-socket/);
   });
 });
 
@@ -264,6 +289,39 @@ describe('bench ratios to the ceiling', () => {
   });
 });
 
+describe('bench open-loop report', () => {
+  const summary = (over: Partial<OpenLoopSummary> = {}): OpenLoopSummary => ({
+    arrivals: 40_000, windowMs: 1_000, maxConnections: 1_000, offeredPerSecond: 40_000, achievedPerSecond: 39_000,
+    sendLagMs: { p50: 0.1, p99: 3, p999: 5, max: 8 }, waitedForConnection: 0, neverSent: 0, peakConnections: 600,
+    attempts: 41_000, retries: 1_000, gaveUp: 2, unanswered: 0,
+    timeToFinalAnswerMs: { p50: 40, p99: 2_500, p999: 3_100, max: 3_300 }, soldOutAtMs: 420, lastLearnedSoldOutAfterMs: 2_900, ...over,
+  });
+  const report = (openLoop: OpenLoopSummary) =>
+    ({
+      schema: 'couponrush-bench/2', startedAt: '2026-12-06T12:00:00.000Z', command: 'couponrush bench --arrivals 40000@1',
+      machine: { cpuModel: 'x', cpus: 2, memoryBytes: 2 ** 30, os: 'Linux', node: 'v20' }, services: { database: 'PostgreSQL 15', redis: null },
+      config: { target: 't', stock: 10_000, users: 40_000, requests: 40_000, durationSeconds: null, connections: 64, warmupRequests: 0, generator: 'sockets',
+        arrivals: { kind: 'drop', count: 40_000, windowSeconds: 1, shape: 'poisson', maxConnections: 1_000 } },
+      ceiling: null, ceilingAfter: null, ceilingRuns: [], ceilingRequestsPerSecond: null, ok: true, interrupted: false,
+      strategies: [{ name: 'db-batch', verdict: 'ok', requestsPerSecond: 30_000, latencyMs: { p50: 30, p95: 900, p99: 1_200, p999: 1_500, max: 1_600, mean: 100 }, openLoop, violations: [], notes: [] }],
+    }) as unknown as BenchReport;
+
+  it('shows offered vs achieved, latency from the intended send time, and the time to a final answer per arrival', () => {
+    const lines = renderOpenLoopTable(report(summary()));
+    assert.ok(lines.includes('| db-batch | 40,000 | 39,000 | 3.00 | 0 | 600 | 30.0 | 1,200 | 1,500 | 1,600 | 40.0 | 2,500 | 3,100 | 3,300 | 1,000 | 2 | 0 | 420 ms | 2.90 s | kept up |'), lines.join('\n'));
+    const md = renderMarkdown(report(summary()), undefined);
+    assert.match(md, /open loop: 40,000 arrivals within 1 s \(a Poisson process\)/);
+    assert.match(renderTerminal(report(summary()), false), /open loop — latencies from the intended send time/);
+  });
+
+  it('flags a generator that fell behind: under 95 % of the offered rate, a p99 send lag over 10 ms, or the connection cap', () => {
+    assert.match(renderOpenLoopTable(report(summary({ achievedPerSecond: 30_000 }))).join('\n'), /\| BEHIND \|/);
+    assert.match(renderOpenLoopTable(report(summary({ sendLagMs: { p50: 1, p99: 25, p999: 30, max: 40 } }))).join('\n'), /\| BEHIND \|/);
+    assert.match(renderOpenLoopTable(report(summary({ waitedForConnection: 1 }))).join('\n'), /\| BEHIND \|/);
+    assert.deepEqual(renderOpenLoopTable({ ...report(summary()), strategies: [{ name: 'local', verdict: 'ok', violations: [], notes: [] }] } as BenchReport), [], 'nothing for a closed-loop run');
+  });
+});
+
 describe('bench split at the sell-out', () => {
   it('rates each phase from its own responses and time, and gives no split without both phases', () => {
     // 100 ms start, first 410 at 600 ms after 2,000 responses, last response at 1,100 ms, 5,000 in all.
@@ -293,7 +351,7 @@ describe('bench split at the sell-out', () => {
 describe('the bench\'s raw-socket load generator', () => {
   it('parses a response head, and a chunked body only once it is whole', () => {
     const head = parseHead(Buffer.from('HTTP/1.1 410 Gone\r\nContent-Type: application/json\r\ncontent-length: 12\r\n\r\n{"a":1}'));
-    assert.deepEqual(head, { status: 410, headBytes: 73, contentLength: 12, close: false });
+    assert.deepEqual(head, { status: 410, headBytes: 73, contentLength: 12, close: false, retryAfterMs: undefined });
     assert.equal(parseHead(Buffer.from('HTTP/1.1 201 Created\r\ncontent-le')), undefined, 'head not complete yet');
     assert.equal(parseHead(Buffer.from('HTTP/1.1 503 x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n'))!.close, true);
     assert.throws(() => parseHead(Buffer.from('HTTP/1.1 200 OK\r\nX: y\r\n\r\n')), /neither Content-Length nor chunked/);

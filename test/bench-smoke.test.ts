@@ -60,7 +60,7 @@ describe('couponrush bench (smoke)', () => {
       }
 
       const json = JSON.parse(readFileSync(files.json, 'utf8')) as BenchReport;
-      assert.equal(json.schema, 'couponrush-bench/1');
+      assert.equal(json.schema, 'couponrush-bench/2');
       assert.equal(json.strategies.length, STRATEGIES.length);
       const md = readFileSync(files.markdown, 'utf8');
       assert.match(md, /\| strategy \| req\/s \| × ceiling \|/);
@@ -102,6 +102,36 @@ describe('couponrush bench (smoke)', () => {
       assert.equal(report.ceilingAfter, null);
       assert.deepEqual(report.ceilingRuns, []);
       assert.ok(report.strategies.every((s) => s.ratioToCeiling === undefined), 'no ratio without a ceiling');
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+
+  it('open loop (--arrivals): a drop verified like any stampede, reported with offered vs achieved and the time to a final answer', async (t) => {
+    if (!(await needServer(t, 'PostgreSQL', PG_ADMIN_URL))) return;
+    const out = mkdtempSync(join(tmpdir(), 'couponrush-bench-smoke-'));
+    try {
+      const { REDIS_URL: _redis, ...env } = process.env;
+      const options = resolveBenchOptions(
+        { strategies: ['db-atomic'], stock: STOCK, users: 200, arrivals: { users: 300, seconds: 0.5 }, warmup: 40, out },
+        { ...env, DATABASE_URL: PG_ADMIN_URL },
+        { commandLine: 'couponrush bench (smoke test, open loop)', color: false, interactive: false },
+      );
+      const { report, files } = await runBench(options);
+      const [s] = report.strategies;
+      assert.deepEqual(s?.violations, [], 'no invariant violation');
+      assert.equal(s?.rows, STOCK);
+      const o = s?.openLoop;
+      assert.ok(o !== undefined, 'the open loop reports itself');
+      assert.equal(o.arrivals, 300);
+      assert.equal(o.offeredPerSecond, 600);
+      assert.equal(o.attempts, 300 + o.retries, 'every arrival sent, plus its retries');
+      assert.equal(s?.requests, o.attempts - o.unanswered, 'every attempt answered');
+      assert.ok(o.soldOutAtMs !== null && o.lastLearnedSoldOutAfterMs !== null, 'it sold out, and says when the last user learned it');
+      assert.ok(report.ceiling?.openLoop !== undefined, 'the ceiling gets the same drop');
+      const json = JSON.parse(readFileSync(files.json, 'utf8')) as BenchReport;
+      assert.deepEqual(json.config.arrivals, { kind: 'drop', count: 300, windowSeconds: 0.5, shape: 'poisson', maxConnections: 1_000 });
+      assert.match(readFileSync(files.markdown, 'utf8'), /\| strategy \| offered\/s \| achieved\/s \|/);
     } finally {
       rmSync(out, { recursive: true, force: true });
     }

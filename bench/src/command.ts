@@ -1,10 +1,11 @@
 // The `couponrush bench` command: flags (commander), then the runner, loaded lazily so that
 // `serve` never pays for the load generator and the chart renderer.
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { BenchOptionsError, DEFAULTS, parseStrategyList, PUBLISHED_DIR, resolveBenchOptions, type BenchFlags, type BenchOptions } from './options.js';
+import { BenchOptionsError, DEFAULTS, parseArrivals, parseStrategyList, PUBLISHED_DIR, resolveBenchOptions, type BenchFlags, type BenchOptions } from './options.js';
 import { STRATEGY_NAMES, type StrategyName } from '../../src/coupons/strategies/index.js';
 import { benchEnvironment } from '../../src/config.js';
 import { GENERATORS } from './load.js';
+import { ARRIVAL_SHAPES } from './open-loop.js';
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -18,14 +19,19 @@ function wholeNumber(value: string): number {
   return n;
 }
 
-function strategyList(value: string): StrategyName[] {
-  try {
-    return parseStrategyList(value);
-  } catch (err) {
-    if (err instanceof BenchOptionsError) throw new InvalidArgumentError(err.message);
-    throw err;
-  }
+/** A parser whose BenchOptionsError becomes commander's InvalidArgumentError. */
+function asArgument<T>(parse: (value: string) => T): (value: string) => T {
+  return (value) => {
+    try {
+      return parse(value);
+    } catch (err) {
+      if (err instanceof BenchOptionsError) throw new InvalidArgumentError(err.message);
+      throw err;
+    }
+  };
 }
+
+const strategyList = asArgument(parseStrategyList);
 
 function shellQuote(arg: string): string {
   return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, `'\\''`)}'`;
@@ -40,10 +46,26 @@ export function benchCommand(): Command {
     .showHelpAfterError()
     .option('--strategies <list>', `comma-separated strategies (default: all — ${STRATEGY_NAMES.join(', ')})`, strategyList)
     .option('--stock <n>', 'coupons per campaign', positiveInt, DEFAULTS.stock)
-    .option('--users <n>', 'distinct users; each sends at least once', positiveInt, DEFAULTS.users)
+    .option('--users <n>', `distinct users; each sends at least once (default: ${DEFAULTS.users}, or the users of --arrivals)`, positiveInt)
     .addOption(new Option('--requests <n>', `requests per strategy (default: ${DEFAULTS.retryFactor} × users)`).argParser(positiveInt).conflicts('duration'))
     .addOption(new Option('--duration <seconds>', 'run each stampede this long instead, cycling through the requests').argParser(positiveInt))
-    .option('--connections <n>', 'concurrent keep-alive connections', positiveInt, DEFAULTS.connections)
+    .option('--connections <n>', 'keep-alive connections, one request in flight each (open loop: opened before the first arrival, more as needed)', positiveInt, DEFAULTS.connections)
+    .addOption(
+      new Option('--rate <per-second>', 'open loop: requests arrive at this constant rate whatever the answers (--requests of them, or for --duration); latency from the intended send time')
+        .argParser(positiveInt)
+        .conflicts(['arrivals']),
+    )
+    .addOption(
+      new Option('--arrivals <users@seconds>', 'open loop, a drop: that many users arrive within that window (e.g. 40000@1), each sent at its intended time; sets --requests')
+        .argParser(asArgument(parseArrivals))
+        .conflicts(['requests', 'duration']),
+    )
+    .addOption(new Option('--arrival-shape <shape>', `with --arrivals: evenly spaced, or a Poisson process (default: ${DEFAULTS.arrivalShape})`).choices(ARRIVAL_SHAPES))
+    .addOption(
+      new Option('--max-connections <n>', `open loop: connections opened as needed up to this many; arrivals finding all busy wait and are reported (default: ${DEFAULTS.maxConnections})`).argParser(
+        positiveInt,
+      ),
+    )
     .addOption(
       new Option('--generator <name>', "load generator: the bench's own raw-socket HTTP/1.1 client, or autocannon (costs the shared cores about as much CPU per request as a bare server)")
         .choices(GENERATORS)

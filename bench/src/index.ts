@@ -11,7 +11,8 @@ import { openServerDb, type Db } from '../../src/db/index.js';
 import { createScratchDatabase, type ScratchDatabase } from '../../src/db/scratch.js';
 import { STRATEGY_NAMES, strategyModules, unavailableReason, type StrategyName } from '../../src/coupons/strategies/index.js';
 import { renderChart } from './chart.js';
-import { startLoad, type LoadResult, type RunningLoad, type SellOutSplit } from './load.js';
+import { startLoad, type LoadResult, type OpenLoopPlan, type RunningLoad, type SellOutSplit } from './load.js';
+import { arrivalOffsets, generatorBehind } from './open-loop.js';
 import type { BenchOptions } from './options.js';
 import { buildOrder, mintUsers, type RequestPlan } from './plan.js';
 import {
@@ -128,6 +129,8 @@ interface Fixtures {
   /** The database the drain and the checks read (the scratch one in self-managed mode). */
   readonly db: Db;
   readonly plan: RequestPlan;
+  /** The open loop's arrivals (the same for every target), or undefined for the closed loop. */
+  readonly openLoop: OpenLoopPlan | undefined;
   readonly adminToken: string;
   readonly jwtSecret: string;
   /** Size of the ceiling server's answer: that of an issuance's. */
@@ -199,7 +202,7 @@ class Run {
     const runnable = this.runnableStrategies();
     const plan = this.mintPlan(jwtSecret);
     const ceilingBodyBytes = Buffer.byteLength(JSON.stringify({ couponId: 1, userId: plan.users[0]!.id, status: 'ISSUED' }));
-    const fx: Fixtures = { db, plan, adminToken, jwtSecret, ceilingBodyBytes };
+    const fx: Fixtures = { db, plan, openLoop: this.arrivalPlan(), adminToken, jwtSecret, ceilingBodyBytes };
 
     this.ceiling = await this.measureCeiling(fx, 'ceiling', 'ceiling', 'ceiling (node:http)');
     const sharedTarget: Target | undefined =
@@ -264,6 +267,14 @@ class Run {
     const plan: RequestPlan = { users, order: buildOrder(options.users, options.requests) };
     mint.done(`${options.users} JWTs in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     return plan;
+  }
+
+  /** The open loop's intended send times, drawn once so that every target gets the same drop. */
+  private arrivalPlan(): OpenLoopPlan | undefined {
+    const a = this.options.arrivals;
+    if (a === undefined) return undefined;
+    const windowMs = a.windowSeconds * 1000;
+    return { offsetsMs: arrivalOffsets(a.count, windowMs, a.shape), windowMs, maxConnections: a.maxConnections };
   }
 
   private skip(name: string, reason: string): void {
@@ -368,7 +379,7 @@ class Run {
     let rowsSoFar = 0;
     // --watch-console: a console follows the campaign from before the first request to the drain.
     const consoleWatch = options.watchConsole ? await watchConsole(target.baseUrl, target.adminToken, couponId) : undefined;
-    const { load, usage, after } = await this.stampede(fx.plan, name, target.baseUrl, couponId, target.api?.pid, (running) => {
+    const { load, usage, after } = await this.stampede(fx, name, target.baseUrl, couponId, target.api?.pid, (running) => {
       acknowledgedUsers = countAcknowledged(running.ackedByUser);
       return waitForDrain(fx.db, couponId, acknowledgedUsers, running.lastResponseAt(), options.drainTimeoutMs, (n) => {
         rowsSoFar = n;
@@ -406,7 +417,7 @@ class Run {
       duplicates: v.duplicates,
       drainMs: drain.drainMs === undefined ? null : Math.round(drain.drainMs),
       violations: v.violations,
-      notes: [...v.notes, ...stopNotes, ...(consoleWatch === undefined ? [] : [`a console was open: ${consoleWatch.samples.length} samples received`])],
+      notes: [...generatorNotes(load), ...v.notes, ...stopNotes, ...(consoleWatch === undefined ? [] : [`a console was open: ${consoleWatch.samples.length} samples received`])],
     };
   }
 
@@ -426,7 +437,7 @@ class Run {
    * split at the first 410 into admissions and refusals.
    */
   private async stampede<T>(
-    plan: RequestPlan,
+    fx: Fixtures,
     label: string,
     baseUrl: string,
     couponId: number,
@@ -434,7 +445,7 @@ class Run {
     afterLastResponse: (running: RunningLoad) => Promise<T>,
   ): Promise<{ load: LoadResult; usage: ProcessUsage | undefined; after: Promise<T> }> {
     const options = this.options;
-    const seconds = options.durationSeconds;
+    const seconds = options.arrivals === undefined ? options.durationSeconds : undefined;
     const phase =
       seconds === undefined ? this.progress.phase(`${label}: stampede`, options.requests, 'responses') : this.progress.phase(`${label}: stampede`, seconds, 's');
     const startedAt = performance.now();
@@ -443,9 +454,10 @@ class Run {
     const running = startLoad({
       baseUrl,
       path: `/coupons/${couponId}/issues`,
-      plan,
+      plan: fx.plan,
       connections: options.connections,
       durationSeconds: options.durationSeconds,
+      ...(fx.openLoop === undefined ? {} : { openLoop: fx.openLoop }),
       timeoutSeconds: options.requestTimeoutSeconds,
       generator: options.generator,
       onProgress: (n) => phase.update(seconds === undefined ? n : Math.min(seconds, Math.floor((performance.now() - startedAt) / 1000))),
@@ -461,7 +473,7 @@ class Run {
       const load = await running.done;
       await after.catch(() => {});
       const usage = probe?.stop();
-      phase.done(`${Math.round(load.requestsPerSecond)} req/s, p99 ${load.latencyMs.p99.toFixed(1)} ms`);
+      phase.done(stampedeSummary(load));
       return { load, usage, after };
     } finally {
       probe?.stop();
@@ -513,8 +525,8 @@ class Run {
     this.children.add(child);
     try {
       await this.warmUp(fx.plan, label, baseUrl, 1);
-      const { load, usage } = await this.stampede(fx.plan, label, baseUrl, 1, child.pid, async () => undefined);
-      const row: StrategyResult = { name, verdict: 'ok', ...measured(load, usage), violations: [], notes: [] };
+      const { load, usage } = await this.stampede(fx, label, baseUrl, 1, child.pid, async () => undefined);
+      const row: StrategyResult = { name, verdict: 'ok', ...measured(load, usage), violations: [], notes: generatorNotes(load) };
       this.ceilingRuns.push(load.requestsPerSecond);
       this.ceilingCpuRuns.push(row.cpuUsPerResponse ?? null);
       this.lastCeiling = row;
@@ -573,7 +585,7 @@ class Run {
     );
     const cpus = os.cpus();
     return {
-      schema: 'couponrush-bench/1',
+      schema: 'couponrush-bench/2',
       startedAt: this.startedAt.toISOString(),
       finishedAt: new Date().toISOString(),
       command: options.commandLine,
@@ -592,6 +604,7 @@ class Run {
         requests: options.requests,
         durationSeconds: options.durationSeconds ?? null,
         connections: options.connections,
+        arrivals: options.arrivals ?? null,
         warmupRequests: options.warmupRequests,
         generator: options.generator,
       },
@@ -644,7 +657,21 @@ function measured(load: LoadResult, usage: ProcessUsage | undefined) {
     ...(load.sellOut === undefined ? {} : { sellOut: phaseCpu(load.sellOut, usage) }),
     ...usageFields(usage, load.completed),
     ...(load.completed === 0 ? {} : { generatorCpuUsPerResponse: (load.generatorCpuMs * 1000) / load.completed }),
+    ...(load.openLoop === undefined ? {} : { openLoop: load.openLoop }),
   };
+}
+
+/** The stampede's line in the progress output. */
+function stampedeSummary(load: LoadResult): string {
+  const o = load.openLoop;
+  if (o === undefined) return `${Math.round(load.requestsPerSecond)} req/s, p99 ${load.latencyMs.p99.toFixed(1)} ms`;
+  return `${Math.round(o.achievedPerSecond)}/s of ${Math.round(o.offeredPerSecond)}/s offered, p99 ${load.latencyMs.p99.toFixed(1)} ms from the intended send time`;
+}
+
+/** A generator that did not offer the load asked for makes the run's figures about something else: said in the notes. */
+function generatorNotes(load: LoadResult): string[] {
+  const behind = load.openLoop === undefined ? [] : generatorBehind(load.openLoop);
+  return behind.length === 0 ? [] : [`the load generator fell behind (${behind.join('; ')}): the server did not get the load as asked`];
 }
 
 /** The server's CPU per response within each phase, when the probe marked the sell-out. */

@@ -2,10 +2,12 @@
 // records every latency in an HDR histogram, and keeps per-user tallies of what was sent,
 // answered and acknowledged (201/202) so the verifier can match them against rows. Two load
 // generators behind one tally: the bench's own raw-socket client (the default: it costs a
-// fraction of the servers' CPU per request) and autocannon (kept to compare with).
+// fraction of the servers' CPU per request) and autocannon (kept to compare with); the raw-socket
+// client also runs open-loop (open-loop.ts: arrivals at their intended times).
 import autocannon from 'autocannon';
 import * as hdr from 'hdr-histogram-js';
 import type { RequestPlan } from './plan.js';
+import { startOpenLoad, type OpenLoopSummary } from './open-loop.js';
 import { startSocketLoad } from './socket-client.js';
 
 export const GENERATORS = ['sockets', 'autocannon'] as const;
@@ -21,16 +23,30 @@ export interface LoadSpec {
   readonly durationSeconds: number | undefined;
   readonly timeoutSeconds: number;
   readonly generator: Generator;
+  /**
+   * Open loop (the raw-socket client only): each entry of the plan is an arrival sent at its
+   * intended time over `connections` opened first and more opened as needed, instead of a closed loop.
+   */
+  readonly openLoop?: OpenLoopPlan;
   /** Called about ten times a second with the number of responses so far. */
   readonly onProgress?: (completed: number) => void;
   /** Called once, at the first 410 SOLD_OUT: where the refusal phase starts. */
   readonly onSellOut?: () => void;
 }
 
+/** The arrivals of an open-loop stampede: entry i of the plan (cycled) is sent at `offsetsMs[i]`. */
+export interface OpenLoopPlan {
+  readonly offsetsMs: Float64Array;
+  readonly windowMs: number;
+  readonly maxConnections: number;
+}
+
 export interface LatencySummary {
   readonly p50: number;
   readonly p95: number;
   readonly p99: number;
+  /** Added with the open loop (reports of schema 2 on). */
+  readonly p999?: number;
   readonly max: number;
   readonly mean: number;
 }
@@ -47,8 +63,10 @@ export interface LoadResult {
   /** Connection errors and timeouts: requests whose outcome the client never learned. */
   readonly errors: number;
   readonly timeouts: number;
-  /** Milliseconds, from the HDR histogram (3 significant digits). */
+  /** Milliseconds, from the HDR histogram (3 significant digits); in the open loop from each attempt's intended send time. */
   readonly latencyMs: LatencySummary;
+  /** Open loop only: offered vs achieved, send lag, retries, time to a final answer per arrival. */
+  readonly openLoop?: OpenLoopSummary;
   /** Per user index: requests sent, responses received, 201/202 received. */
   readonly sentByUser: Uint32Array;
   readonly answeredByUser: Uint32Array;
@@ -140,9 +158,14 @@ class Tally {
 
   /** The next user of the one shared plan, so the order holds across connections. */
   nextUser(): number {
-    const user = this.plan.order[this.cursor++ % this.plan.order.length]!;
-    this.sentByUser[user]!++;
+    const user = this.plan.order[this.cursor % this.plan.order.length]!;
+    this.countSend(user);
     return user;
+  }
+
+  countSend(user: number): void {
+    this.cursor++;
+    this.sentByUser[user]!++;
   }
 
   answer(user: number | undefined, status: number): void {
@@ -166,13 +189,16 @@ class Tally {
     this.histogram.recordValue(Math.max(1, us));
   }
 
-  result(generator: Generator, startedAt: number, cpuAtStart: NodeJS.CpuUsage, cpuAtLastResponse: NodeJS.CpuUsage | undefined, errors: number, timeouts: number): LoadResult {
+  result(generator: Generator, startedAt: number, cpuAtStart: NodeJS.CpuUsage, cpuAtLastResponse: NodeJS.CpuUsage | undefined, ended: DriverEnd): LoadResult {
+    const { errors, timeouts, openLoop } = ended;
     const endedAt = this.lastResponseAt === 0 ? performance.now() : this.lastResponseAt;
     const durationMs = Math.max(1, endedAt - startedAt);
     const h = this.histogram;
     const ms = (p: number) => h.getValueAtPercentile(p) / 1000;
     const latencyMs: LatencySummary =
-      h.totalCount === 0 ? { p50: 0, p95: 0, p99: 0, max: 0, mean: 0 } : { p50: ms(50), p95: ms(95), p99: ms(99), max: h.maxValue / 1000, mean: h.mean / 1000 };
+      h.totalCount === 0
+        ? { p50: 0, p95: 0, p99: 0, p999: 0, max: 0, mean: 0 }
+        : { p50: ms(50), p95: ms(95), p99: ms(99), p999: ms(99.9), max: h.maxValue / 1000, mean: h.mean / 1000 };
     h.destroy();
     const cpu = process.cpuUsage(cpuAtStart);
     const at = cpuAtLastResponse ?? cpu;
@@ -193,18 +219,26 @@ class Tally {
       endedAt,
       sellOut: splitAtSellOut(startedAt, endedAt, this.soldOutAt, this.responsesBeforeSellOut, this.completed),
       generatorCpuMs: (at.user + at.system) / 1000,
+      ...(openLoop === undefined ? {} : { openLoop }),
     };
   }
 }
 
 /** How a generator runs: starts sending at once; `ended` settles when it has stopped. */
 interface Driver {
-  readonly ended: Promise<{ errors: number; timeouts: number }>;
+  readonly ended: Promise<DriverEnd>;
   stop(): void;
 }
 
+interface DriverEnd {
+  readonly errors: number;
+  readonly timeouts: number;
+  readonly openLoop?: OpenLoopSummary;
+}
+
 export function startLoad(spec: LoadSpec): RunningLoad {
-  const expected = spec.durationSeconds === undefined ? spec.plan.order.length : Number.POSITIVE_INFINITY;
+  // The open loop's answers include retries: it says itself when every arrival has its final answer.
+  const expected = spec.durationSeconds === undefined && spec.openLoop === undefined ? spec.plan.order.length : Number.POSITIVE_INFINITY;
   let cpuAtLastResponse: NodeJS.CpuUsage | undefined;
   let markFinished: () => void = () => {};
   const finished = new Promise<void>((resolve) => {
@@ -217,12 +251,13 @@ export function startLoad(spec: LoadSpec): RunningLoad {
   const tally = new Tally(spec.plan, expected, () => markFinished(), spec.onSellOut);
   const cpuAtStart = process.cpuUsage();
   const startedAt = performance.now();
-  const driver = spec.generator === 'autocannon' ? autocannonDriver(spec, tally) : socketDriver(spec, tally, startedAt);
+  const driver =
+    spec.openLoop !== undefined ? openLoopDriver(spec, spec.openLoop, tally) : spec.generator === 'autocannon' ? autocannonDriver(spec, tally) : socketDriver(spec, tally, startedAt);
   const ticker = spec.onProgress === undefined ? undefined : setInterval(() => spec.onProgress?.(tally.completed), PROGRESS_INTERVAL_MS);
   const done = driver.ended
-    .then(({ errors, timeouts }) => {
+    .then((ended) => {
       spec.onProgress?.(tally.completed);
-      return tally.result(spec.generator, startedAt, cpuAtStart, cpuAtLastResponse, errors, timeouts);
+      return tally.result(spec.generator, startedAt, cpuAtStart, cpuAtLastResponse, ended);
     })
     .finally(() => {
       if (ticker !== undefined) clearInterval(ticker);
@@ -237,12 +272,18 @@ export function startLoad(spec: LoadSpec): RunningLoad {
   };
 }
 
-function socketDriver(spec: LoadSpec, tally: Tally, startedAt: number): Driver {
+/** Each user's request, encoded once on first use. */
+function requestEncoder(spec: LoadSpec): (user: number) => Buffer {
   const url = new URL(spec.baseUrl);
   const head = `POST ${spec.path} HTTP/1.1\r\nHost: ${url.host}\r\nContent-Length: 0\r\nAuthorization: `;
   const users = spec.plan.users;
-  // Each user's request, encoded once on first use.
   const requests = new Array<Buffer | undefined>(users.length);
+  return (user) => (requests[user] ??= Buffer.from(`${head}${users[user]!.authorization}\r\n\r\n`, 'latin1'));
+}
+
+function socketDriver(spec: LoadSpec, tally: Tally, startedAt: number): Driver {
+  const url = new URL(spec.baseUrl);
+  const encode = requestEncoder(spec);
   const load = startSocketLoad({
     host: url.hostname,
     port: Number(url.port || 80),
@@ -252,8 +293,7 @@ function socketDriver(spec: LoadSpec, tally: Tally, startedAt: number): Driver {
     timeoutMs: spec.timeoutSeconds * 1000,
     next: () => {
       const user = tally.nextUser();
-      const bytes = (requests[user] ??= Buffer.from(`${head}${users[user]!.authorization}\r\n\r\n`, 'latin1'));
-      return { user, bytes };
+      return { user, bytes: encode(user) };
     },
     onResponse: (user, status, latencyUs) => {
       tally.latency(latencyUs);
@@ -261,6 +301,31 @@ function socketDriver(spec: LoadSpec, tally: Tally, startedAt: number): Driver {
     },
   });
   return { ended: load.done.then(({ errors, timeouts }) => ({ errors, timeouts })), stop: () => load.stop() };
+}
+
+function openLoopDriver(spec: LoadSpec, plan: OpenLoopPlan, tally: Tally): Driver {
+  const url = new URL(spec.baseUrl);
+  const encode = requestEncoder(spec);
+  const order = spec.plan.order;
+  const load = startOpenLoad({
+    host: url.hostname,
+    port: Number(url.port || 80),
+    offsetsMs: plan.offsetsMs,
+    windowMs: plan.windowMs,
+    maxConnections: plan.maxConnections,
+    initialConnections: spec.connections,
+    timeoutMs: spec.timeoutSeconds * 1000,
+    request: (arrival) => {
+      const user = order[arrival % order.length]!;
+      return { user, bytes: encode(user) };
+    },
+    onAttempt: (user) => tally.countSend(user),
+    onResponse: (user, status, latencyUs) => {
+      tally.latency(latencyUs);
+      tally.answer(user, status);
+    },
+  });
+  return { ended: load.done.then(({ errors, timeouts, ...openLoop }) => ({ errors, timeouts, openLoop })), stop: () => load.stop() };
 }
 
 /** What autocannon keeps per connection between setupRequest and onResponse. */

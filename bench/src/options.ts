@@ -5,6 +5,7 @@ import { isStrategyName, STRATEGY_NAMES, type StrategyName } from '../../src/cou
 import type { BenchEnvironment } from '../../src/config.js';
 import { DATABASE_URL_SCHEMES } from '../../src/db/types.js';
 import type { Generator } from './load.js';
+import type { ArrivalShape } from './open-loop.js';
 
 export const DEFAULTS = Object.freeze({
   stock: 10_000,
@@ -19,6 +20,9 @@ export const DEFAULTS = Object.freeze({
   /** Untracked (.gitignore): a run never changes what the README shows. */
   out: 'bench-results/local',
   generator: 'sockets' as Generator,
+  /** Open loop: connections opened as needed up to this many. */
+  maxConnections: 1_000,
+  arrivalShape: 'poisson' as ArrivalShape,
 });
 
 /** Where `--publish` writes latest.{md,json,svg}: the committed results the README links. */
@@ -28,6 +32,18 @@ export const PUBLISHED_DIR = 'bench-results';
 export const MAX_USERS = 2_000_000;
 export const MAX_REQUESTS = 20_000_000;
 export const MAX_CONNECTIONS = 10_000;
+
+/**
+ * The open loop: `count` arrivals within `windowSeconds`, each plan entry sent at its intended
+ * time whatever the answers. `rate` (--rate): evenly spaced; `drop` (--arrivals): `shape`.
+ */
+export interface ArrivalOptions {
+  readonly kind: 'rate' | 'drop';
+  readonly count: number;
+  readonly windowSeconds: number;
+  readonly shape: ArrivalShape;
+  readonly maxConnections: number;
+}
 
 export interface BenchOptions {
   readonly strategies: readonly StrategyName[];
@@ -39,7 +55,10 @@ export interface BenchOptions {
   readonly requests: number;
   /** Run each stampede for this long instead, cycling through the plan. */
   readonly durationSeconds: number | undefined;
+  /** Keep-alive connections, one request in flight each; the open loop opens these before its first arrival, and more as needed. */
   readonly connections: number;
+  /** Set: the open loop (--rate or --arrivals) instead of the closed one. */
+  readonly arrivals: ArrivalOptions | undefined;
   /** The load generator: the bench's raw-socket client (default) or autocannon. */
   readonly generator: Generator;
   /** Target an already running server instead of starting one. */
@@ -82,6 +101,10 @@ export interface BenchFlags {
   requests?: number;
   duration?: number;
   connections?: number;
+  rate?: number;
+  arrivals?: { readonly users: number; readonly seconds: number };
+  arrivalShape?: ArrivalShape;
+  maxConnections?: number;
   generator?: Generator;
   url?: string;
   adminToken?: string;
@@ -117,6 +140,39 @@ export function parseStrategyList(value: string): StrategyName[] {
   return [...new Set(names)] as StrategyName[];
 }
 
+/** `40000@1`: that many users arriving within that many seconds. */
+export function parseArrivals(value: string): { users: number; seconds: number } {
+  const m = /^\s*(\d+)\s*@\s*(\d+(?:\.\d+)?)\s*$/.exec(value);
+  const users = Number(m?.[1]);
+  const seconds = Number(m?.[2]);
+  if (m === null || !Number.isSafeInteger(users) || users <= 0 || !(seconds > 0)) {
+    throw new BenchOptionsError('--arrivals is <users>@<seconds>, e.g. 40000@1 (40,000 users within one second)');
+  }
+  return { users, seconds };
+}
+
+/** The open loop's arrivals, or undefined for the closed loop; checks the flags that go with each. */
+function resolveArrivals(flags: BenchFlags, requests: number): ArrivalOptions | undefined {
+  if (flags.rate !== undefined && flags.arrivals !== undefined) throw new BenchOptionsError('give --rate or --arrivals, not both');
+  if (flags.arrivalShape !== undefined && flags.arrivals === undefined) throw new BenchOptionsError('--arrival-shape goes with --arrivals (--rate sends at even intervals)');
+  const open = flags.rate !== undefined || flags.arrivals !== undefined;
+  if (!open) {
+    if (flags.maxConnections !== undefined) throw new BenchOptionsError('--max-connections goes with --rate or --arrivals (the open loop); the closed loop uses --connections');
+    return undefined;
+  }
+  if (flags.generator === 'autocannon') throw new BenchOptionsError('the open loop (--rate, --arrivals) is the raw-socket generator\'s: not with --generator autocannon');
+  const maxConnections = flags.maxConnections ?? DEFAULTS.maxConnections;
+  if (maxConnections > MAX_CONNECTIONS) throw new BenchOptionsError(`--max-connections is at most ${MAX_CONNECTIONS}`);
+  if (flags.arrivals !== undefined) {
+    const { users, seconds } = flags.arrivals;
+    return { kind: 'drop', count: users, windowSeconds: seconds, shape: flags.arrivalShape ?? DEFAULTS.arrivalShape, maxConnections };
+  }
+  const rate = flags.rate!;
+  const count = flags.duration === undefined ? requests : Math.round(rate * flags.duration);
+  if (count > MAX_REQUESTS) throw new BenchOptionsError(`--rate × --duration is at most ${MAX_REQUESTS} arrivals`);
+  return { kind: 'rate', count, windowSeconds: count / rate, shape: 'uniform', maxConnections };
+}
+
 export function defaultRequests(users: number): number {
   return Math.ceil(users * DEFAULTS.retryFactor);
 }
@@ -139,29 +195,11 @@ function databaseUrl(raw: string): string {
   return raw;
 }
 
-export function resolveBenchOptions(
+/** --url and the credentials a running target needs (the bench makes its own otherwise). */
+function targetOf(
   flags: BenchFlags,
-  env: Pick<BenchEnvironment, 'DATABASE_URL' | 'REDIS_URL' | 'KAFKA_BROKERS' | 'ADMIN_TOKEN' | 'JWT_SECRET'>,
-  extra: { commandLine: string; color: boolean; interactive: boolean },
-): BenchOptions {
-  const users = flags.users ?? DEFAULTS.users;
-  const stock = flags.stock ?? DEFAULTS.stock;
-  const connections = flags.connections ?? DEFAULTS.connections;
-  if (users > MAX_USERS) throw new BenchOptionsError(`--users is at most ${MAX_USERS}`);
-  if (stock > MAX_TOTAL_QUANTITY) throw new BenchOptionsError(`--stock is at most ${MAX_TOTAL_QUANTITY}`);
-  if (connections > MAX_CONNECTIONS) throw new BenchOptionsError(`--connections is at most ${MAX_CONNECTIONS}`);
-  if (flags.requests !== undefined && flags.duration !== undefined) {
-    throw new BenchOptionsError('give --requests or --duration, not both');
-  }
-  const requests = flags.requests ?? defaultRequests(users);
-  if (requests < users) {
-    throw new BenchOptionsError(`--requests (${requests}) must be at least --users (${users}): every user sends at least once`);
-  }
-  if (requests > MAX_REQUESTS) throw new BenchOptionsError(`--requests is at most ${MAX_REQUESTS}`);
-  if (connections > requests) {
-    throw new BenchOptionsError(`--connections (${connections}) cannot exceed the number of requests (${requests})`);
-  }
-
+  env: Pick<BenchEnvironment, 'ADMIN_TOKEN' | 'JWT_SECRET'>,
+): { url: string | undefined; adminToken: string | undefined; jwtSecret: string | undefined } {
   const url = nonEmpty(flags.url);
   if (url !== undefined) {
     let parsed: URL;
@@ -186,6 +224,41 @@ export function resolveBenchOptions(
   if (url !== undefined && flags.cpuProf === true) {
     throw new BenchOptionsError('--cpu-prof profiles the API process the bench starts; it cannot with --url');
   }
+  return { url, adminToken, jwtSecret };
+}
+
+export function resolveBenchOptions(
+  flags: BenchFlags,
+  env: Pick<BenchEnvironment, 'DATABASE_URL' | 'REDIS_URL' | 'KAFKA_BROKERS' | 'ADMIN_TOKEN' | 'JWT_SECRET'>,
+  extra: { commandLine: string; color: boolean; interactive: boolean },
+): BenchOptions {
+  if (flags.arrivals !== undefined && (flags.requests !== undefined || flags.duration !== undefined)) {
+    throw new BenchOptionsError('--arrivals <users>@<seconds> sets how many requests arrive, and when: not with --requests or --duration');
+  }
+  // A drop of N arrivals is N requests: every user once, and the arrivals beyond --users are second presses.
+  const users = flags.users ?? (flags.arrivals === undefined ? DEFAULTS.users : Math.min(flags.arrivals.users, MAX_USERS));
+  if (flags.arrivals !== undefined && flags.arrivals.users < users) {
+    throw new BenchOptionsError(`--arrivals brings ${flags.arrivals.users} users, fewer than --users (${users}): every user arrives at least once`);
+  }
+  const stock = flags.stock ?? DEFAULTS.stock;
+  const connections = flags.connections ?? DEFAULTS.connections;
+  if (users > MAX_USERS) throw new BenchOptionsError(`--users is at most ${MAX_USERS}`);
+  if (stock > MAX_TOTAL_QUANTITY) throw new BenchOptionsError(`--stock is at most ${MAX_TOTAL_QUANTITY}`);
+  if (connections > MAX_CONNECTIONS) throw new BenchOptionsError(`--connections is at most ${MAX_CONNECTIONS}`);
+  if (flags.requests !== undefined && flags.duration !== undefined) {
+    throw new BenchOptionsError('give --requests or --duration, not both');
+  }
+  const requests = flags.arrivals?.users ?? flags.requests ?? defaultRequests(users);
+  if (requests < users) {
+    throw new BenchOptionsError(`--requests (${requests}) must be at least --users (${users}): every user sends at least once`);
+  }
+  if (requests > MAX_REQUESTS) throw new BenchOptionsError(`--requests is at most ${MAX_REQUESTS}`);
+  const arrivals = resolveArrivals(flags, requests);
+  if (connections > requests && arrivals === undefined) {
+    throw new BenchOptionsError(`--connections (${connections}) cannot exceed the number of requests (${requests})`);
+  }
+
+  const { url, adminToken, jwtSecret } = targetOf(flags, env);
 
   const rawDb = nonEmpty(env.DATABASE_URL);
   if (rawDb === undefined) {
@@ -205,6 +278,7 @@ export function resolveBenchOptions(
     requests,
     durationSeconds: flags.duration,
     connections,
+    arrivals,
     generator: flags.generator ?? DEFAULTS.generator,
     url,
     adminToken,

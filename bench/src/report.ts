@@ -3,6 +3,8 @@
 import { styleText } from 'node:util';
 import Table from 'cli-table3';
 import type { LatencySummary, SellOutSplit } from './load.js';
+import { generatorBehind, MAX_RETRIES, MAX_SESSION_MS, type OpenLoopSummary } from './open-loop.js';
+import type { ArrivalOptions } from './options.js';
 
 export type Verdict = 'ok' | 'expected over-issue' | 'FAIL' | 'skipped';
 
@@ -49,12 +51,15 @@ export interface StrategyResult {
   readonly generatorCpuUsPerResponse?: number;
   /** The stampede before and after its first 410 SOLD_OUT (admissions, then refusals). */
   readonly sellOut?: SellOutSplit;
+  /** Open loop only (schema 2): offered vs achieved, send lag, retries, time to a final answer per arrival. */
+  readonly openLoop?: OpenLoopSummary;
   readonly violations: readonly string[];
   readonly notes: readonly string[];
 }
 
 export interface BenchReport {
-  readonly schema: 'couponrush-bench/1';
+  /** 2 added the open loop (`config.arrivals`, `openLoop`, `latencyMs.p999`); every field of 1 is still there. */
+  readonly schema: 'couponrush-bench/2';
   readonly startedAt: string;
   readonly finishedAt: string;
   readonly command: string;
@@ -74,6 +79,8 @@ export interface BenchReport {
     readonly requests: number;
     readonly durationSeconds: number | null;
     readonly connections: number;
+    /** The open loop's arrivals; null for the closed loop. */
+    readonly arrivals?: ArrivalOptions | null;
     readonly warmupRequests: number;
     /** The load generator: the bench's raw-socket client or autocannon. */
     readonly generator?: string;
@@ -196,7 +203,7 @@ function cells(r: StrategyResult): string[] {
   const l = r.latencyMs;
   const isCeiling = isCeilingRun(r);
   return [
-    r.name === 'ceiling' ? 'ceiling (bare node:http)' : r.name === 'ceiling-after' ? 'ceiling, after the strategies' : r.name,
+    displayName(r),
     fmtInt(r.requestsPerSecond),
     r.ratioToCeiling === undefined ? (isCeiling ? '1.00' : '—') : r.ratioToCeiling.toFixed(2),
     l === undefined ? '—' : fmtMs(l.p50),
@@ -213,6 +220,87 @@ function cells(r: StrategyResult): string[] {
     r.cpuRatioToCeiling === undefined ? (isCeiling && r.cpuUsPerResponse !== undefined ? '1.00' : '—') : r.cpuRatioToCeiling.toFixed(2),
     r.generatorCpuUsPerResponse === undefined ? '—' : fmtInt(r.generatorCpuUsPerResponse),
     isCeiling ? '' : r.verdict,
+  ];
+}
+
+function displayName(r: StrategyResult): string {
+  return r.name === 'ceiling' ? 'ceiling (bare node:http)' : r.name === 'ceiling-after' ? 'ceiling, after the strategies' : r.name;
+}
+
+const OPEN_HEADERS = [
+  'strategy', 'offered/s', 'achieved/s', 'send lag p99 ms', 'waited for a connection', 'peak connections',
+  'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms',
+  'final answer p50 ms', 'p99 ms', 'p99.9 ms', 'max ms',
+  'retries', 'gave up', 'no answer', 'sold out at', 'last told after', 'generator',
+];
+
+function openLoopCells(r: StrategyResult & { openLoop: OpenLoopSummary }): string[] {
+  const o = r.openLoop;
+  const l = r.latencyMs;
+  const f = o.timeToFinalAnswerMs;
+  const ms = (x: number | undefined) => (x === undefined ? '—' : fmtMs(x));
+  return [
+    displayName(r),
+    fmtInt(o.offeredPerSecond),
+    fmtInt(o.achievedPerSecond),
+    fmtMs(o.sendLagMs.p99),
+    fmtInt(o.waitedForConnection),
+    fmtInt(o.peakConnections),
+    ms(l?.p50),
+    ms(l?.p99),
+    ms(l?.p999),
+    ms(l?.max),
+    fmtMs(f.p50),
+    fmtMs(f.p99),
+    fmtMs(f.p999),
+    fmtMs(f.max),
+    fmtInt(o.retries),
+    fmtInt(o.gaveUp),
+    fmtInt(o.unanswered),
+    o.soldOutAtMs === null ? '—' : fmtDrain(Math.round(o.soldOutAtMs)),
+    o.lastLearnedSoldOutAfterMs === null ? '—' : fmtDrain(Math.round(o.lastLearnedSoldOutAfterMs)),
+    generatorBehind(o).length === 0 ? 'kept up' : 'BEHIND',
+  ];
+}
+
+function openLoopRows(report: BenchReport): (StrategyResult & { openLoop: OpenLoopSummary })[] {
+  return allRows(report).filter((r): r is StrategyResult & { openLoop: OpenLoopSummary } => r.openLoop !== undefined);
+}
+
+const OPEN_LOOP_LEGEND =
+  '_Open loop_: every request left at its intended time whatever the answers. _offered/s_: arrivals over their window; ' +
+  '_achieved/s_: first attempts sent over the time the generator took to send them. _send lag_: actual − intended send time. ' +
+  '_waited for a connection_: attempts that found every connection busy at the cap (the generator\'s shortfall, not the server\'s). ' +
+  '_p50…max_: every answer\'s latency from its intended send time (a retry\'s from the moment its Retry-After ended). ' +
+  `_final answer_: per arrival, from its intended send time to its final answer, retries included (a 429/503 with Retry-After is retried after it, at most ${MAX_RETRIES} times, within ${MAX_SESSION_MS / 1000} s; _gave up_: still refused then). ` +
+  '_sold out at_: the first 410 after the start; _last told after_: from then to the last arrival\'s final 410. ' +
+  '_generator_: BEHIND when it achieved under 95 % of the offered rate, its p99 send lag was over 10 ms, or arrivals waited for a connection (the notes say which).';
+
+/** The open loop's own table (terminal), under the main one; nothing for a closed-loop run. */
+function renderOpenLoopTerminal(report: BenchReport, color: boolean): string[] {
+  const rows = openLoopRows(report);
+  if (rows.length === 0) return [];
+  const table = new Table({
+    head: OPEN_HEADERS,
+    style: { head: color ? ['cyan'] : [], border: color ? ['grey'] : [] },
+    colAligns: OPEN_HEADERS.map((h) => (h === 'strategy' || h === 'generator' ? 'left' : 'right')),
+  });
+  for (const r of rows) table.push(openLoopCells(r));
+  return ['open loop — latencies from the intended send time; final answer per arrival, retries included:', table.toString()];
+}
+
+/** The open loop's table (Markdown) and what its columns mean; nothing for a closed-loop run. */
+export function renderOpenLoopTable(report: BenchReport): string[] {
+  const rows = openLoopRows(report);
+  if (rows.length === 0) return [];
+  const left = new Set(['strategy', 'generator']);
+  return [
+    `| ${OPEN_HEADERS.join(' | ')} |`,
+    `|${OPEN_HEADERS.map((h) => (left.has(h) ? ' --- ' : ' ---: ')).join('|')}|`,
+    ...rows.map((r) => `| ${openLoopCells(r).map(mdEscape).join(' | ')} |`),
+    '',
+    OPEN_LOOP_LEGEND,
+    '',
   ];
 }
 
@@ -238,7 +326,7 @@ export function renderTerminal(report: BenchReport, color: boolean): string {
     row[row.length - 1] = paint(verdictStyle, row[row.length - 1]!);
     table.push(row);
   }
-  const lines = [table.toString()];
+  const lines = [table.toString(), ...renderOpenLoopTerminal(report, color)];
   for (const r of allRows(report)) {
     if (r.verdict === 'skipped') lines.push(paint('dim', `skipped ${r.name}: ${r.reason ?? ''}`));
     for (const v of r.violations) lines.push(paint('red', `✗ ${r.name}: ${v}`));
@@ -289,11 +377,27 @@ function mdEscape(text: string): string {
 
 export function describeLoad(report: BenchReport): string {
   const c = report.config;
+  if (c.arrivals !== undefined && c.arrivals !== null) return describeOpenLoop(report, c.arrivals);
   const retries = c.requests - c.users;
   const length = c.durationSeconds === null ? `${fmtInt(c.requests)} requests` : `${c.durationSeconds} s per strategy, cycling a plan of ${fmtInt(c.requests)} requests`;
   const warm = c.warmupRequests > 0 ? `; each target warmed up with ${fmtInt(c.warmupRequests)} unmeasured requests first` : '';
   const generator = c.generator === 'autocannon' ? 'autocannon' : "the bench's raw-socket HTTP/1.1 client";
   return `${length} from ${fmtInt(c.users)} users (each once, plus ${fmtInt(retries)} retries by random users, shuffled) over ${c.connections} keep-alive connections of ${generator}; stock ${fmtInt(c.stock)} per campaign${warm}`;
+}
+
+function describeOpenLoop(report: BenchReport, a: ArrivalOptions): string {
+  const c = report.config;
+  const when =
+    a.kind === 'drop'
+      ? `${fmtInt(a.count)} arrivals within ${a.windowSeconds} s (${a.shape === 'poisson' ? 'a Poisson process' : 'evenly spaced'})`
+      : `${fmtInt(a.count)} arrivals at ${fmtInt(a.count / a.windowSeconds)}/s (evenly spaced, ${a.windowSeconds.toFixed(1)} s)`;
+  const presses = a.count - c.users;
+  const who = presses > 0 ? `${fmtInt(c.users)} users (each once, plus ${fmtInt(presses)} second presses by random users, shuffled)` : `${fmtInt(c.users)} users, each once`;
+  const warm = c.warmupRequests > 0 ? `; each target warmed up with ${fmtInt(c.warmupRequests)} unmeasured requests over ${c.connections} connections first` : '';
+  return (
+    `open loop: ${when} from ${who}, each sent at its intended time whatever the answers, over connections opened as needed up to ${fmtInt(a.maxConnections)} ` +
+    `(the bench's raw-socket HTTP/1.1 client); a 429/503 with Retry-After is retried after it; stock ${fmtInt(c.stock)} per campaign${warm}`
+  );
 }
 
 export function describeMachine(report: BenchReport): string {
@@ -318,6 +422,7 @@ export function renderMarkdown(report: BenchReport, chartFile: string | undefine
   out.push(`|${HEADERS.map((h) => (leftAligned.has(h) ? ' --- ' : ' ---: ')).join('|')}|`);
   for (const r of allRows(report)) out.push(`| ${cells(r).map(mdEscape).join(' | ')} |`);
   out.push('');
+  out.push(...renderOpenLoopTable(report));
   if (chartFile !== undefined) out.push(`![Throughput and p99 latency per strategy](${chartFile})`, '');
   const details: string[] = [];
   for (const r of allRows(report)) {
