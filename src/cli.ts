@@ -10,7 +10,7 @@ import { reconcile } from './coupons/reconcile.js';
 import { clearIssueEvents, eventCapture, setEventCapture } from './coupons/repository.js';
 import { startMetricsListener, type MetricsListener } from './http/metrics-listener.js';
 import { createWorkerRegistry } from './metrics/worker.js';
-import { registerReadiness } from './metrics/operations.js';
+import { registerReadiness, SCRAPE_PROBE_TIMEOUT_MS } from './metrics/operations.js';
 import { storeHealth } from './routes/operations.js';
 import { kafkaMetricsSources, onDatabase, openStores, startWorkers } from './runtime.js';
 import { closeOnSignals, printBanner, startServer } from './server.js';
@@ -104,7 +104,7 @@ program
     if (cfg.adminPort !== undefined) {
       const { registry, observers } = createWorkerRegistry(stores.db, stores.redis!, kafkaMetricsSources(stores.db, stores.kafka, workers.events));
       workers.observe(observers);
-      registerReadiness(registry, () => storeHealth(stores, ['database', 'redis', 'kafka']));
+      registerReadiness(registry, () => storeHealth(stores, ['database', 'redis', 'kafka'], SCRAPE_PROBE_TIMEOUT_MS));
       metrics = await startMetricsListener(registry, cfg.adminHost, cfg.adminPort);
       log.info(`worker metrics on ${metrics.url}/metrics`);
     }

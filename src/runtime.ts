@@ -11,7 +11,7 @@ import { createPgliteDb, dialectOf, openServerDb, type Db } from './db/index.js'
 import { StoreOpenError } from './util/dependency-errors.js';
 import { migrate, pendingMigrations, type MigrationResult } from './db/migrate.js';
 import { Metrics } from './metrics/index.js';
-import { registerReadiness } from './metrics/operations.js';
+import { registerReadiness, SCRAPE_PROBE_TIMEOUT_MS } from './metrics/operations.js';
 import { storeHealth } from './routes/operations.js';
 import { countRedisErrors, registerStreamMetrics } from './metrics/redis.js';
 import { registerWorkerMetrics, type KafkaMetricsSources, type WorkerObservers } from './metrics/worker.js';
@@ -156,7 +156,7 @@ export async function createRuntime(config: Config, log: Logger, options: Runtim
   const { db, redis, kafka } = stores;
   const strategies = new StrategySet({ db, log, redis, kafka }, { redis: redis !== undefined, kafka: kafka !== undefined });
   const metrics = new Metrics({ db, processMetrics: true });
-  registerReadiness(metrics.registry, () => storeHealth(stores, ['database', 'redis', 'kafka']));
+  registerReadiness(metrics.registry, () => storeHealth(stores, ['database', 'redis', 'kafka'], SCRAPE_PROBE_TIMEOUT_MS));
   const service = new CouponService(db, strategies, config.defaultStrategy, metrics);
   if (redis !== undefined) {
     const r = redis;

@@ -150,6 +150,8 @@ describe('operability with Redis', () => {
       assert.ok(hole.ms >= 1_500 && hole.ms < 1_500 + 1_000, `answered in ${Math.round(hole.ms)} ms`);
       const shed = (await request(server.url, 'GET', '/metrics')).text;
       assert.equal(sample(shed, 'couponrush_requests_shed_total', { reason: 'timeout' }), 1);
+      assert.equal(sample(shed, 'couponrush_ready', { store: 'redis' }), 0, 'the scrape answers in time and says Redis does not (CouponrushNotReady)');
+      assert.equal(sample(shed, 'couponrush_ready', { store: 'database' }), 1);
 
       await proxy.up();
       await waitFor('Redis back', async () => (await request(server.url, 'GET', '/readyz')).status === 200, 15_000);

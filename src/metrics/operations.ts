@@ -10,7 +10,12 @@ export type StoreProbe = () => Promise<Partial<Record<string, string>>>;
 
 /** How long a verdict counts: older than this, the reconcile loop has stopped and says nothing. */
 const VERDICT_MAX_AGE_MS = 10 * 60_000;
-const SCRAPE_TIMEOUT_MS = 3_000;
+/**
+ * A scrape must answer well within the request deadline even when a store hangs: the probes get
+ * this long each (a store that does not answer in it counts as not ready).
+ */
+export const SCRAPE_PROBE_TIMEOUT_MS = 900;
+const SCRAPE_TIMEOUT_MS = 1_000;
 
 export function registerReadiness(registry: Registry, probe: StoreProbe): void {
   new Gauge({

@@ -20,21 +20,21 @@ export interface StoreHandles {
 }
 
 /** 'ok', or what went wrong, per configured store among `stores`; each asked at once and bounded. */
-export async function storeHealth({ db, redis, kafka }: StoreHandles, stores: readonly StoreName[]): Promise<Partial<Record<StoreName, string>>> {
+export async function storeHealth({ db, redis, kafka }: StoreHandles, stores: readonly StoreName[], timeoutMs = READY_TIMEOUT_MS): Promise<Partial<Record<StoreName, string>>> {
   const probes: Array<[StoreName, (() => Promise<unknown>) | undefined]> = [
     ['database', () => db.query('SELECT 1')],
     ['redis', redis === undefined ? undefined : () => redis.client.ping()],
     ['kafka', kafka === undefined ? undefined : () => kafka.ping()],
   ];
   const checked = await Promise.all(
-    probes.filter(([name, probe]) => probe !== undefined && stores.includes(name)).map(async ([name, probe]) => [name, await answers(probe!)] as const),
+    probes.filter(([name, probe]) => probe !== undefined && stores.includes(name)).map(async ([name, probe]) => [name, await answers(probe!, timeoutMs)] as const),
   );
   return Object.fromEntries(checked);
 }
 
-async function answers(probe: () => Promise<unknown>): Promise<string> {
+async function answers(probe: () => Promise<unknown>, timeoutMs: number): Promise<string> {
   try {
-    await within(probe(), READY_TIMEOUT_MS, 'timed out');
+    await within(probe(), timeoutMs, 'timed out');
     return 'ok';
   } catch (err) {
     return (err as Error).message;
