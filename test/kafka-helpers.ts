@@ -3,10 +3,10 @@
 // CI=true, through `missing`); and the app on a topic of its own, with its Kafka workers.
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import type { TestContext } from 'node:test';
+import { after, before, type TestContext } from 'node:test';
 import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
-import type { KafkaBroker } from '../scripts/kafka-broker.js';
+import { startKafka, type KafkaBroker } from '../scripts/kafka-broker.js';
 import { deleteKafkaTopics } from '../src/kafka/client.js';
 import { startKafkaWorker, type KafkaIssueWorker } from '../src/worker/kafka-worker.js';
 import { issuedRows, missing, needDatabase, needServer } from './helpers.js';
@@ -68,4 +68,19 @@ export async function startKafkaServer(broker: KafkaBroker, env: Record<string, 
 
 export async function waitForRows(server: Pick<KafkaServer, 'db'>, couponId: number, rows: number, timeoutMs = 60_000): Promise<void> {
   await waitFor(`${rows} rows for coupon ${couponId}`, async () => (await issuedRows(server.db, couponId)).rows === rows, timeoutMs);
+}
+
+/**
+ * One broker for a test file, started before its first test and stopped after its last; the
+ * getter gives undefined where the tools are missing (the tests then skip through needKafka).
+ */
+export function brokerForFile(): () => KafkaBroker | undefined {
+  let broker: KafkaBroker | undefined;
+  before(async () => {
+    if ((await kafkaToolsMissing()) === undefined) broker = await startKafka();
+  });
+  after(async () => {
+    await broker?.stop();
+  });
+  return () => broker;
 }

@@ -6,9 +6,8 @@
 // becomes a row, and the worker stays up.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { Admin, Producer, stringSerializers } from '@platformatic/kafka';
-import { startKafka, type KafkaBroker } from '../scripts/kafka-broker.js';
 import { reconcile } from '../src/coupons/reconcile.js';
 import { reconciledStrategies } from '../src/coupons/strategies/index.js';
 import { ensureTopics, type KafkaHandle } from '../src/kafka/client.js';
@@ -16,16 +15,11 @@ import { DEAD, liveDeadLetters } from '../src/kafka/dead-letters.js';
 import { AUTH_HEADER, MAX_RECORD_VALUE_BYTES, signRecord } from '../src/kafka/records.js';
 import { Ledger } from './fault-helpers.js';
 import { issuedRows, request } from './helpers.js';
-import { kafkaToolsMissing, needKafka, RECORD_SECRET, startKafkaServer, STRATEGY, waitForRows, type KafkaServer } from './kafka-helpers.js';
+import { brokerForFile, needKafka, RECORD_SECRET, startKafkaServer, STRATEGY, waitForRows, type KafkaServer } from './kafka-helpers.js';
 import { deleteKeys, exited, spawnWorker, usersRange, waitFor } from './redis-helpers.js';
 
-let broker: KafkaBroker | undefined;
-before(async () => {
-  if ((await kafkaToolsMissing()) === undefined) broker = await startKafka();
-});
-after(async () => {
-  await broker?.stop();
-});
+// One broker for the file (the fault tests start private ones of their own).
+const broker = brokerForFile();
 
 interface Raw {
   readonly key: string;
@@ -35,7 +29,7 @@ interface Raw {
 
 /** Writes records to the topic as anyone with write access could (not through the API). */
 async function write(topic: string, records: readonly Raw[]): Promise<void> {
-  const producer = new Producer({ clientId: 'hostile', bootstrapBrokers: [broker!.brokers], serializers: stringSerializers });
+  const producer = new Producer({ clientId: 'hostile', bootstrapBrokers: [broker()!.brokers], serializers: stringSerializers });
   try {
     for (const r of records) await producer.send({ messages: [{ topic, key: r.key, value: r.value, headers: r.headers ?? new Map() }] });
   } finally {
@@ -91,7 +85,7 @@ const now = () => String(Date.now());
 describe('the issuance topic under a hostile writer (private broker, real Redis and PostgreSQL)', () => {
   it('dead-letters oversized records in every field, bounded, and persists every 202 before and after them', async (t) => {
     if (!(await needKafka(t))) return;
-    const server = await startKafkaServer(broker!);
+    const server = await startKafkaServer(broker()!);
     try {
       const worker = await server.startKafkaWorker('k-big');
       const { id } = await server.createCoupon({ totalQuantity: 200, strategy: STRATEGY });
@@ -148,10 +142,10 @@ describe('the issuance topic under a hostile writer (private broker, real Redis 
     if (!(await needKafka(t))) return;
     // The dead-letter topic takes records of at most 10,000 bytes: a 40 KB value is refused.
     const topic = `crtest-small-${Date.now().toString(36)}`;
-    const admin = new Admin({ clientId: 'hostile-admin', bootstrapBrokers: [broker!.brokers] });
+    const admin = new Admin({ clientId: 'hostile-admin', bootstrapBrokers: [broker()!.brokers] });
     await admin.createTopics({ topics: [`${topic}.dead`], partitions: 1, replicas: 1, configs: [{ name: 'max.message.bytes', value: '10000' }] });
     await admin.close();
-    const server = await startKafkaServer(broker!, { KAFKA_TOPIC: topic });
+    const server = await startKafkaServer(broker()!, { KAFKA_TOPIC: topic });
     try {
       await server.startKafkaWorker('k-small-dlq');
       const { id } = await server.createCoupon({ totalQuantity: 10, strategy: STRATEGY });
@@ -175,7 +169,7 @@ describe('the issuance topic under a hostile writer (private broker, real Redis 
 
   it("persists only the API's records: forged, unsigned, re-keyed and duplicated ones take no seat and no row", async (t) => {
     if (!(await needKafka(t))) return;
-    const server = await startKafkaServer(broker!);
+    const server = await startKafkaServer(broker()!);
     try {
       await server.startKafkaWorker('k-forged');
       const { id } = await server.createCoupon({ totalQuantity: 3, strategy: STRATEGY });
@@ -216,7 +210,7 @@ describe('the issuance topic under a hostile writer (private broker, real Redis 
 
   it('never persists a signed record past the stock, and keeps going', async (t) => {
     if (!(await needKafka(t))) return;
-    const server = await startKafkaServer(broker!, { WORKER_MAX_DELIVERIES: '2' });
+    const server = await startKafkaServer(broker()!, { WORKER_MAX_DELIVERIES: '2' });
     try {
       await server.startKafkaWorker('k-soldout');
       const { id } = await server.createCoupon({ totalQuantity: 2, strategy: STRATEGY });
@@ -240,7 +234,7 @@ describe('the issuance topic under a hostile writer (private broker, real Redis 
 
   it('counts no invalid dead letter as a seat when the state is rebuilt, in reconcile, or after --repair', async (t) => {
     if (!(await needKafka(t))) return;
-    const server = await startKafkaServer(broker!);
+    const server = await startKafkaServer(broker()!);
     try {
       await server.startKafkaWorker('k-rebuild');
       const { id } = await server.createCoupon({ totalQuantity: 5, strategy: STRATEGY });
@@ -271,7 +265,7 @@ describe('the issuance topic under a hostile writer (private broker, real Redis 
 
   it('commits nothing past a batch a store holds when the worker is stopped; after a restart every 202 is a row', async (t) => {
     if (!(await needKafka(t))) return;
-    const server = await startKafkaServer(broker!, { WORKER_LINGER_MS: '1000' });
+    const server = await startKafkaServer(broker()!, { WORKER_LINGER_MS: '1000' });
     const kafka = kafkaOf(server);
     try {
       const { id } = await server.createCoupon({ totalQuantity: 10, strategy: STRATEGY });
@@ -283,7 +277,7 @@ describe('the issuance topic under a hostile writer (private broker, real Redis 
         await waitForRows(server, id, 1, 30_000);
         // The dead-letter topic goes away (the worker created it at start-up if absent): a
         // poison record's batch is held until it is back.
-        const admin = new Admin({ clientId: 'hostile-admin', bootstrapBrokers: [broker!.brokers] });
+        const admin = new Admin({ clientId: 'hostile-admin', bootstrapBrokers: [broker()!.brokers] });
         await admin.deleteTopics({ topics: [kafka.topics.dead] });
         await admin.close();
         // The poison record and A share one batch (linger 1 s); B comes in a later one.

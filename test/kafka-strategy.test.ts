@@ -5,9 +5,9 @@
 // recorded and audited against the rows.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { Producer, stringSerializers } from '@platformatic/kafka';
-import { startKafka, type KafkaBroker } from '../scripts/kafka-broker.js';
+import { startKafka } from '../scripts/kafka-broker.js';
 import { deleteKafkaTopics } from '../src/kafka/client.js';
 import { AUTH_HEADER, signRecord } from '../src/kafka/records.js';
 import { reconciledStrategies } from '../src/coupons/strategies/index.js';
@@ -15,18 +15,12 @@ import { reconcile } from '../src/coupons/reconcile.js';
 import { eventCapture } from '../src/coupons/repository.js';
 import { startEventPublisher } from '../src/worker/events.js';
 import { Ledger, stampedeThroughFault, type Target } from './fault-helpers.js';
-import { kafkaToolsMissing, needKafka, RECORD_SECRET, startKafkaServer, STRATEGY, waitForRows, type KafkaServer } from './kafka-helpers.js';
+import { brokerForFile, needKafka, RECORD_SECRET, startKafkaServer, STRATEGY, waitForRows, type KafkaServer } from './kafka-helpers.js';
 import { holdCouponRow, issuedRows, refuseInsertsOf, request, stampede } from './helpers.js';
 import { deleteKeys, exited, issueAll, silent, spawnWorker, usersRange, waitFor, withStatus } from './redis-helpers.js';
 
 // One broker for the file (the fault tests start private ones of their own).
-let broker: KafkaBroker | undefined;
-before(async () => {
-  if ((await kafkaToolsMissing()) === undefined) broker = await startKafka();
-});
-after(async () => {
-  await broker?.stop();
-});
+const broker = brokerForFile();
 
 interface ListedLetter {
   id: string;
@@ -64,7 +58,7 @@ function auditLedger(ledger: Ledger, rows: readonly string[]): void {
 describe('redis-lua-kafka (real Kafka broker, Redis, PostgreSQL)', () => {
   it('issues exactly the stock under a stampede, never twice to one user; the worker persists every 202', async (t) => {
     if (!(await needKafka(t))) return;
-    const server = await startKafkaServer(broker!);
+    const server = await startKafkaServer(broker()!);
     try {
       await server.startKafkaWorker('k1');
       const { id } = await server.createCoupon({ totalQuantity: 500, strategy: STRATEGY });
@@ -93,7 +87,7 @@ describe('redis-lua-kafka (real Kafka broker, Redis, PostgreSQL)', () => {
 
   it('keeps every 202 when Redis loses every key before the worker ran, and the rebuilt state stays exact', async (t) => {
     if (!(await needKafka(t))) return;
-    const server = await startKafkaServer(broker!);
+    const server = await startKafkaServer(broker()!);
     try {
       const { id } = await server.createCoupon({ totalQuantity: 30, strategy: STRATEGY });
       const first = await issueAll(server, id, usersRange(0, 40), 16);
@@ -252,7 +246,7 @@ describe('redis-lua-kafka (real Kafka broker, Redis, PostgreSQL)', () => {
 
   it('sends a poison record and a refused one to the dead-letter topic, lists them, and replays them', async (t) => {
     if (!(await needKafka(t))) return;
-    const server = await startKafkaServer(broker!);
+    const server = await startKafkaServer(broker()!);
     try {
       const { id } = await server.createCoupon({ totalQuantity: 10, strategy: STRATEGY });
       const dropTrigger = await refuseInsertsOf(server.db, 'victim', 'refused for the test');
@@ -265,7 +259,7 @@ describe('redis-lua-kafka (real Kafka broker, Redis, PostgreSQL)', () => {
         await server.startKafkaWorker('k-poison');
         const ok = await issueAll(server, id, ['victim', 'fine'], 2);
         assert.deepEqual([...ok.values()], [202, 202]);
-        const producer = new Producer({ clientId: 'poison', bootstrapBrokers: [broker!.brokers], serializers: stringSerializers });
+        const producer = new Producer({ clientId: 'poison', bootstrapBrokers: [broker()!.brokers], serializers: stringSerializers });
         await producer.send({ messages: [{ topic: server.topic, key: String(id), value: 'not json' }] });
         await producer.close();
         await waitForRows(server, id, 1);
@@ -296,7 +290,7 @@ describe('redis-lua-kafka (real Kafka broker, Redis, PostgreSQL)', () => {
 
   it('tells a refused admission HELD; ten racing replays of its dead letter put one copy back on the topic', async (t) => {
     if (!(await needKafka(t))) return;
-    const server = await startKafkaServer(broker!);
+    const server = await startKafkaServer(broker()!);
     const ledger = new Ledger();
     const kafka = server.runtime.kafka!;
     try {
@@ -340,7 +334,7 @@ describe('redis-lua-kafka (real Kafka broker, Redis, PostgreSQL)', () => {
 
   it('discards dead letters: a refused admission gives its seat back (the user issues again), a truncated one is refused for replay, both listed as discarded', async (t) => {
     if (!(await needKafka(t))) return;
-    const server = await startKafkaServer(broker!);
+    const server = await startKafkaServer(broker()!);
     const ledger = new Ledger();
     try {
       const { id } = await server.createCoupon({ totalQuantity: 2, strategy: STRATEGY });
@@ -353,7 +347,7 @@ describe('redis-lua-kafka (real Kafka broker, Redis, PostgreSQL)', () => {
         assert.equal((await h.issue('fine')).status, 202);
         assert.equal((await h.issue('late')).status, 410);
         // A record too large to keep whole: its dead letter keeps only the first 64 KiB.
-        const producer = new Producer({ clientId: 'oversized', bootstrapBrokers: [broker!.brokers], serializers: stringSerializers });
+        const producer = new Producer({ clientId: 'oversized', bootstrapBrokers: [broker()!.brokers], serializers: stringSerializers });
         await producer.send({ messages: [{ topic: server.topic, key: String(id), value: JSON.stringify({ c: String(id), u: 'x'.repeat(70_000), t: String(Date.now()) }) }] });
         await producer.close();
         await waitForRows(server, id, 1);
@@ -399,12 +393,12 @@ describe('redis-lua-kafka (real Kafka broker, Redis, PostgreSQL)', () => {
 
   it('persists a backlog exactly once when a worker process is killed with kill -9 mid-batch', async (t) => {
     if (!(await needKafka(t))) return;
-    const server = await startKafkaServer(broker!, { WORKER_BATCH_SIZE: '50', WORKER_LINGER_MS: '0' });
+    const server = await startKafkaServer(broker()!, { WORKER_BATCH_SIZE: '50', WORKER_LINGER_MS: '0' });
     try {
       const { id } = await server.createCoupon({ totalQuantity: 400, strategy: STRATEGY });
       const answers = await issueAll(server, id, usersRange(0, 400), 32);
       assert.equal(withStatus(answers, 202).length, 400);
-      const env = { ...server.workerEnv, KAFKA_BROKERS: broker!.brokers, KAFKA_TOPIC: server.topic, KAFKA_RECORD_SECRET: RECORD_SECRET, WORKER_BATCH_SIZE: '50', WORKER_LINGER_MS: '0', LOG_LEVEL: 'warn' };
+      const env = { ...server.workerEnv, KAFKA_BROKERS: broker()!.brokers, KAFKA_TOPIC: server.topic, KAFKA_RECORD_SECRET: RECORD_SECRET, WORKER_BATCH_SIZE: '50', WORKER_LINGER_MS: '0', LOG_LEVEL: 'warn' };
       const victim = spawnWorker(env, 'victim');
       await waitFor('the victim wrote part of the backlog', async () => (await issuedRows(server.db, id)).rows > 0, 60_000, );
       victim.kill('SIGKILL');
@@ -430,7 +424,7 @@ describe('redis-lua-kafka (real Kafka broker, Redis, PostgreSQL)', () => {
 describe('couponrush reconcile on redis-lua-kafka campaigns', () => {
   it('frees an old seat no record backs, keeps one whose record landed, and leaves a young one alone', async (t) => {
     if (!(await needKafka(t))) return;
-    const server = await startKafkaServer(broker!);
+    const server = await startKafkaServer(broker()!);
     try {
       const { id } = await server.createCoupon({ totalQuantity: 10, strategy: STRATEGY });
       const keys = server.redis.keys.campaign(id);
@@ -443,7 +437,7 @@ describe('couponrush reconcile on redis-lua-kafka campaigns', () => {
       );
       const old = now - 10 * 60_000;
       await server.redis.client.zadd(keys.producing, old, 'died', old, 'landed');
-      const producer = new Producer({ clientId: 'landed', bootstrapBrokers: [broker!.brokers], serializers: stringSerializers });
+      const producer = new Producer({ clientId: 'landed', bootstrapBrokers: [broker()!.brokers], serializers: stringSerializers });
       const value = JSON.stringify({ c: String(id), u: 'landed', t: String(now), r: '' });
       await producer.send({ messages: [{ topic: server.topic, key: String(id), value, headers: new Map([[AUTH_HEADER, signRecord(RECORD_SECRET, String(id), value)]]) }] });
       await producer.close();
@@ -485,7 +479,7 @@ describe('issued-coupon events (KAFKA_EVENTS=on, real Kafka broker)', () => {
   it('publishes exactly the persisted rows of every strategy, keyed couponId:userId, after the commit', async (t) => {
     if (!(await needKafka(t))) return;
     const eventsTopic = `crtest-events-${randomBytes(4).toString('hex')}`;
-    const server = await startKafkaServer(broker!, { KAFKA_EVENTS: 'on', KAFKA_EVENTS_TOPIC: eventsTopic });
+    const server = await startKafkaServer(broker()!, { KAFKA_EVENTS: 'on', KAFKA_EVENTS_TOPIC: eventsTopic });
     const kafka = server.runtime.kafka!;
     const publisher = await startEventPublisher({ db: server.db, kafka, topic: eventsTopic, log: silent });
     try {
@@ -517,7 +511,7 @@ describe('issued-coupon events (KAFKA_EVENTS=on, real Kafka broker)', () => {
     } finally {
       await publisher.stop();
       await server.close();
-      await deleteKafkaTopics(broker!.brokers, [eventsTopic]).catch(() => undefined);
+      await deleteKafkaTopics(broker()!.brokers, [eventsTopic]).catch(() => undefined);
     }
   });
 });

@@ -72,6 +72,15 @@ const tokenFor = (userId: string) => signUserToken(JWT_SECRET, userId);
 const issue = (url: string, couponId: number, user: string) =>
   request(url, 'POST', `/coupons/${couponId}/issues`, { headers: { authorization: `Bearer ${tokenFor(user)}` } });
 
+/** A proxy of the test's own in front of the database (its delay holds requests in flight). */
+async function databaseBehindProxy(url: string): Promise<{ proxy: TcpProxy; databaseUrl: string }> {
+  const real = new URL(url);
+  const proxy = await new TcpProxy(real.hostname, Number(real.port || 5432)).up();
+  const via = new URL(url);
+  via.host = proxy.url;
+  return { proxy, databaseUrl: via.toString() };
+}
+
 describe('couponrush serve as real processes', () => {
   let testDb: TestDatabase | undefined;
   let db: Db | undefined;
@@ -92,14 +101,11 @@ describe('couponrush serve as real processes', () => {
 
   it('drains in-flight requests on SIGTERM: every one is answered, every 201 is a row, exit code 0', async (t) => {
     if (await skip(t)) return;
-    const real = new URL(testDb!.url);
-    const proxy = await new TcpProxy(real.hostname, Number(real.port || 5432)).up();
+    const { proxy, databaseUrl } = await databaseBehindProxy(testDb!.url);
     try {
-      const viaProxy = new URL(testDb!.url);
-      viaProxy.host = proxy.url;
       const port = await freePort();
       const url = `http://127.0.0.1:${port}`;
-      const child = await startServe(['--migrate'], baseEnv(viaProxy.toString(), port));
+      const child = await startServe(['--migrate'], baseEnv(databaseUrl, port));
       children.push(child);
       const couponId = await createCoupon(url, 30);
       proxy.delayMs = 150; // every database round trip now takes ≥150 ms: requests stay in flight
@@ -127,17 +133,14 @@ describe('couponrush serve as real processes', () => {
     if (await skip(t)) return;
     const root = new URL('..', import.meta.url).pathname;
     assert.ok(existsSync(join(root, 'dist', 'cli.js')), 'dist/ is built (npm run build)');
-    const real = new URL(testDb!.url);
-    const proxy = await new TcpProxy(real.hostname, Number(real.port || 5432)).up();
+    const { proxy, databaseUrl } = await databaseBehindProxy(testDb!.url);
     try {
-      const viaProxy = new URL(testDb!.url);
-      viaProxy.host = proxy.url;
       const port = await freePort();
       const url = `http://127.0.0.1:${port}`;
       // A supervisor's start script: the shell replaces itself with node, so the pid is the server's.
       const proc = spawn('sh', ['-c', 'exec node bin/couponrush.js serve --migrate'], {
         cwd: root,
-        env: { ...baseEnv(viaProxy.toString(), port), LOG_LEVEL: 'info', PATH: process.env.PATH ?? '' },
+        env: { ...baseEnv(databaseUrl, port), LOG_LEVEL: 'info', PATH: process.env.PATH ?? '' },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let out = '';
