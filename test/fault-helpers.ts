@@ -1,12 +1,12 @@
-// Fault injection: private PostgreSQL, MariaDB and Redis servers started from this machine's binaries on
-// free ports in temp directories (never the shared servers, which CI and other tests use), the API
-// as a real `couponrush serve` child process, and a stampede that records every answer, lets a
+// Fault injection: private PostgreSQL, MariaDB and Redis servers (and a Redis Sentinel group) started
+// from this machine's binaries on free ports in temp directories (never the shared servers, which CI
+// and other tests use), the API as a real `couponrush serve` child process, and a stampede that records every answer, lets a
 // fault happen in its middle, and audits the answers against the database once it has healed.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { openServerDb } from '../src/db/index.js';
@@ -303,6 +303,344 @@ export class PrivateRedis {
 
   async destroy(): Promise<void> {
     await this.kill9();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis Sentinel: a primary, its replicas and the sentinels that fail it over
+
+export interface SentinelGroupOptions {
+  masterName?: string;
+  /** down-after-milliseconds: how long a silent primary takes to count as down (default 1000). */
+  downAfterMs?: number;
+  /** failover-timeout: small (default 3000) so one suite can fail over again soon after a failover. */
+  failoverTimeoutMs?: number;
+  /** min-replicas-to-write on every data node, since each may be the primary after a failover (default 0: off). */
+  minReplicasToWrite?: number;
+  /** min-replicas-max-lag in seconds (default 1), with minReplicasToWrite. */
+  minReplicasMaxLagS?: number;
+  /** Replicas of the primary (default 1). */
+  replicas?: number;
+  /** Sentinels; the quorum is their majority (default 3). */
+  sentinels?: number;
+}
+
+/** A process of the group: its port names it, its directory keeps its files across kill and restart. */
+interface GroupProcess {
+  readonly port: number;
+  readonly dir: string;
+  readonly conf: string;
+  proc: ChildProcess | undefined;
+}
+
+const HOST = '127.0.0.1';
+
+/** A command on a fresh connection that gives up fast: a node that does not answer is an answer too. */
+async function askNode<T>(port: number, fn: (r: Redis) => Promise<T>): Promise<T> {
+  const r = new Redis({
+    host: HOST,
+    port,
+    lazyConnect: true,
+    connectTimeout: 1_000,
+    commandTimeout: 2_000,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    enableReadyCheck: false,
+    enableOfflineQueue: false,
+  });
+  r.on('error', () => {});
+  try {
+    await r.connect();
+    return await fn(r);
+  } finally {
+    r.disconnect();
+  }
+}
+
+/** ROLE, parsed: a primary's replicas, or a replica's primary and link state. */
+export type NodeRole = { role: 'master'; replicaPorts: number[] } | { role: 'slave'; masterPort: number; state: string } | { role: string };
+
+export function nodeRole(port: number): Promise<NodeRole> {
+  return askNode(port, async (r) => {
+    const reply = (await r.call('ROLE')) as unknown[];
+    if (reply[0] === 'master') return { role: 'master', replicaPorts: (reply[2] as string[][]).map((x) => Number(x[1])) };
+    if (reply[0] === 'slave') return { role: 'slave', masterPort: Number(reply[2]), state: String(reply[3]) };
+    return { role: String(reply[0]) };
+  });
+}
+
+/** `INFO replication` as field → value. */
+function infoReplication(port: number): Promise<Map<string, string>> {
+  return askNode(port, async (r) => {
+    const text = await r.info('replication');
+    return new Map(text.split('\r\n').filter((l) => l.includes(':')).map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1)]));
+  });
+}
+
+/**
+ * A Redis Sentinel deployment of our own on free ports in one temp directory: a primary, replicas
+ * and sentinels, every process named by its port. Kill -9 the primary and watch the sentinels
+ * promote a replica; restart a node from its own files (its AOF, and its conf as Sentinel last
+ * rewrote it) and watch Sentinel make it a replica of whoever is primary now. Data nodes run from
+ * a conf file too (not argv) so Sentinel's CONFIG REWRITE after a promotion or a demotion sticks,
+ * as in a real deployment.
+ */
+export class PrivateSentinelGroup {
+  /** Every client handed out: destroy() closes them, so a failed test leaves no socket behind. */
+  private readonly clients = new Set<Redis>();
+  private readonly dataNodes = new Map<number, GroupProcess>();
+  private readonly sentinelNodes = new Map<number, GroupProcess>();
+
+  private constructor(
+    private readonly bin: string,
+    readonly dir: string,
+    readonly masterName: string,
+  ) {}
+
+  static async create(bin: string, options: SentinelGroupOptions = {}): Promise<PrivateSentinelGroup> {
+    const masterName = options.masterName ?? 'couponrush';
+    const downAfterMs = options.downAfterMs ?? 1_000;
+    const failoverTimeoutMs = options.failoverTimeoutMs ?? 3_000;
+    const minReplicas = options.minReplicasToWrite ?? 0;
+    const replicas = options.replicas ?? 1;
+    const sentinels = options.sentinels ?? 3;
+    const group = new PrivateSentinelGroup(bin, mkdtempSync(join(tmpdir(), 'couponrush-sentinel-')), masterName);
+    try {
+      const primaryPort = await freePort();
+      const dataNode = (port: number, replicaOf?: number) => [
+        `port ${port}`,
+        `bind ${HOST}`,
+        'save ""',
+        'appendonly yes',
+        'appendfsync always',
+        // 7.0 waits 5 s by default for more replicas before a diskless full sync: every (re)sync would.
+        'repl-diskless-sync-delay 0',
+        ...(replicaOf === undefined ? [] : [`replicaof ${HOST} ${replicaOf}`]),
+        ...(minReplicas > 0 ? [`min-replicas-to-write ${minReplicas}`, `min-replicas-max-lag ${options.minReplicasMaxLagS ?? 1}`] : []),
+      ];
+      await group.startNode(group.addNode('redis', primaryPort, dataNode(primaryPort)));
+      for (let i = 0; i < replicas; i++) {
+        const port = await freePort();
+        await group.startNode(group.addNode('redis', port, dataNode(port, primaryPort)));
+      }
+      await group.waitForReplicaLink(replicas);
+      for (let i = 0; i < sentinels; i++) {
+        const port = await freePort();
+        const conf = [
+          `port ${port}`,
+          `bind ${HOST}`,
+          `sentinel monitor ${masterName} ${HOST} ${primaryPort} ${Math.floor(sentinels / 2) + 1}`,
+          `sentinel down-after-milliseconds ${masterName} ${downAfterMs}`,
+          `sentinel failover-timeout ${masterName} ${failoverTimeoutMs}`,
+          `sentinel parallel-syncs ${masterName} 1`,
+        ];
+        await group.startNode(group.addNode('sentinel', port, conf));
+      }
+      // Sentinels find the replicas through the primary's INFO and one another through its hello channel.
+      await waitFor(`${sentinels} sentinels that know the primary, ${replicas} replica(s) and each other`, async () => {
+        for (const port of group.sentinelPorts) {
+          const master = await askNode(port, async (r) => (await r.call('SENTINEL', 'MASTER', masterName)) as string[]);
+          const field = (name: string) => master[master.indexOf(name) + 1];
+          if (field('flags') !== 'master' || Number(field('num-other-sentinels')) !== sentinels - 1 || Number(field('num-slaves')) !== replicas) return false;
+        }
+        return true;
+      }, 30_000);
+      return group;
+    } catch (err) {
+      await group.destroy();
+      throw err;
+    }
+  }
+
+  /** Writes the process's conf into its own directory (Sentinel rewrites it: it must be writable). */
+  private addNode(kind: 'redis' | 'sentinel', port: number, conf: string[]): GroupProcess {
+    const dir = join(this.dir, `${kind}-${port}`);
+    mkdirSync(dir);
+    const file = join(dir, `${kind}.conf`);
+    writeFileSync(file, [...conf, `dir ${dir}`, `logfile ${join(dir, `${kind}.log`)}`, ''].join('\n'));
+    const node = { port, dir, conf: file, proc: undefined };
+    (kind === 'redis' ? this.dataNodes : this.sentinelNodes).set(port, node);
+    return node;
+  }
+
+  private async startNode(node: GroupProcess): Promise<void> {
+    if (node.proc !== undefined) throw new Error(`:${node.port} is running already`);
+    const sentinel = this.sentinelNodes.has(node.port);
+    const proc = spawn(this.bin, sentinel ? [node.conf, '--sentinel'] : [node.conf], { stdio: 'ignore' });
+    node.proc = proc;
+    await waitFor(`private ${sentinel ? 'sentinel' : 'redis'} on :${node.port}`, async () => {
+      if (proc.exitCode !== null) throw new Error(`redis-server exited with ${proc.exitCode}: see ${node.dir}`);
+      return (await askNode(node.port, (r) => r.ping())) === 'PONG';
+    });
+  }
+
+  private node(port: number): GroupProcess {
+    const node = this.dataNodes.get(port);
+    if (node === undefined) throw new Error(`:${port} is no data node of this group`);
+    return node;
+  }
+
+  /** The `host:port,host:port,…` list the service's REDIS_SENTINELS takes. */
+  get sentinels(): string {
+    return this.sentinelPorts.map((p) => `${HOST}:${p}`).join(',');
+  }
+
+  get sentinelPorts(): number[] {
+    return [...this.sentinelNodes.keys()];
+  }
+
+  /** The primary and the replicas as started (a failover changes which is which: ask primary()). */
+  get dataPorts(): number[] {
+    return [...this.dataNodes.keys()];
+  }
+
+  /** Data nodes whose process runs. */
+  get liveDataPorts(): number[] {
+    return this.dataPorts.filter((p) => this.dataNodes.get(p)!.proc !== undefined);
+  }
+
+  env(): Record<string, string> {
+    return { REDIS_SENTINELS: this.sentinels, REDIS_SENTINEL_MASTER: this.masterName };
+  }
+
+  /** The primary as the first sentinel that answers sees it. */
+  async primary(): Promise<{ host: string; port: number }> {
+    for (const port of this.sentinelPorts) {
+      if (this.sentinelNodes.get(port)!.proc === undefined) continue;
+      try {
+        const [host, p] = await askNode(port, async (r) => (await r.call('SENTINEL', 'get-master-addr-by-name', this.masterName)) as [string, string]);
+        return { host, port: Number(p) };
+      } catch {
+        // the next sentinel
+      }
+    }
+    throw new Error('no sentinel answered get-master-addr-by-name');
+  }
+
+  /** What every running sentinel answers to get-master-addr-by-name (undefined: no answer). */
+  private async primaryPorts(): Promise<Array<number | undefined>> {
+    return Promise.all(
+      this.sentinelPorts
+        .filter((p) => this.sentinelNodes.get(p)!.proc !== undefined)
+        .map((p) =>
+          askNode(p, async (r) => Number(((await r.call('SENTINEL', 'get-master-addr-by-name', this.masterName)) as string[])[1])).catch(() => undefined),
+        ),
+    );
+  }
+
+  /** kill -9 a data node: what it had not written to its AOF is gone. */
+  async kill9Node(port: number): Promise<void> {
+    const node = this.node(port);
+    const proc = node.proc;
+    node.proc = undefined;
+    await kill9(proc);
+  }
+
+  /** SIGSTOP a data node: its port still accepts connections, nothing answers, no replication ACK goes out. */
+  hangNode(port: number): void {
+    this.node(port).proc?.kill('SIGSTOP');
+  }
+
+  resumeNode(port: number): void {
+    this.node(port).proc?.kill('SIGCONT');
+  }
+
+  /** kill -9 the current primary; its port. */
+  async kill9Primary(): Promise<number> {
+    const { port } = await this.primary();
+    await this.kill9Node(port);
+    return port;
+  }
+
+  /** kill -9 a running replica (the first, unless `port` says which); its port. */
+  async killReplica(port?: number): Promise<number> {
+    const primary = (await this.primary()).port;
+    const victim = port ?? this.liveDataPorts.find((p) => p !== primary);
+    if (victim === undefined || victim === primary) throw new Error('no running replica to kill');
+    await this.kill9Node(victim);
+    return victim;
+  }
+
+  /**
+   * Until every running sentinel names a primary other than `fromPort` and that node answers ROLE
+   * as a master; the ms it took from this call.
+   */
+  async waitForFailover(fromPort: number, timeoutMs = 30_000): Promise<number> {
+    const started = performance.now();
+    await waitFor(`a failover away from :${fromPort}`, async () => {
+      const ports = await this.primaryPorts();
+      const to = ports[0];
+      if (to === undefined || to === fromPort || ports.some((p) => p !== to)) return false;
+      return (await nodeRole(to)).role === 'master';
+    }, timeoutMs, 50);
+    return performance.now() - started;
+  }
+
+  /**
+   * Starts a killed data node again from its own files (AOF, conf) and waits until it is back in
+   * the group: the primary if the sentinels still say so, else a replica of the current primary
+   * with its link up and seen online by the primary. A restarted old primary comes back believing
+   * it is a primary; it is Sentinel that demotes it. The ms from the start until then.
+   */
+  async restartNode(port: number, timeoutMs = 30_000): Promise<number> {
+    const started = performance.now();
+    await this.startNode(this.node(port));
+    await waitFor(`:${port} back in the group`, async () => {
+      const primary = (await this.primary()).port;
+      const role = await nodeRole(port);
+      if (primary === port) return role.role === 'master';
+      if (!('masterPort' in role) || role.masterPort !== primary || role.state !== 'connected') return false;
+      return (await this.replicaStates(primary)).get(port) === 'online';
+    }, timeoutMs, 50);
+    return performance.now() - started;
+  }
+
+  /** The primary's INFO replication: each replica's port → state (online once it has synced). */
+  private async replicaStates(primaryPort: number): Promise<Map<number, string>> {
+    const info = await infoReplication(primaryPort);
+    const states = new Map<number, string>();
+    for (const [k, v] of info) {
+      if (!/^slave\d+$/.test(k)) continue;
+      const fields = new Map(v.split(',').map((kv) => kv.split('=') as [string, string]));
+      states.set(Number(fields.get('port')), fields.get('state') ?? '');
+    }
+    if (Number(info.get('connected_slaves')) !== states.size) throw new Error('INFO replication disagrees with itself');
+    return states;
+  }
+
+  /**
+   * Until the primary (the sentinels' one, or the first data node before there are sentinels) has
+   * `replicas` replicas online (default: every other running data node) and each reports
+   * master_link_status:up.
+   */
+  async waitForReplicaLink(replicas?: number, timeoutMs = 20_000): Promise<void> {
+    await waitFor(`${replicas ?? 'every'} replica(s) linked to the primary`, async () => {
+      const primary = this.sentinelNodes.size > 0 ? (await this.primary()).port : this.dataPorts[0]!;
+      const expected = replicas ?? this.liveDataPorts.length - 1;
+      const states = await this.replicaStates(primary);
+      if (states.size !== expected || [...states.values()].some((s) => s !== 'online')) return false;
+      for (const port of states.keys()) if ((await infoReplication(port)).get('master_link_status') !== 'up') return false;
+      return true;
+    }, timeoutMs, 50);
+  }
+
+  /** An ioredis client that finds the primary through the sentinels (and finds it again after a failover). */
+  client(options: RedisOptions = {}): Redis {
+    const client = new Redis({ sentinels: this.sentinelPorts.map((port) => ({ host: HOST, port })), name: this.masterName, ...options });
+    client.on('error', () => {}); // reconnecting through a failover is expected; commands still reject
+    this.clients.add(client);
+    return client;
+  }
+
+  async destroy(): Promise<void> {
+    for (const c of this.clients) c.disconnect();
+    // Sentinels first: else they would fail over the primary as it goes.
+    for (const node of [...this.sentinelNodes.values(), ...this.dataNodes.values()]) {
+      const proc = node.proc;
+      node.proc = undefined;
+      await kill9(proc);
+    }
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
