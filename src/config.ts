@@ -6,6 +6,9 @@ import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import { STRATEGY_NAMES, unavailableReason, type StrategyName } from './coupons/strategies/index.js';
 import { DATABASE_URL_SCHEMES } from './db/types.js';
+import type { HostPort, RedisTarget } from './redis/target.js';
+
+export type { RedisTarget } from './redis/target.js';
 
 export type AuthMode = 'jwt' | 'header';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -51,14 +54,27 @@ export interface Config {
   /** Set → /admin/* and /metrics answer only on this port (ADMIN_HOST), not on PORT. */
   readonly adminPort: number | undefined;
   readonly adminHost: string;
-  /** Set → Redis strategies are available and `redis-lua-async-cached` is the default. */
-  readonly redisUrl: string | undefined;
+  /**
+   * Set (REDIS_URL or REDIS_SENTINELS) → Redis strategies are available and
+   * `redis-lua-async-cached` is the default.
+   */
+  readonly redis: RedisTarget | undefined;
   /** Prefix of every Redis key and channel (a test or a tenant gets its own). */
   readonly redisPrefix: string;
+  /**
+   * REDIS_WAIT_REPLICAS: a queued admission (202) is answered only once this many replicas have
+   * it (Redis `WAIT`), so a failover cannot drop it; 0 = answer on the primary's word.
+   */
+  readonly redisWaitReplicas: number;
+  /** REDIS_WAIT_TIMEOUT_MS: how long `WAIT` may take before the admission answers OUTCOME_UNKNOWN. */
+  readonly redisWaitTimeoutMs: number;
   /** Set (KAFKA_BROKERS) → `redis-lua-kafka` is available and `couponrush worker` consumes its topic. */
   readonly kafka: KafkaConfig | undefined;
   readonly worker: WorkerConfig;
 }
+
+/** The variables that say where Redis is: at most one may be set. */
+export const REDIS_TARGET_VARIABLES = ['REDIS_URL', 'REDIS_SENTINELS'] as const;
 
 /** Apache Kafka, for `redis-lua-kafka` (KAFKA_* variables). */
 export interface KafkaConfig {
@@ -202,13 +218,76 @@ function loadOrCreateSecrets(dataDir: string, create: boolean): EmbeddedSecrets 
   return secrets;
 }
 
-export function defaultStrategyFor(databaseUrl: string | undefined, redisUrl?: string): StrategyName {
+export function defaultStrategyFor(databaseUrl: string | undefined, withRedis = false): StrategyName {
   // With Redis, admission is one Lua round trip and the worker persists: the fastest exact path.
-  if (redisUrl !== undefined) return 'redis-lua-async-cached';
+  if (withRedis) return 'redis-lua-async-cached';
   // A real database may sit behind several API instances: the fastest strategy that is exact with
   // any number of them (group commit under the coupon row lock; docs/performance.md measures it).
   if (databaseUrl !== undefined) return 'db-batch';
   return 'local';
+}
+
+/** A comma-separated host:port list (IPv6 in brackets), at least one. */
+function hostPortList(name: string, raw: string, noun: string): HostPort[] {
+  const entries = raw.split(',').map((b) => b.trim()).filter((b) => b !== '');
+  if (entries.length === 0) throw new ConfigError(name, `names no ${noun}`);
+  return entries.map((b) => {
+    const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(b);
+    if (m === null || Number(m[2]) < 1 || Number(m[2]) > 65535) throw new ConfigError(name, `"${b}" is not host:port`);
+    return { host: m[1]!, port: Number(m[2]) };
+  });
+}
+
+const SENTINEL_ONLY = ['REDIS_SENTINEL_MASTER', 'REDIS_SENTINEL_PASSWORD', 'REDIS_USERNAME', 'REDIS_PASSWORD'] as const;
+
+/** REDIS_URL or REDIS_SENTINELS (never both), with what each needs. */
+function redisTargetVar(env: Env): RedisTarget | undefined {
+  const set = REDIS_TARGET_VARIABLES.filter((name) => nonEmpty(env, name) !== undefined);
+  if (set.length > 1) throw new ConfigError(set[1]!, `is set together with ${set[0]}: say where Redis is with one of ${REDIS_TARGET_VARIABLES.join(', ')}`);
+  const url = urlVar(env, 'REDIS_URL', ['redis:', 'rediss:']);
+  const sentinels = nonEmpty(env, 'REDIS_SENTINELS');
+  if (sentinels === undefined) {
+    for (const name of SENTINEL_ONLY) {
+      if (nonEmpty(env, name) === undefined) continue;
+      if (url !== undefined && (name === 'REDIS_USERNAME' || name === 'REDIS_PASSWORD')) {
+        throw new ConfigError(name, 'is for REDIS_SENTINELS; with REDIS_URL the credentials go in the URL (redis://user:password@host:port)');
+      }
+      throw new ConfigError(name, 'is set but REDIS_SENTINELS is not');
+    }
+    return url === undefined ? undefined : Object.freeze({ kind: 'node', url });
+  }
+  const master = nonEmpty(env, 'REDIS_SENTINEL_MASTER');
+  if (master === undefined) throw new ConfigError('REDIS_SENTINEL_MASTER', 'is required with REDIS_SENTINELS: the name the sentinels monitor the primary under (`sentinel monitor <name> …`)');
+  if (!/^[A-Za-z0-9._-]{1,128}$/.test(master)) throw new ConfigError('REDIS_SENTINEL_MASTER', 'must be 1-128 characters of [A-Za-z0-9._-]');
+  return Object.freeze({
+    kind: 'sentinel',
+    sentinels: Object.freeze(hostPortList('REDIS_SENTINELS', sentinels, 'sentinel')),
+    master,
+    username: nonEmpty(env, 'REDIS_USERNAME'),
+    password: nonEmpty(env, 'REDIS_PASSWORD'),
+    sentinelPassword: nonEmpty(env, 'REDIS_SENTINEL_PASSWORD'),
+  });
+}
+
+/** The variables that say how to reach Redis (a process hands them on to the processes it starts). */
+export const REDIS_VARIABLES = [...REDIS_TARGET_VARIABLES, ...SENTINEL_ONLY, 'REDIS_WAIT_REPLICAS', 'REDIS_WAIT_TIMEOUT_MS'] as const;
+
+/** Where Redis is and how admissions wait for its replicas; undefined when Redis is not configured. */
+export function redisSettings(env: Env): { target: RedisTarget; waitReplicas: number; waitTimeoutMs: number } | undefined {
+  const target = redisTargetVar(env);
+  const waitReplicas = intVar(env, 'REDIS_WAIT_REPLICAS', 0, 0, 64);
+  // WAIT's timeout stays under the issue route's 3 s for finding out what happened to an admission.
+  const waitTimeoutMs = intVar(env, 'REDIS_WAIT_TIMEOUT_MS', 1_000, 10, 2_000);
+  if (target === undefined) {
+    for (const name of ['REDIS_WAIT_REPLICAS', 'REDIS_WAIT_TIMEOUT_MS']) {
+      if (nonEmpty(env, name) !== undefined) throw new ConfigError(name, 'is set but Redis is not (REDIS_URL or REDIS_SENTINELS)');
+    }
+    return undefined;
+  }
+  if (waitReplicas === 0 && nonEmpty(env, 'REDIS_WAIT_TIMEOUT_MS') !== undefined) {
+    throw new ConfigError('REDIS_WAIT_TIMEOUT_MS', 'is set but REDIS_WAIT_REPLICAS is 0 (nothing waits)');
+  }
+  return { target, waitReplicas, waitTimeoutMs };
 }
 
 const TOPIC_NAME = /^[A-Za-z0-9._-]{1,200}$/;
@@ -221,12 +300,7 @@ function kafkaVar(env: Env): KafkaConfig | undefined {
     }
     return undefined;
   }
-  const brokers = raw.split(',').map((b) => b.trim()).filter((b) => b !== '');
-  for (const b of brokers) {
-    const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(b);
-    if (m === null || Number(m[2]) < 1 || Number(m[2]) > 65535) throw new ConfigError('KAFKA_BROKERS', `"${b}" is not host:port`);
-  }
-  if (brokers.length === 0) throw new ConfigError('KAFKA_BROKERS', 'names no broker');
+  const brokers = hostPortList('KAFKA_BROKERS', raw, 'broker').map(({ host, port }) => `${host}:${port}`);
   const topic = nonEmpty(env, 'KAFKA_TOPIC') ?? 'couponrush.issuances';
   if (!TOPIC_NAME.test(topic)) throw new ConfigError('KAFKA_TOPIC', 'must be 1-200 characters of [A-Za-z0-9._-]');
   const events = oneOf(env, 'KAFKA_EVENTS', ['on', 'off'], 'off');
@@ -383,7 +457,7 @@ export function loadStoresConfig(env: Env = process.env): StoresConfig {
 
 function storesSettings(env: Env): StoresConfig {
   const databaseUrl = urlVar(env, 'DATABASE_URL', Object.keys(DATABASE_URL_SCHEMES));
-  const redisUrl = urlVar(env, 'REDIS_URL', ['redis:', 'rediss:']);
+  const { target: redis, waitReplicas: redisWaitReplicas, waitTimeoutMs: redisWaitTimeoutMs } = redisSettings(env) ?? { target: undefined, waitReplicas: 0, waitTimeoutMs: 0 };
   const redisPrefix = nonEmpty(env, 'REDIS_PREFIX') ?? 'couponrush:';
   // A brace would become the key's hash tag and break the per-coupon {cpn:N} slotting.
   if (!/^[A-Za-z0-9._:-]{1,64}$/.test(redisPrefix)) {
@@ -393,13 +467,13 @@ function storesSettings(env: Env): StoresConfig {
   const dataDir = resolve(nonEmpty(env, 'DATA_DIR') ?? '.couponrush');
   const port = intVar(env, 'PORT', 3000, 0, 65535);
   const kafka = kafkaVar(env);
-  if (kafka !== undefined && (redisUrl === undefined || embedded)) {
+  if (kafka !== undefined && (redis === undefined || embedded)) {
     // The strategy admits in Redis, and the topic's consumer is `couponrush worker`, a process of its own.
-    throw new ConfigError('KAFKA_BROKERS', 'needs REDIS_URL and DATABASE_URL too (redis-lua-kafka admits in Redis; `couponrush worker` persists)');
+    throw new ConfigError('KAFKA_BROKERS', 'needs Redis (REDIS_URL or REDIS_SENTINELS) and DATABASE_URL too (redis-lua-kafka admits in Redis; `couponrush worker` persists)');
   }
-  const defaultStrategy = oneOf(env, 'DEFAULT_STRATEGY', STRATEGY_NAMES, defaultStrategyFor(databaseUrl, redisUrl));
+  const defaultStrategy = oneOf(env, 'DEFAULT_STRATEGY', STRATEGY_NAMES, defaultStrategyFor(databaseUrl, redis !== undefined));
   // A default no campaign could use would turn every campaign created without a strategy into a 400.
-  const unusable = unavailableReason(defaultStrategy, { redis: redisUrl !== undefined, kafka: kafka !== undefined });
+  const unusable = unavailableReason(defaultStrategy, { redis: redis !== undefined, kafka: kafka !== undefined });
   if (unusable !== undefined) throw new ConfigError('DEFAULT_STRATEGY', unusable);
   return {
     port,
@@ -411,8 +485,10 @@ function storesSettings(env: Env): StoresConfig {
     logLevel: oneOf(env, 'LOG_LEVEL', LOG_LEVELS, 'info'),
     dbPoolSize: intVar(env, 'DB_POOL_SIZE', 20, 1, 1000),
     ...protectionConfig(env, port),
-    redisUrl,
+    redis,
     redisPrefix,
+    redisWaitReplicas,
+    redisWaitTimeoutMs,
     kafka,
     worker: Object.freeze({
       batchSize: intVar(env, 'WORKER_BATCH_SIZE', 500, 1, 10_000),
@@ -467,20 +543,21 @@ export function loadConfig(env: Env = process.env, options: LoadOptions = {}): C
  * What `couponrush bench` reads from the environment. It does not load the server's Config: a
  * bench starts its own servers (or targets one with --url), and validates these itself.
  */
-export interface BenchEnvironment {
+export type BenchEnvironment = {
+  readonly [name in (typeof REDIS_VARIABLES)[number]]?: string | undefined;
+} & {
   readonly DATABASE_URL?: string | undefined;
-  readonly REDIS_URL?: string | undefined;
   readonly KAFKA_BROKERS?: string | undefined;
   readonly ADMIN_TOKEN?: string | undefined;
   readonly JWT_SECRET?: string | undefined;
   /** https://no-color.org: set (to anything) turns colour off. */
   readonly noColor: boolean;
-}
+};
 
 export function benchEnvironment(env: Env = process.env): BenchEnvironment {
   return Object.freeze({
+    ...Object.fromEntries(REDIS_VARIABLES.map((name) => [name, env[name]])),
     DATABASE_URL: env.DATABASE_URL,
-    REDIS_URL: env.REDIS_URL,
     KAFKA_BROKERS: env.KAFKA_BROKERS,
     ADMIN_TOKEN: env.ADMIN_TOKEN,
     JWT_SECRET: env.JWT_SECRET,

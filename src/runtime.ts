@@ -31,7 +31,7 @@ export interface Runtime {
   readonly service: CouponService;
   /** This process's Prometheus series (GET /metrics). */
   readonly metrics: Metrics;
-  /** Open when REDIS_URL is set. */
+  /** Open when Redis is configured (REDIS_URL or REDIS_SENTINELS). */
   readonly redis: RedisHandle | undefined;
   /** Open when KAFKA_BROKERS is set. */
   readonly kafka: KafkaHandle | undefined;
@@ -55,7 +55,7 @@ function openDb(config: StoresConfig): Promise<Db> {
     : Promise.resolve(openServerDb(config.databaseUrl, { poolSize: config.dbPoolSize }));
 }
 
-/** The stores a process works on: the database, Redis when REDIS_URL is set, Kafka when KAFKA_BROKERS is. */
+/** The stores a process works on: the database, Redis when REDIS_URL or REDIS_SENTINELS is set, Kafka when KAFKA_BROKERS is. */
 export interface Stores {
   readonly db: Db;
   readonly redis: RedisHandle | undefined;
@@ -91,11 +91,12 @@ export async function openStores(config: StoresConfig, log: Logger, options: Ope
   let kafka: KafkaHandle | undefined;
   let migrations: MigrationResult | undefined;
   try {
-    if (config.redisUrl !== undefined && options.databaseOnly !== true) {
-      const { redisUrl } = config;
+    const target = config.redis;
+    if (target !== undefined && options.databaseOnly !== true) {
       const timeout = options.redisCommandTimeoutMs;
-      redis = await openRedis(redisUrl, config.redisPrefix, log, timeout === undefined ? {} : { commandTimeoutMs: timeout }).catch((err: unknown) => {
-        throw new StoreOpenError('REDIS_URL', 'Redis', err);
+      const settings = { waitReplicas: config.redisWaitReplicas, waitTimeoutMs: config.redisWaitTimeoutMs, ...(timeout === undefined ? {} : { commandTimeoutMs: timeout }) };
+      redis = await openRedis(target, config.redisPrefix, log, settings).catch((err: unknown) => {
+        throw new StoreOpenError(target.kind === 'node' ? 'REDIS_URL' : 'REDIS_SENTINELS', 'Redis', err);
       });
     }
     const kafkaConfig = config.kafka;
@@ -148,7 +149,7 @@ export async function onDatabase<T>(config: StoresConfig, work: () => Promise<T>
 }
 
 export async function createRuntime(config: Config, log: Logger, options: RuntimeOptions = {}): Promise<Runtime> {
-  if (options.withWorker === true && config.redisUrl === undefined) throw new Error('--with-worker needs REDIS_URL');
+  if (options.withWorker === true && config.redis === undefined) throw new Error('--with-worker needs Redis (REDIS_URL or REDIS_SENTINELS)');
   const stores = await openStores(config, log, {
     migrations: options.migrate === true || config.embedded ? 'apply' : 'check',
     ...(options.db === undefined ? {} : { db: options.db }),
@@ -162,6 +163,8 @@ export async function createRuntime(config: Config, log: Logger, options: Runtim
     const r = redis;
     // Another instance rebuilt or repaired a campaign: drop what this one cached about it.
     r.onInvalidate((couponId) => service.forget(couponId));
+    // A new primary (a failover) may lack acknowledged admissions: settle before admitting there.
+    r.onNewPrimary(() => service.settleRedisCampaigns());
     // For Redis-admitted campaigns the stock left is decided in Redis, not by committed rows; any
     // other campaign's is the database's, whatever keys Redis may hold for it.
     const inRedis = new Set<string>(strategiesWhere((m) => m.admission === 'redis'));
@@ -222,7 +225,7 @@ export interface Workers {
  */
 export async function startWorkers(stores: Stores, config: StoresConfig, log: Logger, consumer = defaultConsumerName()): Promise<Workers> {
   const { db, redis, kafka } = stores;
-  if (redis === undefined) throw new Error('the workers need REDIS_URL');
+  if (redis === undefined) throw new Error('the workers need Redis (REDIS_URL or REDIS_SENTINELS)');
   const parts = new Parts();
   const deps = { db, redis, config: config.worker, log, consumer };
   const stream = await parts.start(new IssueWorker(deps));

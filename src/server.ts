@@ -20,7 +20,7 @@ export interface ServeOptions {
 
 /** The embedded database with REDIS_URL: a one-machine mode whose worker can only be this process. */
 export function workerMustRunHere(config: Config): boolean {
-  return config.embedded && config.redisUrl !== undefined;
+  return config.embedded && config.redis !== undefined;
 }
 
 export interface RunningServer {
@@ -123,8 +123,9 @@ export async function printBanner(server: RunningServer): Promise<void> {
     lines.push(
       `  Worker       in this process: it persists the queued (202) issuances${workerMustRunHere(config) ? ' (always, with the embedded database: no other process can open it)' : ''}`,
     );
-  } else if (config.redisUrl !== undefined) {
-    lines.push('  Worker       none here: run `couponrush worker` (with the same DATABASE_URL and REDIS_URL) to persist the queued (202) issuances');
+  } else if (config.redis !== undefined) {
+    const redisVar = config.redis.kind === 'node' ? 'REDIS_URL' : 'REDIS_SENTINELS';
+    lines.push(`  Worker       none here: run \`couponrush worker\` (with the same DATABASE_URL and ${redisVar}) to persist the queued (202) issuances`);
   }
   const couponId = await openCouponId(server.runtime);
   const issue: string[] = [];

@@ -52,6 +52,51 @@ describe('loadConfig', () => {
     assert.throws(() => loadConfig({ ...base, DEFAULT_STRATEGY: 'redis-lua-async' }), /needs REDIS_URL/);
     assert.equal(loadConfig({ ...base, DEFAULT_STRATEGY: 'redis-lua-async', REDIS_URL: 'redis://127.0.0.1:6379' }).defaultStrategy, 'redis-lua-async');
   });
+  describe('Redis: REDIS_URL or REDIS_SENTINELS, and REDIS_WAIT_REPLICAS', () => {
+    const sentinel = { ...base, REDIS_SENTINELS: '10.0.0.1:26379, sentinel-2:26380', REDIS_SENTINEL_MASTER: 'couponrush' };
+    it('reads the sentinels, the master name and the credentials', () => {
+      const cfg = loadConfig({ ...sentinel, REDIS_USERNAME: 'app', REDIS_PASSWORD: 'pw', REDIS_SENTINEL_PASSWORD: 'spw' });
+      assert.deepEqual(cfg.redis, {
+        kind: 'sentinel',
+        sentinels: [{ host: '10.0.0.1', port: 26379 }, { host: 'sentinel-2', port: 26380 }],
+        master: 'couponrush',
+        username: 'app',
+        password: 'pw',
+        sentinelPassword: 'spw',
+      });
+      // Redis is configured: the Redis default strategy, as with REDIS_URL.
+      assert.equal(cfg.defaultStrategy, 'redis-lua-async-cached');
+      assert.deepEqual(loadConfig({ ...base, REDIS_URL: 'redis://h:6379' }).redis, { kind: 'node', url: 'redis://h:6379' });
+      assert.equal(loadConfig(base).redis, undefined);
+    });
+    it('takes one place for Redis: two of REDIS_URL and REDIS_SENTINELS is an error naming both', () => {
+      throwsNaming({ ...sentinel, REDIS_URL: 'redis://h:6379' }, 'REDIS_SENTINELS');
+      assert.throws(() => loadConfig({ ...sentinel, REDIS_URL: 'redis://h:6379' }), /REDIS_SENTINELS: is set together with REDIS_URL/);
+      // An empty variable is unset (a compose override blanks REDIS_URL that way).
+      assert.equal(loadConfig({ ...sentinel, REDIS_URL: '' }).redis?.kind, 'sentinel');
+    });
+    it('needs the master name, host:port sentinels, and no Sentinel variable without REDIS_SENTINELS', () => {
+      throwsNaming({ ...base, REDIS_SENTINELS: '10.0.0.1:26379' }, 'REDIS_SENTINEL_MASTER');
+      throwsNaming({ ...sentinel, REDIS_SENTINEL_MASTER: 'two words' }, 'REDIS_SENTINEL_MASTER');
+      for (const bad of ['10.0.0.1', 'h:0', 'h:99999', ',', 'h:1,nope']) throwsNaming({ ...sentinel, REDIS_SENTINELS: bad }, 'REDIS_SENTINELS');
+      throwsNaming({ ...base, REDIS_SENTINEL_MASTER: 'couponrush' }, 'REDIS_SENTINEL_MASTER');
+      throwsNaming({ ...base, REDIS_SENTINEL_PASSWORD: 'x' }, 'REDIS_SENTINEL_PASSWORD');
+      // With REDIS_URL the credentials are the URL's: two places for one password would be one too many.
+      throwsNaming({ ...base, REDIS_URL: 'redis://h:6379', REDIS_PASSWORD: 'pw' }, 'REDIS_PASSWORD');
+      assert.throws(() => loadConfig({ ...base, REDIS_URL: 'redis://h:6379', REDIS_PASSWORD: 'pw' }), /credentials go in the URL/);
+    });
+    it('REDIS_WAIT_REPLICAS: 0 by default, a small whole number, only with Redis; its timeout stays under 2 s', () => {
+      assert.equal(loadConfig(sentinel).redisWaitReplicas, 0);
+      const waiting = loadConfig({ ...sentinel, REDIS_WAIT_REPLICAS: '1' });
+      assert.equal(waiting.redisWaitReplicas, 1);
+      assert.equal(waiting.redisWaitTimeoutMs, 1_000);
+      assert.equal(loadConfig({ ...sentinel, REDIS_WAIT_REPLICAS: '2', REDIS_WAIT_TIMEOUT_MS: '250' }).redisWaitTimeoutMs, 250);
+      for (const bad of ['-1', 'one', '65']) throwsNaming({ ...sentinel, REDIS_WAIT_REPLICAS: bad }, 'REDIS_WAIT_REPLICAS');
+      for (const bad of ['5', '2001']) throwsNaming({ ...sentinel, REDIS_WAIT_REPLICAS: '1', REDIS_WAIT_TIMEOUT_MS: bad }, 'REDIS_WAIT_TIMEOUT_MS');
+      throwsNaming({ ...base, REDIS_WAIT_REPLICAS: '1' }, 'REDIS_WAIT_REPLICAS');
+      throwsNaming({ ...sentinel, REDIS_WAIT_TIMEOUT_MS: '500' }, 'REDIS_WAIT_TIMEOUT_MS');
+    });
+  });
   describe('KAFKA_RECORD_SECRET', () => {
     const kafka = { ...base, REDIS_URL: 'redis://127.0.0.1:6379', KAFKA_BROKERS: '127.0.0.1:9092' };
     const secret = 's'.repeat(32);
@@ -220,8 +265,8 @@ describe('couponrush serve start-up', () => {
 
 describe('a subcommand used wrongly prints its own usage, not the top-level one', () => {
   const cases: Array<{ args: string[]; env: Record<string, string>; says: RegExp; usage: string }> = [
-    { args: ['worker'], env: { DATABASE_URL: PG }, says: /couponrush worker: REDIS_URL is not set/, usage: 'couponrush worker [options]' },
-    { args: ['reconcile'], env: { DATABASE_URL: PG }, says: /couponrush reconcile: REDIS_URL is not set/, usage: 'couponrush reconcile [options]' },
+    { args: ['worker'], env: { DATABASE_URL: PG }, says: /couponrush worker: Redis is not configured \(REDIS_URL or REDIS_SENTINELS\)/, usage: 'couponrush worker [options]' },
+    { args: ['reconcile'], env: { DATABASE_URL: PG }, says: /couponrush reconcile: Redis is not configured \(REDIS_URL or REDIS_SENTINELS\)/, usage: 'couponrush reconcile [options]' },
     { args: ['token', 'bad user!'], env: { JWT_SECRET: SECRET }, says: /couponrush token: the user id must be/, usage: 'couponrush token [options] <userId>' },
     { args: ['events', 'bogus'], env: { DATABASE_URL: PG }, says: /couponrush events: the action is status or off/, usage: 'couponrush events [options] <action>' },
   ];

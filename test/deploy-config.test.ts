@@ -91,7 +91,7 @@ describe('deploy/docker-compose.yml', () => {
       const config = loadConfig(envOf(s));
       assert.equal(config.embedded, false, `${s} uses the database service`);
       assert.match(config.databaseUrl ?? '', /^postgres:\/\/couponrush:pw@database:5432\//, `${s} uses PostgreSQL`);
-      assert.notEqual(config.redisUrl, undefined, `${s} uses Redis`);
+      assert.notEqual(config.redis, undefined, `${s} uses Redis`);
       assert.equal(config.host, '0.0.0.0', `${s} listens beyond the container`);
       assert.equal(config.adminPort, 9091, `${s} serves /metrics on the admin port`);
     }

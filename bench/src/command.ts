@@ -89,7 +89,8 @@ export function benchCommand(): Command {
       'after',
       '\nEnvironment:\n' +
         '  DATABASE_URL  PostgreSQL or MySQL/MariaDB server for a scratch database (dropped afterwards unless --keep); with --url, the target\'s database\n' +
-        '  REDIS_URL     enables the Redis strategies (keys under a unique prefix, deleted afterwards)\n' +
+        '  REDIS_URL     enables the Redis strategies (keys under a unique prefix, deleted afterwards);\n' +
+        '                or REDIS_SENTINELS + REDIS_SENTINEL_MASTER; REDIS_WAIT_REPLICAS is handed on too\n' +
         'Exit status: 0 when every invariant held; 1 when one broke, a strategy failed or a flag is wrong; 130 when interrupted.\n',
     )
     .action(async (flags: BenchFlags) => {

@@ -6,7 +6,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
-import { Redis } from 'ioredis';
+import { REDIS_VARIABLES, type RedisTarget } from '../../src/config.js';
+import { connectRedis } from '../../src/redis/client.js';
 import { openServerDb, type Db } from '../../src/db/index.js';
 import { createScratchDatabase, type ScratchDatabase } from '../../src/db/scratch.js';
 import { STRATEGY_NAMES, strategyModules, unavailableReason, type StrategyName } from '../../src/coupons/strategies/index.js';
@@ -61,8 +62,8 @@ async function databaseVersion(db: Db): Promise<string> {
   return /mariadb/i.test(v) ? `MariaDB ${v.split('-')[0]}` : `MySQL ${v.split('-')[0]}`;
 }
 
-async function redisVersion(url: string): Promise<string> {
-  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1, commandTimeout: 5_000 });
+async function redisVersion(target: RedisTarget): Promise<string> {
+  const redis = connectRedis(target, { lazyConnect: true, maxRetriesPerRequest: 1, commandTimeout: 5_000 });
   redis.on('error', () => {}); // the command below reports it
   try {
     await redis.connect();
@@ -181,7 +182,7 @@ class Run {
     this.selfManaged = options.url === undefined;
     process.once('exit', this.killAll);
     signal?.addEventListener('abort', this.onAbort);
-    this.redisPrefix = this.selfManaged && options.redisUrl !== undefined ? `couponrush-bench-${this.runId}:` : undefined;
+    this.redisPrefix = this.selfManaged && options.redis !== undefined ? `couponrush-bench-${this.runId}:` : undefined;
     this.kafkaTopic = `couponrush-bench-${this.runId}`;
     this.keepWorkDir = options.keep;
   }
@@ -234,7 +235,7 @@ class Run {
     this.verifyDb = db;
     this.services = {
       database: await databaseVersion(db),
-      redis: options.redisUrl === undefined ? null : await redisVersion(options.redisUrl).catch(() => 'unreachable'),
+      redis: options.redis === undefined ? null : await redisVersion(options.redis.target).catch(() => 'unreachable'),
     };
     return db;
   }
@@ -246,7 +247,7 @@ class Run {
     for (const name of options.strategies) {
       let reason: string | undefined;
       if (this.selfManaged) {
-        reason = unavailableReason(name, { redis: options.redisUrl !== undefined, kafka: options.kafkaBrokers !== undefined && options.redisUrl !== undefined });
+        reason = unavailableReason(name, { redis: options.redis !== undefined, kafka: options.kafkaBrokers !== undefined && options.redis !== undefined });
         if (reason !== undefined) reason += ' (not set in the environment)';
       }
       if (reason === undefined) runnable.push(name);
@@ -320,7 +321,7 @@ class Run {
     const logFile = join(this.workDir, `${name}.log`);
     // With Redis the stream worker runs inside the API process, so its drain is measured
     // and its memory counts in the peak RSS.
-    const withWorker = this.options.redisUrl !== undefined ? ['--with-worker'] : [];
+    const withWorker = this.options.redis !== undefined ? ['--with-worker'] : [];
     const api = await startApi({ entry: this.entry, env, port, args: ['serve', '--migrate', ...withWorker], nodeFlags, logFile });
     this.children.add(api.child);
     return { baseUrl: api.baseUrl, adminToken: fx.adminToken, api: api.child };
@@ -343,14 +344,14 @@ class Run {
     };
     // The bench talks to admin routes on PORT.
     delete env.ADMIN_PORT;
-    delete env.REDIS_URL;
+    for (const name of REDIS_VARIABLES) delete env[name];
     delete env.REDIS_PREFIX;
     delete env.KAFKA_BROKERS;
     delete env.KAFKA_TOPIC;
     delete env.KAFKA_RECORD_SECRET;
     delete env.KAFKA_RECORD_SECRET_PREVIOUS;
-    if (options.redisUrl !== undefined) {
-      env.REDIS_URL = options.redisUrl;
+    if (options.redis !== undefined) {
+      Object.assign(env, options.redis.env);
       env.REDIS_PREFIX = this.redisPrefix;
       if (options.kafkaBrokers !== undefined) {
         env.KAFKA_BROKERS = options.kafkaBrokers;
@@ -550,13 +551,13 @@ class Run {
     if (!options.keep) {
       const scratch = this.scratch;
       await scratch?.drop().catch((err: unknown) => this.progress.say(`could not drop ${scratch?.name}: ${(err as Error).message}`));
-      if (this.selfManaged && options.kafkaBrokers !== undefined && options.redisUrl !== undefined) {
+      if (this.selfManaged && options.kafkaBrokers !== undefined && options.redis !== undefined) {
         const topic = this.kafkaTopic;
         await deleteKafkaTopics(options.kafkaBrokers, [topic, `${topic}.dead`]).catch((err: unknown) => this.progress.say(`could not delete Kafka topic ${topic}: ${(err as Error).message}`));
       }
       const prefix = this.redisPrefix;
-      if (prefix !== undefined && options.redisUrl !== undefined) {
-        await deleteRedisPrefix(options.redisUrl, prefix).catch((err: unknown) => this.progress.say(`could not delete Redis keys ${prefix}*: ${(err as Error).message}`));
+      if (prefix !== undefined && options.redis !== undefined) {
+        await deleteRedisPrefix(options.redis.target, prefix).catch((err: unknown) => this.progress.say(`could not delete Redis keys ${prefix}*: ${(err as Error).message}`));
       }
     }
     if (this.keepWorkDir) this.progress.say(`process logs kept in ${this.workDir}`);

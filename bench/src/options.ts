@@ -2,7 +2,7 @@
 // BenchOptions, with a clear message for every value that cannot work.
 import { MAX_TOTAL_QUANTITY } from '../../src/coupons/domain.js';
 import { isStrategyName, STRATEGY_NAMES, type StrategyName } from '../../src/coupons/strategies/index.js';
-import type { BenchEnvironment } from '../../src/config.js';
+import { ConfigError, REDIS_VARIABLES, redisSettings, type BenchEnvironment, type RedisTarget } from '../../src/config.js';
 import { DATABASE_URL_SCHEMES } from '../../src/db/types.js';
 import type { Generator } from './load.js';
 import type { ArrivalShape } from './open-loop.js';
@@ -45,6 +45,30 @@ export interface ArrivalOptions {
   readonly maxConnections: number;
 }
 
+/** Redis as the bench's environment names it (REDIS_URL, or REDIS_SENTINELS and the rest). */
+export interface BenchRedis {
+  readonly target: RedisTarget;
+  /** The REDIS_* variables that were set, handed on to the API processes as they are. */
+  readonly env: Readonly<Record<string, string>>;
+}
+
+/** The Redis variables, checked as the service checks them (one target, what it needs). */
+function benchRedis(env: Omit<BenchEnvironment, 'noColor'>): BenchRedis | undefined {
+  let settings: ReturnType<typeof redisSettings>;
+  try {
+    settings = redisSettings(env);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new BenchOptionsError(err.message);
+    throw err;
+  }
+  if (settings === undefined) return undefined;
+  const set = REDIS_VARIABLES.flatMap((name) => {
+    const value = nonEmpty(env[name]);
+    return value === undefined ? [] : [[name, value] as const];
+  });
+  return { target: settings.target, env: Object.fromEntries(set) };
+}
+
 export interface BenchOptions {
   readonly strategies: readonly StrategyName[];
   /** True when the user named the strategies: a skipped one is then worth a warning. */
@@ -67,7 +91,8 @@ export interface BenchOptions {
   readonly jwtSecret: string | undefined;
   /** Self-managed: the server a scratch database is created on. With --url: the target's database. */
   readonly databaseUrl: string;
-  readonly redisUrl: string | undefined;
+  /** Redis for the strategies that need it: where it is, and the variables that say so to the API processes. */
+  readonly redis: BenchRedis | undefined;
   /** KAFKA_BROKERS: redis-lua-kafka runs (on a topic of the run's own, deleted afterwards). */
   readonly kafkaBrokers: string | undefined;
   readonly out: string;
@@ -229,7 +254,7 @@ function targetOf(
 
 export function resolveBenchOptions(
   flags: BenchFlags,
-  env: Pick<BenchEnvironment, 'DATABASE_URL' | 'REDIS_URL' | 'KAFKA_BROKERS' | 'ADMIN_TOKEN' | 'JWT_SECRET'>,
+  env: Omit<BenchEnvironment, 'noColor'>,
   extra: { commandLine: string; color: boolean; interactive: boolean },
 ): BenchOptions {
   if (flags.arrivals !== undefined && (flags.requests !== undefined || flags.duration !== undefined)) {
@@ -284,7 +309,7 @@ export function resolveBenchOptions(
     adminToken,
     jwtSecret,
     databaseUrl: databaseUrl(rawDb),
-    redisUrl: nonEmpty(env.REDIS_URL),
+    redis: benchRedis(env),
     kafkaBrokers: nonEmpty(env.KAFKA_BROKERS),
     out: flags.out ?? DEFAULTS.out,
     publish: flags.publish === true ? PUBLISHED_DIR : undefined,

@@ -7,7 +7,8 @@ import net from 'node:net';
 import { dirname, extname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { Redis } from 'ioredis';
+import type { RedisTarget } from '../../src/config.js';
+import { connectRedis } from '../../src/redis/client.js';
 
 const READY_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 20_000;
@@ -284,9 +285,10 @@ export class ProcessProbe {
 }
 
 /** Deletes every key under a prefix the bench gave its API processes. */
-export async function deleteRedisPrefix(redisUrl: string, prefix: string): Promise<number> {
+export async function deleteRedisPrefix(target: RedisTarget | string, prefix: string): Promise<number> {
   if (prefix.length < 8) throw new Error(`refusing to delete a short Redis prefix "${prefix}"`);
-  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 2, commandTimeout: 10_000 });
+  const where: RedisTarget = typeof target === 'string' ? { kind: 'node', url: target } : target;
+  const redis = connectRedis(where, { lazyConnect: true, maxRetriesPerRequest: 2, commandTimeout: 10_000 });
   redis.on('error', () => {}); // the commands below report it
   let deleted = 0;
   try {

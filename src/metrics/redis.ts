@@ -12,7 +12,10 @@ import { within } from '../util/within.js';
 const SCRAPE_READ_TIMEOUT_MS = 1_000;
 
 
-/** Counts connection and command errors ioredis reports on the handle's command connection. */
+/**
+ * Counts connection and command errors ioredis reports on the handle's command connection, and
+ * what the admission channel counts: unconfirmed admissions (REDIS_WAIT_REPLICAS) and primary changes.
+ */
 export function countRedisErrors(registry: Registry, redis: RedisHandle): void {
   const errors = new Counter({
     name: 'couponrush_redis_errors_total',
@@ -21,6 +24,24 @@ export function countRedisErrors(registry: Registry, redis: RedisHandle): void {
   });
   errors.inc(0);
   redis.client.on('error', () => errors.inc());
+  new Counter({
+    name: 'couponrush_redis_wait_unconfirmed_total',
+    help: 'Admissions answered OUTCOME_UNKNOWN because fewer than REDIS_WAIT_REPLICAS replicas confirmed them within REDIS_WAIT_TIMEOUT_MS',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(redis.admissionStats().unconfirmed);
+    },
+  });
+  new Counter({
+    name: 'couponrush_redis_primary_changes_total',
+    help: 'Times this process found a new Redis primary (a failover, a restart) and settled the active campaigns before admitting there',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(redis.admissionStats().settles);
+    },
+  });
 }
 
 export interface StreamStats {

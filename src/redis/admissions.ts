@@ -9,21 +9,21 @@
 // unbatched. If the call fails, every attempt in it fails with the same error (the route answers
 // 503; nothing was admitted, or — on a lost reply — the request is as undetermined as a lone one).
 import type { CampaignKeys } from './keys.js';
-import type { AdmissionAttempt, AdmitEnqueueResult } from './scripts.js';
+import type { AdmissionAttempt } from './scripts.js';
 
-/** The batch script: admit-enqueue.lua (redis-lua-async*) or admit-produce.lua (redis-lua-kafka). */
-export type AdmitBatch = (keys: CampaignKeys, couponId: string, attempts: readonly AdmissionAttempt[]) => Promise<AdmitEnqueueResult[]>;
+/** The batch script: admit-enqueue.lua (redis-lua-async*) or admit-produce.lua (redis-lua-kafka); one result per attempt. */
+export type AdmitBatch<R> = (keys: CampaignKeys, couponId: string, attempts: readonly AdmissionAttempt[]) => Promise<R[]>;
 
 /** Attempts per script call: bounds how long Redis runs one script (it serves nobody else meanwhile). */
 export const MAX_BATCH = 256;
 
-interface Waiting extends AdmissionAttempt {
-  readonly resolve: (result: AdmitEnqueueResult) => void;
+interface Waiting<R> extends AdmissionAttempt {
+  readonly resolve: (result: R) => void;
   readonly reject: (err: unknown) => void;
 }
 
-class CampaignQueue {
-  readonly waiting: Waiting[] = [];
+class CampaignQueue<R> {
+  readonly waiting: Waiting<R>[] = [];
   inFlight = false;
   scheduled = false;
 
@@ -33,17 +33,17 @@ class CampaignQueue {
   ) {}
 }
 
-export class AdmissionBatcher {
-  private readonly queues = new Map<string, CampaignQueue>();
-  private readonly flushLater = (queue: CampaignQueue) => this.flush(queue);
+export class AdmissionBatcher<R> {
+  private readonly queues = new Map<string, CampaignQueue<R>>();
+  private readonly flushLater = (queue: CampaignQueue<R>) => this.flush(queue);
 
-  constructor(private readonly admitBatch: AdmitBatch) {}
+  constructor(private readonly admitBatch: AdmitBatch<R>) {}
 
   /** Decides one attempt: ACCEPTED (admitted and queued), MISSING or a refusal. */
-  admit(keys: CampaignKeys, couponId: string, userId: string, nowMs: number, requestId: string): Promise<AdmitEnqueueResult> {
+  admit(keys: CampaignKeys, couponId: string, userId: string, nowMs: number, requestId: string): Promise<R> {
     let queue = this.queues.get(couponId);
     if (queue === undefined) {
-      queue = new CampaignQueue(keys, couponId);
+      queue = new CampaignQueue<R>(keys, couponId);
       this.queues.set(couponId, queue);
     }
     const q = queue;
@@ -53,13 +53,13 @@ export class AdmissionBatcher {
     });
   }
 
-  private schedule(queue: CampaignQueue): void {
+  private schedule(queue: CampaignQueue<R>): void {
     if (queue.inFlight || queue.scheduled) return;
     queue.scheduled = true;
     setImmediate(this.flushLater, queue);
   }
 
-  private flush(queue: CampaignQueue): void {
+  private flush(queue: CampaignQueue<R>): void {
     queue.scheduled = false;
     const batch = queue.waiting.splice(0, MAX_BATCH);
     queue.inFlight = true;
@@ -75,7 +75,7 @@ export class AdmissionBatcher {
     );
   }
 
-  private settled(queue: CampaignQueue): void {
+  private settled(queue: CampaignQueue<R>): void {
     queue.inFlight = false;
     if (queue.waiting.length > 0) this.schedule(queue);
     else this.queues.delete(queue.couponId);

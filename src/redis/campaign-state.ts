@@ -91,17 +91,36 @@ export async function loadAdmittedUsers(redis: RedisHandle, issuedUsers: IssuedU
  */
 export async function restoreCampaign(redis: RedisHandle, issuedUsers: IssuedUsers, coupon: Campaign, queued: boolean, rebuilt = true): Promise<number | undefined> {
   if (queued) await registerStream(redis, coupon.id);
-  const keys = redis.keys.campaign(coupon.id);
-  const admitted = await loadAdmittedUsers(redis, issuedUsers, coupon.id);
-  const all = [...new Set([...admitted.issued, ...admitted.queued, ...admitted.dead])];
-  const loadKey = redis.keys.usersLoad(coupon.id, randomBytes(6).toString('hex'));
-  for (let i = 0; i < all.length; i += LOAD_CHUNK) {
-    await redis.client.multi().sadd(loadKey, ...all.slice(i, i + LOAD_CHUNK)).pexpire(loadKey, LOAD_KEY_TTL_MS).exec();
-  }
-  const created = await redis.scripts.restore(keys, loadKey, campaignWindow(coupon), rebuilt ? Date.now() : 0);
+  const loadKey = await loadSeatHolders(redis, issuedUsers, coupon.id);
+  const created = await redis.scripts.restore(redis.keys.campaign(coupon.id), loadKey, campaignWindow(coupon), rebuilt ? Date.now() : 0);
   // A rebuilt count may differ from what instances cached (a local sold-out flag): drop it.
   if (created !== undefined) await redis.invalidate(coupon.id);
   return created;
+}
+
+/** Everyone holding a seat (rows, queue, dead letters) in a temporary set of the campaign's slot; returns its key. */
+async function loadSeatHolders(redis: RedisHandle, issuedUsers: IssuedUsers, couponId: number): Promise<string> {
+  const admitted = await loadAdmittedUsers(redis, issuedUsers, couponId);
+  const all = [...new Set([...admitted.issued, ...admitted.queued, ...admitted.dead])];
+  const loadKey = redis.keys.usersLoad(couponId, randomBytes(6).toString('hex'));
+  for (let i = 0; i < all.length; i += LOAD_CHUNK) {
+    await redis.client.multi().sadd(loadKey, ...all.slice(i, i + LOAD_CHUNK)).pexpire(loadKey, LOAD_KEY_TTL_MS).exec();
+  }
+  return loadKey;
+}
+
+/**
+ * After a change of primary (admission-channel.ts): admits in Redis everyone holding a seat in
+ * the database or the queue that the state lacks (admissions acknowledged on the old primary and
+ * never replicated, whose entries a worker had already persisted). Returns how many were missing,
+ * or undefined when the campaign has no state (its next admission rebuilds it).
+ */
+export async function settleCampaign(redis: RedisHandle, issuedUsers: IssuedUsers, coupon: Campaign, queued: boolean): Promise<number | undefined> {
+  if (queued) await registerStream(redis, coupon.id);
+  const loadKey = await loadSeatHolders(redis, issuedUsers, coupon.id);
+  const added = await redis.scripts.settle(redis.keys.campaign(coupon.id), loadKey);
+  if (added !== undefined && added > 0) await redis.invalidate(coupon.id);
+  return added;
 }
 
 /** Admitted count and stock per campaign, from the state hashes; campaigns without state are left out. */
@@ -184,6 +203,12 @@ export class CampaignStates {
     } catch (err) {
       this.log.warn({ err, couponId: coupon.id }, 'redis: preparing the campaign state failed; the first request will build it');
     }
+  }
+
+  /** After a change of primary: put back the seats the new primary lacks (settleCampaign). */
+  async settle(coupon: Campaign): Promise<void> {
+    const added = await settleCampaign(this.redis, this.issuedUsers, coupon, this.queued);
+    if (added !== undefined && added > 0) this.log.warn({ couponId: coupon.id, added }, 'redis: the new primary lacked admissions the database or the queue holds; admitted them again');
   }
 
   /** The state is missing: rebuild it (or wait for this process's rebuild in flight). */

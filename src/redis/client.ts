@@ -1,8 +1,12 @@
 // The Redis handle of one process: the command connection (auto-pipelined, shared by the hot
-// path), the Lua wrapper bound to it, key names, and cache invalidation over pub/sub. Opened by
-// the runtime (or the CLI) and closed by whoever opened it.
+// path), the Lua wrapper bound to it, key names, cache invalidation over pub/sub, and the
+// admission channel (admission-channel.ts) on a connection of its own. Redis is one node
+// (REDIS_URL) or the primary Sentinel names (REDIS_SENTINELS), followed across failovers by
+// every connection. Opened by the runtime (or the CLI) and closed by whoever opened it.
 import { Redis, type RedisOptions } from 'ioredis';
+import type { RedisTarget } from './target.js';
 import type { Logger } from '../util/logger.js';
+import { AdmissionChannel, type AdmissionChannelOptions, type SettleCampaigns } from './admission-channel.js';
 import { RedisKeys } from './keys.js';
 import { within } from '../util/within.js';
 import { ADMIT_COMMANDS, Scripts } from './scripts.js';
@@ -21,13 +25,53 @@ export interface RedisHandle {
   onInvalidate(listener: InvalidationListener): void;
   /** Tells every instance to drop its local caches for this coupon. */
   invalidate(couponId: number): Promise<void>;
+  /** The connection queued admissions go out on (opened on first use: API processes only). */
+  admissions(): AdmissionChannel;
+  /** The admission channel's counts so far (zeros before it opened), for /metrics. */
+  admissionStats(): { unconfirmed: number; settles: number };
+  /** What the admission channel runs on a new primary before admitting there (the runtime wires the service's settle). */
+  onNewPrimary(settle: SettleCampaigns): void;
   close(): Promise<void>;
 }
 
-/** host:port of a redis:// URL, for a message (never its password). */
-function redisAddress(url: string): string {
-  const u = new URL(url);
+/** Where Redis is, for a message (never a password): host:port, or the sentinels and the master's name. */
+export function redisAddress(target: RedisTarget): string {
+  if (target.kind === 'sentinel') return `primary "${target.master}" of sentinels ${target.sentinels.map((s) => `${s.host}:${s.port}`).join(',')}`;
+  const u = new URL(target.url);
   return `${u.hostname}:${u.port === '' ? '6379' : u.port}`;
+}
+
+/** The connection settings of the target: a URL, or Sentinel's (ioredis asks the sentinels for the primary on every connect). */
+function targetOptions(target: RedisTarget): { url?: string; options: RedisOptions } {
+  if (target.kind === 'node') return { url: target.url, options: {} };
+  return {
+    options: {
+      sentinels: target.sentinels.map((s) => ({ host: s.host, port: s.port })),
+      name: target.master,
+      role: 'master',
+      ...(target.username === undefined ? {} : { username: target.username }),
+      ...(target.password === undefined ? {} : { password: target.password }),
+      ...(target.sentinelPassword === undefined ? {} : { sentinelPassword: target.sentinelPassword }),
+      // Hear +switch-master from the sentinels instead of waiting for the old primary's socket to fail.
+      failoverDetector: true,
+      sentinelRetryStrategy: (times) => Math.min(times * 100, 1_000),
+    },
+  };
+}
+
+/** A bare connection to the target (the bench's set-up and clean-up); the caller closes it. */
+export function connectRedis(target: RedisTarget, options: RedisOptions = {}): Redis {
+  const { url, options: targetOpts } = targetOptions(target);
+  const settings = { ...targetOpts, ...options };
+  return url === undefined ? new Redis(settings) : new Redis(url, settings);
+}
+
+/**
+ * A write refused by a server that is no longer (or never was) the primary: reconnect, which
+ * asks the sentinels again. The command is not resent (it failed, and says so).
+ */
+function reconnectOnReadOnly(err: Error): 1 | false {
+  return err.message.startsWith('READONLY') ? 1 : false;
 }
 
 const ERROR_LOG_INTERVAL_MS = 5_000;
@@ -45,7 +89,7 @@ function baseOptions(name: string, commandTimeoutMs: number | undefined): RedisO
   };
 }
 
-export interface OpenRedisOptions {
+export interface OpenRedisOptions extends Partial<AdmissionChannelOptions> {
   /**
    * Fail any command unanswered after this long. For the one-shot commands (a hung Redis must not
    * hang them); the long-running processes leave it off: a hung command resumes with Redis, and
@@ -58,7 +102,9 @@ export interface OpenRedisOptions {
  * Opens the connection and checks that Redis answers, so a bad REDIS_URL fails at start-up with
  * the connection's own error (ECONNREFUSED at host:port), not the client's retry advice.
  */
-export async function openRedis(url: string, prefix: string, log: Logger, options: OpenRedisOptions = {}): Promise<RedisHandle> {
+export async function openRedis(where: RedisTarget | string, prefix: string, log: Logger, options: OpenRedisOptions = {}): Promise<RedisHandle> {
+  const target: RedisTarget = typeof where === 'string' ? { kind: 'node', url: where } : where;
+  const { url, options: targetOpts } = targetOptions(target);
   let lastErrorLog = 0;
   // Until the first answer a failure is the start-up's to report, once, not a log line per retry.
   let opened = false;
@@ -75,7 +121,8 @@ export async function openRedis(url: string, prefix: string, log: Logger, option
     log.warn({ err }, 'redis connection error');
   };
   const connect = (name: string, extra: RedisOptions = {}) => {
-    const r = new Redis(url, { ...baseOptions(name, options.commandTimeoutMs), ...extra });
+    const settings: RedisOptions = { ...baseOptions(name, options.commandTimeoutMs), ...targetOpts, reconnectOnError: reconnectOnReadOnly, ...extra };
+    const r = url === undefined ? new Redis(settings) : new Redis(url, settings);
     r.on('error', onError);
     return r;
   };
@@ -90,13 +137,15 @@ export async function openRedis(url: string, prefix: string, log: Logger, option
   } catch (err) {
     client.disconnect();
     // The connection's error says why (refused, host not found); a timeout alone says it did not answer.
-    throw openError ?? new Error(`no answer from ${redisAddress(url)} within ${OPEN_TIMEOUT_MS} ms`, { cause: err });
+    throw openError ?? new Error(`no answer from ${redisAddress(target)} within ${OPEN_TIMEOUT_MS} ms`, { cause: err });
   }
   opened = true;
   const keys = new RedisKeys(prefix);
   const scripts = new Scripts(client);
   const listeners: InvalidationListener[] = [];
   let subscriber: Redis | undefined;
+  let admissions: AdmissionChannel | undefined;
+  let settle: SettleCampaigns | undefined;
 
   const subscribe = () => {
     const sub = connect('couponrush-sub');
@@ -127,8 +176,22 @@ export async function openRedis(url: string, prefix: string, log: Logger, option
     async invalidate(couponId) {
       await client.publish(keys.invalidations, String(couponId));
     },
+    admissions() {
+      // Not auto-pipelined: an admission is written the moment the channel decides to send it.
+      admissions ??= new AdmissionChannel(connect('couponrush-admit'), keys, log, {
+        waitReplicas: options.waitReplicas ?? 0,
+        waitTimeoutMs: options.waitTimeoutMs ?? 1_000,
+      });
+      if (settle !== undefined) admissions.onNewPrimary(settle);
+      return admissions;
+    },
+    admissionStats: () => ({ unconfirmed: admissions?.unconfirmed ?? 0, settles: admissions?.settles ?? 0 }),
+    onNewPrimary(s) {
+      settle = s;
+      admissions?.onNewPrimary(s);
+    },
     async close() {
-      await Promise.all([client, subscriber].map(async (c) => {
+      await Promise.all([client, subscriber, admissions?.connection].map(async (c) => {
         if (c === undefined) return;
         try {
           await c.quit();

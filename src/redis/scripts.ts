@@ -32,6 +32,7 @@ const SCRIPTS = {
   crReplay: ['replay.lua', 3],
   crDiscard: ['discard.lua', 5],
   crReleaseHeld: ['release-held.lua', 3],
+  crSettle: ['settle.lua', 3],
 } as const;
 
 type ScriptName = keyof typeof SCRIPTS;
@@ -217,6 +218,15 @@ export class Scripts {
       await this.fns.crRestore(keys.state, keys.users, loadKey, w.totalQuantity, w.startsAtMs, w.endsAtMs, w.expireAtMs, rebuiltAtMs),
       'restore',
     );
+    return n === -1 ? undefined : n;
+  }
+
+  /**
+   * settle.lua: admit the users loaded into `loadKey` that the state lacks (after a change of
+   * primary). Returns how many were missing, or undefined when the state does not exist.
+   */
+  async settle(keys: CampaignKeys, loadKey: string): Promise<number | undefined> {
+    const n = integer(await this.fns.crSettle(keys.state, keys.users, loadKey), 'settle');
     return n === -1 ? undefined : n;
   }
 

@@ -35,10 +35,11 @@ export function isDependencyUnavailable(err: unknown): boolean {
   }
   // pg: pool/connect timeouts and dropped connections; mysql2: a command on a closed connection;
   // ioredis: a closed connection, a command timeout, retries exhausted, or the offline queue
-  // disabled while disconnected.
+  // disabled while disconnected; Redis: a primary without the replicas min-replicas-to-write asks
+  // for (NOREPLICAS: the write was refused, nothing done), a replica where the primary was (READONLY).
   return (
     typeof message === 'string' &&
-    /timeout exceeded when trying to connect|Connection terminated|connection is closed|connection is in closed state|Command timed out|max retries per request|Stream isn't writeable/i.test(
+    /timeout exceeded when trying to connect|Connection terminated|connection is closed|connection is in closed state|Command timed out|max retries per request|Stream isn't writeable|^NOREPLICAS |^READONLY /i.test(
       message,
     )
   );

@@ -5,15 +5,19 @@
 // a missing campaign state is rebuilt from the database (and the queue) and the attempt retried once.
 // A call that fails may have run in Redis with its answer lost (a crash, a reset connection):
 // the attempt then asks Redis whether the user is admitted before it answers (askUntil), and says
-// OUTCOME_UNKNOWN when Redis cannot tell in time.
+// OUTCOME_UNKNOWN when Redis cannot tell in time. Admissions go out on the admission channel
+// (redis/admission-channel.ts): checked primary, and with REDIS_WAIT_REPLICAS a 202 only once the
+// replicas have it (OUTCOME_UNKNOWN when they do not confirm in time).
 import type { Logger } from '../../util/logger.js';
 import type { Db } from '../../db/index.js';
 import { ACCEPTED, ALREADY_ISSUED, OUTCOME_UNKNOWN, SOLD_OUT, unavailable, type Coupon, type IssueOutcome } from '../domain.js';
 import { findIssue, loadIssuedUsers } from '../repository.js';
 import type { RedisHandle } from '../../redis/client.js';
 import { admittedCounts, CampaignStates, checkAdmission } from '../../redis/campaign-state.js';
+import type { AdmissionChannel, ChannelAdmission } from '../../redis/admission-channel.js';
 import { AdmissionBatcher } from '../../redis/admissions.js';
-import { MISSING, NotSentError, type AdmitEnqueueResult } from '../../redis/scripts.js';
+import { MISSING, NotSentError } from '../../redis/scripts.js';
+import { isReplyError } from '../../redis/streams.js';
 import { askUntil } from '../../util/ask-until.js';
 import { admissionStatus, CampaignRefs, redisOf, type CampaignRef } from './redis-shared.js';
 import type { IssueStrategy, StrategyModule } from './types.js';
@@ -23,7 +27,8 @@ const NOT_REBUILT = unavailable('campaign state is missing in Redis and could no
 export class RedisLuaAsync implements IssueStrategy {
   protected readonly refs: CampaignRefs;
   private readonly states: CampaignStates;
-  private readonly admissions: AdmissionBatcher;
+  private readonly channel: AdmissionChannel;
+  private readonly admissions: AdmissionBatcher<ChannelAdmission>;
 
   constructor(
     protected readonly redis: RedisHandle,
@@ -32,11 +37,17 @@ export class RedisLuaAsync implements IssueStrategy {
   ) {
     this.refs = new CampaignRefs(redis);
     this.states = new CampaignStates(redis, (id) => loadIssuedUsers(db, id), log, true);
-    this.admissions = new AdmissionBatcher((keys, couponId, attempts) => redis.scripts.admitEnqueue(keys, couponId, attempts));
+    const channel = redis.admissions();
+    this.channel = channel;
+    this.admissions = new AdmissionBatcher((keys, couponId, attempts) => channel.admitEnqueue(keys, couponId, attempts));
   }
 
   prepare(coupon: Coupon): Promise<void> {
     return this.states.prepare(coupon);
+  }
+
+  settle(coupon: Coupon): Promise<void> {
+    return this.states.settle(coupon);
   }
 
   async issue(coupon: Coupon, userId: string, now: Date, requestId?: string): Promise<IssueOutcome> {
@@ -56,13 +67,15 @@ export class RedisLuaAsync implements IssueStrategy {
    * One admission; when the call fails, what Redis (and the database) then say of the user.
    * Throws only when nothing was admitted.
    */
-  private async admit(ref: CampaignRef, userId: string, nowMs: number, requestId: string): Promise<AdmitEnqueueResult | typeof OUTCOME_UNKNOWN> {
+  private async admit(ref: CampaignRef, userId: string, nowMs: number, requestId: string): Promise<ChannelAdmission> {
     try {
       return await this.admissions.admit(ref.keys, ref.id, userId, nowMs, requestId);
     } catch (err) {
-      if (err instanceof NotSentError) throw err; // it never reached Redis: nothing was admitted
+      // Never reached Redis, or refused by a primary short of replicas: nothing was admitted.
+      if (err instanceof NotSentError || isReplyError(err, 'NOREPLICAS')) throw err;
       const check = await askUntil(() => checkAdmission(this.redis, ref.keys, userId, nowMs));
-      if (check === 'admitted') return ACCEPTED;
+      // Admitted, but no WAIT confirmed it: it may not survive a failover.
+      if (check === 'admitted') return this.channel.confirmsAdmissions ? OUTCOME_UNKNOWN : ACCEPTED;
       // A row settles it whatever Redis lost; without one, only an intact state says "not admitted".
       const row = await findIssue(this.db, Number(ref.id), userId).catch(() => undefined);
       if (row !== undefined) return ALREADY_ISSUED;

@@ -22,6 +22,7 @@ import { AdmissionBatcher } from '../../redis/admissions.js';
 import { admittedCounts, CampaignStates, checkAdmission } from '../../redis/campaign-state.js';
 import type { RedisHandle } from '../../redis/client.js';
 import { MISSING, NotSentError, type AdmitEnqueueResult } from '../../redis/scripts.js';
+import { isReplyError } from '../../redis/streams.js';
 import { askUntil } from '../../util/ask-until.js';
 import { ACCEPTED, ALREADY_ISSUED, OUTCOME_UNKNOWN, unavailable, type Coupon, type IssueOutcome } from '../domain.js';
 import { findIssue, loadIssuedUsers } from '../repository.js';
@@ -47,7 +48,7 @@ export class RedisLuaKafka implements IssueStrategy {
   private readonly states: CampaignStates;
   /** At creation nobody is admitted: no need to read the topic. */
   private readonly creation: CampaignStates;
-  private readonly admissions: AdmissionBatcher;
+  private readonly admissions: AdmissionBatcher<AdmitEnqueueResult>;
   /** Acknowledged admissions whose producing mark is still to drop, per campaign (one ZREM each per turn). */
   private readonly acked = new Map<number, string[]>();
   private ackFlush: Promise<void> | undefined;
@@ -62,11 +63,17 @@ export class RedisLuaKafka implements IssueStrategy {
     const settleMs = kafka.settings.produceTimeoutMs + 1_000;
     this.states = new CampaignStates(redis, (id) => kafkaAdmittedUsers(db, kafka, id, settleMs), log, false);
     this.creation = new CampaignStates(redis, () => Promise.resolve([]), log, false);
-    this.admissions = new AdmissionBatcher((keys, _couponId, attempts) => redis.scripts.admitProduce(keys, attempts));
+    const channel = redis.admissions();
+    this.admissions = new AdmissionBatcher((keys, _couponId, attempts) => channel.admitProduce(keys, attempts));
   }
 
   prepare(coupon: Coupon): Promise<void> {
     return this.creation.prepare(coupon);
+  }
+
+  /** After a change of primary: the topic's records count, as in a rebuild (read once every produce begun has settled). */
+  settle(coupon: Coupon): Promise<void> {
+    return this.states.settle(coupon);
   }
 
   async issue(coupon: Coupon, userId: string, now: Date, requestId?: string): Promise<IssueOutcome> {
@@ -103,7 +110,7 @@ export class RedisLuaKafka implements IssueStrategy {
     try {
       return await this.admissions.admit(ref.keys, ref.id, userId, nowMs, '');
     } catch (err) {
-      if (err instanceof NotSentError) throw err;
+      if (err instanceof NotSentError || isReplyError(err, 'NOREPLICAS')) throw err;
       const check = await askUntil(() => checkAdmission(this.redis, ref.keys, userId, nowMs));
       const row = await findIssue(this.db, Number(ref.id), userId).catch(() => undefined);
       if (row !== undefined) return ALREADY_ISSUED;

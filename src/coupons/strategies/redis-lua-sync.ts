@@ -40,6 +40,7 @@ export const redisLuaSync: StrategyModule = {
 
     return {
       prepare: (coupon) => states.prepare(coupon),
+      settle: (coupon) => states.settle(coupon),
       admitted: (couponIds) => admittedCounts(redis, couponIds),
 
       async issue(coupon, userId, now) {

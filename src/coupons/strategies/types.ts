@@ -9,7 +9,7 @@ import type { Coupon, IssueOutcome } from '../domain.js';
 export interface StrategyContext {
   readonly db: Db;
   readonly log: Logger;
-  /** Present when REDIS_URL is set; strategies that `require` redis get it. */
+  /** Present when Redis is configured (REDIS_URL or REDIS_SENTINELS); strategies that `require` redis get it. */
   readonly redis?: RedisHandle | undefined;
   /** Present when KAFKA_BROKERS is set; strategies that `require` kafka get it. */
   readonly kafka?: KafkaHandle | undefined;
@@ -24,6 +24,12 @@ export interface IssueStrategy {
   issue(coupon: Coupon, userId: string, now: Date, requestId?: string): Promise<IssueOutcome>;
   /** Set up per-campaign state right after the campaign is created (e.g. Redis keys). */
   prepare?(coupon: Coupon): Promise<void>;
+  /**
+   * After a change of Redis primary (a failover): admit again in Redis everyone who holds a seat
+   * in the database or the queue and the new primary lacks, before anything more is admitted
+   * (strategies whose admission is in Redis).
+   */
+  settle?(coupon: Coupon): Promise<void>;
   /**
    * True when this instance already knows the campaign has no stock left AND answers SOLD_OUT to
    * every caller from then on, holder or not (redis-lua-async-cached's local flag). The issue
@@ -49,7 +55,7 @@ export interface IssueStrategy {
 }
 
 /** The services a strategy may need beyond the database, and the variable that configures each. */
-export const SERVICES = { redis: 'REDIS_URL', kafka: 'KAFKA_BROKERS' } as const;
+export const SERVICES = { redis: 'REDIS_URL or REDIS_SENTINELS', kafka: 'KAFKA_BROKERS' } as const;
 export type Service = keyof typeof SERVICES;
 
 export interface StrategyModule {
