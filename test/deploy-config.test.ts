@@ -68,7 +68,7 @@ describe('deploy/docker-compose.yml', () => {
   });
 
   it('starts the CLI so that SIGTERM reaches it: the image\'s exec-form node entry point, no shell, npx or npm, a grace period longer than a request', () => {
-    const withOverrides = ['docker-compose.yml', 'docker-compose.mysql.yml', 'docker-compose.kafka.yml'].map(
+    const withOverrides = ['docker-compose.yml', 'docker-compose.mysql.yml', 'docker-compose.kafka.yml', 'docker-compose.sentinel.yml'].map(
       (f) => parse(read(`deploy/${f}`), { merge: true }) as { services: Record<string, ComposeService & { entrypoint?: unknown }> },
     );
     for (const file of withOverrides) {
@@ -416,5 +416,123 @@ describe('deploy/docker-compose.kafka.yml (the Kafka variant)', () => {
       assert.equal(merged.services[s]?.environment?.KAFKA_BROKERS, 'kafka1:9092,kafka2:9092,kafka3:9092', s);
       assert.match(String(merged.services[s]?.environment?.DATABASE_URL), /^postgres:\/\//, `${s} keeps the base file's database`);
     }
+  });
+});
+
+describe('deploy/docker-compose.sentinel.yml (the Sentinel variant)', () => {
+  type SentinelService = ComposeService & { depends_on?: Record<string, { condition?: string }>; healthcheck?: { test?: string[] } };
+  const override = parse(read('deploy/docker-compose.sentinel.yml'), { merge: true }) as { services: Record<string, SentinelService>; volumes?: Record<string, unknown> };
+  const sentinels = ['redis-sentinel-1', 'redis-sentinel-2', 'redis-sentinel-3'];
+  const dataNodes = ['redis', 'redis-replica'];
+  /** Every service the base file gives REDIS_URL (through its x-couponrush environment). */
+  const redisUsers = Object.keys(services).filter((s) => services[s]?.environment?.REDIS_URL !== undefined);
+  const mergedEnv = (service: string) => ({
+    ...envOf(service),
+    ...Object.fromEntries(Object.entries(override.services[service]?.environment ?? {}).map(([k, v]) => [k, substitute(String(v))])),
+  });
+  /** The shell script a service starts with (`sh -ec <script>`). */
+  const script = (service: string) => {
+    const command = override.services[service]?.command ?? [];
+    assert.deepEqual(command.slice(0, 2), ['sh', '-ec'], `${service} starts through a shell script`);
+    return command[2] ?? '';
+  };
+  /** What a sentinel's start script writes into its sentinel.conf. */
+  const sentinelConf = (service: string) => {
+    const monitor = /'sentinel monitor (\S+) (\S+) (\d+) (\d+)'/.exec(script(service));
+    assert.ok(monitor !== null, `${service}: a sentinel monitor line`);
+    const port = /'port (\d+)'/.exec(script(service))?.[1];
+    return { master: monitor[1], host: monitor[2], hostPort: monitor[3], quorum: Number(monitor[4]), port };
+  };
+
+  it('switches every service that had REDIS_URL to the sentinels, with REDIS_URL blank, which the app reads as unset', () => {
+    for (const s of ['api1', 'api2', 'worker']) assert.ok(redisUsers.includes(s), `${s} has REDIS_URL in the base file`);
+    const master = sentinelConf('redis-sentinel-1').master;
+    for (const s of redisUsers) {
+      const env = mergedEnv(s);
+      assert.equal(env.REDIS_URL, '', `${s}: REDIS_URL blanked, so the base file's does not survive the merge`);
+      assert.equal(env.REDIS_SENTINELS, 'redis-sentinel-1:26379,redis-sentinel-2:26379,redis-sentinel-3:26379', `${s}: REDIS_SENTINELS`);
+      assert.equal(env.REDIS_SENTINEL_MASTER, master, `${s}: the master name the sentinels monitor`);
+      assert.equal(env.REDIS_WAIT_REPLICAS, '1', `${s}: a 202 waits for the replica`);
+      const set = ['REDIS_URL', 'REDIS_SENTINELS', 'REDIS_CLUSTER_NODES'].filter((v) => (env[v] ?? '').trim() !== '');
+      assert.deepEqual(set, ['REDIS_SENTINELS'], `${s}: exactly one way to reach Redis`);
+      assert.equal(loadConfig(env).redisUrl, undefined, `${s}: the app reads the blank REDIS_URL as unset`);
+      assert.equal(loadConfig(env).databaseUrl, loadConfig(envOf(s)).databaseUrl, `${s} keeps the base file's database`);
+    }
+  });
+
+  it('runs three sentinels that monitor, with a quorum of 2, the primary and master name the services use, under the names and port the services dial', () => {
+    const confs = sentinels.map((s) => ({ s, ...sentinelConf(s) }));
+    for (const { s, master, host, hostPort, quorum, port } of confs) {
+      const service = override.services[s];
+      assert.equal(service?.image, 'redis:7-alpine', s);
+      assert.match(script(s), /exec docker-entrypoint\.sh redis-server \/data\/sentinel\.conf --sentinel\n?$/, `${s} runs Sentinel on the conf it wrote`);
+      // Sentinel rewrites its conf (the primary after a failover): written on the first start only, in a volume.
+      assert.match(script(s), /^\[ -f \/data\/sentinel\.conf \] \|\| printf /, `${s} keeps a rewritten conf`);
+      assert.ok(service?.volumes?.includes(`${s}-data:/data`), `${s} keeps its conf in a volume`);
+      assert.equal(master, mergedEnv('api1').REDIS_SENTINEL_MASTER, `${s} monitors the master the services ask for`);
+      assert.equal(`${host}:${hostPort}`, 'redis:6379', `${s} starts from the base file's redis service`);
+      assert.equal(quorum, 2, `${s}: quorum`);
+      assert.ok(2 * quorum > sentinels.length && quorum < sentinels.length, `${s}: a majority agrees on a failover, and one sentinel may be lost`);
+      assert.match(script(s), new RegExp(`'sentinel down-after-milliseconds ${master} \\d+'`), `${s}: down-after-milliseconds for ${master}`);
+      assert.match(script(s), /'sentinel resolve-hostnames yes'/, s);
+      assert.match(script(s), /'sentinel announce-hostnames yes'/, s);
+      assert.match(script(s), /"sentinel announce-ip \$\$SENTINEL_HOSTNAME"/, `${s} announces its own name`);
+      assert.equal(service?.environment?.SENTINEL_HOSTNAME, s, `${s}: SENTINEL_HOSTNAME`);
+      assert.deepEqual(service?.healthcheck?.test, ['CMD', 'redis-cli', '-p', port, 'ping'], `${s}: healthcheck on its port`);
+    }
+    assert.ok(services.redis !== undefined, 'the monitored primary is the base file\'s redis');
+    const dialled = (mergedEnv('api1').REDIS_SENTINELS ?? '').split(',');
+    assert.deepEqual(dialled, confs.map(({ s, port }) => `${s}:${port}`), 'the services dial each sentinel by its service name and port');
+  });
+
+  it('keeps AOF always on both data nodes, which refuse writes without a replica in sync; the replica follows the primary', () => {
+    for (const s of dataNodes) {
+      const run = script(s);
+      assert.match(run, /redis-server \/data\/redis\.conf /, `${s} runs on a conf CONFIG REWRITE can persist its role in`);
+      assert.match(run, /^\[ -f \/data\/redis\.conf \] \|\| /, `${s}: the conf is written on the first start only`);
+      assert.match(run, /--appendonly yes /, `${s}: AOF`);
+      assert.match(run, /--appendfsync always /, `${s}: fsync before the replies`);
+      assert.match(run, /--min-replicas-to-write 1 /, `${s}: min-replicas-to-write`);
+      assert.match(run, /--min-replicas-max-lag 10\b/, `${s}: min-replicas-max-lag`);
+      assert.match(run, new RegExp(`--replica-announce-ip ${s} `), `${s} is known to the primary and the sentinels by its service name`);
+      assert.doesNotMatch(run, /--replicaof/, `${s}: a role on the command line would come back after a failover`);
+      assert.deepEqual((override.services[s]?.healthcheck ?? (services[s] as SentinelService | undefined)?.healthcheck)?.test, ['CMD', 'redis-cli', 'ping'], `${s}: healthcheck`);
+    }
+    const { host, hostPort } = sentinelConf('redis-sentinel-1');
+    assert.match(script('redis-replica'), new RegExp(`echo 'replicaof ${host} ${hostPort}' > /data/redis.conf`), 'the replica follows the primary the sentinels monitor');
+    assert.doesNotMatch(script('redis'), /replicaof/, 'redis starts as the primary');
+    assert.equal(override.services.redis?.volumes, undefined, 'the primary keeps the base file\'s volume');
+    assert.ok(services.redis?.volumes?.includes('redis-data:/data'));
+    assert.deepEqual(override.services['redis-replica']?.volumes, ['redis-replica-data:/data'], 'the replica has a volume of its own');
+    assert.equal(override.services['redis-replica']?.image, services.redis?.image, 'the replica runs the primary\'s image');
+  });
+
+  it('starts the APIs and the worker after the replica and the sentinels are healthy, and adds no service but those', () => {
+    for (const s of ['api1', 'api2', 'worker']) {
+      for (const d of ['redis-replica', ...sentinels]) assert.equal(override.services[s]?.depends_on?.[d]?.condition, 'service_healthy', `${s} waits for ${d}`);
+    }
+    for (const s of sentinels) assert.equal(override.services[s]?.depends_on?.redis?.condition, 'service_healthy', `${s} starts after the primary`);
+    const unknown = Object.keys(override.services).filter((s) => services[s] === undefined && !['redis-replica', ...sentinels].includes(s));
+    assert.deepEqual(unknown, [], 'besides the replica and the sentinels, the override changes services that are there');
+    for (const v of ['redis-replica-data', ...sentinels.map((s) => `${s}-data`)]) assert.ok(override.volumes !== undefined && v in override.volumes, `volume ${v}`);
+  });
+
+  it('is accepted by docker-compose merged with the base file, and no REDIS_URL survives the merge', (t) => {
+    const res = composeConfig(t, ['docker-compose.yml', 'docker-compose.sentinel.yml'], false);
+    if (res === undefined) return;
+    assert.equal(res.status, 0, res.stderr);
+    const merged = parse(res.stdout) as { services: Record<string, SentinelService> };
+    for (const s of redisUsers) {
+      const env = merged.services[s]?.environment ?? {};
+      assert.equal(env.REDIS_URL, '', `${s}: REDIS_URL blank after the merge`);
+      assert.equal(env.REDIS_SENTINELS, 'redis-sentinel-1:26379,redis-sentinel-2:26379,redis-sentinel-3:26379', `${s}: REDIS_SENTINELS after the merge`);
+      assert.equal(env.REDIS_SENTINEL_MASTER, 'couponrush', `${s}: REDIS_SENTINEL_MASTER after the merge`);
+      assert.match(String(env.DATABASE_URL), /^postgres:\/\//, `${s} keeps the base file's database`);
+    }
+    for (const s of ['api1', 'api2', 'worker']) {
+      const deps = merged.services[s]?.depends_on ?? {};
+      for (const d of ['migrate', 'redis', 'redis-replica', ...sentinels]) assert.ok(d in deps, `${s} depends on ${d} after the merge`);
+    }
+    for (const s of dataNodes) assert.match((merged.services[s]?.command ?? []).join(' '), /--appendfsync always .*--min-replicas-to-write 1/s, `${s} after the merge`);
   });
 });
