@@ -158,3 +158,49 @@ describe('couponrush reconcile', () => {
     }
   });
 });
+
+describe('a new Redis primary (a failover) that lacks acknowledged admissions', () => {
+  it('redis-lua-async-cached: the admission channel sees the run id change, settles the campaign from the rows, and never hands its stock out twice', async (t) => {
+    if (!(await servers(t))) return;
+    const server = await startRedisTestServer();
+    try {
+      await server.startWorker('w1');
+      const { id } = await server.createCoupon({ totalQuantity: 100, strategy: 'redis-lua-async-cached' });
+      assert.equal(withStatus(await issueAll(server, id, usersRange(0, 60)), 202).length, 60);
+      await waitForDrain(server, id, 60);
+
+      // What a promoted replica looks like when the old primary acknowledged 10 admissions it never
+      // passed on (and a worker persisted them from the old one): the users and the count without
+      // them, and the run id recorded under the prefix is another server's.
+      const { keys, client } = server.redis;
+      const lostOnFailover = usersRange(50, 60);
+      const campaign = keys.campaign(id);
+      await client.srem(campaign.users, ...lostOnFailover);
+      await client.hincrby(campaign.state, 'issued', -lostOnFailover.length);
+      await client.set(keys.primary, 'f'.repeat(40));
+      // The admission channel's socket goes away, as it does when the primary dies.
+      server.redis.admissions().connection.disconnect(true);
+
+      // Unsettled, Redis would admit 50 of these (the rows say 40 are left) and the 10 would get a second seat.
+      const after = await issueAll(server, id, [...lostOnFailover, ...usersRange(100, 150)]);
+      assert.deepEqual(lostOnFailover.filter((u) => after.get(u) !== 409), [], 'the users the new primary lacked hold their seat again (409)');
+      assert.equal(withStatus(after, 202).length, 40, 'only the stock the rows left is admitted');
+      assert.equal(withStatus(after, 410).length, 10);
+      await waitForDrain(server, id, 100);
+      const rows = await issuedRows(server.db, id);
+      assert.equal(rows.rows, 100);
+      assert.equal(rows.counter, 100);
+      const metrics = (await request(server.url, 'GET', '/metrics')).text;
+      assert.equal(sample(metrics, 'couponrush_redis_primary_changes_total'), 1, 'one change of primary seen and settled');
+      assert.notEqual(await client.get(keys.primary), 'f'.repeat(40), 'the new run id is recorded');
+
+      // A reconnect to the same primary settles nothing.
+      const other = await server.createCoupon({ totalQuantity: 5, strategy: 'redis-lua-async-cached' });
+      server.redis.admissions().connection.disconnect(true);
+      assert.equal((await request(server.url, 'POST', `/coupons/${other.id}/issues`, { headers: { authorization: `Bearer ${server.tokenFor('late')}` } })).status, 202);
+      assert.equal(sample((await request(server.url, 'GET', '/metrics')).text, 'couponrush_redis_primary_changes_total'), 1);
+    } finally {
+      await server.close();
+    }
+  });
+});
