@@ -1,12 +1,13 @@
-// Fault injection: private PostgreSQL, MariaDB and Redis servers (and a Redis Sentinel group) started
+// Fault injection: private PostgreSQL, MariaDB and Redis servers (and a Redis Sentinel group, and a Redis Cluster) started
 // from this machine's binaries on free ports in temp directories (never the shared servers, which CI
 // and other tests use), the API as a real `couponrush serve` child process, and a stampede that records every answer, lets a
 // fault happen in its middle, and audits the answers against the database once it has healed.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Redis, type RedisOptions } from 'ioredis';
+import net from 'node:net';
+import { dirname, join } from 'node:path';
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { openServerDb } from '../src/db/index.js';
@@ -378,6 +379,19 @@ function infoReplication(port: number): Promise<Map<string, string>> {
   });
 }
 
+/** A master's INFO replication: each replica's port → state (online once it has synced). */
+async function replicaStatesOf(primaryPort: number): Promise<Map<number, string>> {
+  const info = await infoReplication(primaryPort);
+  const states = new Map<number, string>();
+  for (const [k, v] of info) {
+    if (!/^slave\d+$/.test(k)) continue;
+    const fields = new Map(v.split(',').map((kv) => kv.split('=') as [string, string]));
+    states.set(Number(fields.get('port')), fields.get('state') ?? '');
+  }
+  if (Number(info.get('connected_slaves')) !== states.size) throw new Error('INFO replication disagrees with itself');
+  return states;
+}
+
 /**
  * A Redis Sentinel deployment of our own on free ports in one temp directory: a primary, replicas
  * and sentinels, every process named by its port. Kill -9 the primary and watch the sentinels
@@ -591,22 +605,9 @@ export class PrivateSentinelGroup {
       const role = await nodeRole(port);
       if (primary === port) return role.role === 'master';
       if (!('masterPort' in role) || role.masterPort !== primary || role.state !== 'connected') return false;
-      return (await this.replicaStates(primary)).get(port) === 'online';
+      return (await replicaStatesOf(primary)).get(port) === 'online';
     }, timeoutMs, 50);
     return performance.now() - started;
-  }
-
-  /** The primary's INFO replication: each replica's port → state (online once it has synced). */
-  private async replicaStates(primaryPort: number): Promise<Map<number, string>> {
-    const info = await infoReplication(primaryPort);
-    const states = new Map<number, string>();
-    for (const [k, v] of info) {
-      if (!/^slave\d+$/.test(k)) continue;
-      const fields = new Map(v.split(',').map((kv) => kv.split('=') as [string, string]));
-      states.set(Number(fields.get('port')), fields.get('state') ?? '');
-    }
-    if (Number(info.get('connected_slaves')) !== states.size) throw new Error('INFO replication disagrees with itself');
-    return states;
   }
 
   /**
@@ -618,7 +619,7 @@ export class PrivateSentinelGroup {
     await waitFor(`${replicas ?? 'every'} replica(s) linked to the primary`, async () => {
       const primary = this.sentinelNodes.size > 0 ? (await this.primary()).port : this.dataPorts[0]!;
       const expected = replicas ?? this.liveDataPorts.length - 1;
-      const states = await this.replicaStates(primary);
+      const states = await replicaStatesOf(primary);
       if (states.size !== expected || [...states.values()].some((s) => s !== 'online')) return false;
       for (const port of states.keys()) if ((await infoReplication(port)).get('master_link_status') !== 'up') return false;
       return true;
@@ -637,6 +638,449 @@ export class PrivateSentinelGroup {
     for (const c of this.clients) c.disconnect();
     // Sentinels first: else they would fail over the primary as it goes.
     for (const node of [...this.sentinelNodes.values(), ...this.dataNodes.values()]) {
+      const proc = node.proc;
+      node.proc = undefined;
+      await kill9(proc);
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis Cluster: masters owning the 16384 slots, a replica (or more) each, failing over by themselves
+
+export interface PrivateClusterOptions {
+  /** Masters sharing the slots (default 3: a failover needs a majority of masters to agree). */
+  masters?: number;
+  /** Replicas of each master (default 1). */
+  replicasPerMaster?: number;
+  /** cluster-node-timeout: how long a silent node takes to be suspected (default 1000). */
+  nodeTimeoutMs?: number;
+  /** min-replicas-to-write on every node, since a replica may be a master after a failover (default 0: off). */
+  minReplicasToWrite?: number;
+  /** min-replicas-max-lag in seconds (default 1), with minReplicasToWrite. */
+  minReplicasMaxLagS?: number;
+}
+
+/** A range of slots: the port of the master that owns it, and of that master's replicas (except those flagged `fail`). */
+export interface SlotRange {
+  readonly start: number;
+  readonly end: number;
+  readonly master: number;
+  readonly replicas: readonly number[];
+}
+
+/** One line of CLUSTER NODES. */
+export interface ClusterNodeLine {
+  readonly id: string;
+  readonly port: number;
+  /** myself, master, slave, fail?, fail, handshake, noaddr, nofailover. */
+  readonly flags: readonly string[];
+  /** The master's id for a replica; undefined for a master. */
+  readonly masterId: string | undefined;
+  readonly linkState: string;
+  /** Slots and ranges as written ("0-5460"); migrating/importing ones ("[…]") are left out. */
+  readonly slots: readonly string[];
+}
+
+/** CRC16 (XMODEM: polynomial 0x1021, initial 0) of bytes, as Redis Cluster's key hash uses it. */
+function crc16(bytes: Uint8Array): number {
+  let crc = 0;
+  for (const byte of bytes) {
+    crc ^= byte << 8;
+    for (let i = 0; i < 8; i++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+  }
+  return crc;
+}
+
+/**
+ * The slot of a key, per the Redis Cluster spec: CRC16 of the key mod 16384, or of its hash tag —
+ * the bytes between the first `{` and the first `}` after it, when there are any.
+ */
+export function clusterKeySlot(key: string | Uint8Array): number {
+  const bytes = typeof key === 'string' ? Buffer.from(key, 'utf8') : key;
+  const open = bytes.indexOf(0x7b);
+  if (open !== -1) {
+    const close = bytes.indexOf(0x7d, open + 1);
+    if (close > open + 1) return crc16(bytes.subarray(open + 1, close)) % 16384;
+  }
+  return crc16(bytes) % 16384;
+}
+
+/** `CLUSTER INFO` as field → value. */
+function clusterInfo(port: number): Promise<Map<string, string>> {
+  return askNode(port, async (r) => {
+    const text = (await r.call('CLUSTER', 'INFO')) as string;
+    return new Map(text.split('\r\n').filter((l) => l.includes(':')).map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1)]));
+  });
+}
+
+/** `CLUSTER NODES` as a node sees the cluster. */
+export function clusterNodes(port: number): Promise<ClusterNodeLine[]> {
+  return askNode(port, async (r) => {
+    const text = (await r.call('CLUSTER', 'NODES')) as string;
+    return text
+      .split('\n')
+      .filter((l) => l.trim() !== '')
+      .map((line) => {
+        const [id, address, flags, master, , , , linkState, ...slots] = line.split(' ');
+        return {
+          id: id!,
+          port: Number(address!.split('@')[0]!.split(':').at(-1)),
+          flags: flags!.split(','),
+          masterId: master === '-' ? undefined : master,
+          linkState: linkState!,
+          slots: slots.filter((s) => !s.startsWith('[')),
+        };
+      });
+  });
+}
+
+/**
+ * The slot map as a node's CLUSTER NODES has it, in slot order: each range's master, and the
+ * replicas of that master not flagged `fail`. Not CLUSTER SLOTS: 7.0 leaves out of it every replica
+ * whose replication offset it has not heard to be above 0 — on a fresh cluster with no writes, for
+ * the first repl-ping-replica-period (10 s), all of them.
+ */
+async function slotMapOf(port: number): Promise<SlotRange[]> {
+  const lines = await clusterNodes(port);
+  const ranges: SlotRange[] = [];
+  for (const master of lines) {
+    if (master.slots.length === 0) continue;
+    const replicas = lines.filter((n) => n.masterId === master.id && !n.flags.includes('fail')).map((n) => n.port).sort((a, b) => a - b);
+    for (const slots of master.slots) {
+      const [start, end] = slots.split('-').map(Number);
+      ranges.push({ start: start!, end: end ?? start!, master: master.port, replicas });
+    }
+  }
+  return ranges.sort((a, b) => a.start - b.start);
+}
+
+/** A free port whose cluster bus port (+10000) is free too, neither already `taken` (both are added to it). */
+async function freeClusterPort(taken: Set<number>): Promise<number> {
+  for (let i = 0; i < 200; i++) {
+    const port = await freePort();
+    if (port > 55_535 || taken.has(port) || taken.has(port + 10_000)) continue;
+    const bus = net.createServer();
+    const busFree = await new Promise<boolean>((resolve) => {
+      bus.once('error', () => resolve(false));
+      bus.listen(port + 10_000, HOST, () => resolve(true));
+    });
+    if (!busFree) continue;
+    await new Promise<void>((resolve) => bus.close(() => resolve()));
+    taken.add(port);
+    taken.add(port + 10_000);
+    return port;
+  }
+  throw new Error('no free port with a free port+10000 for a cluster node');
+}
+
+/** redis-cli next to redis-server (else on the PATH). */
+function redisCliNextTo(serverBin: string): string {
+  const beside = join(dirname(serverBin), 'redis-cli');
+  return existsSync(beside) ? beside : 'redis-cli';
+}
+
+/** Runs a program to its end; its output, or a rejection with it. */
+function run(program: string, args: string[], timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(program, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    proc.stdout.on('data', (c: Buffer) => (out += c.toString('utf8')));
+    proc.stderr.on('data', (c: Buffer) => (out += c.toString('utf8')));
+    const timer = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
+    proc.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    proc.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(out);
+      else reject(new Error(`${program} ${args.join(' ')} failed (${code ?? signal}): ${out}`));
+    });
+  });
+}
+
+/**
+ * A Redis Cluster of our own on free ports in one temp directory (each node's port and its bus
+ * port, +10000, free): masters sharing the 16384 slots, replicas of each, formed by
+ * `redis-cli --cluster create`. Every node runs from a conf file in its own directory, with its
+ * AOF (always fsynced) and its nodes.conf there: kill -9 a master and watch its replica take its
+ * slots over; restart the node from its files and watch the cluster make it a replica of whoever
+ * owns its old slots now. Nodes are named by their port.
+ */
+export class PrivateCluster {
+  /** Every client handed out: destroy() closes them, so a failed test leaves no socket behind. */
+  private readonly clients = new Set<Cluster>();
+  private readonly nodeProcs = new Map<number, GroupProcess>();
+  private readonly nodeIds = new Map<number, string>();
+  /** What a killed master owned when it was killed, and its replicas then: what waitForFailover waits on. */
+  private readonly killedMasters = new Map<number, SlotRange[]>();
+
+  private constructor(
+    private readonly bin: string,
+    readonly dir: string,
+  ) {}
+
+  static async create(bin: string, options: PrivateClusterOptions = {}): Promise<PrivateCluster> {
+    const masters = options.masters ?? 3;
+    const replicasPerMaster = options.replicasPerMaster ?? 1;
+    const nodeTimeoutMs = options.nodeTimeoutMs ?? 1_000;
+    const minReplicas = options.minReplicasToWrite ?? 0;
+    const cluster = new PrivateCluster(bin, mkdtempSync(join(tmpdir(), 'couponrush-cluster-')));
+    try {
+      const taken = new Set<number>();
+      const ports: number[] = [];
+      for (let i = 0; i < masters * (1 + replicasPerMaster); i++) ports.push(await freeClusterPort(taken));
+      const nodes = ports.map((port) => {
+        const dir = join(cluster.dir, `node-${port}`);
+        mkdirSync(dir);
+        const conf = join(dir, 'redis.conf');
+        const lines = [
+          `port ${port}`,
+          `bind ${HOST}`,
+          'cluster-enabled yes',
+          `cluster-config-file ${join(dir, 'nodes.conf')}`,
+          `cluster-node-timeout ${nodeTimeoutMs}`,
+          'save ""',
+          'appendonly yes',
+          'appendfsync always',
+          // 7.0 waits 5 s by default for more replicas before a diskless full sync: every (re)sync would.
+          'repl-diskless-sync-delay 0',
+          ...(minReplicas > 0 ? [`min-replicas-to-write ${minReplicas}`, `min-replicas-max-lag ${options.minReplicasMaxLagS ?? 1}`] : []),
+          `dir ${dir}`,
+          `logfile ${join(dir, 'redis.log')}`,
+          '',
+        ];
+        writeFileSync(conf, lines.join('\n'));
+        const node: GroupProcess = { port, dir, conf, proc: undefined };
+        cluster.nodeProcs.set(port, node);
+        return node;
+      });
+      await Promise.all(nodes.map((n) => cluster.startNode(n)));
+      for (const port of ports) cluster.nodeIds.set(port, (await askNode(port, (r) => r.call('CLUSTER', 'MYID'))) as string);
+      await run(
+        redisCliNextTo(bin),
+        ['--cluster', 'create', ...ports.map((p) => `${HOST}:${p}`), '--cluster-replicas', String(replicasPerMaster), '--cluster-yes'],
+        60_000,
+      );
+      await cluster.waitForHealthy(`a cluster of ${masters} masters with ${replicasPerMaster} replica(s) each`, 30_000, (view) =>
+        view.length >= masters && new Set(view.map((r) => r.master)).size === masters && view.every((r) => r.replicas.length === replicasPerMaster),
+      );
+      return cluster;
+    } catch (err) {
+      await cluster.destroy();
+      throw err;
+    }
+  }
+
+  private async startNode(node: GroupProcess): Promise<void> {
+    if (node.proc !== undefined) throw new Error(`:${node.port} is running already`);
+    const proc = spawn(this.bin, [node.conf], { stdio: 'ignore' });
+    node.proc = proc;
+    await waitFor(`private cluster node on :${node.port}`, async () => {
+      if (proc.exitCode !== null) throw new Error(`redis-server exited with ${proc.exitCode}: see ${node.dir}`);
+      return (await askNode(node.port, (r) => r.ping())) === 'PONG';
+    });
+  }
+
+  private node(port: number): GroupProcess {
+    const node = this.nodeProcs.get(port);
+    if (node === undefined) throw new Error(`:${port} is no node of this cluster`);
+    return node;
+  }
+
+  /** Every node as started, masters and replicas (a failover changes which is which: ask masters()). */
+  get ports(): number[] {
+    return [...this.nodeProcs.keys()];
+  }
+
+  /** Nodes whose process runs. */
+  get livePorts(): number[] {
+    return this.ports.filter((p) => this.nodeProcs.get(p)!.proc !== undefined);
+  }
+
+  /** The `host:port,host:port,…` list of every node, as the service's REDIS_CLUSTER_NODES takes it. */
+  get nodes(): string {
+    return this.ports.map((p) => `${HOST}:${p}`).join(',');
+  }
+
+  env(): Record<string, string> {
+    return { REDIS_CLUSTER_NODES: this.nodes };
+  }
+
+  /** A node's cluster id (CLUSTER MYID; it keeps it across restarts in its nodes.conf). */
+  nodeId(port: number): string {
+    const id = this.nodeIds.get(port);
+    if (id === undefined) throw new Error(`:${port} is no node of this cluster`);
+    return id;
+  }
+
+  /** The slot of a key (CRC16 of the key or of its hash tag, mod 16384). */
+  slotOf(key: string): number {
+    return clusterKeySlot(key);
+  }
+
+  /**
+   * The slot map (from CLUSTER NODES) every running node agrees on; rejects when they disagree (in the
+   * middle of a failover) or a node does not answer. A killed master keeps its slots in it until
+   * a replica takes them over.
+   */
+  async slotMap(): Promise<SlotRange[]> {
+    const views = await Promise.all(this.livePorts.map((p) => slotMapOf(p)));
+    const first = JSON.stringify(views[0]);
+    if (views.length === 0 || views.some((v) => JSON.stringify(v) !== first)) throw new Error(`the running nodes disagree on the slot map: ${views.map((v) => JSON.stringify(v)).join(' / ')}`);
+    return views[0]!;
+  }
+
+  /** The port of the master that owns a slot, as every running node agrees (see slotMap). */
+  async masterOfSlot(slot: number): Promise<number> {
+    if (!Number.isInteger(slot) || slot < 0 || slot > 16_383) throw new Error(`no slot ${slot}`);
+    const range = (await this.slotMap()).find((r) => r.start <= slot && slot <= r.end);
+    if (range === undefined) throw new Error(`slot ${slot} is not served`);
+    return range.master;
+  }
+
+  /** The ports of the masters that own slots, ascending. */
+  async masters(): Promise<number[]> {
+    return [...new Set((await this.slotMap()).map((r) => r.master))].sort((a, b) => a - b);
+  }
+
+  /** The replicas of a master (except those flagged `fail`), ascending. */
+  async replicasOf(masterPort: number): Promise<number[]> {
+    const range = (await this.slotMap()).find((r) => r.master === masterPort);
+    if (range === undefined) throw new Error(`:${masterPort} owns no slot`);
+    return [...range.replicas];
+  }
+
+  /**
+   * A hash tag `{<prefix><n>}` whose slot `masterPort` owns: keys containing it land on that
+   * master (and all on one slot, so a script may take several of them).
+   */
+  async keyOnMaster(masterPort: number, prefix: string): Promise<string> {
+    const ranges = (await this.slotMap()).filter((r) => r.master === masterPort);
+    if (ranges.length === 0) throw new Error(`:${masterPort} owns no slot`);
+    for (let n = 0; n < 100_000; n++) {
+      const tag = `{${prefix}${n}}`;
+      const slot = clusterKeySlot(tag);
+      if (ranges.some((r) => r.start <= slot && slot <= r.end)) return tag;
+    }
+    throw new Error(`no hash tag with prefix ${prefix} falls on :${masterPort}`);
+  }
+
+  /** kill -9 a node: what it had not written to its AOF is gone. A master's slots stay its own until a replica takes them over. */
+  async kill9Node(port: number): Promise<void> {
+    const node = this.node(port);
+    if (node.proc === undefined) return;
+    // What the nodes agree on; if they do not (a node just back), what the victim itself says.
+    const view = await this.slotMap().catch(() => slotMapOf(port).catch(() => [] as SlotRange[]));
+    const owned = view.filter((r) => r.master === port);
+    if (owned.length > 0) this.killedMasters.set(port, owned);
+    const proc = node.proc;
+    node.proc = undefined;
+    await kill9(proc);
+  }
+
+  /** kill -9 the master that owns a slot; its port. */
+  async kill9MasterOf(slot: number): Promise<number> {
+    const port = await this.masterOfSlot(slot);
+    await this.kill9Node(port);
+    return port;
+  }
+
+  /** SIGSTOP a node: its ports still accept connections, nothing answers, no cluster bus ping goes out. */
+  hangNode(port: number): void {
+    this.node(port).proc?.kill('SIGSTOP');
+  }
+
+  resumeNode(port: number): void {
+    this.node(port).proc?.kill('SIGCONT');
+  }
+
+  /**
+   * Until a replica the killed master had (kill9Node/kill9MasterOf must have killed it) is master
+   * of every slot it owned, as every running node agrees, answers ROLE as a master, and every
+   * running node reports cluster_state:ok; the ms it took from this call.
+   */
+  async waitForFailover(oldMasterPort: number, timeoutMs = 30_000): Promise<number> {
+    const owned = this.killedMasters.get(oldMasterPort);
+    if (owned === undefined) throw new Error(`:${oldMasterPort} was not a master killed through this harness`);
+    const started = performance.now();
+    await waitFor(`a failover away from :${oldMasterPort}`, async () => {
+      const view = await this.slotMap();
+      const takers = new Set<number>();
+      for (const before of owned) {
+        for (const now of view.filter((r) => r.end >= before.start && r.start <= before.end)) {
+          if (!before.replicas.includes(now.master)) return false;
+          takers.add(now.master);
+        }
+      }
+      if (takers.size === 0) return false;
+      for (const port of takers) if ((await nodeRole(port)).role !== 'master') return false;
+      return (await Promise.all(this.livePorts.map((p) => clusterInfo(p)))).every((info) => info.get('cluster_state') === 'ok');
+    }, timeoutMs, 50);
+    return performance.now() - started;
+  }
+
+  /**
+   * Starts a killed node again from its own files (AOF, nodes.conf) and waits until it is back in
+   * the cluster: every running node sees it without a fail flag and reports cluster_state:ok, and
+   * it is a replica with its link up and online at its master — or, if no failover took its
+   * slots meanwhile, their master again. A restarted old master comes back believing it owns its
+   * slots; the newer config epoch of the replica that took them over makes it that one's replica.
+   * The ms from the start until then.
+   */
+  async restartNode(port: number, timeoutMs = 30_000): Promise<number> {
+    const started = performance.now();
+    await this.startNode(this.node(port));
+    const id = this.nodeId(port);
+    await waitFor(`:${port} back in the cluster`, async () => {
+      for (const p of this.livePorts) {
+        const line = (await clusterNodes(p)).find((n) => n.id === id);
+        if (line === undefined || line.flags.some((f) => f.startsWith('fail') || f === 'handshake' || f === 'noaddr') || line.linkState !== 'connected') return false;
+        if ((await clusterInfo(p)).get('cluster_state') !== 'ok') return false;
+      }
+      const view = await this.slotMap();
+      if (view.some((r) => r.master === port)) return (await nodeRole(port)).role === 'master';
+      const role = await nodeRole(port);
+      if (!('masterPort' in role) || role.state !== 'connected') return false;
+      if ((await infoReplication(port)).get('master_link_status') !== 'up') return false;
+      return view.some((r) => r.master === role.masterPort && r.replicas.includes(port)) && (await replicaStatesOf(role.masterPort)).get(port) === 'online';
+    }, timeoutMs, 50);
+    this.killedMasters.delete(port);
+    return performance.now() - started;
+  }
+
+  /**
+   * Until every running node reports cluster_state:ok with all 16384 slots ok and knows every
+   * running node, they agree on the slot map (and `check` accepts it), and every replica's link
+   * is up (master_link_status:up).
+   */
+  async waitForHealthy(what = 'a healthy cluster', timeoutMs = 30_000, check: (view: SlotRange[]) => boolean = () => true): Promise<void> {
+    await waitFor(what, async () => {
+      const live = this.livePorts;
+      for (const port of live) {
+        const info = await clusterInfo(port);
+        if (info.get('cluster_state') !== 'ok' || info.get('cluster_slots_ok') !== '16384' || Number(info.get('cluster_known_nodes')) < live.length) return false;
+      }
+      const view = await this.slotMap();
+      if (!check(view)) return false;
+      for (const port of view.flatMap((r) => r.replicas)) if ((await infoReplication(port)).get('master_link_status') !== 'up') return false;
+      return true;
+    }, timeoutMs, 50);
+  }
+
+  /** An ioredis Cluster client over every node (closed by destroy()). */
+  client(options: ClusterOptions = {}): Cluster {
+    const client = new Cluster(this.ports.map((port) => ({ host: HOST, port })), options);
+    client.on('error', () => {}); // a node lost in a failover is expected; commands still reject
+    this.clients.add(client);
+    return client;
+  }
+
+  async destroy(): Promise<void> {
+    for (const c of this.clients) c.disconnect();
+    for (const node of this.nodeProcs.values()) {
       const proc = node.proc;
       node.proc = undefined;
       await kill9(proc);
