@@ -51,7 +51,7 @@ program
   .description('run the HTTP API (embedded PostgreSQL unless DATABASE_URL names a PostgreSQL or MySQL/MariaDB server)')
   .option('--migrate', 'apply pending migrations before serving (always done in embedded mode)')
   .option('--workers <n>', 'API processes on this machine sharing the port (node:cluster; needs DATABASE_URL)', positiveInt, 1)
-  .option('--with-worker', 'also run the stream worker in this process (needs REDIS_URL or REDIS_SENTINELS; always on with the embedded database, which no other process can open)')
+  .option('--with-worker', 'also run the stream worker in this process (needs REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES; always on with the embedded database, which no other process can open)')
   .action(async (opts: { migrate?: boolean; withWorker?: boolean; workers: number }, cmd: Command) => {
     const cfg = config();
     if (opts.workers > 1) {
@@ -79,7 +79,7 @@ program
 program
   .command('worker')
   .description(
-    'persist queued issuances into the database: from the Redis Streams, and with KAFKA_BROKERS from the Kafka issuance topic too (redis-lua-kafka); with KAFKA_EVENTS=on it also publishes issued-coupon events. Several may run at once; needs DATABASE_URL and Redis (REDIS_URL or REDIS_SENTINELS). /metrics and /healthz on ADMIN_PORT when set',
+    'persist queued issuances into the database: from the Redis Streams, and with KAFKA_BROKERS from the Kafka issuance topic too (redis-lua-kafka); with KAFKA_EVENTS=on it also publishes issued-coupon events. Several may run at once; needs DATABASE_URL and Redis (REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES). /metrics and /healthz on ADMIN_PORT when set',
   )
   .option(
     '--consumer <name>',
@@ -88,7 +88,7 @@ program
   )
   .action(async (opts: { consumer: string }, cmd: Command) => {
     const cfg = storesConfig();
-    if (cfg.redis === undefined) return cmd.error('couponrush worker: Redis is not configured (REDIS_URL or REDIS_SENTINELS)');
+    if (cfg.redis === undefined) return cmd.error('couponrush worker: Redis is not configured (REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES)');
     if (cfg.embedded) {
       cmd.error('couponrush worker: needs DATABASE_URL — the embedded database belongs to one process, and `couponrush serve` runs the worker in it');
     }
@@ -122,7 +122,7 @@ program
   .option('--coupon <id>', 'only this campaign', positiveInt)
   .action(async (opts: { repair?: boolean; coupon?: number }, cmd: Command) => {
     const cfg = storesConfig();
-    if (cfg.redis === undefined) return cmd.error('couponrush reconcile: Redis is not configured (REDIS_URL or REDIS_SENTINELS)');
+    if (cfg.redis === undefined) return cmd.error('couponrush reconcile: Redis is not configured (REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES)');
     const log = pino({ level: cfg.logLevel });
     const stores = await openStores(cfg, log, { redisCommandTimeoutMs: ONE_SHOT_COMMAND_TIMEOUT_MS });
     const { db } = stores;

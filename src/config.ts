@@ -55,7 +55,7 @@ export interface Config {
   readonly adminPort: number | undefined;
   readonly adminHost: string;
   /**
-   * Set (REDIS_URL or REDIS_SENTINELS) → Redis strategies are available and
+   * Set (REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES) → Redis strategies are available and
    * `redis-lua-async-cached` is the default.
    */
   readonly redis: RedisTarget | undefined;
@@ -74,7 +74,7 @@ export interface Config {
 }
 
 /** The variables that say where Redis is: at most one may be set. */
-export const REDIS_TARGET_VARIABLES = ['REDIS_URL', 'REDIS_SENTINELS'] as const;
+export const REDIS_TARGET_VARIABLES = ['REDIS_URL', 'REDIS_SENTINELS', 'REDIS_CLUSTER_NODES'] as const;
 
 /** Apache Kafka, for `redis-lua-kafka` (KAFKA_* variables). */
 export interface KafkaConfig {
@@ -238,39 +238,45 @@ function hostPortList(name: string, raw: string, noun: string): HostPort[] {
   });
 }
 
-const SENTINEL_ONLY = ['REDIS_SENTINEL_MASTER', 'REDIS_SENTINEL_PASSWORD', 'REDIS_USERNAME', 'REDIS_PASSWORD'] as const;
+const SENTINEL_ONLY = ['REDIS_SENTINEL_MASTER', 'REDIS_SENTINEL_PASSWORD'] as const;
+const CREDENTIALS = ['REDIS_USERNAME', 'REDIS_PASSWORD'] as const;
 
-/** REDIS_URL or REDIS_SENTINELS (never both), with what each needs. */
+/** REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES (one of them), with what each needs. */
 function redisTargetVar(env: Env): RedisTarget | undefined {
   const set = REDIS_TARGET_VARIABLES.filter((name) => nonEmpty(env, name) !== undefined);
   if (set.length > 1) throw new ConfigError(set[1]!, `is set together with ${set[0]}: say where Redis is with one of ${REDIS_TARGET_VARIABLES.join(', ')}`);
   const url = urlVar(env, 'REDIS_URL', ['redis:', 'rediss:']);
   const sentinels = nonEmpty(env, 'REDIS_SENTINELS');
+  const clusterNodes = nonEmpty(env, 'REDIS_CLUSTER_NODES');
   if (sentinels === undefined) {
-    for (const name of SENTINEL_ONLY) {
+    for (const name of SENTINEL_ONLY) if (nonEmpty(env, name) !== undefined) throw new ConfigError(name, 'is set but REDIS_SENTINELS is not');
+  }
+  if (sentinels === undefined && clusterNodes === undefined) {
+    for (const name of CREDENTIALS) {
       if (nonEmpty(env, name) === undefined) continue;
-      if (url !== undefined && (name === 'REDIS_USERNAME' || name === 'REDIS_PASSWORD')) {
-        throw new ConfigError(name, 'is for REDIS_SENTINELS; with REDIS_URL the credentials go in the URL (redis://user:password@host:port)');
-      }
-      throw new ConfigError(name, 'is set but REDIS_SENTINELS is not');
+      if (url !== undefined) throw new ConfigError(name, 'is for REDIS_SENTINELS and REDIS_CLUSTER_NODES; with REDIS_URL the credentials go in the URL (redis://user:password@host:port)');
+      throw new ConfigError(name, 'is set but neither REDIS_SENTINELS nor REDIS_CLUSTER_NODES is');
     }
     return url === undefined ? undefined : Object.freeze({ kind: 'node', url });
+  }
+  const credentials = { username: nonEmpty(env, 'REDIS_USERNAME'), password: nonEmpty(env, 'REDIS_PASSWORD') };
+  if (clusterNodes !== undefined) {
+    return Object.freeze({ kind: 'cluster', nodes: Object.freeze(hostPortList('REDIS_CLUSTER_NODES', clusterNodes, 'node')), ...credentials });
   }
   const master = nonEmpty(env, 'REDIS_SENTINEL_MASTER');
   if (master === undefined) throw new ConfigError('REDIS_SENTINEL_MASTER', 'is required with REDIS_SENTINELS: the name the sentinels monitor the primary under (`sentinel monitor <name> …`)');
   if (!/^[A-Za-z0-9._-]{1,128}$/.test(master)) throw new ConfigError('REDIS_SENTINEL_MASTER', 'must be 1-128 characters of [A-Za-z0-9._-]');
   return Object.freeze({
     kind: 'sentinel',
-    sentinels: Object.freeze(hostPortList('REDIS_SENTINELS', sentinels, 'sentinel')),
+    sentinels: Object.freeze(hostPortList('REDIS_SENTINELS', sentinels!, 'sentinel')),
     master,
-    username: nonEmpty(env, 'REDIS_USERNAME'),
-    password: nonEmpty(env, 'REDIS_PASSWORD'),
+    ...credentials,
     sentinelPassword: nonEmpty(env, 'REDIS_SENTINEL_PASSWORD'),
   });
 }
 
 /** The variables that say how to reach Redis (a process hands them on to the processes it starts). */
-export const REDIS_VARIABLES = [...REDIS_TARGET_VARIABLES, ...SENTINEL_ONLY, 'REDIS_WAIT_REPLICAS', 'REDIS_WAIT_TIMEOUT_MS'] as const;
+export const REDIS_VARIABLES = [...REDIS_TARGET_VARIABLES, ...SENTINEL_ONLY, ...CREDENTIALS, 'REDIS_WAIT_REPLICAS', 'REDIS_WAIT_TIMEOUT_MS'] as const;
 
 /** Where Redis is and how admissions wait for its replicas; undefined when Redis is not configured. */
 export function redisSettings(env: Env): { target: RedisTarget; waitReplicas: number; waitTimeoutMs: number } | undefined {
@@ -280,7 +286,7 @@ export function redisSettings(env: Env): { target: RedisTarget; waitReplicas: nu
   const waitTimeoutMs = intVar(env, 'REDIS_WAIT_TIMEOUT_MS', 1_000, 10, 2_000);
   if (target === undefined) {
     for (const name of ['REDIS_WAIT_REPLICAS', 'REDIS_WAIT_TIMEOUT_MS']) {
-      if (nonEmpty(env, name) !== undefined) throw new ConfigError(name, 'is set but Redis is not (REDIS_URL or REDIS_SENTINELS)');
+      if (nonEmpty(env, name) !== undefined) throw new ConfigError(name, 'is set but Redis is not (REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES)');
     }
     return undefined;
   }
@@ -469,7 +475,7 @@ function storesSettings(env: Env): StoresConfig {
   const kafka = kafkaVar(env);
   if (kafka !== undefined && (redis === undefined || embedded)) {
     // The strategy admits in Redis, and the topic's consumer is `couponrush worker`, a process of its own.
-    throw new ConfigError('KAFKA_BROKERS', 'needs Redis (REDIS_URL or REDIS_SENTINELS) and DATABASE_URL too (redis-lua-kafka admits in Redis; `couponrush worker` persists)');
+    throw new ConfigError('KAFKA_BROKERS', 'needs Redis (REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES) and DATABASE_URL too (redis-lua-kafka admits in Redis; `couponrush worker` persists)');
   }
   const defaultStrategy = oneOf(env, 'DEFAULT_STRATEGY', STRATEGY_NAMES, defaultStrategyFor(databaseUrl, redis !== undefined));
   // A default no campaign could use would turn every campaign created without a strategy into a 400.

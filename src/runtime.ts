@@ -18,6 +18,7 @@ import { registerWorkerMetrics, type KafkaMetricsSources, type WorkerObservers }
 import { eventCapture } from './coupons/repository.js';
 import { remainingStock } from './redis/campaign-state.js';
 import { openKafka, type KafkaHandle } from './kafka/client.js';
+import { targetVariable } from './redis/target.js';
 import { openRedis, type RedisHandle } from './redis/client.js';
 import { Parts } from './util/lifecycle.js';
 import { EventPublisher } from './worker/events.js';
@@ -31,7 +32,7 @@ export interface Runtime {
   readonly service: CouponService;
   /** This process's Prometheus series (GET /metrics). */
   readonly metrics: Metrics;
-  /** Open when Redis is configured (REDIS_URL or REDIS_SENTINELS). */
+  /** Open when Redis is configured (REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES). */
   readonly redis: RedisHandle | undefined;
   /** Open when KAFKA_BROKERS is set. */
   readonly kafka: KafkaHandle | undefined;
@@ -55,7 +56,7 @@ function openDb(config: StoresConfig): Promise<Db> {
     : Promise.resolve(openServerDb(config.databaseUrl, { poolSize: config.dbPoolSize }));
 }
 
-/** The stores a process works on: the database, Redis when REDIS_URL or REDIS_SENTINELS is set, Kafka when KAFKA_BROKERS is. */
+/** The stores a process works on: the database, Redis when REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES is set, Kafka when KAFKA_BROKERS is. */
 export interface Stores {
   readonly db: Db;
   readonly redis: RedisHandle | undefined;
@@ -96,7 +97,7 @@ export async function openStores(config: StoresConfig, log: Logger, options: Ope
       const timeout = options.redisCommandTimeoutMs;
       const settings = { waitReplicas: config.redisWaitReplicas, waitTimeoutMs: config.redisWaitTimeoutMs, ...(timeout === undefined ? {} : { commandTimeoutMs: timeout }) };
       redis = await openRedis(target, config.redisPrefix, log, settings).catch((err: unknown) => {
-        throw new StoreOpenError(target.kind === 'node' ? 'REDIS_URL' : 'REDIS_SENTINELS', 'Redis', err);
+        throw new StoreOpenError(targetVariable(target), 'Redis', err);
       });
     }
     const kafkaConfig = config.kafka;
@@ -149,7 +150,7 @@ export async function onDatabase<T>(config: StoresConfig, work: () => Promise<T>
 }
 
 export async function createRuntime(config: Config, log: Logger, options: RuntimeOptions = {}): Promise<Runtime> {
-  if (options.withWorker === true && config.redis === undefined) throw new Error('--with-worker needs Redis (REDIS_URL or REDIS_SENTINELS)');
+  if (options.withWorker === true && config.redis === undefined) throw new Error('--with-worker needs Redis (REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES)');
   const stores = await openStores(config, log, {
     migrations: options.migrate === true || config.embedded ? 'apply' : 'check',
     ...(options.db === undefined ? {} : { db: options.db }),
@@ -225,7 +226,7 @@ export interface Workers {
  */
 export async function startWorkers(stores: Stores, config: StoresConfig, log: Logger, consumer = defaultConsumerName()): Promise<Workers> {
   const { db, redis, kafka } = stores;
-  if (redis === undefined) throw new Error('the workers need Redis (REDIS_URL or REDIS_SENTINELS)');
+  if (redis === undefined) throw new Error('the workers need Redis (REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES)');
   const parts = new Parts();
   const deps = { db, redis, config: config.worker, log, consumer };
   const stream = await parts.start(new IssueWorker(deps));

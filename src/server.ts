@@ -11,6 +11,7 @@ import { signUserToken } from './http/auth.js';
 import { startAdminListener, type AdminListener } from './http/admin-listener.js';
 import { reapIdleConnections } from './util/drain.js';
 import { createRuntime, type Runtime } from './runtime.js';
+import { targetVariable } from './redis/target.js';
 
 export interface ServeOptions {
   migrate?: boolean;
@@ -124,8 +125,7 @@ export async function printBanner(server: RunningServer): Promise<void> {
       `  Worker       in this process: it persists the queued (202) issuances${workerMustRunHere(config) ? ' (always, with the embedded database: no other process can open it)' : ''}`,
     );
   } else if (config.redis !== undefined) {
-    const redisVar = config.redis.kind === 'node' ? 'REDIS_URL' : 'REDIS_SENTINELS';
-    lines.push(`  Worker       none here: run \`couponrush worker\` (with the same DATABASE_URL and ${redisVar}) to persist the queued (202) issuances`);
+    lines.push(`  Worker       none here: run \`couponrush worker\` (with the same DATABASE_URL and ${targetVariable(config.redis)}) to persist the queued (202) issuances`);
   }
   const couponId = await openCouponId(server.runtime);
   const issue: string[] = [];

@@ -52,7 +52,7 @@ describe('loadConfig', () => {
     assert.throws(() => loadConfig({ ...base, DEFAULT_STRATEGY: 'redis-lua-async' }), /needs REDIS_URL/);
     assert.equal(loadConfig({ ...base, DEFAULT_STRATEGY: 'redis-lua-async', REDIS_URL: 'redis://127.0.0.1:6379' }).defaultStrategy, 'redis-lua-async');
   });
-  describe('Redis: REDIS_URL or REDIS_SENTINELS, and REDIS_WAIT_REPLICAS', () => {
+  describe('Redis: REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES, and REDIS_WAIT_REPLICAS', () => {
     const sentinel = { ...base, REDIS_SENTINELS: '10.0.0.1:26379, sentinel-2:26380', REDIS_SENTINEL_MASTER: 'couponrush' };
     it('reads the sentinels, the master name and the credentials', () => {
       const cfg = loadConfig({ ...sentinel, REDIS_USERNAME: 'app', REDIS_PASSWORD: 'pw', REDIS_SENTINEL_PASSWORD: 'spw' });
@@ -69,9 +69,19 @@ describe('loadConfig', () => {
       assert.deepEqual(loadConfig({ ...base, REDIS_URL: 'redis://h:6379' }).redis, { kind: 'node', url: 'redis://h:6379' });
       assert.equal(loadConfig(base).redis, undefined);
     });
-    it('takes one place for Redis: two of REDIS_URL and REDIS_SENTINELS is an error naming both', () => {
+    it('reads the Cluster nodes and the credentials', () => {
+      const cfg = loadConfig({ ...base, REDIS_CLUSTER_NODES: 'node-1:6379,node-2:6379', REDIS_PASSWORD: 'pw' });
+      assert.deepEqual(cfg.redis, { kind: 'cluster', nodes: [{ host: 'node-1', port: 6379 }, { host: 'node-2', port: 6379 }], username: undefined, password: 'pw' });
+      assert.equal(cfg.defaultStrategy, 'redis-lua-async-cached');
+      for (const bad of ['node-1', 'node-1:6379,:1']) throwsNaming({ ...base, REDIS_CLUSTER_NODES: bad }, 'REDIS_CLUSTER_NODES');
+      // Sentinel's own variables mean nothing to a Cluster.
+      throwsNaming({ ...base, REDIS_CLUSTER_NODES: 'node-1:6379', REDIS_SENTINEL_MASTER: 'x' }, 'REDIS_SENTINEL_MASTER');
+    });
+    it('takes one place for Redis: two of REDIS_URL, REDIS_SENTINELS and REDIS_CLUSTER_NODES is an error naming both', () => {
       throwsNaming({ ...sentinel, REDIS_URL: 'redis://h:6379' }, 'REDIS_SENTINELS');
       assert.throws(() => loadConfig({ ...sentinel, REDIS_URL: 'redis://h:6379' }), /REDIS_SENTINELS: is set together with REDIS_URL/);
+      assert.throws(() => loadConfig({ ...base, REDIS_URL: 'redis://h:6379', REDIS_CLUSTER_NODES: 'n:1' }), /REDIS_CLUSTER_NODES: is set together with REDIS_URL/);
+      assert.throws(() => loadConfig({ ...sentinel, REDIS_CLUSTER_NODES: 'n:1' }), /REDIS_CLUSTER_NODES: is set together with REDIS_SENTINELS/);
       // An empty variable is unset (a compose override blanks REDIS_URL that way).
       assert.equal(loadConfig({ ...sentinel, REDIS_URL: '' }).redis?.kind, 'sentinel');
     });
@@ -265,8 +275,8 @@ describe('couponrush serve start-up', () => {
 
 describe('a subcommand used wrongly prints its own usage, not the top-level one', () => {
   const cases: Array<{ args: string[]; env: Record<string, string>; says: RegExp; usage: string }> = [
-    { args: ['worker'], env: { DATABASE_URL: PG }, says: /couponrush worker: Redis is not configured \(REDIS_URL or REDIS_SENTINELS\)/, usage: 'couponrush worker [options]' },
-    { args: ['reconcile'], env: { DATABASE_URL: PG }, says: /couponrush reconcile: Redis is not configured \(REDIS_URL or REDIS_SENTINELS\)/, usage: 'couponrush reconcile [options]' },
+    { args: ['worker'], env: { DATABASE_URL: PG }, says: /couponrush worker: Redis is not configured \(REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES\)/, usage: 'couponrush worker [options]' },
+    { args: ['reconcile'], env: { DATABASE_URL: PG }, says: /couponrush reconcile: Redis is not configured \(REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES\)/, usage: 'couponrush reconcile [options]' },
     { args: ['token', 'bad user!'], env: { JWT_SECRET: SECRET }, says: /couponrush token: the user id must be/, usage: 'couponrush token [options] <userId>' },
     { args: ['events', 'bogus'], env: { DATABASE_URL: PG }, says: /couponrush events: the action is status or off/, usage: 'couponrush events [options] <action>' },
   ];

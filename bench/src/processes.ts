@@ -8,6 +8,7 @@ import { dirname, extname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { RedisTarget } from '../../src/config.js';
+import { Cluster } from 'ioredis';
 import { connectRedis } from '../../src/redis/client.js';
 
 const READY_TIMEOUT_MS = 60_000;
@@ -293,12 +294,19 @@ export async function deleteRedisPrefix(target: RedisTarget | string, prefix: st
   let deleted = 0;
   try {
     await redis.connect();
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length > 0) deleted += await redis.unlink(...keys);
-    } while (cursor !== '0');
+    // A Cluster's keys are spread over its masters: scan each, and delete key by key (one
+    // UNLINK cannot span slots; the Cluster client routes each to its master).
+    const nodes = redis instanceof Cluster ? redis.nodes('master') : [redis];
+    for (const node of nodes) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+        cursor = next;
+        if (keys.length === 0) continue;
+        if (redis instanceof Cluster) deleted += (await Promise.all(keys.map((k) => redis.unlink(k)))).reduce((a, b) => a + b, 0);
+        else deleted += await redis.unlink(...keys);
+      } while (cursor !== '0');
+    }
   } finally {
     redis.disconnect();
   }

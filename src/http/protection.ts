@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler, onResponseHookHandler } from 'fastify';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type { RateLimit } from '../config.js';
 import { ISSUE_ROUTE_URL } from '../coupons/paths.js';
 import type { ShedReason } from '../metrics/index.js';
@@ -219,7 +219,7 @@ export interface IssueRateLimitOptions {
   user: RateLimit | undefined;
   ip: RateLimit | undefined;
   /** Shares the counters across instances (beyond a small local allowance, see rate-limit.ts). */
-  redis?: Redis | undefined;
+  redis?: Redis | Cluster | undefined;
   redisPrefix?: string;
   /** Authenticates the caller (throws 401). */
   authenticate: (request: FastifyRequest) => string;

@@ -12,7 +12,7 @@
 // Windows are aligned to the clock (window = floor(now / windowMs)), so every instance counts
 // the same window under the same Redis key, and the local table is simply emptied when the window
 // turns — no per-key timers, memory bounded by the keys seen in one window.
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type { RateLimit } from '../config.js';
 
 /** Requests a key may make in one window on one instance before Redis is asked. */
@@ -31,7 +31,7 @@ interface Count {
 export type Verdict = number | undefined;
 
 export interface SharedStore {
-  redis: Redis;
+  redis: Redis | Cluster;
   /** Key prefix, e.g. `couponrush:ratelimit:user:`. */
   prefix: string;
 }

@@ -56,18 +56,15 @@ export interface StreamStats {
 export async function readStreamStats(redis: RedisHandle): Promise<StreamStats[]> {
   const ids = (await redis.client.smembers(redis.keys.registry)).map(Number).filter(Number.isSafeInteger);
   if (ids.length === 0) return [];
-  const pipeline = redis.client.pipeline();
-  for (const id of ids) {
-    const keys = redis.keys.campaign(id);
-    pipeline.xlen(keys.stream);
-    pipeline.call('XINFO', 'GROUPS', keys.stream);
-    pipeline.xlen(keys.dead);
-  }
-  const replies = (await pipeline.exec()) ?? [];
+  // A pipeline per campaign: its keys share a slot, so it also works on a Cluster.
+  const replies = await Promise.all(
+    ids.map(async (id) => {
+      const keys = redis.keys.campaign(id);
+      return (await redis.client.pipeline().xlen(keys.stream).call('XINFO', 'GROUPS', keys.stream).xlen(keys.dead).exec()) ?? [];
+    }),
+  );
   return ids.map((coupon, i) => {
-    const [lenErr, length] = replies[i * 3] ?? [];
-    const [groupsErr, groups] = replies[i * 3 + 1] ?? [];
-    const [, dead] = replies[i * 3 + 2] ?? [];
+    const [[lenErr, length] = [], [groupsErr, groups] = [], [, dead] = []] = replies[i] ?? [];
     const group = groupsErr == null && Array.isArray(groups) ? findGroup(groups) : undefined;
     return {
       coupon,

@@ -127,13 +127,12 @@ export async function settleCampaign(redis: RedisHandle, issuedUsers: IssuedUser
 export async function admissionCounts(redis: RedisHandle, couponIds: readonly number[]): Promise<Map<number, { admitted: number; total: number }>> {
   const out = new Map<number, { admitted: number; total: number }>();
   if (couponIds.length === 0) return out;
-  const pipeline = redis.client.pipeline();
-  for (const id of couponIds) pipeline.hmget(redis.keys.campaign(id).state, 'total', 'issued');
-  const replies = (await pipeline.exec()) ?? [];
+  // One command each (auto-pipelined, per node on a Cluster, where a pipeline cannot span slots).
+  const replies = await Promise.all(couponIds.map((id) => redis.client.hmget(redis.keys.campaign(id).state, 'total', 'issued').catch(() => null)));
   couponIds.forEach((id, i) => {
-    const [err, reply] = replies[i] ?? [null, null];
-    if (err !== null || !Array.isArray(reply)) return;
-    const [total, issued] = reply as Array<string | null>;
+    const reply = replies[i];
+    if (!Array.isArray(reply)) return;
+    const [total, issued] = reply;
     if (total === null || total === undefined || issued === null || issued === undefined) return;
     out.set(id, { admitted: Number(issued), total: Number(total) });
   });

@@ -3,7 +3,7 @@
 // admission channel (admission-channel.ts) on a connection of its own. Redis is one node
 // (REDIS_URL) or the primary Sentinel names (REDIS_SENTINELS), followed across failovers by
 // every connection. Opened by the runtime (or the CLI) and closed by whoever opened it.
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { RedisTarget } from './target.js';
 import type { Logger } from '../util/logger.js';
 import { AdmissionChannel, type AdmissionChannelOptions, type SettleCampaigns } from './admission-channel.js';
@@ -11,16 +11,24 @@ import { RedisKeys } from './keys.js';
 import { within } from '../util/within.js';
 import { ADMIT_COMMANDS, Scripts } from './scripts.js';
 
+/** A connection: to one node (REDIS_URL, Sentinel's primary) or to a Redis Cluster (routed by key slot). */
+export type RedisClient = Redis | Cluster;
+
 /** Receives a coupon id whose local caches must go, or undefined for "everything" (after a reconnect). */
 export type InvalidationListener = (couponId: number | undefined) => void;
 
 export interface RedisHandle {
   /** Commands and scripts. Never used for blocking reads. */
-  readonly client: Redis;
+  readonly client: RedisClient;
+  /**
+   * A Redis Cluster: a command's keys must share a slot (one campaign's do), and a blocking read
+   * cannot span campaigns (the worker polls instead).
+   */
+  readonly cluster: boolean;
   readonly keys: RedisKeys;
   readonly scripts: Scripts;
   /** A new connection with the same settings, for blocking reads. The caller closes it. */
-  duplicate(name: string): Redis;
+  duplicate(name: string): RedisClient;
   /** Subscribes to invalidations (the subscriber connection opens on first use). */
   onInvalidate(listener: InvalidationListener): void;
   /** Tells every instance to drop its local caches for this coupon. */
@@ -37,12 +45,13 @@ export interface RedisHandle {
 /** Where Redis is, for a message (never a password): host:port, or the sentinels and the master's name. */
 export function redisAddress(target: RedisTarget): string {
   if (target.kind === 'sentinel') return `primary "${target.master}" of sentinels ${target.sentinels.map((s) => `${s.host}:${s.port}`).join(',')}`;
+  if (target.kind === 'cluster') return `Redis Cluster at ${target.nodes.map((n) => `${n.host}:${n.port}`).join(',')}`;
   const u = new URL(target.url);
   return `${u.hostname}:${u.port === '' ? '6379' : u.port}`;
 }
 
 /** The connection settings of the target: a URL, or Sentinel's (ioredis asks the sentinels for the primary on every connect). */
-function targetOptions(target: RedisTarget): { url?: string; options: RedisOptions } {
+function targetOptions(target: Exclude<RedisTarget, { kind: 'cluster' }>): { url?: string; options: RedisOptions } {
   if (target.kind === 'node') return { url: target.url, options: {} };
   return {
     options: {
@@ -60,10 +69,38 @@ function targetOptions(target: RedisTarget): { url?: string; options: RedisOptio
 }
 
 /** A bare connection to the target (the bench's set-up and clean-up); the caller closes it. */
-export function connectRedis(target: RedisTarget, options: RedisOptions = {}): Redis {
+export function connectRedis(target: RedisTarget, options: RedisOptions = {}): RedisClient {
+  if (target.kind === 'cluster') return new Cluster(clusterNodes(target), clusterOptions(target, options, {}));
   const { url, options: targetOpts } = targetOptions(target);
   const settings = { ...targetOpts, ...options };
   return url === undefined ? new Redis(settings) : new Redis(url, settings);
+}
+
+function clusterNodes(target: Extract<RedisTarget, { kind: 'cluster' }>): Array<{ host: string; port: number }> {
+  return target.nodes.map((n) => ({ host: n.host, port: n.port }));
+}
+
+/**
+ * A Cluster's settings: the nodes' connection options (credentials, the base options), writes
+ * and reads on masters only, and short waits while a failover or a slot move is under way
+ * (CLUSTERDOWN, TRYAGAIN: retried every 100 ms, ~1.6 s in all, then the command fails → 503).
+ */
+function clusterOptions(target: Extract<RedisTarget, { kind: 'cluster' }>, redisOptions: RedisOptions, options: ClusterOptions): ClusterOptions {
+  return {
+    redisOptions: {
+      ...redisOptions,
+      ...(target.username === undefined ? {} : { username: target.username }),
+      ...(target.password === undefined ? {} : { password: target.password }),
+    },
+    scaleReads: 'master',
+    retryDelayOnFailover: 100,
+    retryDelayOnClusterDown: 100,
+    retryDelayOnTryAgain: 100,
+    maxRedirections: 16,
+    slotsRefreshTimeout: 2_000,
+    clusterRetryStrategy: (times) => Math.min(times * 100, 1_000),
+    ...options,
+  };
 }
 
 /**
@@ -86,7 +123,7 @@ function baseOptions(name: string, commandTimeoutMs: number | undefined): RedisO
     maxRetriesPerRequest: 2,
     retryStrategy: (times) => Math.min(times * 50, 1_000),
     ...(commandTimeoutMs === undefined ? {} : { commandTimeout: commandTimeoutMs }),
-  };
+  } satisfies RedisOptions;
 }
 
 export interface OpenRedisOptions extends Partial<AdmissionChannelOptions> {
@@ -104,7 +141,6 @@ export interface OpenRedisOptions extends Partial<AdmissionChannelOptions> {
  */
 export async function openRedis(where: RedisTarget | string, prefix: string, log: Logger, options: OpenRedisOptions = {}): Promise<RedisHandle> {
   const target: RedisTarget = typeof where === 'string' ? { kind: 'node', url: where } : where;
-  const { url, options: targetOpts } = targetOptions(target);
   let lastErrorLog = 0;
   // Until the first answer a failure is the start-up's to report, once, not a log line per retry.
   let opened = false;
@@ -120,16 +156,25 @@ export async function openRedis(where: RedisTarget | string, prefix: string, log
     lastErrorLog = now;
     log.warn({ err }, 'redis connection error');
   };
-  const connect = (name: string, extra: RedisOptions = {}) => {
-    const settings: RedisOptions = { ...baseOptions(name, options.commandTimeoutMs), ...targetOpts, reconnectOnError: reconnectOnReadOnly, ...extra };
-    const r = url === undefined ? new Redis(settings) : new Redis(url, settings);
+  const connect = (name: string, pipelined = false): RedisClient => {
+    // Auto-pipelining sends the commands of one event-loop tick in one write (per node, on a
+    // Cluster): under a stampede that is most of the hot path's syscalls saved. Admissions
+    // batch themselves (admissions.ts) and go out at once, not one more turn later.
+    const pipelining = pipelined ? { enableAutoPipelining: true, autoPipeliningIgnoredCommands: [...ADMIT_COMMANDS] } : {};
+    const base = { ...baseOptions(name, options.commandTimeoutMs), reconnectOnError: reconnectOnReadOnly };
+    let r: RedisClient;
+    if (target.kind === 'cluster') {
+      r = new Cluster(clusterNodes(target), clusterOptions(target, base, pipelining));
+      r.on('node error', onError);
+    } else {
+      const { url, options: targetOpts } = targetOptions(target);
+      const settings: RedisOptions = { ...base, ...targetOpts, ...pipelining };
+      r = url === undefined ? new Redis(settings) : new Redis(url, settings);
+    }
     r.on('error', onError);
     return r;
   };
-  // Auto-pipelining sends the commands of one event-loop tick in one write: under a stampede
-  // that is most of the hot path's syscalls saved. Admissions batch themselves (admissions.ts)
-  // and go out at once, not one more turn later.
-  const client = connect('couponrush', { enableAutoPipelining: true, autoPipeliningIgnoredCommands: [...ADMIT_COMMANDS] });
+  const client = connect('couponrush', true);
   try {
     const ping = client.ping();
     ping.catch(() => undefined);
@@ -143,10 +188,11 @@ export async function openRedis(where: RedisTarget | string, prefix: string, log
   const keys = new RedisKeys(prefix);
   const scripts = new Scripts(client);
   const listeners: InvalidationListener[] = [];
-  let subscriber: Redis | undefined;
+  let subscriber: RedisClient | undefined;
   let admissions: AdmissionChannel | undefined;
   let settle: SettleCampaigns | undefined;
 
+  // On a Cluster, a PUBLISH reaches the subscribers of every node (classic pub/sub is cluster-wide).
   const subscribe = () => {
     const sub = connect('couponrush-sub');
     let connectedOnce = false;
@@ -166,6 +212,7 @@ export async function openRedis(where: RedisTarget | string, prefix: string, log
 
   return {
     client,
+    cluster: target.kind === 'cluster',
     keys,
     scripts,
     duplicate: (name) => connect(name),

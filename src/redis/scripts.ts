@@ -5,7 +5,9 @@
 // script's header.
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
+
+type RedisClient = Redis | Cluster;
 import {
   ACCEPTED,
   ALREADY_ISSUED,
@@ -136,7 +138,7 @@ export class Scripts {
   /** How many times the connection became ready: a call made while it was not, failing before it was again, was never sent. */
   private readies = 0;
 
-  constructor(readonly client: Redis) {
+  constructor(readonly client: RedisClient) {
     client.on('ready', () => this.readies++);
     const fns: Partial<Record<ScriptName, ScriptCall>> = {};
     for (const name of Object.keys(SCRIPTS) as ScriptName[]) {

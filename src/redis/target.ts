@@ -7,8 +7,9 @@ export interface HostPort {
 }
 
 /**
- * Where Redis is: one node (REDIS_URL), or the primary that Redis Sentinel names
- * (REDIS_SENTINELS + REDIS_SENTINEL_MASTER), followed across failovers.
+ * Where Redis is: one node (REDIS_URL); the primary that Redis Sentinel names (REDIS_SENTINELS +
+ * REDIS_SENTINEL_MASTER), followed across failovers; or a Redis Cluster (REDIS_CLUSTER_NODES: a
+ * few of its nodes, the client learns the rest), each campaign on the master of its hash slot.
  */
 export type RedisTarget =
   | { readonly kind: 'node'; readonly url: string }
@@ -21,4 +22,15 @@ export type RedisTarget =
       readonly password: string | undefined;
       /** REDIS_SENTINEL_PASSWORD: the sentinels' own password. */
       readonly sentinelPassword: string | undefined;
+    }  | {
+      readonly kind: 'cluster';
+      readonly nodes: readonly HostPort[];
+      /** REDIS_USERNAME / REDIS_PASSWORD: the nodes' ACL user. */
+      readonly username: string | undefined;
+      readonly password: string | undefined;
     };
+
+/** The variable that named this target, for messages. */
+export function targetVariable(target: RedisTarget): 'REDIS_URL' | 'REDIS_SENTINELS' | 'REDIS_CLUSTER_NODES' {
+  return target.kind === 'node' ? 'REDIS_URL' : target.kind === 'sentinel' ? 'REDIS_SENTINELS' : 'REDIS_CLUSTER_NODES';
+}

@@ -8,7 +8,10 @@
 //   reading    claim entries idle longer than WORKER_CLAIM_IDLE_MS (a dead or stuck worker's,
 //              or our own that failed) with XAUTOCLAIM; read new ones with XREADGROUP … COUNT
 //              … BLOCK; after a partial batch, linger WORKER_LINGER_MS so the next one is fuller
-//              (the first entry after a quiet spell is read at once).
+//              (the first entry after a quiet spell is read at once). On a Redis Cluster each
+//              campaign's stream lives in its own slot and one read cannot span slots: the
+//              streams are read without blocking, one XREADGROUP each (auto-pipelined per
+//              node), every CLUSTER_POLL_MS while they are empty.
 //   redelivery `pending`: an entry the database refuses stays pending, is claimed again after
 //              WORKER_CLAIM_IDLE_MS, its deliveries counted by XPENDING. An outage leaves the
 //              batch pending too; the loop then re-reads our own pending entries first.
@@ -21,7 +24,7 @@
 //   stop()     a blocked read is unblocked (CLIENT UNBLOCK); the loop finishes the batch in hand.
 import { hostname } from 'node:os';
 import type { Logger } from '../util/logger.js';
-import type { Redis } from 'ioredis';
+import { Redis } from 'ioredis';
 import type { WorkerConfig } from '../config.js';
 import { cachedCoupons, validateEntry, type CouponLookup, type Validation } from '../coupons/queued-admission.js';
 import { STATE_RETENTION_MS, ensureGroup } from '../redis/campaign-state.js';
@@ -43,6 +46,8 @@ import { Pause } from '../util/pause.js';
 import { PersistLoop, type Doomed, type IssuanceSource, type PersistLoopDeps } from './persist-loop.js';
 
 const BLOCK_MS = 1_000;
+/** On a Cluster, how long the worker waits before reading empty streams again. */
+const CLUSTER_POLL_MS = 50;
 const REGISTRY_REFRESH_MS = 1_000;
 const UPKEEP_EVERY_MS = 5_000;
 /** Consumers with nothing pending, idle this long, are removed from the group. */
@@ -97,8 +102,8 @@ class StreamSource implements IssuanceSource<Delivery> {
   readonly redelivery = 'pending';
   /** Told how many entries a claim took over. */
   claimed: (entries: number) => void = () => undefined;
-  /** Blocking reads happen on their own connection. */
-  private readonly reader: Redis;
+  /** Blocking reads happen on their own connection (none on a Cluster, where the worker polls). */
+  private readonly reader: Redis | undefined;
   private readerId: string | undefined;
   private reading = false;
   private stopping = false;
@@ -116,9 +121,10 @@ class StreamSource implements IssuanceSource<Delivery> {
     private readonly consumer: string,
     private readonly coupon: CouponLookup,
   ) {
-    this.reader = redis.duplicate('couponrush-worker');
+    const reader = redis.cluster ? undefined : redis.duplicate('couponrush-worker');
+    this.reader = reader instanceof Redis ? reader : undefined;
     // A reconnected reader has a new client id.
-    this.reader.on('close', () => (this.readerId = undefined));
+    this.reader?.on('close', () => (this.readerId = undefined));
   }
 
   async open(): Promise<void> {
@@ -135,7 +141,7 @@ class StreamSource implements IssuanceSource<Delivery> {
   }
 
   async close(): Promise<void> {
-    this.reader.disconnect();
+    this.reader?.disconnect();
   }
 
   /** A wait that stop() cuts short. */
@@ -222,6 +228,7 @@ class StreamSource implements IssuanceSource<Delivery> {
       return [];
     }
     const ids = this.couponIds;
+    if (this.reader === undefined) return this.pollNew(ids);
     const streams = ids.map((id) => this.keysOf(id).stream);
     this.readerId ??= String(await this.reader.call('CLIENT', 'ID'));
     let reply: unknown;
@@ -239,12 +246,38 @@ class StreamSource implements IssuanceSource<Delivery> {
     } finally {
       this.reading = false;
     }
+    return this.deliveriesOf([reply]);
+  }
+
+  /** A Cluster: one non-blocking read per stream (each in its own slot), a pause when all are empty. */
+  private async pollNew(ids: readonly number[]): Promise<Delivery[]> {
+    const count = Math.max(1, Math.ceil(this.config.batchSize / ids.length));
+    const replies = await Promise.all(
+      ids.map(async (id) => {
+        const stream = this.keysOf(id).stream;
+        try {
+          return await this.redis.client.call('XREADGROUP', 'GROUP', WORKER_GROUP, this.consumer, 'COUNT', count, 'STREAMS', stream, '>');
+        } catch (err) {
+          if (!isReplyError(err, 'NOGROUP')) throw err;
+          await ensureGroup(this.redis, id); // lost with its data, or retired: from 0 again
+          return null;
+        }
+      }),
+    );
+    const out = this.deliveriesOf(replies);
+    if (out.length === 0) await this.sleep(CLUSTER_POLL_MS);
+    return out;
+  }
+
+  private deliveriesOf(replies: readonly unknown[]): Delivery[] {
     const out: Delivery[] = [];
-    for (const { key, entries } of parseRead(reply)) {
-      const couponId = this.redis.keys.couponOfStream(key);
-      if (couponId === undefined) continue;
-      const keys = this.keysOf(couponId);
-      for (const entry of entries) out.push({ couponId, keys, entry });
+    for (const reply of replies) {
+      for (const { key, entries } of parseRead(reply)) {
+        const couponId = this.redis.keys.couponOfStream(key);
+        if (couponId === undefined) continue;
+        const keys = this.keysOf(couponId);
+        for (const entry of entries) out.push({ couponId, keys, entry });
+      }
     }
     return out;
   }

@@ -9,7 +9,7 @@ import type { Coupon, IssueOutcome } from '../domain.js';
 export interface StrategyContext {
   readonly db: Db;
   readonly log: Logger;
-  /** Present when Redis is configured (REDIS_URL or REDIS_SENTINELS); strategies that `require` redis get it. */
+  /** Present when Redis is configured (REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES); strategies that `require` redis get it. */
   readonly redis?: RedisHandle | undefined;
   /** Present when KAFKA_BROKERS is set; strategies that `require` kafka get it. */
   readonly kafka?: KafkaHandle | undefined;
@@ -55,7 +55,7 @@ export interface IssueStrategy {
 }
 
 /** The services a strategy may need beyond the database, and the variable that configures each. */
-export const SERVICES = { redis: 'REDIS_URL or REDIS_SENTINELS', kafka: 'KAFKA_BROKERS' } as const;
+export const SERVICES = { redis: 'REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES', kafka: 'KAFKA_BROKERS' } as const;
 export type Service = keyof typeof SERVICES;
 
 export interface StrategyModule {
