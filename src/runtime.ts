@@ -164,8 +164,6 @@ export async function createRuntime(config: Config, log: Logger, options: Runtim
     const r = redis;
     // Another instance rebuilt or repaired a campaign: drop what this one cached about it.
     r.onInvalidate((couponId) => service.forget(couponId));
-    // A new primary (a failover) may lack acknowledged admissions: settle before admitting there.
-    r.onNewPrimary(() => service.settleRedisCampaigns());
     // For Redis-admitted campaigns the stock left is decided in Redis, not by committed rows; any
     // other campaign's is the database's, whatever keys Redis may hold for it.
     const inRedis = new Set<string>(strategiesWhere((m) => m.admission === 'redis'));

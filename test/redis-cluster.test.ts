@@ -108,14 +108,14 @@ describe('Redis Cluster: campaigns over three masters, a master killed mid-stamp
         assert.deepEqual(audit.lost, [], `${what}: acknowledged and absent`);
         assert.deepEqual(audit.falseDuplicates, [], `${what}: told 409 without a coupon`);
         assert.deepEqual(audit.unexpected, [], `${what}: holds a coupon though every answer said no`);
-        assert.equal(audit.internalErrors, 0, `${what}: 500s`);
+        assert.equal(audit.internalErrors, 0, `${what}: 500s\n${api.child.output().slice(-3_000)}`);
         assert.ok(audit.acknowledged > 0, `${what}: nothing was issued`);
         assert.ok(rows.users.length <= rows.total, `${what}: over-issued ${rows.users.length} > ${rows.total}`);
         assert.equal(rows.counter, rows.users.length, `${what}: issued_quantity disagrees with the rows`);
-        assert.ok(target.recoveredAfterMs !== undefined && target.recoveredAfterMs <= RECOVERY_BOUND_MS, `${what}: answering again after ${target.recoveredAfterMs} ms (healed at ${Math.round(healedAt)})`);
+        assert.ok(target.recoveredAfterMs !== undefined && target.recoveredAfterMs <= RECOVERY_BOUND_MS, `${what}: answering again after ${target.recoveredAfterMs} ms (healed at ${Math.round(healedAt)})\n${api.child.output().slice(-40_000)}`);
       }
       const metrics = (await request(api.url, 'GET', '/metrics')).text;
-      assert.match(metrics, /^couponrush_redis_primary_changes_total [1-9]/m, 'the API settled the campaigns on the promoted master');
+      assert.match(metrics, /^couponrush_redis_settles_total [1-9]/m, 'the API settled the campaign on the promoted master before admitting there');
       t.diagnostic(metrics.split('\n').filter((l) => l.startsWith('couponrush_redis_')).join('; '));
     } finally {
       await api?.stop();

@@ -4,7 +4,8 @@
 -- attempts are laid out in ARGV and what else an admission writes (queue it, mark it).
 --
 -- admit_batch(stateKey, usersKey, n, attempt, on_admit, on_admitted)
---   stateKey     {cpn:N}:state  hash: total, starts, ends (ms since epoch, half-open window), issued, expireat
+--   stateKey     {cpn:N}:state  hash: total, starts, ends (ms since epoch, half-open window), issued,
+--                expireat, primary (run id of the server the state was created or last settled on)
 --   usersKey     {cpn:N}:users  set of admitted user ids
 --   n            number of attempts
 --   attempt(i)   → user id, now (ms since epoch, as a string: the admission instant chosen by the API)
@@ -14,15 +15,24 @@
 -- Returns an array with one code per attempt, in order:
 --    1  ADMITTED         user added, issued incremented, on_admit ran
 --    0  MISSING          no state for this campaign (every code is 0): rebuild it, then retry
+--   -5  UNSETTLED        the state was created or settled on another server (every code is -5): this
+--                        one is a promoted replica or a restart, and may lack admissions the other
+--                        acknowledged; settle it against the database and the queue, then retry
 --   -1  ALREADY_ISSUED   the user is in the set (also when admitted earlier in this batch)
 --   -2  SOLD_OUT         issued >= total
 --   -3  WINDOW_NOT_OPEN  now < starts
 --   -4  WINDOW_CLOSED    now >= ends
+--- @include "includes/run-id.lua"
+
 local function admit_batch(stateKey, usersKey, n, attempt, on_admit, on_admitted)
   local codes = {}
-  local state = redis.call('HMGET', stateKey, 'total', 'starts', 'ends', 'issued', 'expireat')
+  local state = redis.call('HMGET', stateKey, 'total', 'starts', 'ends', 'issued', 'expireat', 'primary')
   if not state[1] then
     for i = 1, n do codes[i] = 0 end
+    return codes
+  end
+  if state[6] ~= server_run_id() then
+    for i = 1, n do codes[i] = -5 end
     return codes
   end
   local total, starts, ends = tonumber(state[1]), tonumber(state[2]), tonumber(state[3])

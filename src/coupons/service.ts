@@ -14,8 +14,8 @@ import {
   type NewCoupon,
   type Refusal,
 } from './domain.js';
-import { campaignsOf, findCoupon, findIssue, insertCoupon, listCurrentCoupons, listUserIssues, type UserCoupon } from './repository.js';
-import { isStrategyName, reconciledStrategies, unavailableReason, type StrategyName, type StrategySet } from './strategies/index.js';
+import { findCoupon, findIssue, insertCoupon, listCurrentCoupons, listUserIssues, type UserCoupon } from './repository.js';
+import { isStrategyName, unavailableReason, type StrategyName, type StrategySet } from './strategies/index.js';
 import type { IssueStrategy } from './strategies/types.js';
 
 /** Coupons are immutable, so their metadata is cached for the life of the process. */
@@ -97,20 +97,6 @@ export class CouponService {
       }),
     );
     return coupons.map((c) => (admitted.has(c.id) ? { ...c, admittedCount: admitted.get(c.id) } : c));
-  }
-
-  /**
-   * After a change of Redis primary (redis/admission-channel.ts): settle every campaign still
-   * admitting whose strategy admits in Redis, before this process admits again there.
-   */
-  async settleRedisCampaigns(now = new Date()): Promise<void> {
-    const campaigns = await campaignsOf(this.db, reconciledStrategies().redisAdmitted, now);
-    await Promise.all(
-      campaigns.map(async ({ id }) => {
-        const coupon = await findCoupon(this.db, id);
-        if (coupon !== undefined) await this.strategyFor(coupon)?.settle?.(coupon);
-      }),
-    );
   }
 
   /** `requestId` (optional) is carried into queued issuances for tracing. */

@@ -13,8 +13,9 @@ const SCRAPE_READ_TIMEOUT_MS = 1_000;
 
 
 /**
- * Counts connection and command errors ioredis reports on the handle's command connection, and
- * what the admission channel counts: unconfirmed admissions (REDIS_WAIT_REPLICAS) and primary changes.
+ * Counts connection and command errors ioredis reports on the handle's command connection,
+ * admissions left unconfirmed by WAIT (REDIS_WAIT_REPLICAS), and campaign states settled after a
+ * change of primary.
  */
 export function countRedisErrors(registry: Registry, redis: RedisHandle): void {
   const errors = new Counter({
@@ -30,16 +31,16 @@ export function countRedisErrors(registry: Registry, redis: RedisHandle): void {
     registers: [registry],
     collect() {
       this.reset();
-      this.inc(redis.admissionStats().unconfirmed);
+      this.inc(redis.stats.unconfirmed());
     },
   });
   new Counter({
-    name: 'couponrush_redis_primary_changes_total',
-    help: 'Times this process found a new Redis primary (a failover, a restart) and settled the active campaigns before admitting there',
+    name: 'couponrush_redis_settles_total',
+    help: 'Campaign states this process settled against the database and the queue because they were created on another Redis server (a failover, a restart)',
     registers: [registry],
     collect() {
       this.reset();
-      this.inc(redis.admissionStats().settles);
+      this.inc(redis.stats.settles);
     },
   });
 }

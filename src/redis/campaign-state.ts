@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from '../util/logger.js';
 import type { RedisHandle } from './client.js';
 import { WORKER_GROUP, type CampaignKeys } from './keys.js';
-import type { CampaignWindow } from './scripts.js';
+import { MISSING, type CampaignWindow, type UNSETTLED } from './scripts.js';
 import { isReplyError, parseEntries } from './streams.js';
 
 /** What Redis needs to know of a campaign (a coupon is one). */
@@ -110,10 +110,11 @@ async function loadSeatHolders(redis: RedisHandle, issuedUsers: IssuedUsers, cou
 }
 
 /**
- * After a change of primary (admission-channel.ts): admits in Redis everyone holding a seat in
- * the database or the queue that the state lacks (admissions acknowledged on the old primary and
- * never replicated, whose entries a worker had already persisted). Returns how many were missing,
- * or undefined when the campaign has no state (its next admission rebuilds it).
+ * A state created or settled on another server (the admission scripts' UNSETTLED: a promoted
+ * replica, a restart): admits in Redis everyone holding a seat in the database or the queue that
+ * the state lacks (admissions the old primary acknowledged and never passed on, whose entries a
+ * worker had already persisted), and records this server's run id (settle.lua). Returns how many
+ * were missing, or undefined when the campaign has no state (its next admission rebuilds it).
  */
 export async function settleCampaign(redis: RedisHandle, issuedUsers: IssuedUsers, coupon: Campaign, queued: boolean): Promise<number | undefined> {
   if (queued) await registerStream(redis, coupon.id);
@@ -204,23 +205,34 @@ export class CampaignStates {
     }
   }
 
-  /** After a change of primary: put back the seats the new primary lacks (settleCampaign). */
-  async settle(coupon: Campaign): Promise<void> {
-    const added = await settleCampaign(this.redis, this.issuedUsers, coupon, this.queued);
-    if (added !== undefined && added > 0) this.log.warn({ couponId: coupon.id, added }, 'redis: the new primary lacked admissions the database or the queue holds; admitted them again');
-  }
-
-  /** The state is missing: rebuild it (or wait for this process's rebuild in flight). */
-  rebuild(coupon: Campaign): Promise<unknown> {
+  /**
+   * An admission answered MISSING (Redis lost the state: rebuild it) or UNSETTLED (the state is
+   * another server's — a promoted replica, a restart: settle it). Once per coupon at a time per
+   * process; the callers retry their admission after it.
+   */
+  repair(coupon: Campaign, why: typeof MISSING | typeof UNSETTLED): Promise<unknown> {
     let p = this.inFlight.get(coupon.id);
     if (p === undefined) {
-      p = restoreCampaign(this.redis, this.issuedUsers, coupon, this.queued)
-        .then((created) => {
-          if (created !== undefined) this.log.warn({ couponId: coupon.id, issued: created }, 'redis: campaign state was missing; rebuilt from the database');
-        })
-        .finally(() => this.inFlight.delete(coupon.id));
+      p = (why === MISSING ? this.rebuildNow(coupon) : this.settleNow(coupon)).finally(() => this.inFlight.delete(coupon.id));
       this.inFlight.set(coupon.id, p);
     }
     return p;
+  }
+
+  private async rebuildNow(coupon: Campaign): Promise<void> {
+    const created = await restoreCampaign(this.redis, this.issuedUsers, coupon, this.queued);
+    if (created !== undefined) this.log.warn({ couponId: coupon.id, issued: created }, 'redis: campaign state was missing; rebuilt from the database');
+  }
+
+  private async settleNow(coupon: Campaign): Promise<void> {
+    const added = await settleCampaign(this.redis, this.issuedUsers, coupon, this.queued);
+    if (added === undefined) return;
+    this.redis.stats.settles++;
+    this.log.warn(
+      { couponId: coupon.id, added },
+      added > 0
+        ? 'redis: the campaign state came from another server (a failover, a restart) and lacked admissions the database or the queue holds; admitted them again'
+        : 'redis: the campaign state came from another server (a failover, a restart); settled against the database, nothing was missing',
+    );
   }
 }

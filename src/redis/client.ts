@@ -6,7 +6,7 @@
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { RedisTarget } from './target.js';
 import type { Logger } from '../util/logger.js';
-import { AdmissionChannel, type AdmissionChannelOptions, type SettleCampaigns } from './admission-channel.js';
+import { AdmissionChannel, type AdmissionChannelOptions } from './admission-channel.js';
 import { RedisKeys } from './keys.js';
 import { within } from '../util/within.js';
 import { ADMIT_COMMANDS, Scripts } from './scripts.js';
@@ -33,12 +33,10 @@ export interface RedisHandle {
   onInvalidate(listener: InvalidationListener): void;
   /** Tells every instance to drop its local caches for this coupon. */
   invalidate(couponId: number): Promise<void>;
-  /** The connection queued admissions go out on (opened on first use: API processes only). */
+  /** Where queued admissions go, and how they wait for replicas (its connection opens on first use: API processes only). */
   admissions(): AdmissionChannel;
-  /** The admission channel's counts so far (zeros before it opened), for /metrics. */
-  admissionStats(): { unconfirmed: number; settles: number };
-  /** What the admission channel runs on a new primary before admitting there (the runtime wires the service's settle). */
-  onNewPrimary(settle: SettleCampaigns): void;
+  /** Counts for /metrics: admissions left unconfirmed by WAIT, campaign states settled after a change of primary. */
+  readonly stats: { unconfirmed(): number; settles: number };
   close(): Promise<void>;
 }
 
@@ -190,7 +188,7 @@ export async function openRedis(where: RedisTarget | string, prefix: string, log
   const listeners: InvalidationListener[] = [];
   let subscriber: RedisClient | undefined;
   let admissions: AdmissionChannel | undefined;
-  let settle: SettleCampaigns | undefined;
+  let admitter: RedisClient | undefined;
 
   // On a Cluster, a PUBLISH reaches the subscribers of every node (classic pub/sub is cluster-wide).
   const subscribe = () => {
@@ -224,21 +222,17 @@ export async function openRedis(where: RedisTarget | string, prefix: string, log
       await client.publish(keys.invalidations, String(couponId));
     },
     admissions() {
-      // Not auto-pipelined: an admission is written the moment the channel decides to send it.
-      admissions ??= new AdmissionChannel(connect('couponrush-admit'), keys, log, {
-        waitReplicas: options.waitReplicas ?? 0,
-        waitTimeoutMs: options.waitTimeoutMs ?? 1_000,
-      });
-      if (settle !== undefined) admissions.onNewPrimary(settle);
+      if (admissions === undefined) {
+        const settings = { waitReplicas: options.waitReplicas ?? 0, waitTimeoutMs: options.waitTimeoutMs ?? 1_000 };
+        // WAIT blocks its connection until the replicas answer: not the hot path's.
+        if (settings.waitReplicas > 0) admitter = connect('couponrush-admit');
+        admissions = new AdmissionChannel(admitter === undefined ? scripts : new Scripts(admitter), settings);
+      }
       return admissions;
     },
-    admissionStats: () => ({ unconfirmed: admissions?.unconfirmed ?? 0, settles: admissions?.settles ?? 0 }),
-    onNewPrimary(s) {
-      settle = s;
-      admissions?.onNewPrimary(s);
-    },
+    stats: { unconfirmed: () => admissions?.unconfirmed ?? 0, settles: 0 },
     async close() {
-      await Promise.all([client, subscriber, admissions?.connection].map(async (c) => {
+      await Promise.all([client, subscriber, admitter].map(async (c) => {
         if (c === undefined) return;
         try {
           await c.quit();

@@ -72,14 +72,6 @@ export class RedisKeys {
     return `${this.prefix}reconcile:status`;
   }
 
-  /**
-   * The run id of the Redis primary the campaigns were last settled on (admission-channel.ts):
-   * a primary that finds another id here holds another server's data set.
-   */
-  get primary(): string {
-    return `${this.prefix}primary`;
-  }
-
   /** One worker at a time runs the periodic reconcile (SET NX PX). */
   get reconcileLock(): string {
     return `${this.prefix}reconcile:lock`;

@@ -5,7 +5,7 @@
 // script's header.
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { Cluster, Redis } from 'ioredis';
+import { Cluster, type Redis } from 'ioredis';
 
 type RedisClient = Redis | Cluster;
 import {
@@ -17,6 +17,10 @@ import {
   type IssueOutcome,
 } from '../coupons/domain.js';
 import type { CampaignKeys } from './keys.js';
+import { isReplyError } from './streams.js';
+
+/** Cluster refusals of a command that did not run: its slot is another node's, or the cluster is mid-failover. */
+const CLUSTER_REFUSALS = ['MOVED', 'ASK', 'CLUSTERDOWN', 'TRYAGAIN'];
 
 export const LUA_DIR = fileURLToPath(new URL('../../lua/', import.meta.url));
 
@@ -65,13 +69,18 @@ function source(name: ScriptName): string {
 
 /** The campaign's admission state is missing in Redis: rebuild it from the database and retry. */
 export const MISSING = 'MISSING';
+/**
+ * The campaign's state was created or settled on another Redis server (a promoted replica, a
+ * restart): settle it against the database and the queue, then retry (campaign-state.ts).
+ */
+export const UNSETTLED = 'UNSETTLED';
 /** admit.lua said yes: the caller must now insert the row (or release the admission). */
 export const ADMITTED = 'ADMITTED';
 
 /** What the admission scripts can refuse with (a subset of the domain's `Refusal`). */
 export type ScriptRefusal = typeof ALREADY_ISSUED | typeof SOLD_OUT | typeof WINDOW_NOT_OPEN | typeof WINDOW_CLOSED;
-export type AdmitResult = typeof ADMITTED | typeof MISSING | ScriptRefusal;
-export type AdmitEnqueueResult = typeof ACCEPTED | typeof MISSING | ScriptRefusal;
+export type AdmitResult = typeof ADMITTED | typeof MISSING | typeof UNSETTLED | ScriptRefusal;
+export type AdmitEnqueueResult = typeof ACCEPTED | typeof MISSING | typeof UNSETTLED | ScriptRefusal;
 
 function refusal(code: number): ScriptRefusal {
   switch (code) {
@@ -154,7 +163,7 @@ export class Scripts {
   /** admit.lua (redis-lua-sync): window → duplicate → stock; records the user on success. */
   async admit(keys: CampaignKeys, userId: string, nowMs: number): Promise<AdmitResult> {
     const code = integer(await this.unlessUnsent(() => this.fns.crAdmit(keys.state, keys.users, userId, nowMs)), 'admit');
-    return code === 1 ? ADMITTED : code === 0 ? MISSING : refusal(code);
+    return code === 1 ? ADMITTED : code === 0 ? MISSING : code === -5 ? UNSETTLED : refusal(code);
   }
 
   /**
@@ -167,6 +176,37 @@ export class Scripts {
     return this.codes(await this.unlessUnsent(() => this.fns.crAdmitEnqueue(...args)), attempts.length, 'admit-enqueue');
   }
 
+  /**
+   * admit-enqueue.lua then `WAIT replicas timeoutMs`, in one pipeline: both on the connection that
+   * serves the campaign's slot, so the WAIT counts the replicas that have the script's writes.
+   * Returns the results and how many replicas acknowledged them in time.
+   */
+  async admitEnqueueReplicated(
+    keys: CampaignKeys,
+    couponId: string,
+    attempts: readonly AdmissionAttempt[],
+    replicas: number,
+    timeoutMs: number,
+  ): Promise<{ results: AdmitEnqueueResult[]; replicas: number }> {
+    const args: (string | number)[] = [keys.state, keys.users, keys.stream, couponId];
+    for (const a of attempts) args.push(a.userId, a.nowMs, a.requestId);
+    for (let attempt = 1; ; attempt++) {
+      const pipeline = this.client.pipeline();
+      // The script's pipeline method, which ioredis's types cannot know about either.
+      (pipeline as unknown as Record<string, (...a: (string | number)[]) => unknown>).crAdmitEnqueue!(...args);
+      pipeline.call('WAIT', replicas, timeoutMs);
+      const replies = await this.unlessUnsent(() => pipeline.exec());
+      const [[scriptErr, scriptReply] = [new Error('admit-enqueue: no reply'), null], [waitErr, waitReply] = [null, 0]] = replies ?? [];
+      if (scriptErr === null) return { results: this.codes(scriptReply, attempts.length, 'admit-enqueue'), replicas: waitErr === null ? Number(waitReply) : 0 };
+      // A Cluster node that does not serve the slot (a failover moved it; ioredis does not follow
+      // a pipeline whose WAIT did answer) or a cluster mid-failover: the script did not run.
+      if (!CLUSTER_REFUSALS.some((code) => isReplyError(scriptErr, code))) throw scriptErr;
+      if (attempt > 1 || !(this.client instanceof Cluster)) throw new NotSentError(scriptErr);
+      const cluster = this.client;
+      await new Promise<void>((resolve) => cluster.refreshSlotsCache(() => resolve()));
+    }
+  }
+
   /** One admission code per attempt, mapped to outcomes. */
   private codes(reply: unknown, attempts: number, script: string): AdmitEnqueueResult[] {
     if (!Array.isArray(reply) || reply.length !== attempts) {
@@ -174,7 +214,7 @@ export class Scripts {
     }
     return reply.map((code: unknown) => {
       const c = integer(code, script);
-      return c === 1 ? ACCEPTED : c === 0 ? MISSING : refusal(c);
+      return c === 1 ? ACCEPTED : c === 0 ? MISSING : c === -5 ? UNSETTLED : refusal(c);
     });
   }
 

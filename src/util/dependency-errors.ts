@@ -36,10 +36,12 @@ export function isDependencyUnavailable(err: unknown): boolean {
   // pg: pool/connect timeouts and dropped connections; mysql2: a command on a closed connection;
   // ioredis: a closed connection, a command timeout, retries exhausted, or the offline queue
   // disabled while disconnected; Redis: a primary without the replicas min-replicas-to-write asks
-  // for (NOREPLICAS: the write was refused, nothing done), a replica where the primary was (READONLY).
+  // for (NOREPLICAS: the write was refused, nothing done), a replica where the primary was
+  // (READONLY); a Cluster mid-failover or mid-move (CLUSTERDOWN, TRYAGAIN, MOVED/ASK to a node
+  // that is gone: ioredis gives up after its redirections; its slot map could not be fetched).
   return (
     typeof message === 'string' &&
-    /timeout exceeded when trying to connect|Connection terminated|connection is closed|connection is in closed state|Command timed out|max retries per request|Stream isn't writeable|^NOREPLICAS |^READONLY /i.test(
+    /timeout exceeded when trying to connect|Connection terminated|connection is closed|connection is in closed state|Command timed out|max retries per request|Stream isn't writeable|^NOREPLICAS |^READONLY |^CLUSTERDOWN |^TRYAGAIN |^MOVED |^ASK |Too many Cluster redirections|Failed to refresh slots cache|None of startup nodes is available|Cluster isn't ready/i.test(
       message,
     )
   );

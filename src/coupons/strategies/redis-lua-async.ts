@@ -5,9 +5,11 @@
 // a missing campaign state is rebuilt from the database (and the queue) and the attempt retried once.
 // A call that fails may have run in Redis with its answer lost (a crash, a reset connection):
 // the attempt then asks Redis whether the user is admitted before it answers (askUntil), and says
-// OUTCOME_UNKNOWN when Redis cannot tell in time. Admissions go out on the admission channel
-// (redis/admission-channel.ts): checked primary, and with REDIS_WAIT_REPLICAS a 202 only once the
-// replicas have it (OUTCOME_UNKNOWN when they do not confirm in time).
+// OUTCOME_UNKNOWN when Redis cannot tell in time. A state another Redis server created (a
+// failover, a restart: UNSETTLED) is settled against the database and the queue before anyone is
+// admitted there. Admissions go out on the admission channel (redis/admission-channel.ts): with
+// REDIS_WAIT_REPLICAS a 202 only once the replicas have it (OUTCOME_UNKNOWN when they do not
+// confirm in time).
 import type { Logger } from '../../util/logger.js';
 import type { Db } from '../../db/index.js';
 import { ACCEPTED, ALREADY_ISSUED, OUTCOME_UNKNOWN, SOLD_OUT, unavailable, type Coupon, type IssueOutcome } from '../domain.js';
@@ -16,13 +18,13 @@ import type { RedisHandle } from '../../redis/client.js';
 import { admittedCounts, CampaignStates, checkAdmission } from '../../redis/campaign-state.js';
 import type { AdmissionChannel, ChannelAdmission } from '../../redis/admission-channel.js';
 import { AdmissionBatcher } from '../../redis/admissions.js';
-import { MISSING, NotSentError } from '../../redis/scripts.js';
+import { MISSING, NotSentError, UNSETTLED } from '../../redis/scripts.js';
 import { isReplyError } from '../../redis/streams.js';
 import { askUntil } from '../../util/ask-until.js';
 import { admissionStatus, CampaignRefs, redisOf, type CampaignRef } from './redis-shared.js';
 import type { IssueStrategy, StrategyModule } from './types.js';
 
-const NOT_REBUILT = unavailable('campaign state is missing in Redis and could not be rebuilt');
+const NOT_REBUILT = unavailable('campaign state is missing in Redis, or another server\'s, and could not be rebuilt or settled');
 
 export class RedisLuaAsync implements IssueStrategy {
   protected readonly refs: CampaignRefs;
@@ -46,18 +48,14 @@ export class RedisLuaAsync implements IssueStrategy {
     return this.states.prepare(coupon);
   }
 
-  settle(coupon: Coupon): Promise<void> {
-    return this.states.settle(coupon);
-  }
-
   async issue(coupon: Coupon, userId: string, now: Date, requestId?: string): Promise<IssueOutcome> {
     const ref = this.refs.get(coupon.id);
     const nowMs = now.getTime();
     let outcome = await this.admit(ref, userId, nowMs, requestId ?? '');
-    if (outcome === MISSING) {
-      await this.states.rebuild(coupon);
+    if (outcome === MISSING || outcome === UNSETTLED) {
+      await this.states.repair(coupon, outcome);
       outcome = await this.admit(ref, userId, nowMs, requestId ?? '');
-      if (outcome === MISSING) return NOT_REBUILT;
+      if (outcome === MISSING || outcome === UNSETTLED) return NOT_REBUILT;
     }
     if (outcome === SOLD_OUT) this.soldOut(coupon.id);
     return outcome;

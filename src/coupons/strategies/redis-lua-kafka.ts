@@ -21,7 +21,7 @@ import { cachedCoupons, heldInKafka } from '../queued-admission.js';
 import { AdmissionBatcher } from '../../redis/admissions.js';
 import { admittedCounts, CampaignStates, checkAdmission } from '../../redis/campaign-state.js';
 import type { RedisHandle } from '../../redis/client.js';
-import { MISSING, NotSentError, type AdmitEnqueueResult } from '../../redis/scripts.js';
+import { MISSING, NotSentError, UNSETTLED, type AdmitEnqueueResult } from '../../redis/scripts.js';
 import { isReplyError } from '../../redis/streams.js';
 import { askUntil } from '../../util/ask-until.js';
 import { ACCEPTED, ALREADY_ISSUED, OUTCOME_UNKNOWN, unavailable, type Coupon, type IssueOutcome } from '../domain.js';
@@ -29,7 +29,7 @@ import { findIssue, loadIssuedUsers } from '../repository.js';
 import { admissionStatus, CampaignRefs, redisOf, type CampaignRef } from './redis-shared.js';
 import type { IssueStrategy, StrategyContext, StrategyModule } from './types.js';
 
-const NOT_REBUILT = unavailable('campaign state is missing in Redis and could not be rebuilt');
+const NOT_REBUILT = unavailable('campaign state is missing in Redis, or another server\'s, and could not be rebuilt or settled');
 const NOT_PRODUCED = unavailable('Kafka did not take the issuance; nothing was issued');
 
 /**
@@ -63,27 +63,24 @@ export class RedisLuaKafka implements IssueStrategy {
     const settleMs = kafka.settings.produceTimeoutMs + 1_000;
     this.states = new CampaignStates(redis, (id) => kafkaAdmittedUsers(db, kafka, id, settleMs), log, false);
     this.creation = new CampaignStates(redis, () => Promise.resolve([]), log, false);
-    const channel = redis.admissions();
-    this.admissions = new AdmissionBatcher((keys, _couponId, attempts) => channel.admitProduce(keys, attempts));
+    // Not waited for (REDIS_WAIT_REPLICAS): the 202 rests on Kafka's acknowledgement, and a state
+    // that lost admissions in a failover is settled from the topic (UNSETTLED).
+    this.admissions = new AdmissionBatcher((keys, _couponId, attempts) => redis.scripts.admitProduce(keys, attempts));
   }
 
   prepare(coupon: Coupon): Promise<void> {
     return this.creation.prepare(coupon);
   }
 
-  /** After a change of primary: the topic's records count, as in a rebuild (read once every produce begun has settled). */
-  settle(coupon: Coupon): Promise<void> {
-    return this.states.settle(coupon);
-  }
-
   async issue(coupon: Coupon, userId: string, now: Date, requestId?: string): Promise<IssueOutcome> {
     const ref = this.refs.get(coupon.id);
     const nowMs = now.getTime();
     let outcome = await this.admit(ref, userId, nowMs);
-    if (outcome === MISSING) {
-      await this.states.rebuild(coupon);
+    if (outcome === MISSING || outcome === UNSETTLED) {
+      // Settled as rebuilt: from the rows and the topic, read once every produce begun has settled.
+      await this.states.repair(coupon, outcome);
       outcome = await this.admit(ref, userId, nowMs);
-      if (outcome === MISSING) return NOT_REBUILT;
+      if (outcome === MISSING || outcome === UNSETTLED) return NOT_REBUILT;
     }
     if (outcome !== ACCEPTED) return outcome;
     switch (await this.kafka.producer.produce({ couponId: coupon.id, userId, atMs: nowMs, requestId: requestId ?? '' })) {

@@ -10,12 +10,12 @@
 import { ALREADY_ISSUED, SOLD_OUT, unavailable, type IssueOutcome } from '../domain.js';
 import { findIssue, loadIssuedUsers } from '../repository.js';
 import { admittedCounts, CampaignStates } from '../../redis/campaign-state.js';
-import { ADMITTED, MISSING } from '../../redis/scripts.js';
+import { ADMITTED, MISSING, UNSETTLED } from '../../redis/scripts.js';
 import { CampaignRefs, redisOf } from './redis-shared.js';
 import { insertAndClaim } from './shared.js';
 import type { StrategyModule } from './types.js';
 
-const NOT_REBUILT = unavailable('campaign state is missing in Redis and could not be rebuilt');
+const NOT_REBUILT = unavailable('campaign state is missing in Redis, or another server\'s, and could not be rebuilt or settled');
 
 export const redisLuaSync: StrategyModule = {
   summary: 'atomic Lua admission in Redis, then a synchronous insert (201); a failed insert is rolled back in Redis by a second script',
@@ -40,16 +40,15 @@ export const redisLuaSync: StrategyModule = {
 
     return {
       prepare: (coupon) => states.prepare(coupon),
-      settle: (coupon) => states.settle(coupon),
       admitted: (couponIds) => admittedCounts(redis, couponIds),
 
       async issue(coupon, userId, now) {
         const { keys } = refs.get(coupon.id);
         let admitted = await redis.scripts.admit(keys, userId, now.getTime());
-        if (admitted === MISSING) {
-          await states.rebuild(coupon);
+        if (admitted === MISSING || admitted === UNSETTLED) {
+          await states.repair(coupon, admitted);
           admitted = await redis.scripts.admit(keys, userId, now.getTime());
-          if (admitted === MISSING) return NOT_REBUILT;
+          if (admitted === MISSING || admitted === UNSETTLED) return NOT_REBUILT;
         }
         if (admitted === ALREADY_ISSUED && (await findIssue(db, coupon.id, userId)) !== undefined) return ALREADY_ISSUED;
         if (admitted !== ADMITTED && admitted !== ALREADY_ISSUED) return admitted;
