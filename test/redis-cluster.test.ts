@@ -24,6 +24,7 @@ import {
   type Target,
 } from './fault-helpers.js';
 import { createTestDatabase, missing, needServer, PG_ADMIN_URL, request, type TestDatabase } from './helpers.js';
+import { runCli } from './ops-helpers.js';
 import { backlog, FAST_WORKER_ENV, silent, waitFor } from './redis-helpers.js';
 
 const STRATEGY = 'redis-lua-async-cached';
@@ -117,9 +118,37 @@ describe('Redis Cluster: campaigns over three masters, a master killed mid-stamp
       const metrics = (await request(api.url, 'GET', '/metrics')).text;
       assert.match(metrics, /^couponrush_redis_settles_total [1-9]/m, 'the API settled the campaign on the promoted master before admitting there');
       t.diagnostic(metrics.split('\n').filter((l) => l.startsWith('couponrush_redis_')).join('; '));
+
+      // `couponrush reconcile` on the cluster: every campaign's state agrees with its rows.
+      const cli = runCli(['reconcile'], { DATABASE_URL: db!.url, ...cluster.env(), REDIS_PREFIX: prefix, LOG_LEVEL: 'warn' });
+      const code = await cli.exited;
+      assert.equal(code, 0, `reconcile on the cluster:\n${cli.output()}`);
+      for (const target of targets) assert.match(cli.output(), new RegExp(`coupon ${target.couponId} \\(${STRATEGY}\\): OK`), `campaign ${target.couponId} reconciled:\n${cli.output()}`);
     } finally {
       await api?.stop();
       await redis?.close();
+      await cluster.destroy();
+    }
+  });
+
+  it('cache invalidations reach every process, whichever node each is connected to (classic pub/sub is cluster-wide)', async (t) => {
+    if (bin === undefined) return missing(t, 'the redis-server binary is not installed');
+    const cluster = await PrivateCluster.create(bin, { masters: 3, replicasPerMaster: 0 });
+    const target = { kind: 'cluster' as const, nodes: cluster.ports.map((port) => ({ host: '127.0.0.1', port })), username: undefined, password: undefined };
+    const handles: RedisHandle[] = [];
+    try {
+      for (let i = 0; i < 3; i++) handles.push(await openRedis(target, 'pubsub:', silent));
+      const heard = handles.map(() => [] as Array<number | undefined>);
+      handles.forEach((h, i) => h.onInvalidate((id) => heard[i]!.push(id)));
+      // Subscribed when every subscriber has heard a first message.
+      await waitFor('every subscriber hears the channel', async () => {
+        await handles[0]!.invalidate(0);
+        return heard.every((h) => h.includes(0));
+      });
+      for (const [i, h] of handles.entries()) await h.invalidate(100 + i);
+      await waitFor('every process heard every invalidation', async () => heard.every((h) => [100, 101, 102].every((id) => h.includes(id))));
+    } finally {
+      for (const h of handles) await h.close();
       await cluster.destroy();
     }
   });

@@ -249,9 +249,13 @@ class StreamSource implements IssuanceSource<Delivery> {
     return this.deliveriesOf([reply]);
   }
 
-  /** A Cluster: one non-blocking read per stream (each in its own slot), a pause when all are empty. */
+  /**
+   * A Cluster: one non-blocking read per stream (each in its own slot), a pause when all are
+   * empty. Each read takes up to a batch, so a drop on one campaign drains as fast as on one node
+   * (a batch may then hold up to a batch per campaign).
+   */
   private async pollNew(ids: readonly number[]): Promise<Delivery[]> {
-    const count = Math.max(1, Math.ceil(this.config.batchSize / ids.length));
+    const count = this.config.batchSize;
     const replies = await Promise.all(
       ids.map(async (id) => {
         const stream = this.keysOf(id).stream;
