@@ -236,7 +236,10 @@ export class Scripts {
 
   /** Runs a call; a failure of a call that was never written to Redis becomes a NotSentError. */
   private async unlessUnsent<T>(call: () => Promise<T>): Promise<T> {
-    const queued = this.client.status !== 'ready';
+    // Queued, not written: ioredis queues a command unless the connection is ready AND its socket
+    // writable (a socket that just closed, before ioredis has heard of it, is not).
+    const socket = this.client instanceof Cluster ? undefined : this.client.stream;
+    const queued = this.client.status !== 'ready' || (socket !== undefined && !socket.writable);
     const readies = this.readies;
     try {
       return await call();
