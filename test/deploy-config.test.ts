@@ -455,7 +455,7 @@ describe('deploy/docker-compose.sentinel.yml (the Sentinel variant)', () => {
       assert.equal(env.REDIS_WAIT_REPLICAS, '1', `${s}: a 202 waits for the replica`);
       const set = ['REDIS_URL', 'REDIS_SENTINELS', 'REDIS_CLUSTER_NODES'].filter((v) => (env[v] ?? '').trim() !== '');
       assert.deepEqual(set, ['REDIS_SENTINELS'], `${s}: exactly one way to reach Redis`);
-      assert.equal(loadConfig(env).redisUrl, undefined, `${s}: the app reads the blank REDIS_URL as unset`);
+      assert.equal(loadConfig(env).redis?.kind, 'sentinel', `${s}: the app reads the blank REDIS_URL as unset and goes through the sentinels`);
       assert.equal(loadConfig(env).databaseUrl, loadConfig(envOf(s)).databaseUrl, `${s} keeps the base file's database`);
     }
   });
