@@ -68,7 +68,7 @@ describe('deploy/docker-compose.yml', () => {
   });
 
   it('starts the CLI so that SIGTERM reaches it: the image\'s exec-form node entry point, no shell, npx or npm, a grace period longer than a request', () => {
-    const withOverrides = ['docker-compose.yml', 'docker-compose.mysql.yml', 'docker-compose.kafka.yml', 'docker-compose.sentinel.yml'].map(
+    const withOverrides = ['docker-compose.yml', 'docker-compose.mysql.yml', 'docker-compose.kafka.yml', 'docker-compose.sentinel.yml', 'docker-compose.cluster.yml'].map(
       (f) => parse(read(`deploy/${f}`), { merge: true }) as { services: Record<string, ComposeService & { entrypoint?: unknown }> },
     );
     for (const file of withOverrides) {
@@ -534,5 +534,227 @@ describe('deploy/docker-compose.sentinel.yml (the Sentinel variant)', () => {
       for (const d of ['migrate', 'redis', 'redis-replica', ...sentinels]) assert.ok(d in deps, `${s} depends on ${d} after the merge`);
     }
     for (const s of dataNodes) assert.match((merged.services[s]?.command ?? []).join(' '), /--appendfsync always .*--min-replicas-to-write 1/s, `${s} after the merge`);
+  });
+});
+
+describe('deploy/docker-compose.cluster.yml (the Cluster variant)', () => {
+  type ClusterService = ComposeService & {
+    depends_on?: Record<string, { condition?: string }>;
+    healthcheck?: { test?: string[] };
+    restart?: string;
+    networks?: string[] | Record<string, { ipv4_address?: string } | null>;
+  };
+  interface ClusterFile {
+    services: Record<string, ClusterService>;
+    volumes?: Record<string, unknown>;
+    networks?: Record<string, { ipam?: { config?: Array<{ subnet?: string; ip_range?: string }> } }>;
+  }
+  const override = parse(read('deploy/docker-compose.cluster.yml'), { merge: true }) as ClusterFile;
+  const nodes = [1, 2, 3, 4, 5, 6].map((i) => `redis-node-${i}`);
+  const init = 'redis-cluster-init';
+  const clients = ['api1', 'api2', 'worker'];
+  const SEEDS = 'redis-node-1:6379,redis-node-2:6379,redis-node-3:6379';
+  /** Every service the base file gives REDIS_URL (through its x-couponrush environment). */
+  const redisUsers = Object.keys(services).filter((s) => services[s]?.environment?.REDIS_URL !== undefined);
+  const mergedEnv = (service: string) => ({
+    ...envOf(service),
+    ...Object.fromEntries(Object.entries(override.services[service]?.environment ?? {}).map(([k, v]) => [k, substitute(String(v))])),
+  });
+  /** The shell script a service starts with (`sh -ec <script>`). */
+  const script = (service: string) => {
+    const command = override.services[service]?.command ?? [];
+    assert.deepEqual(command.slice(0, 2), ['sh', '-ec'], `${service} starts through a shell script`);
+    return command[2] ?? '';
+  };
+  /** The options a node's script starts redis-server with: `--name value…` → name → value (quotes taken off). */
+  const serverOptions = (service: string): Map<string, string> => {
+    const exec = /^exec docker-entrypoint\.sh redis-server (.*)$/m.exec(script(service).replace(/\\\n\s*/g, ' '));
+    assert.ok(exec !== null, `${service} runs redis-server through the image's entry point`);
+    const options = new Map<string, string>();
+    let name: string | undefined;
+    for (const token of exec[1]!.match(/'[^']*'|"[^"]*"|\S+/g) ?? []) {
+      if (token.startsWith('--')) options.set((name = token.slice(2)), '');
+      else if (name !== undefined) options.set(name, `${options.get(name)} ${token.replace(/^(['"])(.*)\1$/, '$2')}`.trim());
+    }
+    return options;
+  };
+  const portOf = (node: string) => serverOptions(node).get('port') ?? '6379';
+  const networkNames = (service: ClusterService | undefined) => (Array.isArray(service?.networks) ? service.networks : Object.keys(service?.networks ?? {}));
+  const addressOf = (service: ClusterService | undefined) => (Array.isArray(service?.networks) ? undefined : service?.networks?.['redis-cluster']?.ipv4_address);
+  const ipv4 = (a: string) => a.split('.').reduce((n, o) => n * 256 + Number(o), 0);
+  const inCidr = (address: string, cidr: string) => {
+    const [base = '', bits = '32'] = cidr.split('/');
+    const size = 2 ** (32 - Number(bits));
+    return Math.floor(ipv4(address) / size) === Math.floor(ipv4(base) / size);
+  };
+
+  it('switches every service that had REDIS_URL to the cluster nodes, with REDIS_URL blank and WAIT for one replica', () => {
+    for (const s of ['api1', 'api2', 'worker', 'migrate']) assert.ok(redisUsers.includes(s), `${s} has REDIS_URL in the base file`);
+    for (const s of redisUsers) {
+      const env = mergedEnv(s);
+      assert.equal(env.REDIS_URL, '', `${s}: REDIS_URL blanked, so the base file's does not survive the merge`);
+      assert.equal(env.REDIS_CLUSTER_NODES, SEEDS, `${s}: REDIS_CLUSTER_NODES`);
+      for (const seed of (env.REDIS_CLUSTER_NODES ?? '').split(',')) {
+        const [host = '', port] = seed.split(':');
+        assert.ok(nodes.includes(host) && override.services[host] !== undefined, `${s}: ${seed} names a node service`);
+        assert.equal(port, portOf(host), `${s}: ${seed} is the port ${host} listens on`);
+      }
+      assert.equal(env.REDIS_WAIT_REPLICAS, '1', `${s}: a 202 waits for the master's replica`);
+      const set = ['REDIS_URL', 'REDIS_SENTINELS', 'REDIS_CLUSTER_NODES'].filter((v) => (env[v] ?? '').trim() !== '');
+      assert.deepEqual(set, ['REDIS_CLUSTER_NODES'], `${s}: exactly one way to reach Redis`);
+      assert.equal(env.DATABASE_URL, envOf(s).DATABASE_URL, `${s} keeps the base file's database`);
+      const config = loadConfig(env);
+      assert.deepEqual(
+        config.redis,
+        { kind: 'cluster', nodes: SEEDS.split(',').map((seed) => ({ host: seed.split(':')[0], port: Number(seed.split(':')[1]) })), username: undefined, password: undefined },
+        `${s}: the app reads the blank REDIS_URL as unset and reaches Redis through the cluster's seed nodes`,
+      );
+      assert.equal(config.redisWaitReplicas, 1, `${s}: REDIS_WAIT_REPLICAS`);
+    }
+  });
+
+  it('runs six nodes with cluster-enabled, nodes.conf in their volume, AOF always and min-replicas, announced by their service names at fixed addresses', () => {
+    const net = override.networks?.['redis-cluster']?.ipam?.config?.[0] ?? {};
+    assert.ok(net.subnet !== undefined && net.ip_range !== undefined, 'the nodes\' network has a subnet, and a range for the other containers');
+    const addresses = new Set<string>();
+    for (const s of nodes) {
+      const service = override.services[s];
+      assert.equal(service?.image, 'redis:7-alpine', s);
+      assert.equal(service?.restart, 'unless-stopped', s);
+      const o = serverOptions(s);
+      assert.equal(o.get('cluster-enabled'), 'yes', `${s}: cluster-enabled`);
+      assert.equal(o.get('cluster-config-file'), '/data/nodes.conf', `${s}: nodes.conf in /data`);
+      assert.ok(service?.volumes?.includes(`${s}-data:/data`), `${s}: /data is its own volume, so nodes.conf outlives the container`);
+      assert.ok(override.volumes !== undefined && `${s}-data` in override.volumes, `volume ${s}-data`);
+      assert.equal(script(s).match(/nodes\.conf/g)?.length, 1, `${s}: nothing but Redis writes nodes.conf`);
+      assert.equal(o.get('cluster-node-timeout'), '5000', `${s}: cluster-node-timeout`);
+      assert.equal(o.get('cluster-announce-hostname'), '$$NODE_HOSTNAME', `${s}: announces a name`);
+      assert.equal(service?.environment?.NODE_HOSTNAME, s, `${s} announces its own service name`);
+      assert.equal(o.get('cluster-preferred-endpoint-type'), 'hostname', `${s}: clients are given names`);
+      assert.equal(o.get('appendonly'), 'yes', `${s}: AOF`);
+      assert.equal(o.get('appendfsync'), 'always', `${s}: fsync before the replies`);
+      assert.equal(o.get('save'), '', `${s}: no RDB snapshots beside the AOF`);
+      assert.equal(o.get('min-replicas-to-write'), '1', `${s}: min-replicas-to-write`);
+      assert.equal(o.get('min-replicas-max-lag'), '10', `${s}: min-replicas-max-lag`);
+      assert.equal(o.get('port'), undefined, `${s} listens on 6379`);
+      assert.deepEqual(service?.healthcheck?.test, ['CMD', 'redis-cli', 'ping'], `${s}: healthcheck`);
+      const address = addressOf(service) ?? '';
+      assert.ok(inCidr(address, net.subnet ?? '') && !inCidr(address, net.ip_range ?? ''), `${s}: a fixed address (${address}) in the subnet, outside the range given out to the others`);
+      addresses.add(address);
+    }
+    assert.equal(addresses.size, nodes.length, 'an address each');
+  });
+
+  describe('redis-cluster-init, run against a stand-in redis-cli', () => {
+    const initScript = () => script(init).replace(/\$\$/g, '$');
+    /**
+     * Runs the init's script with a redis-cli that answers CLUSTER INFO and INFO REPLICATION as
+     * the given nodes would (members: in a formed cluster; the others know only themselves), and
+     * records what it was asked. `syncAfter`: the replicas are in sync from that INFO REPLICATION on.
+     */
+    function runInit(members: string[], syncAfter = 0) {
+      const dir = mkdtempSync(join(tmpdir(), 'couponrush-cluster-init-'));
+      try {
+        writeFileSync(join(dir, 'members'), members.map((m) => `${m}\n`).join(''));
+        writeFileSync(
+          join(dir, 'redis-cli'),
+          [
+            '#!/bin/sh',
+            'echo "$*" >> "$FAKE_DIR/calls"',
+            'case "$*" in *"--cluster create"*) touch "$FAKE_DIR/created"; exit 0;; esac',
+            'if [ -e "$FAKE_DIR/created" ] || grep -qx "$2" "$FAKE_DIR/members"; then state=ok; known=6; slots=16384; else state=fail; known=1; slots=0; fi',
+            'case "$*" in',
+            '  *"cluster info"*) printf "cluster_state:%s\\r\\ncluster_slots_assigned:%s\\r\\ncluster_known_nodes:%s\\r\\n" $state $slots $known;;',
+            '  *"info replication"*) n=$(cat "$FAKE_DIR/asked" 2>/dev/null || echo 0); echo $((n + 1)) > "$FAKE_DIR/asked"',
+            `    good=0; [ "$n" -lt ${syncAfter} ] || good=1`,
+            '    printf "# Replication\\r\\nrole:master\\r\\nmin_slaves_good_slaves:%s\\r\\n" $good;;',
+            'esac',
+          ].join('\n'),
+          { mode: 0o755 },
+        );
+        const res = spawnSync('sh', ['-ec', initScript()], { env: { PATH: `${dir}:${process.env.PATH}`, FAKE_DIR: dir }, encoding: 'utf8', timeout: 30_000 });
+        const calls = existsSync(join(dir, 'calls')) ? readFileSync(join(dir, 'calls'), 'utf8').trim().split('\n') : [];
+        return { status: res.status, out: res.stdout + res.stderr, calls, creates: calls.filter((c) => c.includes('--cluster create')) };
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
+
+    it('creates the cluster, three masters with one replica each over all six nodes, when no node knows another', () => {
+      const { status, out, creates } = runInit([]);
+      assert.equal(status, 0, out);
+      assert.equal(creates.length, 1, 'one create');
+      const args = creates[0]!.split(/\s+/);
+      const targets = args.filter((a) => /^[^-].*:\d+$/.test(a));
+      assert.deepEqual(targets, nodes.map((n) => `${n}:${portOf(n)}`), 'every node, by service name and port');
+      assert.equal(args[args.indexOf('--cluster-replicas') + 1], '1', '--cluster-replicas 1');
+      assert.ok(args.includes('--cluster-yes'), 'without asking');
+    });
+
+    it('leaves a formed cluster alone, and fails naming a node that knows no other (a lost volume)', () => {
+      const formed = runInit(nodes);
+      assert.equal(formed.status, 0, formed.out);
+      assert.deepEqual(formed.creates, [], 'no create over a formed cluster');
+      const lost = runInit(nodes.filter((n) => n !== 'redis-node-4'));
+      assert.notEqual(lost.status, 0, 'the services do not start beside a node outside the cluster');
+      assert.deepEqual(lost.creates, [], 'no create while some nodes are in a cluster');
+      assert.match(lost.out, /but redis-node-4 know\(s\) no other node/, 'the node that knows no other is named');
+    });
+
+    it('waits until every master has its replica in sync before it completes', () => {
+      const asked = (run: ReturnType<typeof runInit>) => run.calls.filter((c) => c.includes('info replication')).length;
+      const inSync = runInit([]);
+      const late = runInit([], 2);
+      assert.equal(late.status, 0, late.out);
+      assert.ok(asked(late) > asked(inSync), `asked again while a replica was not in sync (${asked(late)} times, ${asked(inSync)} when in sync)`);
+    });
+  });
+
+  it('starts the APIs and the worker after the init has completed, the init after every node is healthy, and runs no standalone Redis', () => {
+    for (const s of clients) {
+      const deps = override.services[s]?.depends_on ?? {};
+      assert.equal(deps[init]?.condition, 'service_completed_successfully', `${s} waits for the cluster to be formed`);
+      // Replaces the base file's `redis: service_healthy` (depends_on merges key by key).
+      assert.equal(deps.redis?.condition, 'service_completed_successfully', `${s} does not wait for a standalone Redis to be healthy`);
+      assert.deepEqual(networkNames(override.services[s]).sort(), ['default', 'redis-cluster'], `${s} reaches the database and the nodes`);
+    }
+    assert.equal(override.services.migrate?.depends_on, undefined, 'migrate opens the database only: it does not wait for the cluster');
+    const initService = override.services[init];
+    assert.equal(initService?.image, 'redis:7-alpine');
+    assert.equal(initService?.restart, 'no', 'the init runs once per up');
+    for (const n of nodes) assert.equal(initService?.depends_on?.[n]?.condition, 'service_healthy', `the init waits for ${n}`);
+    assert.deepEqual(networkNames(initService), ['redis-cluster']);
+    assert.deepEqual(override.services.redis?.command, ['true'], 'the base file\'s redis runs nothing');
+    assert.equal(override.services.redis?.restart, 'no', 'and is not restarted');
+    const unknown = Object.keys(override.services).filter((s) => services[s] === undefined && !nodes.includes(s) && s !== init);
+    assert.deepEqual(unknown, [], 'besides the nodes and the init, the override changes services that are there');
+  });
+
+  it('is accepted by docker-compose merged with the base file: no REDIS_URL survives, nothing waits for a standalone Redis', (t) => {
+    const res = composeConfig(t, ['docker-compose.yml', 'docker-compose.cluster.yml'], false);
+    if (res === undefined) return;
+    assert.equal(res.status, 0, res.stderr);
+    const merged = parse(res.stdout) as ClusterFile;
+    for (const s of redisUsers) {
+      const env = merged.services[s]?.environment ?? {};
+      assert.equal(env.REDIS_URL, '', `${s}: REDIS_URL blank after the merge`);
+      assert.equal(env.REDIS_CLUSTER_NODES, SEEDS, `${s}: REDIS_CLUSTER_NODES after the merge`);
+      assert.equal(env.REDIS_WAIT_REPLICAS, '1', `${s}: REDIS_WAIT_REPLICAS after the merge`);
+      assert.match(String(env.DATABASE_URL), /^postgres:\/\//, `${s} keeps the base file's database`);
+    }
+    for (const s of clients) {
+      const deps = merged.services[s]?.depends_on ?? {};
+      assert.deepEqual(
+        Object.fromEntries(Object.entries(deps).map(([d, c]) => [d, c.condition])),
+        { migrate: 'service_completed_successfully', redis: 'service_completed_successfully', [init]: 'service_completed_successfully' },
+        `${s}: depends_on after the merge`,
+      );
+      assert.deepEqual(networkNames(merged.services[s]).sort(), ['default', 'redis-cluster'], `${s}: networks after the merge`);
+    }
+    assert.deepEqual(merged.services.redis?.command, ['true'], 'the base file\'s redis runs nothing after the merge');
+    for (const n of nodes) {
+      assert.match((merged.services[n]?.command ?? []).join(' '), /--cluster-enabled yes .*--appendfsync always .*--min-replicas-to-write 1/s, `${n} after the merge`);
+    }
+    assert.ok(merged.networks?.['redis-cluster']?.ipam?.config?.[0]?.subnet !== undefined, 'the nodes\' network after the merge');
   });
 });
