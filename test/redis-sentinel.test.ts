@@ -20,7 +20,6 @@ import {
   Ledger,
   PrivateSentinelGroup,
   redisServerBinary,
-  reportAudit,
   rowsOf,
   startApi,
   stampedeThroughFault,
@@ -122,7 +121,6 @@ describe('Redis Sentinel: failovers and replicas in the middle of a stampede (pr
       const { target, rows, audit, failoverMs } = await failoverStampede(api, group, redis, 20_000);
       const what = `WAIT 1, primary kill -9: ${JSON.stringify(Object.fromEntries(audit.statuses))}; failover took ${failoverMs} ms`;
       t.diagnostic(what);
-      reportAudit('Redis primary kill -9, Sentinel failover, REDIS_WAIT_REPLICAS=1', STRATEGY, audit, target.recoveredAfterMs);
       assert.deepEqual(audit.lost, [], `${what}: acknowledged and absent`);
       assert.deepEqual(audit.falseDuplicates, [], `${what}: told 409 without a coupon`);
       assert.deepEqual(audit.unexpected, [], `${what}: holds a coupon though every answer said no`);
@@ -144,7 +142,6 @@ describe('Redis Sentinel: failovers and replicas in the middle of a stampede (pr
       const { target, rows, audit, killedAt, failoverMs } = await failoverStampede(api, group, redis, 20_000);
       const what = `WAIT 0, primary kill -9: ${JSON.stringify(Object.fromEntries(audit.statuses))}; lost ${audit.lost.length} of ${audit.acknowledged} acknowledged; failover took ${failoverMs} ms`;
       t.diagnostic(what);
-      reportAudit('Redis primary kill -9, Sentinel failover, REDIS_WAIT_REPLICAS=0', STRATEGY, audit, target.recoveredAfterMs);
       // Asynchronous replication may drop the last admissions the old primary acknowledged; only those.
       assert.deepEqual(audit.lost.filter((c) => c.at > killedAt), [], `${what}: a 202 given after the kill was lost`);
       assert.deepEqual(audit.unexpected, [], `${what}: holds a coupon though every answer said no`);

@@ -59,8 +59,9 @@ function targetOptions(target: Exclude<RedisTarget, { kind: 'cluster' }>): { url
       ...(target.username === undefined ? {} : { username: target.username }),
       ...(target.password === undefined ? {} : { password: target.password }),
       ...(target.sentinelPassword === undefined ? {} : { sentinelPassword: target.sentinelPassword }),
-      // Hear +switch-master from the sentinels instead of waiting for the old primary's socket to fail.
-      failoverDetector: true,
+      // Not ioredis's failoverDetector: its sentinel subscriptions outlive quit() and keep
+      // reconnecting (a closed process would never exit). A dead primary closes the socket, and a
+      // demoted one answers READONLY (below): either way the client asks the sentinels again.
       sentinelRetryStrategy: (times) => Math.min(times * 100, 1_000),
     },
   };
