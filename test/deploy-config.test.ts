@@ -44,6 +44,24 @@ const DUMMY: Record<string, string> = {
 };
 const substitute = (value: string) => value.replace(/\$\{(\w+)(:[?-][^}]*)?\}/g, (_, name: string) => DUMMY[name] ?? '');
 const envOf = (service: string) => Object.fromEntries(Object.entries(services[service]?.environment ?? {}).map(([k, v]) => [k, substitute(String(v))]));
+
+/** An override file's services, as far as the Redis variants' checks read them. */
+interface OverrideFile {
+  services: Record<string, { environment?: Record<string, unknown>; command?: string[] }>;
+}
+
+/** A service's environment as compose merges it: the base file's, then the override's on top. */
+const mergedEnvOf = (override: OverrideFile, service: string): Record<string, string> => ({
+  ...envOf(service),
+  ...Object.fromEntries(Object.entries(override.services[service]?.environment ?? {}).map(([k, v]) => [k, substitute(String(v))])),
+});
+
+/** The shell script an override's service starts with (`sh -ec <script>`). */
+const shellScriptOf = (override: OverrideFile, service: string): string => {
+  const command = override.services[service]?.command ?? [];
+  assert.deepEqual(command.slice(0, 2), ['sh', '-ec'], `${service} starts through a shell script`);
+  return command[2] ?? '';
+};
 const couponrushServices = Object.keys(services).filter((s) => services[s]?.image === 'couponrush:local');
 
 function toolMissing(t: TestContext, tool: string, why: string): void {
@@ -426,16 +444,8 @@ describe('deploy/docker-compose.sentinel.yml (the Sentinel variant)', () => {
   const dataNodes = ['redis', 'redis-replica'];
   /** Every service the base file gives REDIS_URL (through its x-couponrush environment). */
   const redisUsers = Object.keys(services).filter((s) => services[s]?.environment?.REDIS_URL !== undefined);
-  const mergedEnv = (service: string) => ({
-    ...envOf(service),
-    ...Object.fromEntries(Object.entries(override.services[service]?.environment ?? {}).map(([k, v]) => [k, substitute(String(v))])),
-  });
-  /** The shell script a service starts with (`sh -ec <script>`). */
-  const script = (service: string) => {
-    const command = override.services[service]?.command ?? [];
-    assert.deepEqual(command.slice(0, 2), ['sh', '-ec'], `${service} starts through a shell script`);
-    return command[2] ?? '';
-  };
+  const mergedEnv = (service: string) => mergedEnvOf(override, service);
+  const script = (service: string) => shellScriptOf(override, service);
   /** What a sentinel's start script writes into its sentinel.conf. */
   const sentinelConf = (service: string) => {
     const monitor = /'sentinel monitor (\S+) (\S+) (\d+) (\d+)'/.exec(script(service));
@@ -556,16 +566,8 @@ describe('deploy/docker-compose.cluster.yml (the Cluster variant)', () => {
   const SEEDS = 'redis-node-1:6379,redis-node-2:6379,redis-node-3:6379';
   /** Every service the base file gives REDIS_URL (through its x-couponrush environment). */
   const redisUsers = Object.keys(services).filter((s) => services[s]?.environment?.REDIS_URL !== undefined);
-  const mergedEnv = (service: string) => ({
-    ...envOf(service),
-    ...Object.fromEntries(Object.entries(override.services[service]?.environment ?? {}).map(([k, v]) => [k, substitute(String(v))])),
-  });
-  /** The shell script a service starts with (`sh -ec <script>`). */
-  const script = (service: string) => {
-    const command = override.services[service]?.command ?? [];
-    assert.deepEqual(command.slice(0, 2), ['sh', '-ec'], `${service} starts through a shell script`);
-    return command[2] ?? '';
-  };
+  const mergedEnv = (service: string) => mergedEnvOf(override, service);
+  const script = (service: string) => shellScriptOf(override, service);
   /** The options a node's script starts redis-server with: `--name value…` → name → value (quotes taken off). */
   const serverOptions = (service: string): Map<string, string> => {
     const exec = /^exec docker-entrypoint\.sh redis-server (.*)$/m.exec(script(service).replace(/\\\n\s*/g, ' '));

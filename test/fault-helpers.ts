@@ -12,7 +12,8 @@ import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { openServerDb } from '../src/db/index.js';
 import { signUserToken } from '../src/http/auth.js';
-import { ADMIN_TOKEN, JWT_SECRET, request, type Response } from './helpers.js';
+import { after, type TestContext } from 'node:test';
+import { ADMIN_TOKEN, createTestDatabase, JWT_SECRET, missing, needServer, PG_ADMIN_URL, request, type Response, type TestDatabase } from './helpers.js';
 import { freePort, runCli, waitFor, type Child } from './ops-helpers.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -1089,6 +1090,9 @@ export class PrivateCluster {
   }
 }
 
+/** The bound the fault suites hold the service to: answering again this soon after the store is back. */
+export const RECOVERY_BOUND_MS = 10_000;
+
 // ---------------------------------------------------------------------------------------------
 // Every answer, and what the database says afterwards
 
@@ -1427,4 +1431,65 @@ export function guaranteesMarkdown(): string {
     ),
   ];
   return lines.join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Asking private Redis servers directly (the harnesses' own tests)
+
+/** A plain connection to one node (not through sentinels or a cluster client); the caller disconnects it. */
+export function directRedis(port: number): Redis {
+  const r = new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  r.on('error', () => {});
+  return r;
+}
+
+/** The promise's value, or a rejection after `ms` (a command queued while ioredis reconnects waits for it). */
+export function answerWithin<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms)));
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Retries `fn` until it resolves or `ms` pass; its value and when it came (ms from the call). */
+export async function succeedsWithin<T>(ms: number, what: string, fn: () => Promise<T>): Promise<{ value: T; ms: number }> {
+  const started = performance.now();
+  let last: unknown;
+  while (performance.now() - started < ms) {
+    try {
+      const value = await answerWithin(Math.max(1, ms - (performance.now() - started)), what, fn());
+      return { value, ms: performance.now() - started };
+    } catch (err) {
+      last = err;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  throw new Error(`${what}: still failing after ${ms} ms (${(last as Error | undefined)?.message})`);
+}
+
+/**
+ * A suite of private Redis servers over the shared PostgreSQL: the redis-server binary, and one
+ * scratch database for the whole suite, dropped after it. Call it inside the suite's describe().
+ */
+export function privateRedisSuite(): { readonly bin: string | undefined; ready(t: TestContext): Promise<boolean>; databaseUrl(): string } {
+  const bin = redisServerBinary();
+  let db: TestDatabase | undefined;
+  after(async () => {
+    await db?.drop();
+  });
+  return {
+    bin,
+    async ready(t) {
+      if (bin === undefined) {
+        missing(t, 'the redis-server binary is not installed');
+        return false;
+      }
+      if (!(await needServer(t, 'PostgreSQL', PG_ADMIN_URL))) return false;
+      db ??= await createTestDatabase();
+      return true;
+    },
+    databaseUrl() {
+      if (db === undefined) throw new Error('privateRedisSuite: ready() first');
+      return db.url;
+    },
+  };
 }

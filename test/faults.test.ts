@@ -25,6 +25,7 @@ import {
   PrivatePostgres,
   type PrivateDatabase,
   PrivateRedis,
+  RECOVERY_BOUND_MS,
   redisServerBinary,
   reportAudit,
   rowsOf,
@@ -41,8 +42,6 @@ import { backlog, exited, FAST_WORKER_ENV, silent, spawnWorker } from './redis-h
 const PREFIX = 'faults:';
 /** Stock per campaign: enough that the fault comes during admissions, for the fast strategies too. */
 const stockOf = (strategy: string) => (QUEUED.has(strategy) ? 20_000 : strategy === 'redis-lua-sync' || strategy === 'db-batch' ? 6_000 : 2_000);
-/** The bound this suite holds the service to: answering again this soon after the store is back. */
-export const RECOVERY_BOUND_MS = 10_000;
 
 const DB_STRATEGIES = ['db-atomic', 'db-batch', 'db-pessimistic', 'db-optimistic'] as const;
 const REDIS_STRATEGIES = ['redis-lock', 'redis-lua-sync', 'redis-lua-async', 'redis-lua-async-cached'] as const;

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { Redis, type Cluster } from 'ioredis';
-import { clusterNodes, nodeRole, PrivateCluster, redisServerBinary } from './fault-helpers.js';
+import { answerWithin, clusterNodes, directRedis, nodeRole, PrivateCluster, redisServerBinary, succeedsWithin } from './fault-helpers.js';
 import { missing } from './helpers.js';
 
 const bin = redisServerBinary();
@@ -17,36 +17,6 @@ function ready(t: TestContext): boolean {
   if (bin !== undefined) return true;
   missing(t, 'the redis-server binary is not installed: the Redis Cluster harness was not checked (apt-get install redis-server)');
   return false;
-}
-
-/** A plain connection to one node (not through the cluster client); the caller disconnects it. */
-function direct(port: number): Redis {
-  const r = new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 0, retryStrategy: () => null });
-  r.on('error', () => {});
-  return r;
-}
-
-/** The promise's value, or a rejection after `ms` (a command queued while ioredis reconnects waits for it). */
-function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms)));
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
-}
-
-/** Retries `fn` until it resolves or `ms` pass; its value and when it came (ms from the call). */
-async function succeedsWithin<T>(ms: number, what: string, fn: () => Promise<T>): Promise<{ value: T; ms: number }> {
-  const started = performance.now();
-  let last: unknown;
-  while (performance.now() - started < ms) {
-    try {
-      const value = await within(Math.max(1, ms - (performance.now() - started)), what, fn());
-      return { value, ms: performance.now() - started };
-    } catch (err) {
-      last = err;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-  throw new Error(`${what}: still failing after ${ms} ms (${(last as Error | undefined)?.message})`);
 }
 
 /** The cluster client's own connection to a master (the one its commands for that master's slots go through). */
@@ -93,7 +63,7 @@ describe('PrivateCluster: 3 masters with a replica each, cluster-node-timeout 10
 
     // The slot function is Redis's: the spec's test vector, hash-tag edge cases, and the server's CLUSTER KEYSLOT.
     assert.equal(c.slotOf('123456789'), 0x31c3 % 16384);
-    const probe = direct(masters[0]!);
+    const probe = directRedis(masters[0]!);
     try {
       const keys = ['foo', '{user1000}.following', '{user1000}.followers', 'foo{}{bar}', 'foo{{bar}}zap', 'foo{bar}{zap}', '{', '}{', '{}', 'ключ{é}', 'a{b'];
       for (let i = 0; i < 30; i++) keys.push(`couponrush:${Math.random().toString(36).slice(2)}`);
@@ -133,8 +103,8 @@ describe('PrivateCluster: 3 masters with a replica each, cluster-node-timeout 10
       if (afterOne === '') afterOne = statuses();
       assert.equal(await client!.get(`${tag}:k`), `on ${m}`);
       // The key lives on that master: a plain connection to it reads it; another master answers MOVED.
-      const there = direct(m);
-      const elsewhere = direct(masters.find((x) => x !== m)!);
+      const there = directRedis(m);
+      const elsewhere = directRedis(masters.find((x) => x !== m)!);
       try {
         assert.equal(await there.get(`${tag}:k`), `on ${m}`);
         await assert.rejects(elsewhere.get(`${tag}:k`), (err: Error) => new RegExp(`^MOVED ${c.slotOf(tag)} 127\\.0\\.0\\.1:${m}$`).test(err.message));
@@ -163,7 +133,7 @@ describe('PrivateCluster: 3 masters with a replica each, cluster-node-timeout 10
     // A pipeline goes to its keys' slot's node on one connection: a keyless WAIT in it follows the write.
     const results = await client!.pipeline().set(`${tag}:p`, 'v').wait(1, 1_000).exec();
     assert.deepEqual(results, [[null, 'OK'], [null, 1]]);
-    const replica = direct((await c.replicasOf(master))[0]!);
+    const replica = directRedis((await c.replicasOf(master))[0]!);
     try {
       await replica.call('READONLY');
       assert.equal(await replica.get(`${tag}:w`), 'v');
@@ -208,7 +178,7 @@ describe('PrivateCluster: 3 masters with a replica each, cluster-node-timeout 10
     const writer = (async () => {
       for (let i = 0; writing; i++) {
         const at = performance.now();
-        const error = await within(3_000, 'SET', client!.set(`${tag}:probe`, String(i))).then(
+        const error = await answerWithin(3_000, 'SET', client!.set(`${tag}:probe`, String(i))).then(
           () => undefined,
           (e: Error) => e.message,
         );
@@ -258,7 +228,7 @@ describe('PrivateCluster: 3 masters with a replica each, cluster-node-timeout 10
     assert.deepEqual(await c.replicasOf(replica!), [victim]);
     assert.deepEqual(await nodeRole(victim), { role: 'slave', masterPort: replica, state: 'connected' });
     assert.deepEqual(await client!.pipeline().set(`${tag}:again`, 'v3').wait(1, 1_000).exec(), [[null, 'OK'], [null, 1]]);
-    const back = direct(victim);
+    const back = directRedis(victim);
     try {
       await back.call('READONLY');
       assert.equal(await back.get(`${tag}:durable`), 'kept');
@@ -280,7 +250,7 @@ describe('PrivateCluster: 3 masters with a replica each, cluster-node-timeout 10
     if (!ready(t)) return;
     const c = cluster!;
     const channel = `couponrush:harness:${Date.now()}`;
-    const subscribers = c.livePorts.map((port) => ({ port, r: direct(port) }));
+    const subscribers = c.livePorts.map((port) => ({ port, r: directRedis(port) }));
     try {
       const received = subscribers.map(
         ({ r }) =>
@@ -290,14 +260,14 @@ describe('PrivateCluster: 3 masters with a replica each, cluster-node-timeout 10
       );
       await Promise.all(subscribers.map(({ r }) => r.subscribe(channel)));
       const publisherPort = (await c.masters())[0]!;
-      const publisher = direct(publisherPort);
+      const publisher = directRedis(publisherPort);
       try {
         // The reply counts the publishing node's own subscribers only: here the one connected to it.
         assert.equal(await publisher.publish(channel, 'hello'), 1);
       } finally {
         publisher.disconnect();
       }
-      const messages = await within(5_000, 'the message on every node', Promise.all(received));
+      const messages = await answerWithin(5_000, 'the message on every node', Promise.all(received));
       assert.deepEqual(messages, subscribers.map(() => 'hello'), `a subscriber on each of ${subscribers.length} nodes got it`);
     } finally {
       for (const { r } of subscribers) r.disconnect();

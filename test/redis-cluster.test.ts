@@ -8,45 +8,30 @@
 //     nothing acknowledged is lost on any campaign, nobody told "no" holds a coupon, no over-issue,
 //     202 again within 10 s once the old master is back (as a replica, confirming WAIT 1 again).
 import assert from 'node:assert/strict';
-import { after, describe, it, type TestContext } from 'node:test';
+import { describe, it } from 'node:test';
 import { openRedis, type RedisHandle } from '../src/redis/client.js';
 import {
   clusterKeySlot,
   createCampaign,
   Ledger,
   PrivateCluster,
-  redisServerBinary,
+  privateRedisSuite,
+  RECOVERY_BOUND_MS,
   rowsOf,
   startApi,
   stampedeThroughFault,
   type ApiProcess,
   type Target,
 } from './fault-helpers.js';
-import { createTestDatabase, missing, needServer, PG_ADMIN_URL, request, type TestDatabase } from './helpers.js';
+import { missing, request } from './helpers.js';
 import { runCli } from './ops-helpers.js';
 import { backlog, FAST_WORKER_ENV, silent, waitFor } from './redis-helpers.js';
 
 const STRATEGY = 'redis-lua-async-cached';
-/** The fault suite's bound (faults.test.ts): answering again this soon after the store is back. */
-const RECOVERY_BOUND_MS = 10_000;
 
 describe('Redis Cluster: campaigns over three masters, a master killed mid-stampede (private cluster, real API process)', () => {
-  const bin = redisServerBinary();
-  let db: TestDatabase | undefined;
-
-  const ready = async (t: TestContext): Promise<boolean> => {
-    if (bin === undefined) {
-      missing(t, 'the redis-server binary is not installed');
-      return false;
-    }
-    if (!(await needServer(t, 'PostgreSQL', PG_ADMIN_URL))) return false;
-    db ??= await createTestDatabase();
-    return true;
-  };
-
-  after(async () => {
-    await db?.drop();
-  });
+  const suite = privateRedisSuite();
+  const { bin, ready } = suite;
 
   /** Creates campaigns until there is one on every master; returns them by master port. */
   async function oneCampaignPerMaster(api: ApiProcess, cluster: PrivateCluster, stock: number): Promise<Map<number, number>> {
@@ -75,7 +60,7 @@ describe('Redis Cluster: campaigns over three masters, a master killed mid-stamp
     let redis: RedisHandle | undefined;
     const prefix = `cluster-${Date.now().toString(36)}:`;
     try {
-      api = await startApi(['--migrate', '--with-worker'], { DATABASE_URL: db!.url, ...cluster.env(), REDIS_PREFIX: prefix, REDIS_WAIT_REPLICAS: '1', REQUEST_TIMEOUT_MS: '5000', ...FAST_WORKER_ENV });
+      api = await startApi(['--migrate', '--with-worker'], { DATABASE_URL: suite.databaseUrl(), ...cluster.env(), REDIS_PREFIX: prefix, REDIS_WAIT_REPLICAS: '1', REQUEST_TIMEOUT_MS: '5000', ...FAST_WORKER_ENV });
       redis = await openRedis({ kind: 'cluster', nodes: cluster.ports.map((port) => ({ host: '127.0.0.1', port })), username: undefined, password: undefined }, prefix, silent);
       const placed = await oneCampaignPerMaster(api, cluster, 6_000);
       const targets: Target[] = [...placed.values()].map((couponId) => ({ strategy: STRATEGY, couponId, users: 9_000, ledger: new Ledger() }));
@@ -99,7 +84,7 @@ describe('Redis Cluster: campaigns over three masters, a master killed mid-stamp
       assert.ok(api.alive(), `the API process exited during the failover:\n${api.child.output()}`);
       for (const target of targets) {
         await drained(redis, target.couponId);
-        const rows = await rowsOf(db!.url, target.couponId);
+        const rows = await rowsOf(suite.databaseUrl(), target.couponId);
         const audit = target.ledger.audit(rows.users);
         const where = target.couponId === victimCampaign ? 'on the killed master' : 'on a master that stayed up';
         const what = `campaign ${target.couponId} ${where}: ${JSON.stringify(Object.fromEntries(audit.statuses))}; failover took ${failoverMs} ms`;
@@ -118,7 +103,7 @@ describe('Redis Cluster: campaigns over three masters, a master killed mid-stamp
       t.diagnostic(metrics.split('\n').filter((l) => l.startsWith('couponrush_redis_')).join('; '));
 
       // `couponrush reconcile` on the cluster: every campaign's state agrees with its rows.
-      const cli = runCli(['reconcile'], { DATABASE_URL: db!.url, ...cluster.env(), REDIS_PREFIX: prefix, LOG_LEVEL: 'warn' });
+      const cli = runCli(['reconcile'], { DATABASE_URL: suite.databaseUrl(), ...cluster.env(), REDIS_PREFIX: prefix, LOG_LEVEL: 'warn' });
       const code = await cli.exited;
       assert.equal(code, 0, `reconcile on the cluster:\n${cli.output()}`);
       for (const target of targets) assert.match(cli.output(), new RegExp(`coupon ${target.couponId} \\(${STRATEGY}\\): OK`), `campaign ${target.couponId} reconciled:\n${cli.output()}`);

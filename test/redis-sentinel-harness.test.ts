@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { Redis } from 'ioredis';
-import { nodeRole, PrivateSentinelGroup, redisServerBinary } from './fault-helpers.js';
+import { answerWithin, directRedis, nodeRole, PrivateSentinelGroup, redisServerBinary, succeedsWithin } from './fault-helpers.js';
 import { missing } from './helpers.js';
 
 const bin = redisServerBinary();
@@ -15,36 +15,6 @@ function ready(t: TestContext): boolean {
   if (bin !== undefined) return true;
   missing(t, 'the redis-server binary is not installed: the Redis Sentinel harness was not checked (apt-get install redis-server)');
   return false;
-}
-
-/** A plain connection to one node (not through the sentinels); the caller disconnects it. */
-function direct(port: number): Redis {
-  const r = new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 0, retryStrategy: () => null });
-  r.on('error', () => {});
-  return r;
-}
-
-/** The promise's value, or a rejection after `ms` (a command queued while ioredis reconnects waits for it). */
-function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms)));
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
-}
-
-/** Retries `fn` until it resolves or `ms` pass; its value and when it came (ms from the call). */
-async function succeedsWithin<T>(ms: number, what: string, fn: () => Promise<T>): Promise<{ value: T; ms: number }> {
-  const started = performance.now();
-  let last: unknown;
-  while (performance.now() - started < ms) {
-    try {
-      const value = await within(ms - (performance.now() - started), what, fn());
-      return { value, ms: performance.now() - started };
-    } catch (err) {
-      last = err;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-  throw new Error(`${what}: still failing after ${ms} ms (${(last as Error | undefined)?.message})`);
 }
 
 const portOf = async (r: Redis) => Number(((await r.config('GET', 'port')) as string[])[1]);
@@ -75,7 +45,7 @@ describe('PrivateSentinelGroup: a primary, a replica and 3 sentinels of our own'
     assert.equal(await client!.wait(1, 1_000), 1);
     const replicaPort = g.dataPorts.find((p) => p !== primary.port)!;
     assert.deepEqual(await nodeRole(replicaPort), { role: 'slave', masterPort: primary.port, state: 'connected' });
-    const replica = direct(replicaPort);
+    const replica = directRedis(replicaPort);
     try {
       assert.equal(await replica.get('harness:before'), 'v1');
     } finally {
@@ -88,7 +58,7 @@ describe('PrivateSentinelGroup: a primary, a replica and 3 sentinels of our own'
     const g = group!;
     const before = await g.primary();
     // A plain client on the replica: does its promotion cut it off? (Sentinel sends CLIENT KILL TYPE normal.)
-    const onReplica = direct(g.dataPorts.find((p) => p !== before.port)!);
+    const onReplica = directRedis(g.dataPorts.find((p) => p !== before.port)!);
     let replicaClientClosed = false;
     let failoverMs = 0;
     let followedMs = 0;
@@ -152,7 +122,7 @@ describe('PrivateSentinelGroup: a primary, a replica and 3 sentinels of our own'
     assert.deepEqual(await nodeRole(oldPrimary), { role: 'slave', masterPort: primary.port, state: 'connected' });
     assert.equal(await client!.set('harness:again', 'v3'), 'OK');
     assert.equal(await client!.wait(1, 1_000), 1);
-    const restarted = direct(oldPrimary);
+    const restarted = directRedis(oldPrimary);
     try {
       assert.equal(await restarted.get('harness:after'), 'v2', 'the demoted node has what was written while it was down');
       assert.equal(await restarted.get('harness:again'), 'v3');

@@ -12,27 +12,26 @@
 //     refuses the write: min-replicas-to-write) within 3 s, never a hang, 202 again once it is back.
 // The failovers run with two replicas: after one is promoted the other still confirms a WAIT 1.
 import assert from 'node:assert/strict';
-import { after, before, describe, it, type TestContext } from 'node:test';
+import { describe, it } from 'node:test';
 import { openRedis, type RedisHandle } from '../src/redis/client.js';
 import type { RedisTarget } from '../src/redis/target.js';
 import {
   createCampaign,
   Ledger,
   PrivateSentinelGroup,
-  redisServerBinary,
+  privateRedisSuite,
+  RECOVERY_BOUND_MS,
   rowsOf,
   startApi,
   stampedeThroughFault,
   type ApiProcess,
   type Target,
 } from './fault-helpers.js';
-import { createTestDatabase, JWT_SECRET, missing, needServer, PG_ADMIN_URL, request, type TestDatabase } from './helpers.js';
+import { JWT_SECRET, request } from './helpers.js';
 import { backlog, FAST_WORKER_ENV, silent, waitFor } from './redis-helpers.js';
 import { signUserToken } from '../src/http/auth.js';
 
 const STRATEGY = 'redis-lua-async-cached';
-/** The fault suite's bound (faults.test.ts): answering again this soon after the store is back. */
-const RECOVERY_BOUND_MS = 10_000;
 
 function sentinelTarget(group: PrivateSentinelGroup): RedisTarget {
   return {
@@ -46,22 +45,8 @@ function sentinelTarget(group: PrivateSentinelGroup): RedisTarget {
 }
 
 describe('Redis Sentinel: failovers and replicas in the middle of a stampede (private primary, replicas and sentinels; real API process)', () => {
-  const bin = redisServerBinary();
-  let db: TestDatabase | undefined;
-
-  const ready = async (t: TestContext): Promise<boolean> => {
-    if (bin === undefined) {
-      missing(t, 'the redis-server binary is not installed');
-      return false;
-    }
-    if (!(await needServer(t, 'PostgreSQL', PG_ADMIN_URL))) return false;
-    db ??= await createTestDatabase();
-    return true;
-  };
-
-  after(async () => {
-    await db?.drop();
-  });
+  const suite = privateRedisSuite();
+  const { bin, ready } = suite;
 
   /** A group, an API on it, a RedisHandle for the drain checks; closed in order whatever happens. */
   async function withApi(
@@ -74,7 +59,7 @@ describe('Redis Sentinel: failovers and replicas in the middle of a stampede (pr
     let redis: RedisHandle | undefined;
     const prefix = `sentinel-${Date.now().toString(36)}:`;
     try {
-      api = await startApi(['--migrate', '--with-worker'], { DATABASE_URL: db!.url, ...group.env(), REDIS_PREFIX: prefix, REQUEST_TIMEOUT_MS: '5000', ...FAST_WORKER_ENV, ...env });
+      api = await startApi(['--migrate', '--with-worker'], { DATABASE_URL: suite.databaseUrl(), ...group.env(), REDIS_PREFIX: prefix, REQUEST_TIMEOUT_MS: '5000', ...FAST_WORKER_ENV, ...env });
       redis = await openRedis(sentinelTarget(group), prefix, silent);
       await work(api, group, redis);
     } finally {
@@ -111,7 +96,7 @@ describe('Redis Sentinel: failovers and replicas in the middle of a stampede (pr
       },
       30_000,
     );
-    const rows = await rowsOf(db!.url, target.couponId);
+    const rows = await rowsOf(suite.databaseUrl(), target.couponId);
     return { target, rows, audit: target.ledger.audit(rows.users), killedAt, healedAt, failoverMs };
   }
 
@@ -196,7 +181,7 @@ describe('Redis Sentinel: failovers and replicas in the middle of a stampede (pr
         const b = await backlog(redis, couponId);
         return b.pending === 0 && b.undelivered === 0;
       });
-      const rows = new Set((await rowsOf(db!.url, couponId)).users);
+      const rows = new Set((await rowsOf(suite.databaseUrl(), couponId)).users);
       for (const a of unconfirmed) assert.ok(rows.has(a.user), `${a.user} was admitted on the primary (OUTCOME_UNKNOWN) and, no failover having come, holds the coupon`);
       for (const a of refused) assert.ok(!rows.has(a.user), `${a.user} was refused by the primary (NOREPLICAS) and must hold nothing`);
     });
