@@ -1,8 +1,9 @@
 // The Redis handle of one process: the command connection (auto-pipelined, shared by the hot
 // path), the Lua wrapper bound to it, key names, cache invalidation over pub/sub, and the
-// admission channel (admission-channel.ts) on a connection of its own. Redis is one node
-// (REDIS_URL) or the primary Sentinel names (REDIS_SENTINELS), followed across failovers by
-// every connection. Opened by the runtime (or the CLI) and closed by whoever opened it.
+// admission channel (admission-channel.ts; with REDIS_WAIT_REPLICAS on a connection of its own).
+// Redis is one node (REDIS_URL), the primary Sentinel names (REDIS_SENTINELS), followed across
+// failovers by every connection, or a Redis Cluster (REDIS_CLUSTER_NODES), each command routed to
+// the master of its keys' slot. Opened by the runtime (or the CLI) and closed by whoever opened it.
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { RedisTarget } from './target.js';
 import type { Logger } from '../util/logger.js';
