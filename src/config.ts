@@ -74,7 +74,7 @@ export interface Config {
 }
 
 /** The variables that say where Redis is: at most one may be set. */
-export const REDIS_TARGET_VARIABLES = ['REDIS_URL', 'REDIS_SENTINELS', 'REDIS_CLUSTER_NODES'] as const;
+const REDIS_TARGET_VARIABLES = ['REDIS_URL', 'REDIS_SENTINELS', 'REDIS_CLUSTER_NODES'] as const;
 
 /** Apache Kafka, for `redis-lua-kafka` (KAFKA_* variables). */
 export interface KafkaConfig {

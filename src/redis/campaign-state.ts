@@ -12,7 +12,8 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from '../util/logger.js';
 import type { RedisHandle } from './client.js';
 import { WORKER_GROUP, type CampaignKeys } from './keys.js';
-import { MISSING, type CampaignWindow, type UNSETTLED } from './scripts.js';
+import { unavailable } from '../coupons/domain.js';
+import { MISSING, UNSETTLED, type CampaignWindow } from './scripts.js';
 import { isReplyError, parseEntries } from './streams.js';
 
 /** What Redis needs to know of a campaign (a coupon is one). */
@@ -181,6 +182,13 @@ export async function checkAdmission(redis: RedisHandle, keys: CampaignKeys, use
   return Number(rebuilt ?? 0) > attemptMs - CLOCK_MARGIN_MS ? 'unknown' : 'not-admitted';
 }
 
+function needsRepair<R>(outcome: R | typeof MISSING | typeof UNSETTLED): outcome is typeof MISSING | typeof UNSETTLED {
+  return outcome === MISSING || outcome === UNSETTLED;
+}
+
+/** An admission whose campaign state could be neither rebuilt nor settled: nothing was admitted (503). */
+export const UNREPAIRED = unavailable("campaign state is missing in Redis, or another server's, and could not be rebuilt or settled");
+
 /** Rebuilds on demand, once per coupon at a time per process (a stampede sees MISSING together). */
 export class CampaignStates {
   private readonly inFlight = new Map<number, Promise<unknown>>();
@@ -206,11 +214,20 @@ export class CampaignStates {
   }
 
   /**
-   * An admission answered MISSING (Redis lost the state: rebuild it) or UNSETTLED (the state is
-   * another server's — a promoted replica, a restart: settle it). Once per coupon at a time per
-   * process; the callers retry their admission after it.
+   * Runs an admission; when it answers MISSING (Redis lost the state: rebuild it) or UNSETTLED
+   * (the state is another server's — a promoted replica, a restart: settle it), repairs the state
+   * and runs it once more. A repair runs once per coupon at a time per process. Answers UNREPAIRED
+   * when the state is still not usable.
    */
-  repair(coupon: Campaign, why: typeof MISSING | typeof UNSETTLED): Promise<unknown> {
+  async admit<R>(coupon: Campaign, attempt: () => Promise<R | typeof MISSING | typeof UNSETTLED>): Promise<R | typeof UNREPAIRED> {
+    const first = await attempt();
+    if (!needsRepair(first)) return first;
+    await this.repair(coupon, first);
+    const second = await attempt();
+    return needsRepair(second) ? UNREPAIRED : second;
+  }
+
+  private repair(coupon: Campaign, why: typeof MISSING | typeof UNSETTLED): Promise<unknown> {
     let p = this.inFlight.get(coupon.id);
     if (p === undefined) {
       p = (why === MISSING ? this.rebuildNow(coupon) : this.settleNow(coupon)).finally(() => this.inFlight.delete(coupon.id));

@@ -141,6 +141,15 @@ export class NotSentError extends Error {
   }
 }
 
+/**
+ * An admission call that certainly wrote nothing: it never reached Redis (NotSentError), or the
+ * primary refused the write for want of replicas (NOREPLICAS, min-replicas-to-write). Any other
+ * failure may have come after the script ran.
+ */
+export function wroteNothing(err: unknown): boolean {
+  return err instanceof NotSentError || isReplyError(err, 'NOREPLICAS');
+}
+
 /** Scripts bound to one connection. Create once per connection; calls are cheap. */
 export class Scripts {
   private readonly fns: Record<ScriptName, ScriptCall>;

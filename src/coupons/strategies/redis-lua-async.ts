@@ -12,19 +12,17 @@
 // confirm in time).
 import type { Logger } from '../../util/logger.js';
 import type { Db } from '../../db/index.js';
-import { ACCEPTED, ALREADY_ISSUED, OUTCOME_UNKNOWN, SOLD_OUT, unavailable, type Coupon, type IssueOutcome } from '../domain.js';
+import { ACCEPTED, ALREADY_ISSUED, OUTCOME_UNKNOWN, SOLD_OUT, type Coupon, type IssueOutcome } from '../domain.js';
 import { findIssue, loadIssuedUsers } from '../repository.js';
 import type { RedisHandle } from '../../redis/client.js';
 import { admittedCounts, CampaignStates, checkAdmission } from '../../redis/campaign-state.js';
 import type { AdmissionChannel, ChannelAdmission } from '../../redis/admission-channel.js';
 import { AdmissionBatcher } from '../../redis/admissions.js';
-import { MISSING, NotSentError, UNSETTLED } from '../../redis/scripts.js';
-import { isReplyError } from '../../redis/streams.js';
+import { wroteNothing } from '../../redis/scripts.js';
 import { askUntil } from '../../util/ask-until.js';
 import { admissionStatus, CampaignRefs, redisOf, type CampaignRef } from './redis-shared.js';
 import type { IssueStrategy, StrategyModule } from './types.js';
 
-const NOT_REBUILT = unavailable('campaign state is missing in Redis, or another server\'s, and could not be rebuilt or settled');
 
 export class RedisLuaAsync implements IssueStrategy {
   protected readonly refs: CampaignRefs;
@@ -51,12 +49,7 @@ export class RedisLuaAsync implements IssueStrategy {
   async issue(coupon: Coupon, userId: string, now: Date, requestId?: string): Promise<IssueOutcome> {
     const ref = this.refs.get(coupon.id);
     const nowMs = now.getTime();
-    let outcome = await this.admit(ref, userId, nowMs, requestId ?? '');
-    if (outcome === MISSING || outcome === UNSETTLED) {
-      await this.states.repair(coupon, outcome);
-      outcome = await this.admit(ref, userId, nowMs, requestId ?? '');
-      if (outcome === MISSING || outcome === UNSETTLED) return NOT_REBUILT;
-    }
+    const outcome = await this.states.admit(coupon, () => this.admit(ref, userId, nowMs, requestId ?? ''));
     if (outcome === SOLD_OUT) this.soldOut(coupon.id);
     return outcome;
   }
@@ -70,7 +63,7 @@ export class RedisLuaAsync implements IssueStrategy {
       return await this.admissions.admit(ref.keys, ref.id, userId, nowMs, requestId);
     } catch (err) {
       // Never reached Redis, or refused by a primary short of replicas: nothing was admitted.
-      if (err instanceof NotSentError || isReplyError(err, 'NOREPLICAS')) throw err;
+      if (wroteNothing(err)) throw err;
       const check = await askUntil(() => checkAdmission(this.redis, ref.keys, userId, nowMs));
       // Admitted, but no WAIT confirmed it: it may not survive a failover.
       if (check === 'admitted') return this.channel.confirmsAdmissions ? OUTCOME_UNKNOWN : ACCEPTED;

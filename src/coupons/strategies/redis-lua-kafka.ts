@@ -21,15 +21,13 @@ import { cachedCoupons, heldInKafka } from '../queued-admission.js';
 import { AdmissionBatcher } from '../../redis/admissions.js';
 import { admittedCounts, CampaignStates, checkAdmission } from '../../redis/campaign-state.js';
 import type { RedisHandle } from '../../redis/client.js';
-import { MISSING, NotSentError, UNSETTLED, type AdmitEnqueueResult } from '../../redis/scripts.js';
-import { isReplyError } from '../../redis/streams.js';
+import { wroteNothing, type AdmitEnqueueResult } from '../../redis/scripts.js';
 import { askUntil } from '../../util/ask-until.js';
 import { ACCEPTED, ALREADY_ISSUED, OUTCOME_UNKNOWN, unavailable, type Coupon, type IssueOutcome } from '../domain.js';
 import { findIssue, loadIssuedUsers } from '../repository.js';
 import { admissionStatus, CampaignRefs, redisOf, type CampaignRef } from './redis-shared.js';
 import type { IssueStrategy, StrategyContext, StrategyModule } from './types.js';
 
-const NOT_REBUILT = unavailable('campaign state is missing in Redis, or another server\'s, and could not be rebuilt or settled');
 const NOT_PRODUCED = unavailable('Kafka did not take the issuance; nothing was issued');
 
 /**
@@ -75,13 +73,8 @@ export class RedisLuaKafka implements IssueStrategy {
   async issue(coupon: Coupon, userId: string, now: Date, requestId?: string): Promise<IssueOutcome> {
     const ref = this.refs.get(coupon.id);
     const nowMs = now.getTime();
-    let outcome = await this.admit(ref, userId, nowMs);
-    if (outcome === MISSING || outcome === UNSETTLED) {
-      // Settled as rebuilt: from the rows and the topic, read once every produce begun has settled.
-      await this.states.repair(coupon, outcome);
-      outcome = await this.admit(ref, userId, nowMs);
-      if (outcome === MISSING || outcome === UNSETTLED) return NOT_REBUILT;
-    }
+    // Rebuilt or settled from the rows and the topic, read once every produce begun has settled.
+    const outcome = await this.states.admit(coupon, () => this.admit(ref, userId, nowMs));
     if (outcome !== ACCEPTED) return outcome;
     switch (await this.kafka.producer.produce({ couponId: coupon.id, userId, atMs: nowMs, requestId: requestId ?? '' })) {
       case 'acked':
@@ -107,7 +100,7 @@ export class RedisLuaKafka implements IssueStrategy {
     try {
       return await this.admissions.admit(ref.keys, ref.id, userId, nowMs, '');
     } catch (err) {
-      if (err instanceof NotSentError || isReplyError(err, 'NOREPLICAS')) throw err;
+      if (wroteNothing(err)) throw err;
       const check = await askUntil(() => checkAdmission(this.redis, ref.keys, userId, nowMs));
       const row = await findIssue(this.db, Number(ref.id), userId).catch(() => undefined);
       if (row !== undefined) return ALREADY_ISSUED;

@@ -7,15 +7,13 @@
 // that failed, a COMMIT of unknown fate): Redis then holds a user the database does not. So a
 // duplicate from Redis is checked against the database before it is answered 409, and a user
 // Redis holds without a row gets the insert now — the database's constraints decide.
-import { ALREADY_ISSUED, SOLD_OUT, unavailable, type IssueOutcome } from '../domain.js';
+import { ALREADY_ISSUED, SOLD_OUT, type IssueOutcome } from '../domain.js';
 import { findIssue, loadIssuedUsers } from '../repository.js';
 import { admittedCounts, CampaignStates } from '../../redis/campaign-state.js';
-import { ADMITTED, MISSING, UNSETTLED } from '../../redis/scripts.js';
+import { ADMITTED } from '../../redis/scripts.js';
 import { CampaignRefs, redisOf } from './redis-shared.js';
 import { insertAndClaim } from './shared.js';
 import type { StrategyModule } from './types.js';
-
-const NOT_REBUILT = unavailable('campaign state is missing in Redis, or another server\'s, and could not be rebuilt or settled');
 
 export const redisLuaSync: StrategyModule = {
   summary: 'atomic Lua admission in Redis, then a synchronous insert (201); a failed insert is rolled back in Redis by a second script',
@@ -44,12 +42,7 @@ export const redisLuaSync: StrategyModule = {
 
       async issue(coupon, userId, now) {
         const { keys } = refs.get(coupon.id);
-        let admitted = await redis.scripts.admit(keys, userId, now.getTime());
-        if (admitted === MISSING || admitted === UNSETTLED) {
-          await states.repair(coupon, admitted);
-          admitted = await redis.scripts.admit(keys, userId, now.getTime());
-          if (admitted === MISSING || admitted === UNSETTLED) return NOT_REBUILT;
-        }
+        const admitted = await states.admit(coupon, () => redis.scripts.admit(keys, userId, now.getTime()));
         if (admitted === ALREADY_ISSUED && (await findIssue(db, coupon.id, userId)) !== undefined) return ALREADY_ISSUED;
         if (admitted !== ADMITTED && admitted !== ALREADY_ISSUED) return admitted;
 

@@ -24,7 +24,6 @@ export interface IssueStrategy {
   issue(coupon: Coupon, userId: string, now: Date, requestId?: string): Promise<IssueOutcome>;
   /** Set up per-campaign state right after the campaign is created (e.g. Redis keys). */
   prepare?(coupon: Coupon): Promise<void>;
-
   /**
    * True when this instance already knows the campaign has no stock left AND answers SOLD_OUT to
    * every caller from then on, holder or not (redis-lua-async-cached's local flag). The issue
