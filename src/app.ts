@@ -1,20 +1,21 @@
 // Builds the HTTP application from a runtime without listening: server.ts listens, tests inject.
-// The server around the routes (early answers, hooks, protections, problem handlers: http/) and
-// every route module (routes/) are put together here; nothing else registers a route.
+// The server around the routes (hooks, protections, problem handlers: http/), the issue route's
+// node:http front (routes/issue-handler.ts) and every route module (routes/) are put together
+// here; nothing else registers a route.
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { ISSUE_ROUTE_URL } from './coupons/paths.js';
 import { guardAdminRoutes } from './http/admin-listener.js';
 import { createAdminAuthenticator, createUserAuthenticator } from './http/auth.js';
-import { earlyAnswers } from './http/early-answers.js';
 import { answerClientError, answerFrameworkError } from './http/framework-errors.js';
 import { registerProblemHandlers } from './http/problem.js';
-import { issueRateLimits, MAX_HEADER_BYTES, MAX_HEADERS_COUNT, RECEIVE_TIMEOUT_MS, requestGuards, requestId } from './http/protection.js';
+import { issueLimits, limitIssueRouteByAddress, LoadGuard, MAX_HEADER_BYTES, MAX_HEADERS_COUNT, RECEIVE_TIMEOUT_MS, requestGuards, requestId } from './http/protection.js';
 import { lazyChildLogger } from './http/request-logger.js';
 import { instrumentRoutes } from './http/route-metrics.js';
 import { campaignRoutes } from './routes/campaigns.js';
 import { consoleRoutes } from './routes/console.js';
 import { deadLetterRoutes } from './routes/dead-letters.js';
 import { docsRoutes } from './routes/docs.js';
+import { IssueHandler } from './routes/issue-handler.js';
 import { issueRoutes } from './routes/issues.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { operationRoutes } from './routes/operations.js';
@@ -26,18 +27,45 @@ export const BODY_LIMIT_BYTES = 16 * 1024;
 export interface AppOptions {
   /** The process logger; tests leave it out and get a silent app. */
   logger?: FastifyBaseLogger;
+  /**
+   * false: no node:http front, Fastify's route answers every issue request (a test compares the
+   * two ways in; the service always runs with the front).
+   */
+  issueFront?: boolean;
 }
+
+/** The logger of an app built without one (tests). */
+const SILENT = { warn() {}, error() {}, child: () => SILENT };
 
 export async function buildApp(runtime: Runtime, options: AppOptions = {}): Promise<FastifyInstance> {
   const { config, service, metrics } = runtime;
-  // Known sell-outs and closed windows answered before routing; off with a per-IP limit, which
-  // must count every request.
-  const early =
-    config.rateLimitIp === undefined
-      ? earlyAnswers({ service, record: metrics.routeRecorder('POST', ISSUE_ROUTE_URL, true), answered: metrics.answeredEarly })
-      : undefined;
+  const onShed = metrics.requestShed.bind(metrics);
+  // Load shedding (503 OVERLOADED) and the drain's 503, shared by Fastify's hook and the front.
+  const load = new LoadGuard(config.shedEventLoopDelayMs, onShed);
+  const requireUser = createUserAuthenticator(config.authMode, config.jwtSecret, config.jwtMaxTtlS);
+  const limits = issueLimits({
+    user: config.rateLimitUser,
+    ip: config.rateLimitIp,
+    authenticate: requireUser,
+    onShed,
+    // With Redis the counters are shared by every instance: N instances do not mean N× the limit.
+    redis: runtime.redis?.client,
+    redisPrefix: config.redisPrefix,
+  });
+  // The issue route's plain requests are answered by its node:http front before Fastify sees them.
+  const issues = new IssueHandler({
+    service,
+    limits,
+    load,
+    timeoutMs: config.requestTimeoutMs,
+    onShed,
+    record: metrics.routeRecorder('POST', ISSUE_ROUTE_URL, true),
+    answeredEarly: metrics.answeredEarly,
+    trustProxy: config.trustProxy,
+    log: options.logger ?? SILENT,
+  });
   const app = Fastify({
-    ...(early === undefined ? {} : { serverFactory: early.serverFactory }),
+    ...(options.issueFront === false ? {} : { serverFactory: issues.serverFactory }),
     ...(options.logger === undefined ? { logger: false } : { loggerInstance: options.logger }),
     bodyLimit: BODY_LIMIT_BYTES,
     // No per-request log lines: at 10k req/s they would cost more than the issue itself.
@@ -62,28 +90,16 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
   });
 
   registerProblemHandlers(app);
-  if (early !== undefined) {
-    app.addHook('preClose', (done) => {
-      early.stop();
-      done();
-    });
-  }
   app.server.maxHeadersCount = MAX_HEADERS_COUNT;
   // Hooks that attach to routes by pattern come first: they see every route added below.
   instrumentRoutes(app, metrics);
   if (config.adminPort !== undefined) guardAdminRoutes(app);
-  const onShed = metrics.requestShed.bind(metrics);
-  // Request id echo, load shedding (503 OVERLOADED) and request timeouts (504 TIMEOUT).
-  const deadline = requestGuards(app, { timeoutMs: config.requestTimeoutMs, maxEventLoopDelayMs: config.shedEventLoopDelayMs, onShed });
-  const requireUser = createUserAuthenticator(config.authMode, config.jwtSecret, config.jwtMaxTtlS);
-  const requireIssuer = issueRateLimits(app, {
-    user: config.rateLimitUser,
-    ip: config.rateLimitIp,
-    authenticate: requireUser,
-    onShed,
-    // With Redis the counters are shared by every instance: N instances do not mean N× the limit.
-    redis: runtime.redis?.client,
-    redisPrefix: config.redisPrefix,
+  // Request id echo, the load guard and request timeouts (504 TIMEOUT).
+  const deadline = requestGuards(app, { timeoutMs: config.requestTimeoutMs, load, onShed });
+  if (limits.byAddress !== undefined) limitIssueRouteByAddress(app, limits.byAddress);
+  app.addHook('onClose', (_app, done) => {
+    issues.stop();
+    done();
   });
 
   addSharedSchemas(app);
@@ -95,7 +111,7 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
 
   const requireAdmin = createAdminAuthenticator(config.adminToken);
   await app.register(campaignRoutes, { service, requireAdmin });
-  await app.register(issueRoutes, { service, requireUser, requireIssuer, deadline });
+  await app.register(issueRoutes, { service, requireUser, issues, deadline });
   if (redis !== undefined) await app.register(deadLetterRoutes, { redis, kafka, db, requireAdmin });
   await app.register(consoleRoutes, {
     service,

@@ -51,7 +51,7 @@ const LAYERS: ReadonlyArray<{ readonly name: string; readonly prefixes: readonly
   // (IssueObserver, WorkerObserver): above both, and the only layer that knows prom-client.
   { name: 'metrics', prefixes: ['metrics/'] },
   { name: "the console's sampler", prefixes: ['console/'] },
-  // The server around the routes: problems, protections, auth, early answers, the listeners.
+  // The server around the routes: problems, protections, auth, rate limits, the listeners.
   { name: 'HTTP', prefixes: ['http/'] },
   { name: 'routes', prefixes: ['routes/'] },
   { name: 'the runtime', prefixes: ['runtime.ts'] },

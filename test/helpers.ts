@@ -5,7 +5,7 @@ import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { TestContext } from 'node:test';
-import { buildApp } from '../src/app.js';
+import { buildApp, type AppOptions } from '../src/app.js';
 import { createScratchDatabase } from '../src/db/scratch.js';
 import { loadConfig, type Config } from '../src/config.js';
 import { createMysqlDb, createPgliteDb, createPostgresDb, type Db, type Dialect } from '../src/db/index.js';
@@ -108,6 +108,8 @@ export interface TestServerOptions {
   sharing?: TestServer;
   /** Rewrites the database URL the app connects to (e.g. through a TcpProxy); the test's own stays direct. */
   dbVia?: (url: string) => string;
+  /** buildApp's options (e.g. `issueFront: false`). */
+  app?: AppOptions;
 }
 
 export interface TestServer {
@@ -159,7 +161,7 @@ export async function startTestServer(options: TestServerOptions): Promise<TestS
       ? await createPgliteDb(undefined)
       : openTestDb(options.db, options.dbVia?.(testDb.url) ?? testDb.url, config.dbPoolSize);
   const runtime = await createRuntime(config, pino({ level: 'silent' }), { migrate: true, db });
-  const app = await buildApp(runtime);
+  const app = await buildApp(runtime, options.app);
   await app.listen({ port: 0, host: '127.0.0.1' });
   const { port } = app.server.address() as AddressInfo;
   const url = `http://127.0.0.1:${port}`;

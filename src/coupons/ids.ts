@@ -1,5 +1,5 @@
 // What the ids are, as text and as numbers: a coupon id and a user id. One definition each, used
-// by the routes' schemas, the early answers, the queues' validation and the console's URLs. No
+// by the routes' schemas, the issue route's front, the queues' validation and the console's URLs. No
 // imports and nothing done at load but two patterns, so the console's bundle can take it whole.
 
 /** Coupon ids are 32-bit `integer` identities (PostgreSQL identity, MySQL AUTO_INCREMENT INT). */

@@ -1,19 +1,19 @@
 // Who is calling: users by HS256 JWT (`sub` = user id) or, behind an authenticating gateway, by a
 // trusted X-User-Id header; operators by the admin bearer token.
 import { createHash, timingSafeEqual } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
 import { createSigner, createVerifier } from 'fast-jwt';
-import type { FastifyRequest } from 'fastify';
 import type { AuthMode } from '../config.js';
 import { isValidUserId, USER_ID_RULE } from '../coupons/ids.js';
 import { HttpProblem } from './problem.js';
 
 export const USER_ID_HEADER = 'x-user-id';
 
-/** Returns the caller's user id or throws a 401 problem. */
-export type UserAuthenticator = (request: FastifyRequest) => string;
+/** Returns the caller's user id, read from the request's headers, or throws a 401 problem. */
+export type UserAuthenticator = (headers: IncomingHttpHeaders) => string;
 
-function bearer(request: FastifyRequest): string | undefined {
-  const header = request.headers.authorization;
+function bearer(headers: IncomingHttpHeaders): string | undefined {
+  const header = headers.authorization;
   if (header === undefined) return undefined;
   const match = /^Bearer ([^\s]+)$/i.exec(header);
   return match?.[1];
@@ -29,8 +29,8 @@ const CLOCK_SKEW_S = 60;
 
 export function createUserAuthenticator(mode: AuthMode, jwtSecret: string, maxTtlS: number): UserAuthenticator {
   if (mode === 'header') {
-    return (request) => {
-      const userId = request.headers[USER_ID_HEADER];
+    return (headers) => {
+      const userId = headers[USER_ID_HEADER];
       if (userId === undefined) throw unauthenticated(`missing ${USER_ID_HEADER} header`);
       if (!isValidUserId(userId)) throw unauthenticated(`${USER_ID_HEADER} must be ${USER_ID_RULE}`);
       return userId;
@@ -46,8 +46,8 @@ export function createUserAuthenticator(mode: AuthMode, jwtSecret: string, maxTt
     cache: false,
   });
   const maxTtlMs = (maxTtlS + CLOCK_SKEW_S) * 1000;
-  return (request) => {
-    const token = bearer(request);
+  return (headers) => {
+    const token = bearer(headers);
     if (token === undefined) throw unauthenticated('missing Authorization: Bearer <token> header');
     let payload: { sub?: unknown; exp: number };
     try {
@@ -63,10 +63,10 @@ export function createUserAuthenticator(mode: AuthMode, jwtSecret: string, maxTt
 }
 
 /** Throws 401 unless the request carries the admin token (compared in constant time). */
-export function createAdminAuthenticator(adminToken: string): (request: FastifyRequest) => void {
+export function createAdminAuthenticator(adminToken: string): (request: { readonly headers: IncomingHttpHeaders }) => void {
   const expected = createHash('sha256').update(adminToken).digest();
   return (request) => {
-    const token = bearer(request);
+    const token = bearer(request.headers);
     if (token === undefined) throw unauthenticated('missing Authorization: Bearer <admin token> header');
     const given = createHash('sha256').update(token).digest();
     if (!timingSafeEqual(given, expected)) throw new HttpProblem('FORBIDDEN', 'admin token required');

@@ -137,6 +137,38 @@ function fieldErrors(validation: NonNullable<FastifyError['validation']>): Field
   });
 }
 
+/**
+ * A whole answer, built before it is written: the issue route's answers take this shape so that
+ * Fastify's route and the node:http front (routes/issue-handler.ts) send the same bytes.
+ * `headers`: beyond x-request-id, content-type and content-length (retry-after, www-authenticate).
+ */
+export interface Answer {
+  readonly status: number;
+  readonly contentType: string;
+  readonly body: string;
+  readonly length: number;
+  readonly headers: Readonly<Record<string, string>> | undefined;
+}
+
+export const PROBLEM_JSON_UTF8 = `${PROBLEM_CONTENT_TYPE}; charset=utf-8`;
+export const JSON_UTF8 = 'application/json; charset=utf-8';
+
+/** A JSON answer; the body is ASCII-safe JSON text (its length is its byte count only then, so it is counted). */
+export function jsonAnswer(status: number, body: string, contentType = JSON_UTF8, headers?: Readonly<Record<string, string>>): Answer {
+  return { status, contentType, body, length: Buffer.byteLength(body), headers };
+}
+
+/** The problem document as an answer (the same bytes Fastify's serializer makes of `problemBody`). */
+export function problemAnswer(code: ProblemCode, detail?: string, headers?: Readonly<Record<string, string>>, errors?: FieldError[]): Answer {
+  return jsonAnswer(statusOf(code), JSON.stringify(problemBody(code, detail, errors)), PROBLEM_JSON_UTF8, headers);
+}
+
+/** Sends an answer through Fastify (a string payload with its type is sent as it is). */
+export function sendAnswer(reply: FastifyReply, answer: Answer): FastifyReply {
+  if (answer.headers !== undefined) void reply.headers(answer.headers);
+  return reply.code(answer.status).type(answer.contentType).send(answer.body);
+}
+
 /** Refusals with a fixed answer, serialised once: the stampede's 409s and 410s cost no JSON work. */
 const REFUSAL_CODES = {
   ALREADY_ISSUED: 'ALREADY_ISSUED',
@@ -146,71 +178,79 @@ const REFUSAL_CODES = {
   COUPON_NOT_FOUND: 'COUPON_NOT_FOUND',
 } as const satisfies Record<Exclude<Refusal['kind'], 'UNAVAILABLE'>, ProblemCode>;
 
-const REFUSALS = Object.fromEntries(
-  Object.entries(REFUSAL_CODES).map(([kind, code]) => {
-    const json = JSON.stringify(problemBody(code));
-    return [kind, { status: statusOf(code), json, body: Buffer.from(json) }];
-  }),
-) as Record<keyof typeof REFUSAL_CODES, { status: number; json: string; body: Buffer }>;
+const REFUSALS = Object.fromEntries(Object.entries(REFUSAL_CODES).map(([kind, code]) => [kind, problemAnswer(code)])) as Record<
+  keyof typeof REFUSAL_CODES,
+  Answer
+>;
 
-/** The status and serialised body of a refusal with a fixed answer (early-answers.ts sends it raw). */
-export function refusalAnswer(refusal: Exclude<Refusal, { kind: 'UNAVAILABLE' }>): { readonly status: number; readonly body: Buffer } {
-  return REFUSALS[refusal.kind];
-}
+const RETRY_AFTER_1 = Object.freeze({ 'retry-after': '1' });
 
 /**
- * Answers a refused issue attempt. Refusals are expected outcomes, so they are sent, not thrown:
- * an exception per 409/410 captured a stack trace each and cost ~20% of the route's throughput.
+ * The answer to a refused issue attempt. Refusals are expected outcomes, so they are answered,
+ * not thrown: an exception per 409/410 captured a stack trace each and cost ~20% of the route's
+ * throughput. The fixed ones are built once.
  */
-export function sendRefusal(reply: FastifyReply, outcome: Refusal): FastifyReply {
-  if (outcome.kind === 'UNAVAILABLE') {
-    return sendProblem(reply.header('retry-after', '1'), 'SERVICE_UNAVAILABLE', outcome.reason);
-  }
-  const refusal = REFUSALS[outcome.kind];
-  return reply.code(refusal.status).type(PROBLEM_CONTENT_TYPE).send(refusal.json);
+export function refusalAnswer(outcome: Refusal): Answer {
+  if (outcome.kind === 'UNAVAILABLE') return problemAnswer('SERVICE_UNAVAILABLE', outcome.reason, RETRY_AFTER_1);
+  return REFUSALS[outcome.kind];
 }
 
 const OUTCOME_UNKNOWN_DETAIL =
   'the store failed after the decisive command went out: GET /coupons/{id}/issues/me tells whether the coupon was issued, and a retry never issues a second one';
-const OUTCOME_UNKNOWN_STATUS = statusOf('OUTCOME_UNKNOWN');
-const OUTCOME_UNKNOWN_JSON = JSON.stringify(problemBody('OUTCOME_UNKNOWN', OUTCOME_UNKNOWN_DETAIL));
-
 /** The issue attempt may or may not have issued the coupon (see OUTCOME_UNKNOWN in the domain). */
-export function sendOutcomeUnknown(reply: FastifyReply): FastifyReply {
-  return reply.code(OUTCOME_UNKNOWN_STATUS).header('retry-after', '1').type(PROBLEM_CONTENT_TYPE).send(OUTCOME_UNKNOWN_JSON);
+export const OUTCOME_UNKNOWN_ANSWER = problemAnswer('OUTCOME_UNKNOWN', OUTCOME_UNKNOWN_DETAIL, RETRY_AFTER_1);
+const UNAVAILABLE_ANSWER = problemAnswer('SERVICE_UNAVAILABLE', undefined, RETRY_AFTER_1);
+const INTERNAL_ERROR_ANSWER = problemAnswer('INTERNAL_ERROR');
+
+/** A thrown (or returned) problem as an answer. */
+export function answerForProblem(problem: HttpProblem): Answer {
+  return problemAnswer(problem.code, problem.detail, problem.headers, problem.errors);
+}
+
+/** Where an error's answer is logged: a request's logger, or the process's with the request id. */
+export interface ErrorLog {
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+/**
+ * The answer to an error a handler threw, other than the framework's own (validation, body
+ * parsing): a problem as thrown, an unknown outcome, a store that is away (503, nothing done), or
+ * a 500 that says nothing of the internals.
+ */
+export function answerForError(error: unknown, log: ErrorLog): Answer {
+  if (error instanceof HttpProblem) return answerForProblem(error);
+  // A safety net: strategies turn an unknown commit into the OUTCOME_UNKNOWN outcome themselves.
+  if (error instanceof OutcomeUnknownError) {
+    log.warn({ err: error }, 'outcome unknown');
+    return OUTCOME_UNKNOWN_ANSWER;
+  }
+  if (isDependencyUnavailable(error)) {
+    log.warn({ err: error }, 'dependency unavailable');
+    return UNAVAILABLE_ANSWER;
+  }
+  log.error({ err: error }, 'unhandled error');
+  return INTERNAL_ERROR_ANSWER;
 }
 
 export function registerProblemHandlers(app: FastifyInstance): void {
   app.setErrorHandler((error: FastifyError, request, reply) => {
-    if (error instanceof HttpProblem) {
-      if (error.headers !== undefined) void reply.headers(error.headers);
-      return sendProblem(reply, error.code, error.detail, error.errors);
-    }
-    // A safety net: strategies turn an unknown commit into the OUTCOME_UNKNOWN outcome themselves.
-    if (error instanceof OutcomeUnknownError) {
-      request.log.warn({ err: error }, 'outcome unknown');
-      return sendOutcomeUnknown(reply);
-    }
-    if (error.validation !== undefined) {
-      return sendProblem(reply, 'VALIDATION_FAILED', error.message, fieldErrors(error.validation));
-    }
-    const status = error.statusCode ?? 500;
-    if (status >= 400 && status < 500) {
-      if (status === 413) return sendProblem(reply, 'PAYLOAD_TOO_LARGE');
-      if (status === 415) return sendProblem(reply, 'UNSUPPORTED_MEDIA_TYPE', error.message);
-      if (error instanceof SyntaxError || error.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || error.code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
-        return sendProblem(reply, 'MALFORMED_JSON', error.message);
+    if (!(error instanceof HttpProblem) && !(error instanceof OutcomeUnknownError)) {
+      if (error.validation !== undefined) {
+        return sendProblem(reply, 'VALIDATION_FAILED', error.message, fieldErrors(error.validation));
       }
-      // Any other 4xx the framework raised keeps its status: the request is at fault, as it says.
-      return sendProblemAs(reply, status, 'VALIDATION_FAILED', error.message);
+      const status = error.statusCode ?? 500;
+      if (status >= 400 && status < 500) {
+        if (status === 413) return sendProblem(reply, 'PAYLOAD_TOO_LARGE');
+        if (status === 415) return sendProblem(reply, 'UNSUPPORTED_MEDIA_TYPE', error.message);
+        if (error instanceof SyntaxError || error.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || error.code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
+          return sendProblem(reply, 'MALFORMED_JSON', error.message);
+        }
+        // Any other 4xx the framework raised keeps its status: the request is at fault, as it says.
+        return sendProblemAs(reply, status, 'VALIDATION_FAILED', error.message);
+      }
     }
-    if (isDependencyUnavailable(error)) {
-      request.log.warn({ err: error }, 'dependency unavailable');
-      void reply.header('retry-after', '1');
-      return sendProblem(reply, 'SERVICE_UNAVAILABLE');
-    }
-    request.log.error({ err: error }, 'unhandled error');
-    return sendProblem(reply, 'INTERNAL_ERROR');
+    return sendAnswer(reply, answerForError(error, request.log));
   });
 
   app.setNotFoundHandler((request, reply) => sendProblem(reply, 'NOT_FOUND', `${request.method} ${request.url.split('?')[0]}`));

@@ -87,7 +87,7 @@ export class Metrics implements IssueObserver {
   private readonly httpResponses: CellCounter<'route' | 'method' | 'status'>;
   private readonly issueLatency: CellHistogram;
   private readonly shed: Record<ShedReason, Cell>;
-  /** Issue requests answered before routing (src/http/early-answers.ts). */
+  /** Issue requests answered before the token is read: a closed window, a known sell-out (routes/issue-handler.ts). */
   readonly answeredEarly: Cell;
   private readonly stockReaders: StockReader[] = [];
 
@@ -120,7 +120,7 @@ export class Metrics implements IssueObserver {
     this.answeredEarly = new CellCounter(
       registry,
       'couponrush_issue_answered_early_total',
-      'POST /coupons/:id/issues answered from node:http before routing, because the answer is the same for every caller: a known sell-out (410) or a closed window (422). Also counted in couponrush_http_responses_total',
+      'POST /coupons/:id/issues answered before the token is read, because the answer is the same for every caller: a known sell-out (410) or a closed window (422). Also counted in couponrush_http_responses_total',
       [],
     ).cell({});
 

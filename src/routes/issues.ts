@@ -1,18 +1,20 @@
 // Issues: the hot path (POST /coupons/:id/issues) and what a user asks about their own coupons.
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import Type, { type Static } from 'typebox';
 import { couponIdOf } from '../coupons/ids.js';
 import { ISSUE_ROUTE_URL } from '../coupons/paths.js';
 import type { CouponService } from '../coupons/service.js';
-import { HttpProblem, sendOutcomeUnknown, sendRefusal } from '../http/problem.js';
-import type { Deadline, IssuerCheck } from '../http/protection.js';
+import type { UserAuthenticator } from '../http/auth.js';
+import { HttpProblem, refusalAnswer, sendAnswer } from '../http/problem.js';
+import type { Deadline } from '../http/protection.js';
+import type { IssueHandler } from './issue-handler.js';
 import { CouponIdParams, couponView, CouponView, problemRef, UserId, userSecurity } from './schemas.js';
 
 export interface IssueRouteOptions {
   readonly service: CouponService;
-  readonly requireUser: (request: FastifyRequest) => string;
-  /** The issue route's caller: authenticated (401) and within the per-user rate limit (429). */
-  readonly requireIssuer: IssuerCheck;
+  readonly requireUser: UserAuthenticator;
+  /** What the issue route answers a caller (issue-handler.ts), shared with the node:http front. */
+  readonly issues: IssueHandler;
   /** The issue route's request deadline (504 TIMEOUT), armed once there is something to wait for. */
   readonly deadline?: Deadline | undefined;
 }
@@ -30,8 +32,10 @@ function couponId(params: Static<typeof CouponIdParams>): number {
   return id;
 }
 
-export async function issueRoutes(app: FastifyInstance, { service, requireUser, requireIssuer, deadline }: IssueRouteOptions): Promise<void> {
-  // The hot path: authenticate, decide, answer. No per-request logging here.
+export async function issueRoutes(app: FastifyInstance, { service, requireUser, issues, deadline }: IssueRouteOptions): Promise<void> {
+  // The hot path. Its plain requests are answered by the node:http front (issue-handler.ts); this
+  // route answers the rest (a body, an encoded path) and describes the route in OpenAPI, through
+  // the same `decide`. No per-request logging here.
   app.post<{ Params: Static<typeof CouponIdParams> }>(
     ISSUE_ROUTE_URL,
     {
@@ -67,30 +71,14 @@ export async function issueRoutes(app: FastifyInstance, { service, requireUser, 
     async (request, reply: FastifyReply) => {
       const id = couponId(request.params);
       // Sold out (known to the strategy for every caller) or outside the window: the same answer
-      // for everyone, so it comes before the token is verified — the tail of a stampede costs
-      // almost nothing.
+      // for everyone, before the token is verified.
       const foregone = service.refusalForAnyone(id);
-      if (foregone !== undefined) return sendRefusal(reply, foregone);
+      if (foregone !== undefined) return sendAnswer(reply, refusalAnswer(foregone));
       deadline?.arm(reply);
-      try {
-        const caller = requireIssuer(request);
-        const userId = typeof caller === 'string' ? caller : await caller;
-        // The request id travels into the queued issuance (async strategies): logs can follow one claim.
-        const outcome = await service.issue(id, userId, request.id);
-        if (reply.sent) return reply; // the deadline answered 504 TIMEOUT while we waited
-        switch (outcome.kind) {
-          case 'ISSUED':
-            return reply.code(201).send({ couponId: id, userId, status: 'ISSUED' });
-          case 'ACCEPTED':
-            return reply.code(202).send({ couponId: id, userId, status: 'PENDING' });
-          case 'OUTCOME_UNKNOWN':
-            return sendOutcomeUnknown(reply);
-          default:
-            return sendRefusal(reply, outcome);
-        }
-      } finally {
-        deadline?.disarm(reply);
-      }
+      const answer = await issues.decide(id, request.headers, request.id, request.log);
+      deadline?.disarm(reply);
+      if (reply.sent) return reply; // the deadline answered 504 TIMEOUT while we waited
+      return sendAnswer(reply, answer);
     },
   );
 
@@ -116,7 +104,7 @@ export async function issueRoutes(app: FastifyInstance, { service, requireUser, 
       },
     },
     async (request) => {
-      const userId = requireUser(request);
+      const userId = requireUser(request.headers);
       const status = await service.status(couponId(request.params), userId);
       if (status === 'COUPON_NOT_FOUND') throw new HttpProblem('COUPON_NOT_FOUND');
       if (status === 'NOT_ISSUED') throw new HttpProblem('NOT_ISSUED');
@@ -141,7 +129,7 @@ export async function issueRoutes(app: FastifyInstance, { service, requireUser, 
       },
     },
     async (request) => {
-      const userId = requireUser(request);
+      const userId = requireUser(request.headers);
       const nowMs = Date.now();
       const items = await service.userCoupons(userId);
       return { items: items.map((i) => ({ coupon: couponView(i.coupon, nowMs), issuedAt: i.issuedAt.toISOString() })) };

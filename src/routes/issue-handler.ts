@@ -1,0 +1,213 @@
+// The issue route, POST /coupons/:id/issues — the one route that takes the stampede — decided in
+// one place and served close to the bare server.
+//
+// `decide` is what the route answers a caller: authenticate, count the caller against the per-user
+// limit, issue, and turn the outcome (or an error) into a whole `Answer`. Both ways into the route
+// call it: Fastify's route (routes/issues.ts, which also describes the route in OpenAPI) and the
+// node:http front below, so both send the same bytes.
+//
+// The front (`serve`) answers the plain request — a POST on exactly /coupons/<id>/issues (a query
+// string allowed), no body, no Content-Type — straight from node:http, without Fastify's routing,
+// request and reply objects and hooks, which were about a third of what an admission cost
+// (docs/performance.md, "The issue route in front of Fastify"). It keeps the route's whole contract:
+// the request id, the drain's 503 and load shedding (LoadGuard), RATE_LIMIT_IP (by the address
+// TRUST_PROXY makes of the request, as Fastify does), the answers that are the same for every caller
+// before the token is read (a closed window, a known sell-out: counted in
+// couponrush_issue_answered_early_total), the request deadline (504 TIMEOUT), and the route's
+// metrics. Anything else — a body (400/413/415 are the body parser's), an encoded path, an id
+// the params schema refuses, another method — is left to Fastify, which answers it through the same
+// `decide`. Order, as in Fastify's lifecycle: closing, per-IP limit, foregone refusal, shedding (a
+// 410 costs less than the 503 would, so a foregone refusal is never shed), deadline, `decide`.
+import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import proxyAddr from '@fastify/proxy-addr';
+import type { FastifyServerFactory } from 'fastify';
+import type { TrustProxy } from '../config.js';
+import { COUPON_ID_DIGITS, couponIdOf } from '../coupons/ids.js';
+import type { CouponService } from '../coupons/service.js';
+import { answerForError, answerForProblem, jsonAnswer, OUTCOME_UNKNOWN_ANSWER, refusalAnswer, type Answer, type ErrorLog } from '../http/problem.js';
+import { Deadlines, REQUEST_ID_HEADER, requestId, TIMEOUT_ANSWER, type DeadlineNode, type IssueLimits, type LoadGuard } from '../http/protection.js';
+import type { Cell } from '../metrics/cells.js';
+import type { RouteRecorder, ShedReason } from '../metrics/index.js';
+
+/** ISSUE_ROUTE_URL as a path: /coupons/<id>/issues, the id as the route's params schema allows it. */
+const ISSUE_PATH = new RegExp(`^/coupons/(${COUPON_ID_DIGITS})/issues(?:\\?|$)`);
+
+/** An id past any coupon's: answered like an unknown coupon. */
+const NO_SUCH_COUPON = refusalAnswer({ kind: 'COUPON_NOT_FOUND' });
+
+export interface IssueHandlerOptions {
+  readonly service: Pick<CouponService, 'refusalForAnyone' | 'issue'>;
+  readonly limits: IssueLimits;
+  readonly load: LoadGuard;
+  /** REQUEST_TIMEOUT_MS; 0 = off. */
+  readonly timeoutMs: number;
+  readonly onShed: (reason: ShedReason) => void;
+  /** The route's recorder (status and latency), as Fastify's onResponse hook uses it. */
+  readonly record: RouteRecorder;
+  /** Counts the answers given before the token is read (foregone refusals). */
+  readonly answeredEarly: Cell;
+  readonly trustProxy: TrustProxy | undefined;
+  /** Errors the front answers (500s, stores away) are logged here, with the request id. */
+  readonly log: ErrorLog & { child(bindings: { reqId: string }): ErrorLog };
+}
+
+/** A request the front is waiting on: the node of its deadline. */
+class Pending implements DeadlineNode<Pending> {
+  couponrushDeadline = 0;
+  couponrushPrev: Pending | null = null;
+  couponrushNext: Pending | null = null;
+
+  constructor(
+    readonly res: ServerResponse,
+    readonly requestId: string,
+    readonly startedAt: number,
+  ) {}
+}
+
+export class IssueHandler {
+  private readonly deadlines: Deadlines<Pending> | undefined;
+  private readonly addressOf: (req: IncomingMessage) => string;
+
+  constructor(private readonly options: IssueHandlerOptions) {
+    const { timeoutMs, trustProxy } = options;
+    this.deadlines =
+      timeoutMs > 0
+        ? new Deadlines<Pending>(timeoutMs, (p) => {
+            if (p.res.headersSent) return;
+            options.onShed('timeout');
+            this.send(p.res, p.requestId, TIMEOUT_ANSWER, p.startedAt);
+          })
+        : undefined;
+    // Fastify's request.ip, for the same TRUST_PROXY (a comma-separated list of proxies).
+    const trust = typeof trustProxy === 'string' ? proxyAddr.compile(trustProxy.split(',').map((p) => p.trim())) : undefined;
+    this.addressOf = trust === undefined ? (req) => req.socket.remoteAddress ?? '' : (req) => proxyAddr(req, trust);
+  }
+
+  /**
+   * What the route answers a caller of coupon `id`, once the refusals that are the same for
+   * everyone are behind: authenticate (401), the per-user limit (429), the issue itself.
+   */
+  async decide(id: number, headers: IncomingHttpHeaders, reqId: string, log?: ErrorLog): Promise<Answer> {
+    try {
+      const caller = this.options.limits.issuer(headers);
+      const userId = typeof caller === 'string' ? caller : await caller;
+      // The request id travels into the queued issuance (async strategies): logs can follow one claim.
+      const outcome = await this.options.service.issue(id, userId, reqId);
+      switch (outcome.kind) {
+        // A user id is [A-Za-z0-9._:-] (USER_ID_PATTERN): nothing in it needs escaping.
+        case 'ISSUED':
+          return jsonAnswer(201, `{"couponId":${id},"userId":"${userId}","status":"ISSUED"}`);
+        case 'ACCEPTED':
+          return jsonAnswer(202, `{"couponId":${id},"userId":"${userId}","status":"PENDING"}`);
+        case 'OUTCOME_UNKNOWN':
+          return OUTCOME_UNKNOWN_ANSWER;
+        default:
+          return refusalAnswer(outcome);
+      }
+    } catch (err) {
+      return answerForError(err, log ?? this.options.log.child({ reqId }));
+    }
+  }
+
+  /** The node:http front: answers the request and returns true, or returns false and leaves it untouched. */
+  serve(req: IncomingMessage, res: ServerResponse): boolean {
+    if (req.method !== 'POST') return false;
+    const headers = req.headers;
+    if (headers['content-type'] !== undefined || headers['transfer-encoding'] !== undefined) return false;
+    const length = headers['content-length'];
+    if (length !== undefined && length !== '0') return false;
+    const match = ISSUE_PATH.exec(req.url ?? '');
+    if (match === null) return false;
+    const startedAt = performance.now();
+    const reqId = requestId(req);
+    const { load, limits } = this.options;
+    if (load.refusal !== undefined && load.closed) {
+      this.send(res, reqId, load.refusal, startedAt);
+      return true;
+    }
+    if (limits.byAddress !== undefined) {
+      const refused = limits.byAddress(this.addressOf(req));
+      if (refused instanceof Promise) {
+        void refused.then((r) => (r === undefined ? this.route(match[1]!, headers, res, reqId, startedAt) : this.send(res, reqId, answerForProblem(r), startedAt)));
+      } else if (refused !== undefined) this.send(res, reqId, answerForProblem(refused), startedAt);
+      else void this.route(match[1]!, headers, res, reqId, startedAt);
+      return true;
+    }
+    void this.route(match[1]!, headers, res, reqId, startedAt);
+    return true;
+  }
+
+  /** Fastify's `serverFactory`: the HTTP/1 server Fastify would create, with the front before `fastify`. */
+  readonly serverFactory: FastifyServerFactory = (fastify, fastifyOptions) => {
+    // What Fastify does for HTTP/1 without a factory (lib/server.js), with `serve` in front.
+    const options = fastifyOptions as unknown as ServerOptions;
+    const server = http.createServer(options.http ?? {}, (req, res) => {
+      if (!this.serve(req, res)) fastify(req, res);
+    });
+    server.keepAliveTimeout = options.keepAliveTimeout;
+    server.requestTimeout = options.requestTimeout;
+    server.setTimeout(options.connectionTimeout);
+    if (options.maxRequestsPerSocket > 0) server.maxRequestsPerSocket = options.maxRequestsPerSocket;
+    return server;
+  };
+
+  /** The app has closed: no deadline is swept any more. */
+  stop(): void {
+    this.deadlines?.stop();
+  }
+
+  private async route(digits: string, headers: IncomingHttpHeaders, res: ServerResponse, reqId: string, startedAt: number): Promise<void> {
+    try {
+      await this.answer(digits, headers, res, reqId, startedAt);
+    } catch (err) {
+      // `decide` answers every error of the issue itself; this is a defect of the front's own.
+      if (!res.headersSent) this.send(res, reqId, answerForError(err, this.options.log.child({ reqId })), startedAt);
+    }
+  }
+
+  private async answer(digits: string, headers: IncomingHttpHeaders, res: ServerResponse, reqId: string, startedAt: number): Promise<void> {
+    const id = couponIdOf(digits);
+    if (id === undefined) return this.send(res, reqId, NO_SUCH_COUPON, startedAt);
+    // Sold out (known to the strategy for every caller) or outside the window: the same answer
+    // for everyone, so it comes before the token is verified — the tail of a stampede costs
+    // almost nothing.
+    const foregone = this.options.service.refusalForAnyone(id);
+    if (foregone !== undefined) {
+      this.options.answeredEarly.n++;
+      return this.send(res, reqId, refusalAnswer(foregone), startedAt);
+    }
+    const { load } = this.options;
+    if (load.refusal !== undefined) {
+      const shed = load.refuse();
+      if (shed !== undefined) return this.send(res, reqId, shed, startedAt);
+    }
+    const deadlines = this.deadlines;
+    if (deadlines === undefined) return this.send(res, reqId, await this.decide(id, headers, reqId), startedAt);
+    const pending = new Pending(res, reqId, startedAt);
+    deadlines.arm(pending);
+    const answer = await this.decide(id, headers, reqId);
+    deadlines.disarm(pending);
+    if (!res.headersSent) this.send(res, reqId, answer, startedAt); // else the deadline answered 504 while we waited
+  }
+
+  /** One writeHead and one end: node:http sends the head and the body in one write. */
+  private send(res: ServerResponse, reqId: string, answer: Answer, startedAt: number): void {
+    res.writeHead(
+      answer.status,
+      answer.headers === undefined
+        ? { [REQUEST_ID_HEADER]: reqId, 'content-type': answer.contentType, 'content-length': answer.length }
+        : { [REQUEST_ID_HEADER]: reqId, ...answer.headers, 'content-type': answer.contentType, 'content-length': answer.length },
+    );
+    res.end(answer.body);
+    this.options.record(answer.status, (performance.now() - startedAt) / 1000);
+  }
+}
+
+/** The part of Fastify's options (defaults applied) that shapes its HTTP/1 server. */
+interface ServerOptions {
+  readonly http?: http.ServerOptions;
+  readonly keepAliveTimeout: number;
+  readonly requestTimeout: number;
+  readonly connectionTimeout: number;
+  readonly maxRequestsPerSocket: number;
+}
