@@ -3,8 +3,9 @@
 // need to see of the records the worker has not consumed yet. Opened by the runtime (or the CLI),
 // closed by whoever opened it. Client: @platformatic/kafka (docs/performance.md says why).
 import { randomBytes } from 'node:crypto';
-import { Admin, Consumer, stringDeserializers, type MessagesStream } from '@platformatic/kafka';
+import type { Admin, Consumer, MessagesStream } from '@platformatic/kafka';
 import type { Logger } from '../util/logger.js';
+import { kafkaLibrary, loadKafkaLibrary } from './library.js';
 import { IssuanceProducer } from './producer.js';
 import type { RecordSecrets } from './records.js';
 
@@ -61,12 +62,14 @@ export interface KafkaHandle {
 }
 
 function admin(settings: KafkaSettings, clientId: string): Admin {
+  const { Admin } = kafkaLibrary();
   // Bounded: a process whose brokers do not answer fails its start-up in seconds, saying so.
   return new Admin({ clientId, bootstrapBrokers: [...settings.brokers], timeout: 5_000, retries: 1, retryDelay: 250 });
 }
 
 /** Creates the topics unless they exist: replication 3 (or the number of brokers, if fewer). */
 export async function ensureTopics(settings: KafkaSettings, topics: readonly string[]): Promise<void> {
+  await loadKafkaLibrary();
   const a = admin(settings, 'couponrush-admin');
   try {
     const existing = new Set(await a.listTopics());
@@ -87,6 +90,7 @@ export async function ensureTopics(settings: KafkaSettings, topics: readonly str
 }
 
 export async function openKafka(settings: KafkaSettings, log: Logger): Promise<KafkaHandle> {
+  const { Consumer, stringDeserializers } = await loadKafkaLibrary();
   const topics = { issuances: settings.topic, dead: `${settings.topic}.dead` };
   await ensureTopics(settings, [topics.issuances, topics.dead, ...(settings.eventsTopic === undefined ? [] : [settings.eventsTopic])]);
   const producer = new IssuanceProducer({ brokers: settings.brokers, topic: topics.issuances, timeoutMs: settings.produceTimeoutMs, clientId: 'couponrush-api', secret: settings.recordSecrets.current }, log);
@@ -210,6 +214,7 @@ async function deleteGroup(settings: KafkaSettings, groupId: string): Promise<vo
 
 /** Deletes topics (the bench's and the tests' own); a topic already gone is not an error. */
 export async function deleteKafkaTopics(brokers: string, topics: readonly string[]): Promise<void> {
+  const { Admin } = await loadKafkaLibrary();
   const a = new Admin({ clientId: 'couponrush-admin', bootstrapBrokers: brokers.split(','), timeout: 10_000, retries: 2 });
   try {
     const existing = new Set(await a.listTopics());

@@ -12,8 +12,9 @@
 //
 // An idempotent producer retries a failed request itself and the broker drops the duplicate, so
 // one record never lands twice from one send.
-import { Producer, ProduceAcks, stringSerializers } from '@platformatic/kafka';
+import type { Producer } from '@platformatic/kafka';
 import type { Logger } from '../util/logger.js';
+import { kafkaLibrary } from './library.js';
 import { AUTH_HEADER, encodeRecord, recordKey, signRecord, type IssuanceRecord } from './records.js';
 
 /**
@@ -21,6 +22,7 @@ import { AUTH_HEADER, encodeRecord, recordKey, signRecord, type IssuanceRecord }
  * callers bound each send themselves (and close the client past the bound).
  */
 export function idempotentProducer(brokers: readonly string[], clientId: string, timeoutMs: number): Producer<string, string, string, string> {
+  const { Producer, ProduceAcks, stringSerializers } = kafkaLibrary();
   return new Producer({ clientId, bootstrapBrokers: [...brokers], serializers: stringSerializers, idempotent: true, acks: ProduceAcks.ALL, timeout: timeoutMs, retryDelay: 100 });
 }
 
