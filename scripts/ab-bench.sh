@@ -36,9 +36,10 @@ for i in $(seq 1 "$pairs"); do
     line=$(node -e '
       const r = require(process.argv[1] + "/latest.json");
       for (const s of r.strategies) {
+        if (s.latencyMs === undefined) continue; // a strategy this configuration cannot run (redis-lua-kafka without Kafka)
         // Each phase of a sold-out stampede (admissions until the first 410, refusals after): the ceiling CPU over the phase CPU.
         const phase = (p) => (s.ceilingCpuUsPerResponse === undefined || p?.cpuUsPerResponse === undefined ? "—" : (s.ceilingCpuUsPerResponse / p.cpuUsPerResponse).toFixed(2));
-        console.log([process.argv[2], s.name, Math.round(s.requestsPerSecond), (s.cpuUsPerResponse ?? NaN).toFixed(1), s.verdict,
+        console.log([process.argv[2], s.name, Math.round(s.requestsPerSecond), (s.cpuUsPerResponse ?? NaN).toFixed(1), s.verdict.replace(/ /g, "-"),
           s.ratioToCeiling === undefined ? "—" : s.ratioToCeiling.toFixed(2), s.latencyMs.p99.toFixed(1),
           s.cpuRatioToCeiling === undefined ? "—" : s.cpuRatioToCeiling.toFixed(2), phase(s.sellOut?.before), phase(s.sellOut?.after)].join(" "));
       }
