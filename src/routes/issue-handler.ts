@@ -8,7 +8,7 @@
 //
 // The front (`serve`) answers the plain request — a POST on exactly /coupons/<id>/issues (a query
 // string allowed), no body, no Content-Type — straight from node:http, without Fastify's routing,
-// request and reply objects and hooks, which were about a third of what an admission cost
+// request and reply objects and hooks: an admission went from 49 to 43 µs of API CPU
 // (docs/performance.md, "The issue route in front of Fastify"). It keeps the route's whole contract:
 // the request id, the drain's 503 and load shedding (LoadGuard), RATE_LIMIT_IP (by the address
 // TRUST_PROXY makes of the request, as Fastify does), the answers that are the same for every caller
