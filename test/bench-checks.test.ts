@@ -60,6 +60,16 @@ describe('couponrush bench flags', () => {
     assert.equal(o.adminToken, 'a'.repeat(20));
   });
 
+  it('--worker-apart needs Redis and a target the bench starts itself', () => {
+    assert.throws(() => resolve({ workerApart: true }), (err: Error) => err instanceof BenchOptionsError && /--worker-apart needs Redis/.test(err.message));
+    assert.throws(
+      () => resolve({ workerApart: true, url: 'http://127.0.0.1:3000' }, { ...ENV, REDIS_URL: 'redis://127.0.0.1:6379', ADMIN_TOKEN: 'a'.repeat(20), JWT_SECRET: 's'.repeat(40) }),
+      /cannot with --url/,
+    );
+    assert.equal(resolve({ workerApart: true }, { ...ENV, REDIS_URL: 'redis://127.0.0.1:6379' }).workerApart, true);
+    assert.equal(resolve({}, { ...ENV, REDIS_URL: 'redis://127.0.0.1:6379' }).workerApart, false);
+  });
+
   it('refuses fewer requests than users, and more connections than requests', () => {
     assert.throws(() => resolve({ users: 100, requests: 50 }), /at least --users/);
     assert.throws(() => resolve({ users: 10, requests: 20, connections: 64 }), /cannot exceed/);

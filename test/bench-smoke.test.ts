@@ -107,6 +107,32 @@ describe('couponrush bench (smoke)', () => {
     }
   });
 
+  it('--worker-apart: the worker in a process of its own persists every 202, and its CPU is reported apart from the API\'s', async (t) => {
+    if (!(await needServer(t, 'PostgreSQL', PG_ADMIN_URL))) return;
+    if (!(await needServer(t, 'Redis', REDIS_URL))) return;
+    const out = mkdtempSync(join(tmpdir(), 'couponrush-bench-smoke-'));
+    try {
+      const options = resolveBenchOptions(
+        { strategies: ['redis-lua-async'], stock: STOCK, users: 200, requests: 300, connections: 16, warmup: 40, ceiling: false, workerApart: true, out },
+        { ...process.env, DATABASE_URL: PG_ADMIN_URL, REDIS_URL },
+        { commandLine: 'couponrush bench (smoke test, worker apart)', color: false, interactive: false },
+      );
+      const { report } = await runBench(options);
+      const s = report.strategies[0]!;
+      assert.deepEqual(s.violations, [], 'no invariant violation');
+      assert.equal(s.verdict, 'ok');
+      assert.equal(s.statuses?.['202'], STOCK, 'exactly the stock admitted (202)');
+      assert.equal(s.rows, STOCK, 'every admission persisted, by the worker process');
+      assert.equal(report.config.workerApart, true);
+      assert.ok(s.cpuUsPerResponse !== undefined && s.cpuUsPerResponse > 0, 'the API\'s CPU');
+      // Probed in its own process (/proc ticks are 10 ms: a few rows may read as 0).
+      assert.ok(s.workerCpuUsPerResponse !== undefined && Number.isFinite(s.workerCpuUsPerResponse) && s.workerCpuUsPerResponse >= 0, 'the worker\'s CPU, apart');
+      assert.ok(s.notes.some((n) => n.includes('--worker-apart')), 'the report says the worker ran apart');
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+
   it('open loop (--arrivals): a drop verified like any stampede, reported with offered vs achieved and the time to a final answer', async (t) => {
     if (!(await needServer(t, 'PostgreSQL', PG_ADMIN_URL))) return;
     const out = mkdtempSync(join(tmpdir(), 'couponrush-bench-smoke-'));

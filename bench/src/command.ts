@@ -82,6 +82,7 @@ export function benchCommand(): Command {
     .option('--timeout <seconds>', 'per-request timeout of the load generator', positiveInt, DEFAULTS.requestTimeoutSeconds)
     .option('--cpu-prof', 'write a V8 CPU profile of each API process and ceiling server to <out>/profiles/')
     .option('--watch-console', 'keep a live console (GET /admin/console/stream) open on each campaign while it runs, to measure what one costs')
+    .option('--worker-apart', 'with Redis: run the stream worker as its own process instead of inside the API, and report its CPU apart from the API\'s')
     .option('--keep', 'keep the scratch database, Redis keys and process logs')
     .option('--json', 'print the JSON report on stdout instead of the table')
     .option('--no-progress', 'no live progress bars')

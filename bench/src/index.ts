@@ -79,6 +79,8 @@ interface Target {
   readonly adminToken: string;
   /** The API process (self-managed mode), for its RSS and a clean stop. */
   readonly api: Child | undefined;
+  /** --worker-apart: the stream worker's own process, probed and stopped beside the API. */
+  readonly worker?: Child | undefined;
 }
 
 type CreateCampaign = { ok: true; id: number } | { ok: false; unavailable: boolean; detail: string };
@@ -288,6 +290,7 @@ class Run {
     try {
       const target = sharedTarget ?? (await this.startTarget(fx, name));
       if (target.api !== undefined) started.push(target.api);
+      if (target.worker !== undefined) started.push(target.worker);
       if (this.options.warmupRequests > 0) await this.warmUpStrategy(fx, target, name);
       if (this.aborted()) return this.skip(name, 'interrupted');
       const campaign = await createCampaign(target, name, this.options.stock, this.runId);
@@ -320,11 +323,32 @@ class Run {
     const nodeFlags = this.profileFlags(name);
     const logFile = join(this.workDir, `${name}.log`);
     // With Redis the stream worker runs inside the API process, so its drain is measured
-    // and its memory counts in the peak RSS.
-    const withWorker = this.options.redis !== undefined ? ['--with-worker'] : [];
+    // and its memory and CPU count in the API's; --worker-apart runs it as a process of its own.
+    const apart = this.options.workerApart && this.options.redis !== undefined;
+    const withWorker = this.options.redis !== undefined && !apart ? ['--with-worker'] : [];
     const api = await startApi({ entry: this.entry, env, port, args: ['serve', '--migrate', ...withWorker], nodeFlags, logFile });
     this.children.add(api.child);
-    return { baseUrl: api.baseUrl, adminToken: fx.adminToken, api: api.child };
+    if (!apart) return { baseUrl: api.baseUrl, adminToken: fx.adminToken, api: api.child };
+    // After the API: its --migrate has made the schema the worker reads.
+    const workerPort = await freePort();
+    try {
+      const worker = await startApi({
+        entry: this.entry,
+        env: { ...env, ADMIN_HOST: '127.0.0.1', ADMIN_PORT: String(workerPort) },
+        port: workerPort,
+        args: ['worker'],
+        nodeFlags: this.profileFlags(`${name}-worker`),
+        logFile: join(this.workDir, `${name}-worker.log`),
+        readyPath: '/healthz',
+        role: 'worker',
+      });
+      this.children.add(worker.child);
+      return { baseUrl: api.baseUrl, adminToken: fx.adminToken, api: api.child, worker: worker.child };
+    } catch (err) {
+      await api.child.stop();
+      this.children.delete(api.child);
+      throw err;
+    }
   }
 
   private apiEnvironment(fx: Fixtures, port: number): NodeJS.ProcessEnv {
@@ -380,7 +404,7 @@ class Run {
     let rowsSoFar = 0;
     // --watch-console: a console follows the campaign from before the first request to the drain.
     const consoleWatch = options.watchConsole ? await watchConsole(target.baseUrl, target.adminToken, couponId) : undefined;
-    const { load, usage, after } = await this.stampede(fx, name, target.baseUrl, couponId, target.api?.pid, (running) => {
+    const { load, usage, workerUsage, after } = await this.stampede(fx, name, target.baseUrl, couponId, { api: target.api?.pid, worker: target.worker?.pid }, (running) => {
       acknowledgedUsers = countAcknowledged(running.ackedByUser);
       return waitForDrain(fx.db, couponId, acknowledgedUsers, running.lastResponseAt(), options.drainTimeoutMs, (n) => {
         rowsSoFar = n;
@@ -393,8 +417,11 @@ class Run {
     consoleWatch?.close();
     drainPhase.done(drain.drainMs === undefined ? 'TIMEOUT' : `${Math.round(drain.drainMs)} ms after the last response`);
 
-    // Stop the API before judging: a graceful stop flushes queues, so a late row shows up.
+    // Stop the API before judging: a graceful stop flushes queues, so a late row shows up. A worker
+    // of its own goes after it, once nothing more can be queued.
     const stopNotes = target.api === undefined ? [] : await this.stopApi(target.api);
+    if (target.worker !== undefined) stopNotes.push(...(await this.stopApi(target.worker)));
+    const workerCpu = workerUsage?.cpuMs === undefined || load.completed === 0 ? undefined : (workerUsage.cpuMs * 1000) / load.completed;
 
     const v = await verify({
       db: fx.db,
@@ -413,22 +440,28 @@ class Run {
       verdict,
       couponId,
       ...measured(load, usage),
+      ...(workerCpu === undefined ? {} : { workerCpuUsPerResponse: workerCpu }),
       rows: v.rows,
       overIssue: v.overIssue,
       duplicates: v.duplicates,
       drainMs: drain.drainMs === undefined ? null : Math.round(drain.drainMs),
       violations: v.violations,
-      notes: [...generatorNotes(load), ...v.notes, ...stopNotes, ...(consoleWatch === undefined ? [] : [`a console was open: ${consoleWatch.samples.length} samples received`])],
+      notes: [
+        ...generatorNotes(load),
+        ...v.notes,
+        ...stopNotes,
+        ...(workerCpu === undefined ? [] : [`the stream worker ran as a process of its own (--worker-apart): ${workerCpu.toFixed(1)} µs of CPU per response, not in the API's CPU µs/req`]),
+        ...(consoleWatch === undefined ? [] : [`a console was open: ${consoleWatch.samples.length} samples received`])],
     };
   }
 
-  /** Stops the API gracefully; notes (and keeps the logs) when it did not exit cleanly. */
+  /** Stops the API (or a worker of its own) gracefully; notes (and keeps the logs) when it did not exit cleanly. */
   private async stopApi(api: Child): Promise<string[]> {
     const code = await api.stop();
     this.children.delete(api);
     if (code === 0) return [];
     this.keepWorkDir = true;
-    return [`the API process exited with ${code === null ? 'a signal' : `code ${code}`} on SIGTERM; its log: ${api.logFile}`];
+    return [`the ${api.name === 'worker' ? 'worker' : 'API'} process exited with ${code === null ? 'a signal' : `code ${code}`} on SIGTERM; its log: ${api.logFile}`];
   }
 
   /**
@@ -442,16 +475,18 @@ class Run {
     label: string,
     baseUrl: string,
     couponId: number,
-    probedPid: number | undefined,
+    probed: { readonly api: number | undefined; readonly worker?: number | undefined },
     afterLastResponse: (running: RunningLoad) => Promise<T>,
-  ): Promise<{ load: LoadResult; usage: ProcessUsage | undefined; after: Promise<T> }> {
+  ): Promise<{ load: LoadResult; usage: ProcessUsage | undefined; workerUsage: ProcessUsage | undefined; after: Promise<T> }> {
     const options = this.options;
     const seconds = options.arrivals === undefined ? options.durationSeconds : undefined;
     const phase =
       seconds === undefined ? this.progress.phase(`${label}: stampede`, options.requests, 'responses') : this.progress.phase(`${label}: stampede`, seconds, 's');
     const startedAt = performance.now();
-    const probe = probedPid === undefined ? undefined : new ProcessProbe(probedPid);
+    const probe = probed.api === undefined ? undefined : new ProcessProbe(probed.api);
+    const workerProbe = probed.worker === undefined ? undefined : new ProcessProbe(probed.worker);
     probe?.start();
+    workerProbe?.start();
     const running = startLoad({
       baseUrl,
       path: `/coupons/${couponId}/issues`,
@@ -474,10 +509,12 @@ class Run {
       const load = await running.done;
       await after.catch(() => {});
       const usage = probe?.stop();
+      const workerUsage = workerProbe?.stop();
       phase.done(stampedeSummary(load));
-      return { load, usage, after };
+      return { load, usage, workerUsage, after };
     } finally {
       probe?.stop();
+      workerProbe?.stop();
       this.current = undefined;
     }
   }
@@ -526,7 +563,7 @@ class Run {
     this.children.add(child);
     try {
       await this.warmUp(fx.plan, label, baseUrl, 1);
-      const { load, usage } = await this.stampede(fx, label, baseUrl, 1, child.pid, async () => undefined);
+      const { load, usage } = await this.stampede(fx, label, baseUrl, 1, { api: child.pid }, async () => undefined);
       const row: StrategyResult = { name, verdict: 'ok', ...measured(load, usage), violations: [], notes: generatorNotes(load) };
       this.ceilingRuns.push(load.requestsPerSecond);
       this.ceilingCpuRuns.push(row.cpuUsPerResponse ?? null);
@@ -608,6 +645,7 @@ class Run {
         arrivals: options.arrivals ?? null,
         warmupRequests: options.warmupRequests,
         generator: options.generator,
+        ...(options.workerApart ? { workerApart: true } : {}),
       },
       ceiling: ceilings.before,
       ceilingAfter: ceilings.after,

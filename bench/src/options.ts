@@ -108,6 +108,11 @@ export interface BenchOptions {
   readonly cpuProf: boolean;
   /** Keep a live console open on each campaign during its run (the A/B of what one costs). */
   readonly watchConsole: boolean;
+  /**
+   * Run the stream worker as a process of its own (`couponrush worker`) instead of inside the API
+   * (`serve --with-worker`): the API's CPU then excludes the worker's, which is reported apart.
+   */
+  readonly workerApart: boolean;
   /** Print the JSON report on stdout instead of the table. */
   readonly json: boolean;
   readonly color: boolean;
@@ -143,6 +148,7 @@ export interface BenchFlags {
   timeout?: number;
   cpuProf?: boolean;
   watchConsole?: boolean;
+  workerApart?: boolean;
   json?: boolean;
   progress?: boolean;
 }
@@ -284,6 +290,7 @@ export function resolveBenchOptions(
   }
 
   const { url, adminToken, jwtSecret } = targetOf(flags, env);
+  if (flags.workerApart === true && url !== undefined) throw new BenchOptionsError('--worker-apart starts the worker beside the API the bench starts; it cannot with --url');
 
   const rawDb = nonEmpty(env.DATABASE_URL);
   if (rawDb === undefined) {
@@ -295,6 +302,10 @@ export function resolveBenchOptions(
     );
   }
 
+  const redis = benchRedis(env);
+  if (flags.workerApart === true && redis === undefined) {
+    throw new BenchOptionsError('--worker-apart needs Redis (REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES): without it no strategy has a worker');
+  }
   return Object.freeze({
     strategies: flags.strategies ?? STRATEGY_NAMES,
     strategiesExplicit: flags.strategies !== undefined,
@@ -309,7 +320,7 @@ export function resolveBenchOptions(
     adminToken,
     jwtSecret,
     databaseUrl: databaseUrl(rawDb),
-    redis: benchRedis(env),
+    redis,
     kafkaBrokers: nonEmpty(env.KAFKA_BROKERS),
     out: flags.out ?? DEFAULTS.out,
     publish: flags.publish === true ? PUBLISHED_DIR : undefined,
@@ -320,6 +331,7 @@ export function resolveBenchOptions(
     requestTimeoutSeconds: flags.timeout ?? DEFAULTS.requestTimeoutSeconds,
     cpuProf: flags.cpuProf === true,
     watchConsole: flags.watchConsole === true,
+    workerApart: flags.workerApart === true,
     json: flags.json === true,
     color: extra.color && flags.json !== true,
     progress: flags.progress !== false && extra.interactive,

@@ -120,9 +120,13 @@ export interface ApiSpec {
   /** Extra node flags (--cpu-prof …). */
   readonly nodeFlags: readonly string[];
   readonly logFile: string;
+  /** What answers 200 once the process is ready: /readyz (the API), /healthz (a worker's admin listener). */
+  readonly readyPath?: '/readyz' | '/healthz';
+  /** The child's name in messages: 'api' unless said. */
+  readonly role?: 'api' | 'worker';
 }
 
-/** Starts `couponrush <args>` and waits until GET /readyz answers 200. */
+/** Starts `couponrush <args>` and waits until GET /readyz (or `readyPath`) on `port` answers 200. */
 export async function startApi(spec: ApiSpec): Promise<{ child: Child; baseUrl: string }> {
   const log = openSync(spec.logFile, 'a');
   let proc: ChildProcess;
@@ -135,15 +139,16 @@ export async function startApi(spec: ApiSpec): Promise<{ child: Child; baseUrl: 
   } finally {
     closeSync(log);
   }
-  const child = new Child('api', proc, spec.logFile);
+  const role = spec.role ?? 'api';
+  const child = new Child(role, proc, spec.logFile);
   const baseUrl = `http://127.0.0.1:${spec.port}`;
   const deadline = Date.now() + READY_TIMEOUT_MS;
   while (Date.now() < deadline) {
     if (!child.running) {
-      throw new Error(`the API process exited during start-up (exit ${await child.exited}); its log (${spec.logFile}):\n${child.logTail()}`);
+      throw new Error(`the ${role === 'api' ? 'API' : 'worker'} process exited during start-up (exit ${await child.exited}); its log (${spec.logFile}):\n${child.logTail()}`);
     }
     try {
-      const res = await fetch(`${baseUrl}/readyz`, { signal: AbortSignal.timeout(2_000) });
+      const res = await fetch(`${baseUrl}${spec.readyPath ?? '/readyz'}`, { signal: AbortSignal.timeout(2_000) });
       await res.arrayBuffer();
       if (res.status === 200) return { child, baseUrl };
     } catch {
@@ -152,7 +157,7 @@ export async function startApi(spec: ApiSpec): Promise<{ child: Child; baseUrl: 
     await new Promise((r) => setTimeout(r, 100));
   }
   await child.stop();
-  throw new Error(`the API did not become ready within ${READY_TIMEOUT_MS / 1000} s; its log (${spec.logFile}):\n${child.logTail()}`);
+  throw new Error(`the ${role === 'api' ? 'API' : 'worker'} did not become ready within ${READY_TIMEOUT_MS / 1000} s; its log (${spec.logFile}):\n${child.logTail()}`);
 }
 
 /** Starts the bare node:http ceiling server and waits for the port it prints. */

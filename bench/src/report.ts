@@ -47,6 +47,11 @@ export interface StrategyResult {
   readonly ceilingCpuUsPerResponse?: number;
   /** Of `cpuUsPerResponse`, the part spent in the kernel (system time). */
   readonly systemCpuUsPerResponse?: number;
+  /**
+   * --worker-apart: the stream worker's own CPU per response, µs, over the same window (then
+   * `cpuUsPerResponse` and the ratios are the API's alone).
+   */
+  readonly workerCpuUsPerResponse?: number;
   /** The load generator's own CPU (the bench process) per response, µs. */
   readonly generatorCpuUsPerResponse?: number;
   /** The stampede before and after its first 410 SOLD_OUT (admissions, then refusals). */
@@ -84,6 +89,8 @@ export interface BenchReport {
     readonly warmupRequests: number;
     /** The load generator: the bench's raw-socket client or autocannon. */
     readonly generator?: string;
+    /** --worker-apart: the stream worker ran as a process of its own, its CPU reported apart. */
+    readonly workerApart?: boolean;
   };
   /** The bare node:http server, measured before the strategies (null with --no-ceiling)… */
   readonly ceiling: StrategyResult | null;
