@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { runBench } from '../bench/src/index.js';
-import { resolveBenchOptions } from '../bench/src/options.js';
+import { resolveBenchOptions, type BenchFlags } from '../bench/src/options.js';
 import type { BenchReport } from '../bench/src/report.js';
 import mysql from 'mysql2/promise';
 import { MYSQL_ADMIN_URL, needServer, PG_ADMIN_URL } from './helpers.js';
@@ -14,6 +14,21 @@ import { REDIS_URL } from './redis-helpers.js';
 
 const STOCK = 50;
 const STRATEGIES = ['db-atomic', 'local', 'db-naive'] as const;
+
+/** A small stampede with Redis (stock STOCK, 300 requests from 200 users, no ceiling) into a temporary folder, removed afterwards. */
+async function smokeWithRedis(flags: BenchFlags, label: string): Promise<BenchReport> {
+  const out = mkdtempSync(join(tmpdir(), 'couponrush-bench-smoke-'));
+  try {
+    const options = resolveBenchOptions(
+      { stock: STOCK, users: 200, requests: 300, connections: 16, warmup: 40, ceiling: false, out, ...flags },
+      { ...process.env, DATABASE_URL: PG_ADMIN_URL, REDIS_URL },
+      { commandLine: `couponrush bench (smoke test, ${label})`, color: false, interactive: false },
+    );
+    return (await runBench(options)).report;
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+}
 
 describe('couponrush bench (smoke)', () => {
   it('stampedes DB strategies, verifies every invariant against PostgreSQL and writes Markdown, JSON and SVG', async (t) => {
@@ -78,59 +93,39 @@ describe('couponrush bench (smoke)', () => {
   it('with Redis: every 202 of the async strategies reaches PostgreSQL through the worker', async (t) => {
     if (!(await needServer(t, 'PostgreSQL', PG_ADMIN_URL))) return;
     if (!(await needServer(t, 'Redis', REDIS_URL))) return;
-    const out = mkdtempSync(join(tmpdir(), 'couponrush-bench-smoke-'));
-    try {
-      const options = resolveBenchOptions(
-        { strategies: ['redis-lua-async', 'redis-lua-async-cached'], stock: STOCK, users: 200, requests: 300, connections: 16, warmup: 40, ceiling: false, out },
-        { ...process.env, DATABASE_URL: PG_ADMIN_URL, REDIS_URL },
-        { commandLine: 'couponrush bench (smoke test, Redis)', color: false, interactive: false },
-      );
-      const { report } = await runBench(options);
-      const problems = report.strategies.flatMap((s) => [...s.violations.map((v) => `${s.name}: ${v}`), ...(s.verdict === 'skipped' ? [`${s.name} skipped: ${s.reason ?? ''}`] : [])]);
-      assert.deepEqual(problems, [], 'ran, and no invariant violation');
-      for (const s of report.strategies) {
-        assert.equal(s.statuses?.['202'], STOCK, `${s.name}: exactly the stock admitted (202)`);
-        assert.equal(s.rows, STOCK, `${s.name}: every admission persisted`);
-        assert.ok(s.drainMs !== null && s.drainMs !== undefined, `${s.name}: drained`);
-        // 300 requests for a stock of STOCK: the stampede sells out, so it splits in two phases.
-        assert.ok(s.sellOut !== undefined, `${s.name}: split at the sell-out`);
-        assert.equal(s.sellOut.before.responses + s.sellOut.after.responses, 300, `${s.name}: the two phases hold every response`);
-        // A 202 answered after the first 410 was in flight when it came: at most 15 of the 16 connections.
-        assert.ok(s.sellOut.before.responses >= STOCK - 15, `${s.name}: the admissions came before the first 410`);
-      }
-      assert.equal(report.ceiling, null, '--no-ceiling');
-      assert.equal(report.ceilingAfter, null);
-      assert.deepEqual(report.ceilingRuns, []);
-      assert.ok(report.strategies.every((s) => s.ratioToCeiling === undefined), 'no ratio without a ceiling');
-    } finally {
-      rmSync(out, { recursive: true, force: true });
+    const report = await smokeWithRedis({ strategies: ['redis-lua-async', 'redis-lua-async-cached'] }, 'Redis');
+    const problems = report.strategies.flatMap((s) => [...s.violations.map((v) => `${s.name}: ${v}`), ...(s.verdict === 'skipped' ? [`${s.name} skipped: ${s.reason ?? ''}`] : [])]);
+    assert.deepEqual(problems, [], 'ran, and no invariant violation');
+    for (const s of report.strategies) {
+      assert.equal(s.statuses?.['202'], STOCK, `${s.name}: exactly the stock admitted (202)`);
+      assert.equal(s.rows, STOCK, `${s.name}: every admission persisted`);
+      assert.ok(s.drainMs !== null && s.drainMs !== undefined, `${s.name}: drained`);
+      // 300 requests for a stock of STOCK: the stampede sells out, so it splits in two phases.
+      assert.ok(s.sellOut !== undefined, `${s.name}: split at the sell-out`);
+      assert.equal(s.sellOut.before.responses + s.sellOut.after.responses, 300, `${s.name}: the two phases hold every response`);
+      // A 202 answered after the first 410 was in flight when it came: at most 15 of the 16 connections.
+      assert.ok(s.sellOut.before.responses >= STOCK - 15, `${s.name}: the admissions came before the first 410`);
     }
+    assert.equal(report.ceiling, null, '--no-ceiling');
+    assert.equal(report.ceilingAfter, null);
+    assert.deepEqual(report.ceilingRuns, []);
+    assert.ok(report.strategies.every((s) => s.ratioToCeiling === undefined), 'no ratio without a ceiling');
   });
 
   it('--worker-apart: the worker in a process of its own persists every 202, and its CPU is reported apart from the API\'s', async (t) => {
     if (!(await needServer(t, 'PostgreSQL', PG_ADMIN_URL))) return;
     if (!(await needServer(t, 'Redis', REDIS_URL))) return;
-    const out = mkdtempSync(join(tmpdir(), 'couponrush-bench-smoke-'));
-    try {
-      const options = resolveBenchOptions(
-        { strategies: ['redis-lua-async'], stock: STOCK, users: 200, requests: 300, connections: 16, warmup: 40, ceiling: false, workerApart: true, out },
-        { ...process.env, DATABASE_URL: PG_ADMIN_URL, REDIS_URL },
-        { commandLine: 'couponrush bench (smoke test, worker apart)', color: false, interactive: false },
-      );
-      const { report } = await runBench(options);
-      const s = report.strategies[0]!;
-      assert.deepEqual(s.violations, [], 'no invariant violation');
-      assert.equal(s.verdict, 'ok');
-      assert.equal(s.statuses?.['202'], STOCK, 'exactly the stock admitted (202)');
-      assert.equal(s.rows, STOCK, 'every admission persisted, by the worker process');
-      assert.equal(report.config.workerApart, true);
-      assert.ok(s.cpuUsPerResponse !== undefined && s.cpuUsPerResponse > 0, 'the API\'s CPU');
-      // Probed in its own process (/proc ticks are 10 ms: a few rows may read as 0).
-      assert.ok(s.workerCpuUsPerResponse !== undefined && Number.isFinite(s.workerCpuUsPerResponse) && s.workerCpuUsPerResponse >= 0, 'the worker\'s CPU, apart');
-      assert.ok(s.notes.some((n) => n.includes('--worker-apart')), 'the report says the worker ran apart');
-    } finally {
-      rmSync(out, { recursive: true, force: true });
-    }
+    const report = await smokeWithRedis({ strategies: ['redis-lua-async'], workerApart: true }, 'worker apart');
+    const s = report.strategies[0]!;
+    assert.deepEqual(s.violations, [], 'no invariant violation');
+    assert.equal(s.verdict, 'ok');
+    assert.equal(s.statuses?.['202'], STOCK, 'exactly the stock admitted (202)');
+    assert.equal(s.rows, STOCK, 'every admission persisted, by the worker process');
+    assert.equal(report.config.workerApart, true);
+    assert.ok(s.cpuUsPerResponse !== undefined && s.cpuUsPerResponse > 0, 'the API\'s CPU');
+    // Probed in its own process (/proc ticks are 10 ms: a few rows may read as 0).
+    assert.ok(s.workerCpuUsPerResponse !== undefined && Number.isFinite(s.workerCpuUsPerResponse) && s.workerCpuUsPerResponse >= 0, 'the worker\'s CPU, apart');
+    assert.ok(s.notes.some((n) => n.includes('--worker-apart')), 'the report says the worker ran apart');
   });
 
   it('open loop (--arrivals): a drop verified like any stampede, reported with offered vs achieved and the time to a final answer', async (t) => {
