@@ -5,7 +5,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { frameworkProblem, problemBody, PROBLEM_CONTENT_TYPE, sendFrameworkProblem } from './problem.js';
+import { frameworkProblem, problemBody, PROBLEM_JSON_UTF8, sendFrameworkProblem } from './problem.js';
 import { generatedRequestId, REQUEST_ID_HEADER } from './protection.js';
 
 /** Fastify's `frameworkErrors`: no hook has run, so the request id is echoed here. */
@@ -33,7 +33,7 @@ export function answerClientError(error: ParserError, socket: Socket): void {
     socket.write(
       `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\n` +
         `${REQUEST_ID_HEADER}: ${generatedRequestId()}\r\n` +
-        `content-type: ${PROBLEM_CONTENT_TYPE}; charset=utf-8\r\n` +
+        `content-type: ${PROBLEM_JSON_UTF8}\r\n` +
         `content-length: ${Buffer.byteLength(body)}\r\n` +
         'connection: close\r\n\r\n' +
         body,

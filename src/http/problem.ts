@@ -151,7 +151,7 @@ export interface Answer {
 }
 
 export const PROBLEM_JSON_UTF8 = `${PROBLEM_CONTENT_TYPE}; charset=utf-8`;
-export const JSON_UTF8 = 'application/json; charset=utf-8';
+const JSON_UTF8 = 'application/json; charset=utf-8';
 
 /** A JSON answer; the body is ASCII-safe JSON text (its length is its byte count only then, so it is counted). */
 export function jsonAnswer(status: number, body: string, contentType = JSON_UTF8, headers?: Readonly<Record<string, string>>): Answer {

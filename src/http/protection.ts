@@ -286,7 +286,7 @@ export interface IssueRateLimitOptions {
 export type IssuerCheck = (headers: IncomingHttpHeaders) => string | Promise<string>;
 
 /** The per-address check: undefined (go on) or the 429 to answer; a promise only when Redis is asked. */
-export type AddressCheck = (ip: string) => HttpProblem | undefined | Promise<HttpProblem | undefined>;
+type AddressCheck = (ip: string) => HttpProblem | undefined | Promise<HttpProblem | undefined>;
 
 export interface IssueLimits {
   /** RATE_LIMIT_IP: counts every issue request, before anything else is decided; undefined when off. */

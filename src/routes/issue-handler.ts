@@ -125,15 +125,12 @@ export class IssueHandler {
       this.send(res, reqId, load.refusal, startedAt);
       return true;
     }
-    if (limits.byAddress !== undefined) {
-      const refused = limits.byAddress(this.addressOf(req));
-      if (refused instanceof Promise) {
-        void refused.then((r) => (r === undefined ? this.route(match[1]!, headers, res, reqId, startedAt) : this.send(res, reqId, answerForProblem(r), startedAt)));
-      } else if (refused !== undefined) this.send(res, reqId, answerForProblem(refused), startedAt);
-      else void this.route(match[1]!, headers, res, reqId, startedAt);
-      return true;
-    }
-    void this.route(match[1]!, headers, res, reqId, startedAt);
+    const digits = match[1]!;
+    const refused = limits.byAddress?.(this.addressOf(req));
+    if (refused instanceof Promise) {
+      void refused.then((r) => (r === undefined ? this.route(digits, headers, res, reqId, startedAt) : this.send(res, reqId, answerForProblem(r), startedAt)));
+    } else if (refused !== undefined) this.send(res, reqId, answerForProblem(refused), startedAt);
+    else void this.route(digits, headers, res, reqId, startedAt);
     return true;
   }
 
