@@ -63,6 +63,7 @@ export async function buildApp(runtime: Runtime, options: AppOptions = {}): Prom
     answeredEarly: metrics.answeredEarly,
     trustProxy: config.trustProxy,
     log: options.logger ?? SILENT,
+    tracing: runtime.tracing,
   });
   const app = Fastify({
     ...(options.issueFront === false ? {} : { serverFactory: issues.serverFactory }),

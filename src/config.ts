@@ -7,6 +7,7 @@ import { join, resolve } from 'node:path';
 import { STRATEGY_NAMES, unavailableReason, type StrategyName } from './coupons/strategies/index.js';
 import { DATABASE_URL_SCHEMES } from './db/types.js';
 import type { HostPort, RedisTarget } from './redis/target.js';
+import { SAMPLER_NAMES, type SamplerName, type TracingSettings } from './tracing/tracing.js';
 
 export type { RedisTarget } from './redis/target.js';
 
@@ -71,6 +72,11 @@ export interface Config {
   /** Set (KAFKA_BROKERS) → `redis-lua-kafka` is available and `couponrush worker` consumes its topic. */
   readonly kafka: KafkaConfig | undefined;
   readonly worker: WorkerConfig;
+  /**
+   * OpenTelemetry traces (the standard OTEL_* variables): on when an OTLP endpoint is set or
+   * OTEL_TRACES_EXPORTER=otlp, off otherwise and whenever OTEL_TRACES_EXPORTER=none.
+   */
+  readonly tracing: TracingSettings | undefined;
 }
 
 /** The variables that say where Redis is: at most one may be set. */
@@ -338,6 +344,46 @@ function recordSecretVar(env: Env, name: string): string | undefined {
   return value;
 }
 
+/** The variables tracing reads: the OpenTelemetry SDK's standard names. */
+export const TRACING_VARIABLES = [
+  'OTEL_EXPORTER_OTLP_ENDPOINT',
+  'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT',
+  'OTEL_TRACES_EXPORTER',
+  'OTEL_SERVICE_NAME',
+  'OTEL_TRACES_SAMPLER',
+  'OTEL_TRACES_SAMPLER_ARG',
+] as const;
+
+/** Where OTLP/HTTP traces go when OTEL_TRACES_EXPORTER=otlp names no endpoint (the SDK's default). */
+const DEFAULT_TRACES_URL = 'http://localhost:4318/v1/traces';
+
+/**
+ * Tracing's settings, as the OpenTelemetry specification defines the variables: the traces
+ * endpoint as given, or the general endpoint plus `v1/traces`; the parent-based always-on sampler
+ * by default; a ratio in [0, 1] (default 1) for the traceidratio samplers only. couponrush exports
+ * over OTLP/HTTP alone, so any exporter but `otlp` and `none` is refused rather than ignored.
+ */
+function tracingVar(env: Env): TracingSettings | undefined {
+  const exporters = (nonEmpty(env, 'OTEL_TRACES_EXPORTER') ?? '').split(',').map((e) => e.trim()).filter((e) => e !== '');
+  for (const e of exporters) {
+    if (e !== 'otlp' && e !== 'none') throw new ConfigError('OTEL_TRACES_EXPORTER', `couponrush exports traces over OTLP/HTTP only: use otlp or none, got "${e}"`);
+  }
+  const tracesUrl = urlVar(env, 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', ['http:', 'https:']);
+  const baseUrl = urlVar(env, 'OTEL_EXPORTER_OTLP_ENDPOINT', ['http:', 'https:']);
+  const sampler = oneOf<SamplerName>(env, 'OTEL_TRACES_SAMPLER', SAMPLER_NAMES, 'parentbased_always_on');
+  const rawRatio = nonEmpty(env, 'OTEL_TRACES_SAMPLER_ARG');
+  let ratio = 1;
+  if (rawRatio !== undefined) {
+    if (!sampler.endsWith('traceidratio')) throw new ConfigError('OTEL_TRACES_SAMPLER_ARG', `is the ratio of a traceidratio sampler; OTEL_TRACES_SAMPLER is ${sampler}, which takes none`);
+    ratio = Number(rawRatio);
+    if (!/^\d*\.?\d+(e-?\d+)?$/i.test(rawRatio) || !(ratio >= 0 && ratio <= 1)) throw new ConfigError('OTEL_TRACES_SAMPLER_ARG', `must be a number between 0 and 1, got "${rawRatio}"`);
+  }
+  if (exporters.includes('none')) return undefined;
+  if (!exporters.includes('otlp') && tracesUrl === undefined && baseUrl === undefined) return undefined;
+  const url = tracesUrl ?? (baseUrl === undefined ? DEFAULT_TRACES_URL : `${baseUrl.replace(/\/+$/, '')}/v1/traces`);
+  return Object.freeze({ url, serviceName: nonEmpty(env, 'OTEL_SERVICE_NAME') ?? 'couponrush', sampler, ratio });
+}
+
 function rateLimitVar(env: Env, name: string, fallback: string): RateLimit | undefined {
   const raw = nonEmpty(env, name) ?? fallback;
   if (raw === 'off') return undefined;
@@ -503,6 +549,7 @@ function storesSettings(env: Env): StoresConfig {
       maxDeliveries: intVar(env, 'WORKER_MAX_DELIVERIES', 5, 1, 1000),
       reconcileIntervalMs: intVar(env, 'RECONCILE_INTERVAL_S', 60, 0, 3600) * 1000,
     }),
+    tracing: tracingVar(env),
   };
 }
 

@@ -24,6 +24,14 @@ import { Parts } from './util/lifecycle.js';
 import { EventPublisher } from './worker/events.js';
 import { KafkaIssueWorker } from './worker/kafka-worker.js';
 import { defaultConsumerName, IssueWorker } from './worker/worker.js';
+import { openTracing, type Tracing } from './tracing/tracing.js';
+
+/**
+ * The most links a span may carry: the largest batch couponrush makes (a Lua call takes 256
+ * attempts, a Kafka send or a db-batch transaction 1,000, a worker batch WORKER_BATCH_SIZE), so a
+ * batch span links to every traced request in it.
+ */
+const LARGEST_FIXED_BATCH = 1_000;
 
 export interface Runtime {
   readonly config: Config;
@@ -38,6 +46,8 @@ export interface Runtime {
   readonly kafka: KafkaHandle | undefined;
   /** The workers running in this process (`serve --with-worker`). */
   readonly workers: Workers | undefined;
+  /** Present when tracing is on (OTEL_* variables). */
+  readonly tracing: Tracing | undefined;
   close(): Promise<void>;
 }
 
@@ -61,6 +71,8 @@ export interface Stores {
   readonly db: Db;
   readonly redis: RedisHandle | undefined;
   readonly kafka: KafkaHandle | undefined;
+  /** Present when tracing is on (OTEL_* variables): the SDK is loaded only then. */
+  readonly tracing: Tracing | undefined;
   /** With `migrations: 'apply'`: what was applied, and the schema's version. */
   readonly migrations: MigrationResult | undefined;
   /** Closes what openStores opened (a database passed in stays open). */
@@ -91,7 +103,9 @@ export async function openStores(config: StoresConfig, log: Logger, options: Ope
   let redis: RedisHandle | undefined;
   let kafka: KafkaHandle | undefined;
   let migrations: MigrationResult | undefined;
+  let tracing: Tracing | undefined;
   try {
+    if (options.databaseOnly !== true) tracing = await openTracing(config.tracing, Math.max(LARGEST_FIXED_BATCH, config.worker.batchSize), log);
     const target = config.redis;
     if (target !== undefined && options.databaseOnly !== true) {
       const timeout = options.redisCommandTimeoutMs;
@@ -102,7 +116,7 @@ export async function openStores(config: StoresConfig, log: Logger, options: Ope
     }
     const kafkaConfig = config.kafka;
     if (kafkaConfig !== undefined && options.databaseOnly !== true) {
-      kafka = await openKafka(kafkaConfig, log).catch((err: unknown) => {
+      kafka = await openKafka(kafkaConfig, log, tracing).catch((err: unknown) => {
         throw new StoreOpenError('KAFKA_BROKERS', 'Kafka', err);
       });
     }
@@ -119,17 +133,21 @@ export async function openStores(config: StoresConfig, log: Logger, options: Ope
     await kafka?.close();
     await redis?.close();
     await closeDb();
+    await tracing?.shutdown();
     throw err;
   }
   return {
     db,
     redis,
     kafka,
+    tracing,
     migrations,
     async close() {
       await kafka?.close();
       await redis?.close();
       await closeDb();
+      // Last: the spans of everything above are sent before the process ends.
+      await tracing?.shutdown().catch((err: unknown) => log.warn({ err }, 'tracing: the last spans could not be sent'));
     },
   };
 }
@@ -155,11 +173,11 @@ export async function createRuntime(config: Config, log: Logger, options: Runtim
     migrations: options.migrate === true || config.embedded ? 'apply' : 'check',
     ...(options.db === undefined ? {} : { db: options.db }),
   });
-  const { db, redis, kafka } = stores;
-  const strategies = new StrategySet({ db, log, redis, kafka }, { redis: redis !== undefined, kafka: kafka !== undefined });
+  const { db, redis, kafka, tracing } = stores;
+  const strategies = new StrategySet({ db, log, redis, kafka, tracing }, { redis: redis !== undefined, kafka: kafka !== undefined });
   const metrics = new Metrics({ db, processMetrics: true });
   registerReadiness(metrics.registry, () => storeHealth(stores, ['database', 'redis', 'kafka'], SCRAPE_PROBE_TIMEOUT_MS));
-  const service = new CouponService(db, strategies, config.defaultStrategy, metrics);
+  const service = new CouponService(db, strategies, config.defaultStrategy, metrics, tracing);
   if (redis !== undefined) {
     const r = redis;
     // Another instance rebuilt or repaired a campaign: drop what this one cached about it.
@@ -196,6 +214,7 @@ export async function createRuntime(config: Config, log: Logger, options: Runtim
     redis,
     kafka,
     workers,
+    tracing,
     async close() {
       await workers?.stop();
       await strategies.close();
@@ -223,16 +242,16 @@ export interface Workers {
  * started are stopped again. The stores stay the caller's.
  */
 export async function startWorkers(stores: Stores, config: StoresConfig, log: Logger, consumer = defaultConsumerName()): Promise<Workers> {
-  const { db, redis, kafka } = stores;
+  const { db, redis, kafka, tracing } = stores;
   if (redis === undefined) throw new Error('the workers need Redis (REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES)');
   const parts = new Parts();
-  const deps = { db, redis, config: config.worker, log, consumer };
+  const deps = { db, redis, config: config.worker, log, consumer, tracing };
   const stream = await parts.start(new IssueWorker(deps));
   // With KAFKA_BROKERS the worker also consumes the issuance topic (redis-lua-kafka).
   const kafkaWorker = kafka === undefined ? undefined : await parts.start(new KafkaIssueWorker({ ...deps, kafka }));
   // With KAFKA_EVENTS=on it also publishes every persisted issuance to the events topic.
   const topic = config.kafka?.eventsTopic;
-  const events = kafka === undefined || topic === undefined ? undefined : await parts.start(new EventPublisher({ db, kafka, topic, log }));
+  const events = kafka === undefined || topic === undefined ? undefined : await parts.start(new EventPublisher({ db, kafka, topic, log, tracing }));
   // Every RECONCILE_INTERVAL_S one of the workers records each campaign's drift for the alerts.
   await parts.start(new ReconcileLoop({ db, redis, kafka, config: config.worker, log }));
   return {

@@ -35,6 +35,8 @@ const graph = new Map(files.map((f) => [f, importsOf(f)]));
  */
 const LAYERS: ReadonlyArray<{ readonly name: string; readonly prefixes: readonly string[] }> = [
   { name: 'utilities', prefixes: ['util/'] },
+  // Traces: what every layer above may start a span with (the SDK behind it is loaded only when on).
+  { name: 'tracing', prefixes: ['tracing/'] },
   // What an id, an outcome and the issue route's path are: imported by every layer above, they
   // import nothing but the utilities (so Redis' script wrapper may map codes to outcomes).
   { name: "the domain's vocabulary", prefixes: ['coupons/ids.ts', 'coupons/domain.ts', 'coupons/paths.ts'] },

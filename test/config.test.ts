@@ -128,6 +128,44 @@ describe('loadConfig', () => {
       assert.deepEqual(loadConfig({ ...kafka, KAFKA_RECORD_SECRET: secret, KAFKA_RECORD_SECRET_PREVIOUS: previous }).kafka?.recordSecrets, { current: secret, previous });
     });
   });
+  describe('tracing: the standard OTEL_* variables', () => {
+    const tracing = (env: Record<string, string>) => loadConfig({ ...base, ...env }).tracing;
+    it('is off by default, and with an endpoint but OTEL_TRACES_EXPORTER=none', () => {
+      assert.equal(tracing({}), undefined);
+      assert.equal(tracing({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318', OTEL_TRACES_EXPORTER: 'none' }), undefined);
+      assert.equal(tracing({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318', OTEL_TRACES_EXPORTER: 'otlp,none' }), undefined);
+    });
+    it('is on with an endpoint (plus v1/traces), a traces endpoint (as given, and preferred), or OTEL_TRACES_EXPORTER=otlp (the default endpoint)', () => {
+      assert.deepEqual(tracing({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318/' }), { url: 'http://collector:4318/v1/traces', serviceName: 'couponrush', sampler: 'parentbased_always_on', ratio: 1 });
+      assert.equal(tracing({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://a:4318', OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'https://b/traces' })?.url, 'https://b/traces');
+      assert.equal(tracing({ OTEL_TRACES_EXPORTER: 'otlp' })?.url, 'http://localhost:4318/v1/traces');
+    });
+    it('reads the service name, the sampler and its ratio', () => {
+      const on = { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318' };
+      assert.deepEqual(tracing({ ...on, OTEL_SERVICE_NAME: 'api-1', OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.01' }), {
+        url: 'http://collector:4318/v1/traces',
+        serviceName: 'api-1',
+        sampler: 'parentbased_traceidratio',
+        ratio: 0.01,
+      });
+      assert.equal(tracing({ ...on, OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: '1' })?.ratio, 1);
+      assert.equal(tracing({ ...on, OTEL_TRACES_SAMPLER: 'always_off' })?.sampler, 'always_off');
+    });
+    it('a bad value stops start-up, tracing on or off', () => {
+      throwsNaming({ ...base, OTEL_TRACES_EXPORTER: 'zipkin' }, 'OTEL_TRACES_EXPORTER');
+      throwsNaming({ ...base, OTEL_EXPORTER_OTLP_ENDPOINT: 'collector:4318' }, 'OTEL_EXPORTER_OTLP_ENDPOINT');
+      throwsNaming({ ...base, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'grpc://collector:4317' }, 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT');
+      throwsNaming({ ...base, OTEL_TRACES_SAMPLER: 'jaeger_remote' }, 'OTEL_TRACES_SAMPLER');
+      throwsNaming({ ...base, OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: '1.5' }, 'OTEL_TRACES_SAMPLER_ARG');
+      throwsNaming({ ...base, OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: 'half' }, 'OTEL_TRACES_SAMPLER_ARG');
+      throwsNaming({ ...base, OTEL_TRACES_EXPORTER: 'none', OTEL_TRACES_SAMPLER_ARG: '-0.1', OTEL_TRACES_SAMPLER: 'traceidratio' }, 'OTEL_TRACES_SAMPLER_ARG');
+      // A ratio for a sampler that takes none would be a setting nothing reads.
+      throwsNaming({ ...base, OTEL_TRACES_SAMPLER_ARG: '0.5' }, 'OTEL_TRACES_SAMPLER_ARG');
+    });
+    it('the worker reads them too (its spans are half of an issuance)', () => {
+      assert.equal(loadStoresConfig({ DATABASE_URL: PG, OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318' }).tracing?.url, 'http://c:4318/v1/traces');
+    });
+  });
   it('rejects an unknown LOG_LEVEL', () => throwsNaming({ ...base, LOG_LEVEL: 'loud' }, 'LOG_LEVEL'));
   it('rejects a DATABASE_URL that is neither postgres:// nor mysql://', () => throwsNaming({ ...base, DATABASE_URL: 'sqlite:///tmp/x.db' }, 'DATABASE_URL'));
   it('accepts postgres://, postgresql://, mysql:// and mariadb:// as DATABASE_URL', () => {

@@ -9,6 +9,10 @@
 // authenticator (docs/async-flow.md); then the same fields, with c equal to the key. Anything
 // else is poison: dead-lettered with the reason, never retried, holding no seat. Reasons are
 // bounded: they quote at most the start of a field, never a whole one.
+//
+// The field p, a traced admission's W3C traceparent, only tells the worker which trace to join:
+// an entry without it (or of a version before it) is as valid, and a p that is not a traceparent
+// is ignored, not poison (the admission it rides on is still one the API made).
 import type { Db } from '../db/index.js';
 import { findCoupon, type NewIssue } from './repository.js';
 import type { Coupon } from './domain.js';
@@ -17,7 +21,9 @@ import type { KafkaHandle } from '../kafka/client.js';
 import { liveDeadLetters } from '../kafka/dead-letters.js';
 import { AUTH_HEADER, decodeFields, MAX_RECORD_VALUE_BYTES, verifyRecord, type RecordSecrets } from '../kafka/records.js';
 
-export type Validation = { readonly ok: true; readonly issue: NewIssue } | { readonly ok: false; readonly reason: string };
+export type Validation =
+  | { readonly ok: true; readonly issue: NewIssue; /** The admission's trace, when it was traced. */ readonly traceparent?: string | undefined }
+  | { readonly ok: false; readonly reason: string };
 
 /** One entry of an issuance stream: its id and fields. */
 export interface QueuedEntry {
@@ -33,6 +39,8 @@ export interface QueuedRecord {
 }
 
 const MAX_REQUEST_ID = 200;
+/** A W3C traceparent (version 00, or a later version's first four fields), lower-case hex. */
+const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
 const QUOTED_CHARS = 64;
 /** A reason is at most this long (it travels in a dead letter's header and in logs). */
 export const MAX_REASON_CHARS = 1024;
@@ -63,7 +71,9 @@ export function validateEntry(entry: QueuedEntry, streamCouponId: number, coupon
   }
   const r = f.get('r');
   if (r !== undefined && r.length > MAX_REQUEST_ID) return { ok: false, reason: `field r is longer than ${MAX_REQUEST_ID} characters (${r.length})` };
-  return { ok: true, issue: { couponId: streamCouponId, userId: u, issuedAt: new Date(ms), requestId: r === '' ? undefined : r } };
+  const p = f.get('p');
+  const issue = { couponId: streamCouponId, userId: u, issuedAt: new Date(ms), requestId: r === '' ? undefined : r };
+  return p !== undefined && TRACEPARENT.test(p) ? { ok: true, issue, traceparent: p } : { ok: true, issue };
 }
 
 /** The checks of a Kafka record that need no database: size, key, authenticator, shape. */

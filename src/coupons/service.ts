@@ -17,6 +17,7 @@ import {
 import { findCoupon, findIssue, insertCoupon, listCurrentCoupons, listUserIssues, type UserCoupon } from './repository.js';
 import { isStrategyName, unavailableReason, type StrategyName, type StrategySet } from './strategies/index.js';
 import type { IssueStrategy } from './strategies/types.js';
+import { ATTR, endSpan, type Span, type Tracing } from '../tracing/tracing.js';
 
 /** Coupons are immutable, so their metadata is cached for the life of the process. */
 const COUPON_CACHE_LIMIT = 10_000;
@@ -50,6 +51,8 @@ export class CouponService {
     private readonly strategies: StrategySet,
     readonly defaultStrategy: StrategyName,
     private readonly observer?: IssueObserver,
+    /** Present when tracing is on: each admission of a traced request gets a span. */
+    private readonly tracing?: Tracing,
   ) {}
 
   async create(input: Omit<NewCoupon, 'strategy'> & { strategy?: string | undefined }): Promise<CreateCouponResult> {
@@ -99,10 +102,13 @@ export class CouponService {
     return coupons.map((c) => (admitted.has(c.id) ? { ...c, admittedCount: admitted.get(c.id) } : c));
   }
 
-  /** `requestId` (optional) is carried into queued issuances for tracing. */
-  async issue(couponId: number, userId: string, requestId?: string): Promise<IssueOutcome> {
+  /**
+   * `requestId` (optional) is carried into queued issuances, for logs; `request` is the request's
+   * span (tracing on), the parent of the admission's.
+   */
+  async issue(couponId: number, userId: string, requestId?: string, request?: Span): Promise<IssueOutcome> {
     const coupon = this.coupons.get(couponId) ?? (await this.resolve(couponId));
-    const outcome = coupon === undefined ? COUPON_NOT_FOUND : await this.decide(coupon, userId, requestId);
+    const outcome = coupon === undefined ? COUPON_NOT_FOUND : await this.decide(coupon, userId, requestId, request);
     this.observer?.issueDecided(coupon, outcome);
     return outcome;
   }
@@ -123,13 +129,27 @@ export class CouponService {
     return outcome;
   }
 
-  private async decide(coupon: Coupon, userId: string, requestId: string | undefined): Promise<IssueOutcome> {
+  private async decide(coupon: Coupon, userId: string, requestId: string | undefined, request: Span | undefined): Promise<IssueOutcome> {
     const nowMs = Date.now();
     const closed = windowOutcome(coupon, nowMs);
     if (closed !== undefined) return closed;
     const strategy = this.strategyFor(coupon);
     if (strategy === undefined) return unavailable(`strategy ${coupon.strategy} is not available on this instance`);
-    return strategy.issue(coupon, userId, new Date(nowMs), requestId);
+    if (request === undefined || this.tracing === undefined) return strategy.issue(coupon, userId, new Date(nowMs), requestId);
+    return this.traced(strategy, coupon, userId, nowMs, requestId, this.tracing.child(request, 'coupon.admit', { attributes: { [ATTR.couponId]: coupon.id, [ATTR.strategy]: coupon.strategy } }));
+  }
+
+  /** The strategy's call under the admission's span, which records the outcome (or the error). */
+  private async traced(strategy: IssueStrategy, coupon: Coupon, userId: string, nowMs: number, requestId: string | undefined, span: Span): Promise<IssueOutcome> {
+    try {
+      const outcome = await strategy.issue(coupon, userId, new Date(nowMs), requestId, span);
+      span.setAttribute(ATTR.outcome, outcome.kind);
+      endSpan(span);
+      return outcome;
+    } catch (err) {
+      endSpan(span, err);
+      throw err;
+    }
   }
 
   async status(couponId: number, userId: string): Promise<IssueStatus> {

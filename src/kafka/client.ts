@@ -8,6 +8,7 @@ import type { Logger } from '../util/logger.js';
 import { kafkaLibrary, loadKafkaLibrary } from './library.js';
 import { IssuanceProducer } from './producer.js';
 import type { RecordSecrets } from './records.js';
+import type { Tracing } from '../tracing/tracing.js';
 
 /** The consumer group of `couponrush worker` on the issuance topic. */
 export const KAFKA_WORKER_GROUP = 'couponrush-workers';
@@ -89,11 +90,11 @@ export async function ensureTopics(settings: KafkaSettings, topics: readonly str
   }
 }
 
-export async function openKafka(settings: KafkaSettings, log: Logger): Promise<KafkaHandle> {
+export async function openKafka(settings: KafkaSettings, log: Logger, tracing?: Tracing): Promise<KafkaHandle> {
   const { Consumer, stringDeserializers } = await loadKafkaLibrary();
   const topics = { issuances: settings.topic, dead: `${settings.topic}.dead` };
   await ensureTopics(settings, [topics.issuances, topics.dead, ...(settings.eventsTopic === undefined ? [] : [settings.eventsTopic])]);
-  const producer = new IssuanceProducer({ brokers: settings.brokers, topic: topics.issuances, timeoutMs: settings.produceTimeoutMs, clientId: 'couponrush-api', secret: settings.recordSecrets.current }, log);
+  const producer = new IssuanceProducer({ brokers: settings.brokers, topic: topics.issuances, timeoutMs: settings.produceTimeoutMs, clientId: 'couponrush-api', secret: settings.recordSecrets.current }, log, tracing);
   const consumer = (groupId: string, clientId: string) =>
     new Consumer({ groupId, clientId, bootstrapBrokers: [...settings.brokers], deserializers: stringDeserializers, autocommit: false, timeout: 10_000 });
 

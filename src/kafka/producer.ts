@@ -16,6 +16,7 @@ import type { Producer } from '@platformatic/kafka';
 import type { Logger } from '../util/logger.js';
 import { kafkaLibrary } from './library.js';
 import { AUTH_HEADER, encodeRecord, recordKey, signRecord, type IssuanceRecord } from './records.js';
+import { ATTR, batchSpan, endSpan, KIND, type Span, type Tracing } from '../tracing/tracing.js';
 
 /**
  * An idempotent `acks=all` producer of string records. Its client retries a failed send forever:
@@ -81,6 +82,8 @@ export interface ProducerOptions {
 interface Waiting {
   readonly record: IssuanceRecord;
   readonly resolve: (outcome: ProduceOutcome) => void;
+  /** The admission's span (tracing on). */
+  readonly span: Span | undefined;
 }
 
 /** One producer client and what it saw of its connections. */
@@ -110,15 +113,17 @@ export class IssuanceProducer {
   constructor(
     private readonly options: ProducerOptions,
     private readonly log: Logger,
+    /** Present when tracing is on: each send has a span, linked to the sampled admissions in it. */
+    private readonly tracing?: Tracing,
   ) {
     this.conn = new Connection(options);
   }
 
-  /** Produces one record (batched with its neighbours); never rejects. */
-  produce(record: IssuanceRecord): Promise<ProduceOutcome> {
+  /** Produces one record (batched with its neighbours); never rejects. `span`: the admission's, when traced. */
+  produce(record: IssuanceRecord, span?: Span): Promise<ProduceOutcome> {
     if (this.closed) return Promise.resolve('refused');
     return new Promise((resolve) => {
-      this.waiting.push({ record, resolve });
+      this.waiting.push({ record, resolve, span });
       this.schedule();
     });
   }
@@ -153,6 +158,13 @@ export class IssuanceProducer {
     });
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<'deadline'>((resolve) => (timer = setTimeout(() => resolve('deadline'), this.options.timeoutMs)));
+    const span =
+      this.tracing === undefined
+        ? undefined
+        : batchSpan(this.tracing, 'kafka.produce', batch.map((w) => w.span), {
+            kind: KIND.producer,
+            attributes: { 'messaging.system': 'kafka', 'messaging.destination.name': this.options.topic, [ATTR.batchSize]: batch.length },
+          });
     let outcome: ProduceOutcome;
     try {
       const result = await Promise.race([conn.client.send({ messages }), deadline]);
@@ -171,6 +183,10 @@ export class IssuanceProducer {
       if (outcome === 'unknown') this.replace(conn);
     } finally {
       clearTimeout(timer);
+    }
+    if (span !== undefined) {
+      span.setAttribute(ATTR.outcome, outcome);
+      endSpan(span, outcome === 'acked' ? undefined : new Error(`produce ${outcome}`));
     }
     for (const w of batch) w.resolve(outcome);
   }

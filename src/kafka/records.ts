@@ -1,6 +1,9 @@
 // The issuance record on the Kafka topic: key = the coupon id (a campaign's records share one
 // partition, in admission order), value = JSON with the fields a stream entry has ({c, u, t, r}:
-// coupon, user, admitted at in ms, request id), so the worker validates both queues alike.
+// coupon, user, admitted at in ms, request id; and p, the W3C traceparent of a traced admission,
+// only when there is one), so the worker validates both queues alike. The authenticator covers the
+// whole value, p included; a record without p (and any record of a version before it) persists the
+// same.
 //
 // Anyone who can write to the topic could otherwise issue coupons, so each record carries an
 // authenticator in the AUTH_HEADER header: an HMAC-SHA256 over its key and value with
@@ -16,6 +19,8 @@ export interface IssuanceRecord {
   readonly atMs: number;
   /** '' when none. */
   readonly requestId: string;
+  /** The W3C traceparent of a traced admission; none when absent or ''. */
+  readonly traceparent?: string;
 }
 
 /** The record header carrying the authenticator. */
@@ -40,7 +45,8 @@ export function recordKey(couponId: number): string {
 }
 
 export function encodeRecord(r: IssuanceRecord): string {
-  return JSON.stringify({ c: String(r.couponId), u: r.userId, t: String(r.atMs), r: r.requestId });
+  const fields = { c: String(r.couponId), u: r.userId, t: String(r.atMs), r: r.requestId };
+  return JSON.stringify(r.traceparent === undefined || r.traceparent === '' ? fields : { ...fields, p: r.traceparent });
 }
 
 function mac(secret: string, key: string, value: string): Buffer {

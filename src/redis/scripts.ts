@@ -119,6 +119,8 @@ export interface AdmissionAttempt {
   readonly nowMs: number;
   /** '' when none. */
   readonly requestId: string;
+  /** The W3C traceparent of a sampled admission (tracing on); none when absent or ''. */
+  readonly traceparent?: string;
 }
 
 export interface CampaignWindow {
@@ -181,7 +183,7 @@ export class Scripts {
    */
   async admitEnqueue(keys: CampaignKeys, couponId: string, attempts: readonly AdmissionAttempt[]): Promise<AdmitEnqueueResult[]> {
     const args: (string | number)[] = [keys.state, keys.users, keys.stream, couponId];
-    for (const a of attempts) args.push(a.userId, a.nowMs, a.requestId);
+    for (const a of attempts) args.push(a.userId, a.nowMs, a.requestId, a.traceparent ?? '');
     return this.codes(await this.unlessUnsent(() => this.fns.crAdmitEnqueue(...args)), attempts.length, 'admit-enqueue');
   }
 
@@ -198,7 +200,7 @@ export class Scripts {
     timeoutMs: number,
   ): Promise<{ results: AdmitEnqueueResult[]; replicas: number }> {
     const args: (string | number)[] = [keys.state, keys.users, keys.stream, couponId];
-    for (const a of attempts) args.push(a.userId, a.nowMs, a.requestId);
+    for (const a of attempts) args.push(a.userId, a.nowMs, a.requestId, a.traceparent ?? '');
     for (let attempt = 1; ; attempt++) {
       const pipeline = this.client.pipeline();
       // The script's pipeline method, which ioredis's types cannot know about either.

@@ -18,6 +18,12 @@
 // the params schema refuses, another method — is left to Fastify, which answers it through the same
 // `decide`. Order, as in Fastify's lifecycle: closing, per-IP limit, foregone refusal, shedding (a
 // 410 costs less than the 503 would, so a foregone refusal is never shed), deadline, `decide`.
+//
+// With tracing on (src/tracing/tracing.ts), a request that reaches `decide` gets a span, ended with
+// the status the caller got; its `traceparent` header is honoured only from a TRUST_PROXY address
+// (anyone else could force the sampling of their requests). The answers given before `decide` —
+// the drain's 503, the per-address 429, a foregone refusal, load shedding — get no span: they cost
+// less than a span would, and they are counted by the route's metrics all the same.
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import proxyAddr from '@fastify/proxy-addr';
 import type { FastifyServerFactory } from 'fastify';
@@ -28,9 +34,14 @@ import { answerForError, answerForProblem, jsonAnswer, OUTCOME_UNKNOWN_ANSWER, r
 import { Deadlines, REQUEST_ID_HEADER, requestId, TIMEOUT_ANSWER, type DeadlineNode, type IssueLimits, type LoadGuard } from '../http/protection.js';
 import type { Cell } from '../metrics/cells.js';
 import type { RouteRecorder, ShedReason } from '../metrics/index.js';
+import { ATTR, endSpan, KIND, type Span, type Tracing } from '../tracing/tracing.js';
 
 /** ISSUE_ROUTE_URL as a path: /coupons/<id>/issues, the id as the route's params schema allows it. */
 const ISSUE_PATH = new RegExp(`^/coupons/(${COUPON_ID_DIGITS})/issues(?:\\?|$)`);
+
+/** The route as the request span names it (OpenTelemetry's `http.route`). */
+const SPAN_ROUTE = '/coupons/{id}/issues';
+const SPAN_NAME = `POST ${SPAN_ROUTE}`;
 
 /** An id past any coupon's: answered like an unknown coupon. */
 const NO_SUCH_COUPON = refusalAnswer({ kind: 'COUPON_NOT_FOUND' });
@@ -48,7 +59,9 @@ export interface IssueHandlerOptions {
   readonly answeredEarly: Cell;
   readonly trustProxy: TrustProxy | undefined;
   /** Errors the front answers (500s, stores away) are logged here, with the request id. */
-  readonly log: ErrorLog & { child(bindings: { reqId: string }): ErrorLog };
+  readonly log: ErrorLog & { child(bindings: { reqId: string; trace_id?: string }): ErrorLog };
+  /** Present when tracing is on. */
+  readonly tracing?: Tracing | undefined;
 }
 
 /** A request the front is waiting on: the node of its deadline. */
@@ -67,6 +80,8 @@ class Pending implements DeadlineNode<Pending> {
 export class IssueHandler {
   private readonly deadlines: Deadlines<Pending> | undefined;
   private readonly addressOf: (req: IncomingMessage) => string;
+  /** Whether the TCP peer is one of TRUST_PROXY's proxies (whose `traceparent` is honoured). */
+  private readonly trusted: (peer: string) => boolean;
 
   constructor(private readonly options: IssueHandlerOptions) {
     const { timeoutMs, trustProxy } = options;
@@ -81,18 +96,44 @@ export class IssueHandler {
     // Fastify's request.ip, for the same TRUST_PROXY (a comma-separated list of proxies).
     const trust = typeof trustProxy === 'string' ? proxyAddr.compile(trustProxy.split(',').map((p) => p.trim())) : undefined;
     this.addressOf = trust === undefined ? (req) => req.socket.remoteAddress ?? '' : (req) => proxyAddr(req, trust);
+    this.trusted = trust === undefined ? () => false : (peer) => trust(peer, 0);
+  }
+
+  /**
+   * The request's span when tracing is on: a child of the caller's `traceparent` when the TCP
+   * peer is a TRUST_PROXY proxy, else the root of a new trace.
+   */
+  traceRequest(id: number, headers: IncomingHttpHeaders, peer: string | undefined, reqId: string): Span | undefined {
+    const tracing = this.options.tracing;
+    if (tracing === undefined) return undefined;
+    const header = headers.traceparent;
+    const traceparent = typeof header === 'string' && peer !== undefined && this.trusted(peer) ? header : undefined;
+    return tracing.start(SPAN_NAME, traceparent, {
+      kind: KIND.server,
+      attributes: { 'http.request.method': 'POST', 'http.route': SPAN_ROUTE, [ATTR.requestId]: reqId, [ATTR.couponId]: id },
+    });
+  }
+
+  /** Ends a request's span with the status the caller got. */
+  static endRequestSpan(span: Span | undefined, status: number): void {
+    if (span === undefined) return;
+    span.setAttribute('http.response.status_code', status);
+    if (status >= 500) span.setStatus({ code: 2 });
+    endSpan(span);
   }
 
   /**
    * What the route answers a caller of coupon `id`, once the refusals that are the same for
    * everyone are behind: authenticate (401), the per-user limit (429), the issue itself.
    */
-  async decide(id: number, headers: IncomingHttpHeaders, reqId: string, log?: ErrorLog): Promise<Answer> {
+  async decide(id: number, headers: IncomingHttpHeaders, reqId: string, log?: ErrorLog, span?: Span): Promise<Answer> {
     try {
       const caller = this.options.limits.issuer(headers);
       const userId = typeof caller === 'string' ? caller : await caller;
-      // The request id travels into the queued issuance (async strategies): logs can follow one claim.
-      const outcome = await this.options.service.issue(id, userId, reqId);
+      span?.setAttribute(ATTR.userId, userId);
+      // The request id (and the trace) travel into the queued issuance (async strategies): logs
+      // and traces can follow one claim.
+      const outcome = await this.options.service.issue(id, userId, reqId, span);
       switch (outcome.kind) {
         // A user id is [A-Za-z0-9._:-] (USER_ID_PATTERN): nothing in it needs escaping.
         case 'ISSUED':
@@ -105,7 +146,7 @@ export class IssueHandler {
           return refusalAnswer(outcome);
       }
     } catch (err) {
-      return answerForError(err, log ?? this.options.log.child({ reqId }));
+      return answerForError(err, log ?? this.options.log.child(span === undefined ? { reqId } : { reqId, trace_id: span.spanContext().traceId }));
     }
   }
 
@@ -178,13 +219,18 @@ export class IssueHandler {
       const shed = load.refuse();
       if (shed !== undefined) return this.send(res, reqId, shed, startedAt);
     }
+    const span = this.options.tracing === undefined ? undefined : this.traceRequest(id, headers, res.socket?.remoteAddress, reqId);
     const deadlines = this.deadlines;
-    if (deadlines === undefined) return this.send(res, reqId, await this.decide(id, headers, reqId), startedAt);
-    const pending = new Pending(res, reqId, startedAt);
-    deadlines.arm(pending);
-    const answer = await this.decide(id, headers, reqId);
-    deadlines.disarm(pending);
-    if (!res.headersSent) this.send(res, reqId, answer, startedAt); // else the deadline answered 504 while we waited
+    if (deadlines === undefined) {
+      this.send(res, reqId, await this.decide(id, headers, reqId, undefined, span), startedAt);
+    } else {
+      const pending = new Pending(res, reqId, startedAt);
+      deadlines.arm(pending);
+      const answer = await this.decide(id, headers, reqId, undefined, span);
+      deadlines.disarm(pending);
+      if (!res.headersSent) this.send(res, reqId, answer, startedAt); // else the deadline answered 504 while we waited
+    }
+    IssueHandler.endRequestSpan(span, res.statusCode);
   }
 
   /** One writeHead and one end: node:http sends the head and the body in one write. */

@@ -7,7 +7,7 @@ import type { CouponService } from '../coupons/service.js';
 import type { UserAuthenticator } from '../http/auth.js';
 import { HttpProblem, refusalAnswer, sendAnswer } from '../http/problem.js';
 import type { Deadline } from '../http/protection.js';
-import type { IssueHandler } from './issue-handler.js';
+import { IssueHandler } from './issue-handler.js';
 import { CouponIdParams, couponView, CouponView, problemRef, UserId, userSecurity } from './schemas.js';
 
 export interface IssueRouteOptions {
@@ -75,9 +75,12 @@ export async function issueRoutes(app: FastifyInstance, { service, requireUser, 
       const foregone = service.refusalForAnyone(id);
       if (foregone !== undefined) return sendAnswer(reply, refusalAnswer(foregone));
       deadline?.arm(reply);
-      const answer = await issues.decide(id, request.headers, request.id, request.log);
+      const span = issues.traceRequest(id, request.headers, request.socket.remoteAddress, request.id);
+      const answer = await issues.decide(id, request.headers, request.id, span === undefined ? request.log : request.log.child({ trace_id: span.spanContext().traceId }), span);
       deadline?.disarm(reply);
-      if (reply.sent) return reply; // the deadline answered 504 TIMEOUT while we waited
+      // The deadline may have answered 504 TIMEOUT while we waited.
+      IssueHandler.endRequestSpan(span, reply.sent ? reply.statusCode : answer.status);
+      if (reply.sent) return reply;
       return sendAnswer(reply, answer);
     },
   );

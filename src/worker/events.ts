@@ -11,6 +11,8 @@
 //            are simply there next round.
 //   at least once  a crash (or a failed commit) after Kafka acknowledged a round publishes it
 //            again: consumers drop duplicates by key. Nothing is ever on the request path.
+//   traces   with tracing on, each round's send has a span (`events.publish`), sampled as a new
+//            trace is (the outbox does not keep the issuance's trace).
 import type { Producer } from '@platformatic/kafka';
 import type { Logger } from '../util/logger.js';
 import { claimIssueEvents, deleteIssueEvents, setEventCapture } from '../coupons/repository.js';
@@ -21,6 +23,7 @@ import { Backoff } from '../util/backoff.js';
 import { isDependencyUnavailable } from '../util/dependency-errors.js';
 import { started } from '../util/lifecycle.js';
 import { Pause } from '../util/pause.js';
+import { ATTR, endSpan, KIND, type Tracing } from '../tracing/tracing.js';
 
 const BATCH = 1_000;
 const IDLE_POLL_MS = 100;
@@ -32,6 +35,8 @@ export interface EventPublisherDeps {
   readonly kafka: KafkaHandle;
   readonly topic: string;
   readonly log: Logger;
+  /** Present when tracing is on. */
+  readonly tracing?: Tracing | undefined;
 }
 
 export interface IssuedEvent {
@@ -77,6 +82,21 @@ export class EventPublisher {
     }
   }
 
+  /** `send`, under a span when tracing is on. */
+  private async traced(messages: Array<{ topic: string; key: string; value: string }>): Promise<void> {
+    const span = this.deps.tracing?.start('events.publish', undefined, {
+      kind: KIND.producer,
+      attributes: { 'messaging.system': 'kafka', 'messaging.destination.name': this.deps.topic, [ATTR.batchSize]: messages.length },
+    });
+    try {
+      await this.send(messages);
+    } catch (err) {
+      if (span !== undefined) endSpan(span, err);
+      throw err;
+    }
+    if (span !== undefined) endSpan(span);
+  }
+
   /** Turns the outbox capture on (from now on every issuance is recorded), then publishes. */
   async start(): Promise<void> {
     await setEventCapture(this.deps.db, true);
@@ -119,7 +139,7 @@ export class EventPublisher {
         const event: IssuedEvent = { couponId: r.couponId, userId: r.userId, issuedAt: r.issuedAt.toISOString(), requestId: r.requestId ?? null };
         return [{ topic: this.deps.topic, key: `${r.couponId}:${r.userId}`, value: JSON.stringify(event) }];
       });
-      if (messages.length > 0) await this.send(messages);
+      if (messages.length > 0) await this.traced(messages);
       await deleteIssueEvents(tx, rows.map((r) => r.id));
       this.published += messages.length;
       return rows.length;

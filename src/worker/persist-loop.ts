@@ -20,6 +20,10 @@
 //                so a store that comes back waits at most a second for the worker.
 //   stop()       stops reading, finishes the batch in hand (one an outage holds is given up after
 //                STOP_GRACE_MS, unacknowledged: it is delivered again), closes the source.
+//   traces       with tracing on, each batch has a span (`worker.persist`, its insert a child
+//                `db.insert`) linked to every traced issuance in it, and each traced issuance gets
+//                `coupon.persist` in its own trace, from the batch's start to its acknowledgement,
+//                with how long it waited in the queue (couponrush.queued_ms).
 import type { Logger } from '../util/logger.js';
 import type { WorkerConfig } from '../config.js';
 import { boundedReason, type Validation } from '../coupons/queued-admission.js';
@@ -28,6 +32,7 @@ import type { Db } from '../db/index.js';
 import { Backoff } from '../util/backoff.js';
 import { isDependencyUnavailable } from '../util/dependency-errors.js';
 import { Pause } from '../util/pause.js';
+import { ATTR, endSpan, KIND, type Span, type SpanContext, type Tracing } from '../tracing/tracing.js';
 
 /** A held batch or a lost read is retried after at most this long. */
 const MAX_BACKOFF_MS = 1_000;
@@ -105,6 +110,8 @@ export interface PersistLoopDeps {
   readonly config: WorkerConfig;
   readonly log: Logger;
   readonly observer?: WorkerObserver | undefined;
+  /** Present when tracing is on. */
+  readonly tracing?: Tracing | undefined;
 }
 
 export class PersistLoop<D> {
@@ -112,6 +119,7 @@ export class PersistLoop<D> {
   protected observer: WorkerObserver | undefined;
   private readonly db: Db;
   private readonly config: WorkerConfig;
+  private readonly tracing: Tracing | undefined;
   private readonly pause = new Pause();
   private stopping = false;
   private loop: Promise<void> | undefined;
@@ -127,6 +135,7 @@ export class PersistLoop<D> {
     this.config = deps.config;
     this.log = deps.log;
     this.observer = deps.observer;
+    this.tracing = deps.tracing;
   }
 
   /** Reports to `observer` from now on (metrics are often built after the worker they observe). */
@@ -196,29 +205,71 @@ export class PersistLoop<D> {
 
   /** Validate, write the valid ones in one transaction, dead-letter the rest, then acknowledge. */
   private async persist(batch: readonly D[]): Promise<void> {
-    const valid: Array<{ delivery: D; issue: NewIssue }> = [];
+    const startedAt = Date.now();
+    const valid: Valid<D>[] = [];
     const outcome: Outcome<D> = { written: [], commits: [], doomed: [] };
     for (const delivery of batch) {
       const v = await this.source.validate(delivery);
-      if (v.ok) valid.push({ delivery, issue: v.issue });
+      if (v.ok) valid.push({ delivery, issue: v.issue, traceparent: v.traceparent });
       else outcome.doomed.push({ delivery, kind: 'invalid', reason: boundedReason(`invalid ${this.source.noun}: ${v.reason}`), deliveries: await this.source.deliveries(delivery, 1) });
     }
-    await this.write(valid, outcome);
-    const letters = outcome.doomed.length === 0 ? [] : await this.source.deadLetter(outcome.doomed);
-    await this.source.acknowledge([...outcome.written, ...letters.map((l) => l.doomed.delivery)]);
-    this.written += outcome.written.length;
-    for (const c of outcome.commits) this.observer?.batchWritten(c.issuances, (performance.now() - c.started) / 1000);
-    this.logPersisted(outcome.written);
-    for (const { doomed, letter } of letters) {
-      this.deadLettered++;
-      this.observer?.deadLettered?.(doomed.kind);
-      this.log.error({ ...this.source.describe(doomed.delivery), deadLetter: letter, reason: doomed.reason }, `worker: ${this.source.noun} dead-lettered`);
+    const span = this.tracing === undefined ? undefined : this.batchSpan(this.tracing, batch.length, valid, startedAt);
+    try {
+      await this.write(valid, outcome, span);
+      const letters = outcome.doomed.length === 0 ? [] : await this.source.deadLetter(outcome.doomed);
+      await this.source.acknowledge([...outcome.written, ...letters.map((l) => l.doomed.delivery)]);
+      this.written += outcome.written.length;
+      for (const c of outcome.commits) this.observer?.batchWritten(c.issuances, (performance.now() - c.started) / 1000);
+      this.logPersisted(outcome.written);
+      const traced = span?.isRecording() === true ? { trace_id: span.spanContext().traceId } : {};
+      for (const { doomed, letter } of letters) {
+        this.deadLettered++;
+        this.observer?.deadLettered?.(doomed.kind);
+        this.log.error({ ...this.source.describe(doomed.delivery), deadLetter: letter, reason: doomed.reason, ...traced }, `worker: ${this.source.noun} dead-lettered`);
+      }
+      if (span !== undefined) this.traceIssuances(this.tracing!, span, valid, new Set(outcome.written), startedAt);
+    } catch (err) {
+      if (span !== undefined) endSpan(span, err);
+      throw err;
+    }
+    if (span !== undefined) endSpan(span);
+  }
+
+  /** The batch's span, sampled when any issuance in it was traced, and linked to each of those. */
+  private batchSpan(tracing: Tracing, size: number, valid: ReadonlyArray<Valid<D>>, startedAt: number): Span {
+    const links: SpanContext[] = [];
+    for (const v of valid) {
+      const context = v.traceparent === undefined ? undefined : tracing.contextOf(v.traceparent);
+      if (context !== undefined && (context.traceFlags & 1) === 1) links.push(context);
+    }
+    return tracing.batch('worker.persist', links, { kind: KIND.consumer, startTime: startedAt, attributes: { [ATTR.queue]: this.source.queue, [ATTR.batchSize]: size } });
+  }
+
+  /** Each traced issuance now a row: `coupon.persist` in its own trace, from the batch's start to now. */
+  private traceIssuances(tracing: Tracing, batch: Span, valid: ReadonlyArray<Valid<D>>, written: ReadonlySet<D>, startedAt: number): void {
+    if (!batch.isRecording()) return;
+    const links = [batch.spanContext()];
+    for (const v of valid) {
+      if (v.traceparent === undefined || !written.has(v.delivery)) continue;
+      const attributes = { [ATTR.queue]: this.source.queue, [ATTR.couponId]: v.issue.couponId, [ATTR.userId]: v.issue.userId, [ATTR.queuedMs]: startedAt - v.issue.issuedAt.getTime() };
+      tracing.start('coupon.persist', v.traceparent, { kind: KIND.consumer, startTime: startedAt, links, attributes }).end();
     }
   }
 
   /** The valid ones in one transaction; a batch the database refuses (not an outage), one by one. */
-  private async write(valid: ReadonlyArray<{ delivery: D; issue: NewIssue }>, outcome: Outcome<D>): Promise<void> {
+  private async write(valid: ReadonlyArray<Valid<D>>, outcome: Outcome<D>, batch: Span | undefined): Promise<void> {
     if (valid.length === 0) return;
+    const insert = batch?.isRecording() === true ? this.tracing!.child(batch, 'db.insert', { kind: KIND.client, attributes: { [ATTR.batchSize]: valid.length } }) : undefined;
+    try {
+      await this.writeAll(valid, outcome);
+    } catch (err) {
+      if (insert !== undefined) endSpan(insert, err);
+      throw err;
+    }
+    if (insert !== undefined) endSpan(insert);
+  }
+
+  private async writeAll(valid: ReadonlyArray<Valid<D>>, outcome: Outcome<D>): Promise<void> {
     const started = performance.now();
     try {
       await this.db.transaction((tx) => insertIssues(tx, valid.map((v) => v.issue)));
@@ -267,6 +318,13 @@ export class PersistLoop<D> {
     if (this.log.level !== 'debug' && this.log.level !== 'trace') return;
     for (const d of deliveries) this.log.debug(this.source.describe(d), 'worker: issuance persisted');
   }
+}
+
+/** A delivery that validated: its issuance, and the trace of its admission when it was traced. */
+interface Valid<D> {
+  readonly delivery: D;
+  readonly issue: NewIssue;
+  readonly traceparent: string | undefined;
 }
 
 /** What a batch came to: the deliveries written (and the transactions that wrote them), the doomed ones. */

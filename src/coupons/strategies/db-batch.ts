@@ -16,6 +16,7 @@ import { OutcomeUnknownError, type Db } from '../../db/index.js';
 import { ALREADY_ISSUED, ISSUED, OUTCOME_UNKNOWN, SOLD_OUT, unavailable, type Coupon, type IssueOutcome } from '../domain.js';
 import { addIssued, findIssue, holdersAmong, insertNewIssues, lockRemaining, removeIssues, soldOutAmong } from '../repository.js';
 import type { IssueStrategy, StrategyModule } from './types.js';
+import { ATTR, batchSpan, endSpan, KIND, type Span, type Tracing } from '../../tracing/tracing.js';
 
 /** How long an idle campaign waits to gather a batch; under load batches form while one is in flight. */
 const GATHER_MS = 2;
@@ -29,6 +30,8 @@ interface Attempt {
   readonly userId: string;
   readonly issuedAt: Date;
   readonly settle: (outcome: IssueOutcome) => void;
+  /** The admission's span (tracing on). */
+  readonly span: Span | undefined;
 }
 
 interface Campaign {
@@ -48,18 +51,20 @@ class DbBatch implements IssueStrategy {
   constructor(
     private readonly db: Db,
     private readonly log: Logger,
+    /** Present when tracing is on: each group commit has a span, linked to the sampled admissions in it. */
+    private readonly tracing?: Tracing,
   ) {}
 
   knownSoldOut(couponId: number): boolean {
     return this.soldOut.has(couponId);
   }
 
-  issue(coupon: Coupon, userId: string, now: Date): Promise<IssueOutcome> {
+  issue(coupon: Coupon, userId: string, now: Date, _requestId?: string, span?: Span): Promise<IssueOutcome> {
     if (this.soldOut.has(coupon.id)) return Promise.resolve(SOLD_OUT);
     const c = this.campaign(coupon.id);
     c.lastAsked = Date.now();
     return new Promise<IssueOutcome>((settle) => {
-      c.queue.push({ userId, issuedAt: now, settle });
+      c.queue.push({ userId, issuedAt: now, settle, span });
       if (c.flushing === undefined && c.timer === undefined) c.timer = setTimeout(() => this.flush(coupon.id, c), GATHER_MS);
     });
   }
@@ -102,6 +107,18 @@ class DbBatch implements IssueStrategy {
   }
 
   private async decide(couponId: number, batch: readonly Attempt[]): Promise<void> {
+    const span =
+      this.tracing === undefined
+        ? undefined
+        : batchSpan(this.tracing, 'db.batch_admit', batch.map((a) => a.span), { kind: KIND.client, attributes: { [ATTR.couponId]: couponId, [ATTR.batchSize]: batch.length } });
+    try {
+      await this.decideAll(couponId, batch);
+    } finally {
+      if (span !== undefined) endSpan(span);
+    }
+  }
+
+  private async decideAll(couponId: number, batch: readonly Attempt[]): Promise<void> {
     // The same user twice in one batch: the first attempt decides, the others follow it.
     const leaders = new Map<string, Attempt>();
     const followers: Array<{ attempt: Attempt; leader: string }> = [];
@@ -183,5 +200,5 @@ export const dbBatch: StrategyModule = {
   admission: 'database',
   queued: false,
   mayOverIssue: false,
-  create: ({ db, log }) => new DbBatch(db, log),
+  create: ({ db, log, tracing }) => new DbBatch(db, log, tracing),
 };

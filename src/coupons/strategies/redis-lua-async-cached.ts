@@ -13,6 +13,7 @@ import { SOLD_OUT, type Coupon, type IssueOutcome } from '../domain.js';
 import { RedisLuaAsync } from './redis-lua-async.js';
 import { redisOf } from './redis-shared.js';
 import type { StrategyModule } from './types.js';
+import type { Span } from '../../tracing/tracing.js';
 
 const SOLD_OUT_NOW: Promise<IssueOutcome> = Promise.resolve(SOLD_OUT);
 const MAX_FLAGS = 100_000;
@@ -24,11 +25,11 @@ class RedisLuaAsyncCached extends RedisLuaAsync {
     return this.soldOutCoupons.has(couponId);
   }
 
-  override issue(coupon: Coupon, userId: string, now: Date, requestId?: string): Promise<IssueOutcome> {
+  override issue(coupon: Coupon, userId: string, now: Date, requestId?: string, span?: Span): Promise<IssueOutcome> {
     // The issue route asked knownSoldOut already; the flag may have been set while it
     // authenticated the caller, and callers other than the route do not ask.
     if (this.knownSoldOut(coupon.id)) return SOLD_OUT_NOW;
-    return super.issue(coupon, userId, now, requestId);
+    return super.issue(coupon, userId, now, requestId, span);
   }
 
   protected override soldOut(couponId: number): void {
@@ -52,7 +53,7 @@ export const redisLuaAsyncCached: StrategyModule = {
   mayOverIssue: false,
   create: (ctx) => {
     const redis = redisOf(ctx);
-    const strategy = new RedisLuaAsyncCached(redis, ctx.db, ctx.log);
+    const strategy = new RedisLuaAsyncCached(redis, ctx.db, ctx.log, ctx.tracing);
     redis.onInvalidate((couponId) => strategy.invalidate(couponId));
     return strategy;
   },

@@ -22,6 +22,7 @@ import { wroteNothing } from '../../redis/scripts.js';
 import { askUntil } from '../../util/ask-until.js';
 import { admissionStatus, CampaignRefs, redisOf, type CampaignRef } from './redis-shared.js';
 import type { IssueStrategy, StrategyModule } from './types.js';
+import type { Span, Tracing } from '../../tracing/tracing.js';
 
 
 export class RedisLuaAsync implements IssueStrategy {
@@ -34,22 +35,23 @@ export class RedisLuaAsync implements IssueStrategy {
     protected readonly redis: RedisHandle,
     private readonly db: Db,
     log: Logger,
+    tracing?: Tracing,
   ) {
     this.refs = new CampaignRefs(redis);
     this.states = new CampaignStates(redis, (id) => loadIssuedUsers(db, id), log, true);
     const channel = redis.admissions();
     this.channel = channel;
-    this.admissions = new AdmissionBatcher((keys, couponId, attempts) => channel.admitEnqueue(keys, couponId, attempts));
+    this.admissions = new AdmissionBatcher((keys, couponId, attempts) => channel.admitEnqueue(keys, couponId, attempts), tracing);
   }
 
   prepare(coupon: Coupon): Promise<void> {
     return this.states.prepare(coupon);
   }
 
-  async issue(coupon: Coupon, userId: string, now: Date, requestId?: string): Promise<IssueOutcome> {
+  async issue(coupon: Coupon, userId: string, now: Date, requestId?: string, span?: Span): Promise<IssueOutcome> {
     const ref = this.refs.get(coupon.id);
     const nowMs = now.getTime();
-    const outcome = await this.states.admit(coupon, () => this.admit(ref, userId, nowMs, requestId ?? ''));
+    const outcome = await this.states.admit(coupon, () => this.admit(ref, userId, nowMs, requestId ?? '', span));
     if (outcome === SOLD_OUT) this.soldOut(coupon.id);
     return outcome;
   }
@@ -58,9 +60,9 @@ export class RedisLuaAsync implements IssueStrategy {
    * One admission; when the call fails, what Redis (and the database) then say of the user.
    * Throws only when nothing was admitted.
    */
-  private async admit(ref: CampaignRef, userId: string, nowMs: number, requestId: string): Promise<ChannelAdmission> {
+  private async admit(ref: CampaignRef, userId: string, nowMs: number, requestId: string, span: Span | undefined): Promise<ChannelAdmission> {
     try {
-      return await this.admissions.admit(ref.keys, ref.id, userId, nowMs, requestId);
+      return await this.admissions.admit(ref.keys, ref.id, userId, nowMs, requestId, span);
     } catch (err) {
       // Never reached Redis, or refused by a primary short of replicas: nothing was admitted.
       if (wroteNothing(err)) throw err;
@@ -100,5 +102,5 @@ export const redisLuaAsync: StrategyModule = {
   queued: true,
   queue: 'redis-stream',
   mayOverIssue: false,
-  create: (ctx) => new RedisLuaAsync(redisOf(ctx), ctx.db, ctx.log),
+  create: (ctx) => new RedisLuaAsync(redisOf(ctx), ctx.db, ctx.log, ctx.tracing),
 };

@@ -27,6 +27,7 @@ import { ACCEPTED, ALREADY_ISSUED, OUTCOME_UNKNOWN, unavailable, type Coupon, ty
 import { findIssue, loadIssuedUsers } from '../repository.js';
 import { admissionStatus, CampaignRefs, redisOf, type CampaignRef } from './redis-shared.js';
 import type { IssueStrategy, StrategyContext, StrategyModule } from './types.js';
+import { carriedTraceparent, type Span, type Tracing } from '../../tracing/tracing.js';
 
 const NOT_PRODUCED = unavailable('Kafka did not take the issuance; nothing was issued');
 
@@ -56,6 +57,7 @@ export class RedisLuaKafka implements IssueStrategy {
     private readonly db: Db,
     private readonly kafka: KafkaHandle,
     private readonly log: Logger,
+    tracing?: Tracing,
   ) {
     this.refs = new CampaignRefs(redis);
     const settleMs = kafka.settings.produceTimeoutMs + 1_000;
@@ -63,20 +65,21 @@ export class RedisLuaKafka implements IssueStrategy {
     this.creation = new CampaignStates(redis, () => Promise.resolve([]), log, false);
     // Not waited for (REDIS_WAIT_REPLICAS): the 202 rests on Kafka's acknowledgement, and a state
     // that lost admissions in a failover is settled from the topic (UNSETTLED).
-    this.admissions = new AdmissionBatcher((keys, _couponId, attempts) => redis.scripts.admitProduce(keys, attempts));
+    this.admissions = new AdmissionBatcher((keys, _couponId, attempts) => redis.scripts.admitProduce(keys, attempts), tracing);
   }
 
   prepare(coupon: Coupon): Promise<void> {
     return this.creation.prepare(coupon);
   }
 
-  async issue(coupon: Coupon, userId: string, now: Date, requestId?: string): Promise<IssueOutcome> {
+  async issue(coupon: Coupon, userId: string, now: Date, requestId?: string, span?: Span): Promise<IssueOutcome> {
     const ref = this.refs.get(coupon.id);
     const nowMs = now.getTime();
     // Rebuilt or settled from the rows and the topic, read once every produce begun has settled.
-    const outcome = await this.states.admit(coupon, () => this.admit(ref, userId, nowMs));
+    const outcome = await this.states.admit(coupon, () => this.admit(ref, userId, nowMs, span));
     if (outcome !== ACCEPTED) return outcome;
-    switch (await this.kafka.producer.produce({ couponId: coupon.id, userId, atMs: nowMs, requestId: requestId ?? '' })) {
+    const record = { couponId: coupon.id, userId, atMs: nowMs, requestId: requestId ?? '', traceparent: carriedTraceparent(span) };
+    switch (await this.kafka.producer.produce(record, span)) {
       case 'acked':
         // Dropped before answering, so that a status asked right after the 202 says PENDING.
         await this.dropMark(coupon.id, userId);
@@ -96,9 +99,9 @@ export class RedisLuaKafka implements IssueStrategy {
    * One admission; when the call fails, what Redis (and the database) then say of the user.
    * Throws only when nothing was admitted.
    */
-  private async admit(ref: CampaignRef, userId: string, nowMs: number): Promise<AdmitEnqueueResult | typeof OUTCOME_UNKNOWN> {
+  private async admit(ref: CampaignRef, userId: string, nowMs: number, span: Span | undefined): Promise<AdmitEnqueueResult | typeof OUTCOME_UNKNOWN> {
     try {
-      return await this.admissions.admit(ref.keys, ref.id, userId, nowMs, '');
+      return await this.admissions.admit(ref.keys, ref.id, userId, nowMs, '', span);
     } catch (err) {
       if (wroteNothing(err)) throw err;
       const check = await askUntil(() => checkAdmission(this.redis, ref.keys, userId, nowMs));
@@ -157,5 +160,5 @@ export const redisLuaKafka: StrategyModule = {
   queued: true,
   queue: 'kafka',
   mayOverIssue: false,
-  create: (ctx) => new RedisLuaKafka(redisOf(ctx), ctx.db, kafkaOf(ctx), ctx.log),
+  create: (ctx) => new RedisLuaKafka(redisOf(ctx), ctx.db, kafkaOf(ctx), ctx.log, ctx.tracing),
 };

@@ -5,6 +5,7 @@ import type { Db } from '../../db/index.js';
 import type { KafkaHandle } from '../../kafka/client.js';
 import type { RedisHandle } from '../../redis/client.js';
 import type { Coupon, IssueOutcome } from '../domain.js';
+import type { Span, Tracing } from '../../tracing/tracing.js';
 
 export interface StrategyContext {
   readonly db: Db;
@@ -13,15 +14,19 @@ export interface StrategyContext {
   readonly redis?: RedisHandle | undefined;
   /** Present when KAFKA_BROKERS is set; strategies that `require` kafka get it. */
   readonly kafka?: KafkaHandle | undefined;
+  /** Present when tracing is on: strategies that batch admissions give each batch a span. */
+  readonly tracing?: Tracing | undefined;
 }
 
 export interface IssueStrategy {
   /**
    * Decide and record one issue attempt. Precedence of refusals: duplicate before sold out
    * (a user who holds the coupon hears ALREADY_ISSUED even after the stock is gone).
-   * `requestId` travels with queued issuances (async strategies) for tracing.
+   * `requestId` travels with queued issuances (async strategies), for logs. `span` is the
+   * admission's (tracing on): a batch span links to it, and a queued issuance carries its
+   * `traceparent` when it is sampled.
    */
-  issue(coupon: Coupon, userId: string, now: Date, requestId?: string): Promise<IssueOutcome>;
+  issue(coupon: Coupon, userId: string, now: Date, requestId?: string, span?: Span): Promise<IssueOutcome>;
   /** Set up per-campaign state right after the campaign is created (e.g. Redis keys). */
   prepare?(coupon: Coupon): Promise<void>;
   /**

@@ -1,0 +1,129 @@
+// Traces (OpenTelemetry), off by default. What the rest of the code sees of them: the `Tracing`
+// interface, which is present only when tracing is on (`openTracing` returns undefined when it is
+// off, and then the SDK is never imported: every hot path pays one `undefined` check).
+//
+// The spans are placed by hand where an issuance spends its time (docs/operations.md, "Following
+// one issuance"), not by auto-instrumentation, and their context is passed along explicitly (no
+// AsyncLocalStorage context manager: it would tax every promise of every request, sampled or not):
+//
+//   issue request   routes/issue-handler.ts: `POST /coupons/{id}/issues` (SERVER), from the token
+//                   to the answer; a child of the caller's `traceparent` only when it came from a
+//                   TRUST_PROXY address. The answers given before it (the drain's 503, the
+//                   per-address 429, a closed window or a known sell-out, load shedding) get none.
+//   admission       coupons/service.ts: `coupon.admit`, the strategy's call, with the strategy and
+//                   the outcome; batched admissions (one Lua call, one group commit, one Kafka
+//                   send for many requests) have a batch span linked to each sampled request's.
+//   queue           the stream entry (field `p`) and the Kafka record (JSON field `p`, under the
+//                   record's authenticator) carry the `traceparent` of a sampled admission.
+//   worker          `worker.persist` per batch, linked to each traced issuance it persists, with
+//                   the insert as its child; and `coupon.persist` in each traced issuance's own
+//                   trace, from the batch's start to its commit.
+//   events          `events.publish`, one per round of the outbox.
+import type { Attributes, Span, SpanContext, SpanKind } from '@opentelemetry/api';
+import type { Logger } from '../util/logger.js';
+
+export type { Attributes, Span, SpanContext } from '@opentelemetry/api';
+
+/** The OTEL_TRACES_SAMPLER values couponrush accepts (the SDK's built-in samplers). */
+export const SAMPLER_NAMES = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'] as const;
+export type SamplerName = (typeof SAMPLER_NAMES)[number];
+
+/** Tracing's settings, from the standard OTEL_* variables (config.ts parses and validates them). */
+export interface TracingSettings {
+  /** Where spans are sent: OTLP over HTTP (JSON), the full URL of the traces endpoint. */
+  readonly url: string;
+  readonly serviceName: string;
+  readonly sampler: SamplerName;
+  /** The ratio of the traceidratio samplers, in [0, 1]. */
+  readonly ratio: number;
+}
+
+/** How a span starts: its kind, its first attributes, its links, and when (ms since epoch) if not now. */
+export interface SpanOptions {
+  readonly kind?: SpanKind;
+  readonly attributes?: Attributes;
+  readonly links?: readonly SpanContext[];
+  readonly startTime?: number;
+}
+
+/** The tracer the code calls; only there when tracing is on. */
+export interface Tracing {
+  /** A new trace's root span, or a child of `traceparent` (a W3C header value) when it parses. */
+  start(name: string, traceparent: string | undefined, options?: SpanOptions): Span;
+  /** A child of `parent`. */
+  child(parent: Span, name: string, options?: SpanOptions): Span;
+  /**
+   * A span over work done for many: the root of a trace of its own, linked to `links` (the sampled
+   * ones), and sampled whenever one of them is — so a sampled request's batch is always recorded.
+   */
+  batch(name: string, links: readonly SpanContext[], options?: SpanOptions): Span;
+  /** The span context a W3C `traceparent` names, or undefined when it does not parse. */
+  contextOf(traceparent: string): SpanContext | undefined;
+  /** Sends what is left and stops; the process is closing. */
+  shutdown(): Promise<void>;
+}
+
+/** The attribute names couponrush's spans carry besides the semantic conventions'. */
+export const ATTR = {
+  requestId: 'couponrush.request_id',
+  couponId: 'couponrush.coupon_id',
+  userId: 'couponrush.user_id',
+  strategy: 'couponrush.strategy',
+  outcome: 'couponrush.outcome',
+  batchSize: 'couponrush.batch_size',
+  queue: 'couponrush.queue',
+  queuedMs: 'couponrush.queued_ms',
+} as const;
+
+/** SpanKind's values (the API's enum, without importing the API at run time). */
+export const KIND = { internal: 0 as SpanKind, server: 1 as SpanKind, client: 2 as SpanKind, producer: 3 as SpanKind, consumer: 4 as SpanKind } as const;
+
+/** The longest value a `traceparent` can have (version 00 is exactly 55 characters). */
+export const MAX_TRACEPARENT = 55;
+
+/** The W3C `traceparent` of a span (version 00): what the queue carries to the worker. */
+export function traceparentOf(context: SpanContext): string {
+  return `00-${context.traceId}-${context.spanId}-0${context.traceFlags & 1}`;
+}
+
+/** The `traceparent` to carry into a queued issuance: a sampled span's, else '' (nothing to follow). */
+export function carriedTraceparent(span: Span | undefined): string {
+  return span !== undefined && span.isRecording() ? traceparentOf(span.spanContext()) : '';
+}
+
+/** The sampled contexts among these spans: what a batch span links to. */
+export function sampledContexts(spans: Iterable<Span | undefined>): SpanContext[] {
+  const out: SpanContext[] = [];
+  for (const s of spans) if (s !== undefined && s.isRecording()) out.push(s.spanContext());
+  return out;
+}
+
+/**
+ * A span over work done for many (a Lua call, a Kafka send, a group commit), linked to the
+ * sampled spans it serves, and each of them linked back to it: from a request's trace one reaches
+ * the batch, and from the batch every request in it.
+ */
+export function batchSpan(tracing: Tracing, name: string, served: ReadonlyArray<Span | undefined>, options?: SpanOptions): Span {
+  const span = tracing.batch(name, sampledContexts(served), options);
+  if (span.isRecording()) {
+    const context = span.spanContext();
+    for (const s of served) if (s !== undefined && s.isRecording()) s.addLink({ context });
+  }
+  return span;
+}
+
+/** Ends a span with an error status when `err` is set. */
+export function endSpan(span: Span, err?: unknown): void {
+  if (err !== undefined) {
+    span.recordException(err instanceof Error ? err : String(err));
+    span.setStatus({ code: 2, message: err instanceof Error ? err.message : String(err) });
+  }
+  span.end();
+}
+
+/** The tracer for these settings, or undefined (and no SDK loaded) when tracing is off. */
+export async function openTracing(settings: TracingSettings | undefined, linkLimit: number, log: Logger): Promise<Tracing | undefined> {
+  if (settings === undefined) return undefined;
+  const { otelTracing } = await import('./sdk.js');
+  return otelTracing(settings, linkLimit, log);
+}
