@@ -3,9 +3,9 @@
 // parsing, and reasons that never repeat a field whole.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { checkRecord, MAX_REASON_CHARS, validateRecord, type QueuedRecord } from '../src/coupons/queued-admission.js';
+import { checkRecord, MAX_REASON_CHARS, validateEntry, validateRecord, type QueuedRecord } from '../src/coupons/queued-admission.js';
 import type { Coupon } from '../src/coupons/domain.js';
-import { AUTH_HEADER, MAX_RECORD_VALUE_BYTES, signRecord } from '../src/kafka/records.js';
+import { AUTH_HEADER, encodeRecord, MAX_RECORD_VALUE_BYTES, signRecord } from '../src/kafka/records.js';
 
 const CURRENT = 'c'.repeat(32);
 const PREVIOUS = 'p'.repeat(32);
@@ -75,5 +75,40 @@ describe('a Kafka record is an admission only when the API signed it', () => {
     assert.match(longUser.reason, /20000 characters/);
     const longKey = checkRecord({ key: 'k'.repeat(5_000), value: '{}', headers: new Map() }, secrets);
     assert.ok(!longKey.ok && !longKey.reason.includes('k'.repeat(100)));
+  });
+});
+
+describe("the admission's traceparent (field p): followed when it is one, never a reason to refuse", () => {
+  const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+  const entry = (extra: Record<string, string>) => ({ id: '1-0', fields: new Map(Object.entries({ ...fields, ...extra })) });
+
+  it('a stream entry with p gives the worker its trace; one of the old shape (no p) persists the same, without', () => {
+    const traced = validateEntry(entry({ p: traceparent }), 7, coupon);
+    assert.ok(traced.ok);
+    assert.equal(traced.traceparent, traceparent);
+    const old = validateEntry(entry({}), 7, coupon);
+    assert.ok(old.ok);
+    assert.equal(old.traceparent, undefined);
+    assert.deepEqual(old.issue, traced.issue);
+  });
+
+  it('a p that is not a traceparent (upper case, too long, garbage) is ignored, the admission still valid', () => {
+    for (const p of [traceparent.toUpperCase(), `${traceparent}-extra`, 'x'.repeat(10_000), '']) {
+      const v = validateEntry(entry({ p }), 7, coupon);
+      assert.ok(v.ok, p.slice(0, 20));
+      assert.equal(v.traceparent, undefined);
+    }
+  });
+
+  it("a Kafka record's p is under its authenticator: the API's record is followed, one whose p was changed is forged", async () => {
+    const value = encodeRecord({ couponId: 7, userId: 'alice', atMs: NOW, requestId: 'req-1', traceparent });
+    assert.equal(JSON.parse(value).p, traceparent);
+    assert.equal(JSON.parse(encodeRecord({ couponId: 7, userId: 'alice', atMs: NOW, requestId: 'req-1', traceparent: '' })).p, undefined, 'no p when untraced');
+    const signed = { key: '7', value, headers: new Map([[AUTH_HEADER, signRecord(CURRENT, '7', value)]]) };
+    const v = await validateRecord(signed, { current: CURRENT }, lookup);
+    assert.ok(v.ok);
+    assert.equal(v.traceparent, traceparent);
+    const retraced = checkRecord({ ...signed, value: value.replace('4bf92f', '000000') }, { current: CURRENT });
+    assert.ok(!retraced.ok && retraced.reason.startsWith('forged'));
   });
 });
