@@ -4,11 +4,12 @@
 // exports, through the provisioned datasource. Where the real tool is installed (nginx, promtool,
 // docker-compose) it checks the file too, and says loudly when it is not.
 import assert from 'node:assert/strict';
-import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
+import { promisify } from 'node:util';
 import { parse } from 'yaml';
 import { KAFKA_VERSION } from '../scripts/kafka-broker.js';
 import { BODY_LIMIT_BYTES } from '../src/app.js';
@@ -20,6 +21,7 @@ import { registerWorkerMetrics } from '../src/metrics/worker.js';
 import type { RedisHandle } from '../src/redis/client.js';
 import { missing, request, startTestServer } from './helpers.js';
 
+const execFileAsync = promisify(execFile);
 const root = new URL('../', import.meta.url);
 const read = (path: string) => readFileSync(new URL(path, root), 'utf8');
 const DEPLOY = new URL('deploy/', root).pathname;
@@ -34,7 +36,7 @@ interface ComposeService {
 const compose = parse(read('deploy/docker-compose.yml'), { merge: true }) as { services: Record<string, ComposeService> };
 const services = compose.services;
 
-/** `${VAR:?msg}` / `${VAR}` → a value that passes validation (what .env would hold). */
+/** `${VAR:?msg}` / `${VAR}` → a value that passes validation (what .env would hold); `${VAR:-default}` → the default, as compose does with VAR unset. */
 const DUMMY: Record<string, string> = {
   DB_PASSWORD: 'pw',
   ADMIN_TOKEN: 'a'.repeat(24),
@@ -42,7 +44,8 @@ const DUMMY: Record<string, string> = {
   KAFKA_RECORD_SECRET: 'k'.repeat(44),
   GRAFANA_ADMIN_PASSWORD: 'g',
 };
-const substitute = (value: string) => value.replace(/\$\{(\w+)(:[?-][^}]*)?\}/g, (_, name: string) => DUMMY[name] ?? '');
+const substitute = (value: string) =>
+  value.replace(/\$\{(\w+)(?::([?-])([^}]*))?\}/g, (_, name: string, kind?: string, rest?: string) => DUMMY[name] ?? (kind === '-' ? (rest ?? '') : ''));
 const envOf = (service: string) => Object.fromEntries(Object.entries(services[service]?.environment ?? {}).map(([k, v]) => [k, substitute(String(v))]));
 
 /** An override file's services, as far as the Redis variants' checks read them. */
@@ -181,6 +184,13 @@ describe('deploy/nginx.conf', () => {
     assert.match(conf, /proxy_set_header Connection "";/);
     const limit = /client_max_body_size (\d+)k;/.exec(conf);
     assert.equal(Number(limit?.[1]) * 1024, BODY_LIMIT_BYTES);
+  });
+
+  it("drops a client's traceparent on the public port: the API honours it from nginx (TRUST_PROXY), so a client could pick its trace", () => {
+    const publicServer = /listen 80;([\s\S]*?)\n  \}/.exec(conf)?.[1] ?? '';
+    assert.match(publicServer, /proxy_set_header traceparent "";/);
+    assert.match(publicServer, /proxy_set_header tracestate "";/);
+    for (const s of ['api1', 'api2']) assert.ok(envOf(s).TRUST_PROXY !== undefined && envOf(s).TRUST_PROXY !== 'false', `${s} trusts nginx`);
   });
 
   it('is accepted by nginx -t', (t) => {
@@ -421,8 +431,8 @@ describe('deploy/docker-compose.kafka.yml (the Kafka variant)', () => {
       assert.equal(config.kafka?.recordSecrets.current, DUMMY.KAFKA_RECORD_SECRET, `${s}: the API and the worker share KAFKA_RECORD_SECRET`);
       for (const b of brokers) assert.equal(override.services[s]?.depends_on?.[b]?.condition, 'service_healthy', `${s} waits for ${b}`);
     }
-    const unknown = Object.keys(override.services).filter((s) => services[s] === undefined && !brokers.includes(s));
-    assert.deepEqual(unknown, [], 'besides the brokers, the override changes services that are there');
+    const unknown = Object.keys(override.services).filter((s) => services[s] === undefined && !brokers.includes(s) && s !== 'kafka-exporter');
+    assert.deepEqual(unknown, [], 'besides the brokers and their exporter, the override changes services that are there');
   });
 
   it('is accepted by docker-compose merged with the base file, and the merge keeps the base environment', (t) => {
@@ -758,5 +768,366 @@ describe('deploy/docker-compose.cluster.yml (the Cluster variant)', () => {
       assert.match((merged.services[n]?.command ?? []).join(' '), /--cluster-enabled yes .*--appendfsync always .*--min-replicas-to-write 1/s, `${n} after the merge`);
     }
     assert.ok(merged.networks?.['redis-cluster']?.ipam?.config?.[0]?.subnet !== undefined, 'the nodes\' network after the merge');
+  });
+});
+
+/** The compose files of every variant the docs name, and the ones that combine. */
+const VARIANTS: string[][] = [
+  ['docker-compose.yml'],
+  ['docker-compose.yml', 'docker-compose.mysql.yml'],
+  ['docker-compose.yml', 'docker-compose.kafka.yml'],
+  ['docker-compose.yml', 'docker-compose.sentinel.yml'],
+  ['docker-compose.yml', 'docker-compose.cluster.yml'],
+  ['docker-compose.yml', 'docker-compose.mysql.yml', 'docker-compose.kafka.yml', 'docker-compose.sentinel.yml'],
+];
+
+interface StackService extends ComposeService {
+  depends_on?: Record<string, { condition?: string }> | string[];
+  networks?: string[] | Record<string, unknown>;
+}
+
+/** A volume's container path: `source:target[:mode]`. */
+const mountTarget = (volume: string) => volume.split(':')[1] ?? '';
+
+/**
+ * The services of compose files merged the way compose merges them, as far as these checks read
+ * them: an override's keys replace the base's, `environment` merges key by key, and `volumes`
+ * merge by their path in the container (a later file's mount at the same path replaces it).
+ */
+function mergeStack(files: string[]): Record<string, StackService> {
+  const merged: Record<string, StackService> = {};
+  for (const f of files) {
+    const file = parse(read(`deploy/${f}`), { merge: true }) as { services: Record<string, StackService> };
+    for (const [name, service] of Object.entries(file.services)) {
+      const base = merged[name] ?? {};
+      const volumes = new Map((base.volumes ?? []).map((v) => [mountTarget(v), v]));
+      for (const v of service.volumes ?? []) volumes.set(mountTarget(v), v);
+      merged[name] = {
+        ...base,
+        ...service,
+        environment: { ...base.environment, ...service.environment },
+        ...(volumes.size > 0 ? { volumes: [...volumes.values()] } : {}),
+      };
+    }
+  }
+  return merged;
+}
+
+/** The Prometheus targets files a merged stack mounts: container file name → the file in deploy/. */
+function targetsFiles(stack: Record<string, StackService>): Map<string, string> {
+  const files = new Map<string, string>();
+  for (const v of stack.prometheus?.volumes ?? []) {
+    const [source = '', target = ''] = v.split(':');
+    const m = /^\/etc\/prometheus\/targets\/([^/]+\.yml)$/.exec(target);
+    if (m !== null) files.set(m[1]!, source.replace(/^\.\//, ''));
+  }
+  return files;
+}
+
+/** The ports the exporters' images listen on (their defaults; the compose file changes none). */
+const EXPORTER_PORTS: Array<[RegExp, number]> = [
+  [/^quay\.io\/prometheuscommunity\/postgres-exporter:/, 9187],
+  [/^prom\/mysqld-exporter:/, 9104],
+  [/^oliver006\/redis_exporter:/, 9121],
+  [/^danielqsj\/kafka-exporter:/, 9308],
+];
+const exporterPort = (image: string | undefined) => EXPORTER_PORTS.find(([re]) => re.test(image ?? ''))?.[1];
+
+describe('the stack\'s exporters, OpenTelemetry Collector and Jaeger', () => {
+  interface CollectorConfig {
+    receivers: Record<string, { protocols?: Record<string, { endpoint?: string }> }>;
+    processors: Record<string, unknown>;
+    exporters: Record<string, { endpoint?: string; tls?: { insecure?: boolean } }>;
+    service: { pipelines: Record<string, { receivers: string[]; processors?: string[]; exporters: string[] }> };
+  }
+  const collector = parse(read('deploy/otel-collector.yml')) as CollectorConfig;
+  const stack = services as Record<string, StackService>;
+
+  it('runs every image at a pinned version', () => {
+    for (const files of VARIANTS) {
+      for (const [name, service] of Object.entries(mergeStack(files))) {
+        if (service.image === 'couponrush:local' || service.image === undefined) continue;
+        const tag = /:([^/:]+)$/.exec(service.image)?.[1];
+        assert.ok(tag !== undefined && tag !== 'latest', `${files.join(' + ')}: ${name} runs ${service.image}, not a pinned version`);
+      }
+    }
+    for (const s of ['database-exporter', 'redis-exporter', 'otel-collector', 'jaeger']) assert.ok(stack[s] !== undefined, `service ${s}`);
+    assert.match(stack['otel-collector']?.image ?? '', /^otel\/opentelemetry-collector(-contrib)?:\d+\.\d+\.\d+$/);
+    assert.match(stack.jaeger?.image ?? '', /^jaegertracing\/all-in-one:\d+\.\d+\.\d+$/);
+  });
+
+  it('runs the exporters at the versions Debian packages (what test/deploy-exporters.test.ts runs)', () => {
+    assert.equal(stack['database-exporter']?.image, 'quay.io/prometheuscommunity/postgres-exporter:v0.11.1');
+    assert.equal(stack['redis-exporter']?.image, 'oliver006/redis_exporter:v1.45.0');
+    assert.equal(mergeStack(['docker-compose.yml', 'docker-compose.mysql.yml'])['database-exporter']?.image, 'prom/mysqld-exporter:v0.14.0');
+  });
+
+  it('points the database exporter at the database service the couponrush services use, on PostgreSQL and on MySQL', () => {
+    const pg = new URL(substitute(stack['database-exporter']?.environment?.DATA_SOURCE_NAME ?? ''));
+    const app = new URL(envOf('api1').DATABASE_URL ?? '');
+    assert.equal(pg.protocol, 'postgresql:');
+    assert.deepEqual([pg.username, pg.password, pg.host, pg.pathname], [app.username, app.password, app.host, app.pathname], 'the same server, database and user as the APIs');
+    assert.equal(pg.searchParams.get('sslmode'), 'disable', 'the database service has no TLS');
+    const mysql = mergeStack(['docker-compose.yml', 'docker-compose.mysql.yml']);
+    const dsn = /^(\w+):([^@]*)@\(([^)]+)\)\/(\w*)$/.exec(substitute(mysql['database-exporter']?.environment?.DATA_SOURCE_NAME ?? ''));
+    assert.ok(dsn !== null, 'mysqld_exporter 0.14 takes the Go driver\'s DSN: user:password@(host:port)/database');
+    const mysqlApp = new URL(substitute(String(mysql.api1?.environment?.DATABASE_URL)));
+    assert.deepEqual(dsn.slice(1), [mysqlApp.username, mysqlApp.password, mysqlApp.host, mysqlApp.pathname.slice(1)], 'the same server, database and user as the APIs');
+    for (const stackOf of [stack, mysql]) {
+      const deps = stackOf['database-exporter']?.depends_on as Record<string, { condition?: string }> | undefined;
+      assert.equal(deps?.database?.condition, 'service_healthy', 'the exporter starts once the database answers');
+    }
+  });
+
+  it('points kafka_exporter at the brokers the couponrush services use, with a protocol Kafka 4 accepts', () => {
+    const kafka = mergeStack(['docker-compose.yml', 'docker-compose.kafka.yml']);
+    const args = kafka['kafka-exporter']?.command ?? [];
+    const servers = args.filter((a) => a.startsWith('--kafka.server=')).map((a) => a.slice('--kafka.server='.length));
+    assert.deepEqual(servers, String(kafka.api1?.environment?.KAFKA_BROKERS).split(','), 'every broker the APIs use');
+    const version = args.find((a) => a.startsWith('--kafka.version='))?.slice('--kafka.version='.length) ?? '2.0.0';
+    const [major = 0, minor = 0] = version.split('.').map(Number);
+    assert.ok(major > 2 || (major === 2 && minor >= 1), `--kafka.version ${version}: Kafka 4 refuses requests older than 2.1's`);
+  });
+
+  it("sends every couponrush service's traces to the collector, each under its service name, sampled 1 % by default and overridable", () => {
+    const nameOf: Record<string, string> = { serve: 'couponrush-api', worker: 'couponrush-worker', migrate: 'couponrush-migrate' };
+    const httpReceiver = collector.receivers.otlp?.protocols?.http?.endpoint ?? '';
+    for (const s of couponrushServices) {
+      const raw = stack[s]?.environment ?? {};
+      const env = envOf(s);
+      assert.equal(env.OTEL_SERVICE_NAME, nameOf[stack[s]?.command?.[0] ?? ''], `${s}: OTEL_SERVICE_NAME`);
+      const endpoint = new URL(env.OTEL_EXPORTER_OTLP_ENDPOINT ?? '');
+      assert.equal(endpoint.protocol, 'http:', `${s}: OTLP over HTTP`);
+      assert.ok(stack[endpoint.hostname] !== undefined && /opentelemetry-collector/.test(stack[endpoint.hostname]?.image ?? ''), `${s}: ${endpoint.hostname} is the collector service`);
+      assert.equal(endpoint.port, httpReceiver.split(':').pop(), `${s}: the collector's OTLP/HTTP port`);
+      assert.equal(env.OTEL_TRACES_EXPORTER, 'otlp', s);
+      assert.equal(env.OTEL_TRACES_SAMPLER, 'parentbased_traceidratio', s);
+      assert.equal(env.OTEL_TRACES_SAMPLER_ARG, '0.01', s);
+      for (const v of ['OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_TRACES_EXPORTER', 'OTEL_TRACES_SAMPLER', 'OTEL_TRACES_SAMPLER_ARG']) {
+        assert.equal(raw[v], `\${${v}:-${env[v]}}`, `${s}: ${v} has a default deploy/.env can override`);
+      }
+    }
+    const example = read('deploy/.env.example');
+    for (const v of ['OTEL_TRACES_SAMPLER', 'OTEL_TRACES_SAMPLER_ARG']) assert.match(example, new RegExp(`^#\\s*${v}=`, 'm'), `deploy/.env.example shows ${v}`);
+  });
+
+  it('keeps the tracing variables through every override', () => {
+    for (const files of VARIANTS) {
+      const merged = mergeStack(files);
+      for (const s of couponrushServices) {
+        const env = merged[s]?.environment ?? {};
+        assert.equal(env.OTEL_SERVICE_NAME, envOf(s).OTEL_SERVICE_NAME, `${files.join(' + ')}: ${s}`);
+        assert.equal(substitute(String(env.OTEL_EXPORTER_OTLP_ENDPOINT)), envOf(s).OTEL_EXPORTER_OTLP_ENDPOINT, `${files.join(' + ')}: ${s}`);
+      }
+    }
+  });
+
+  it('gives the collector a configuration whose pipelines use only components it defines, from OTLP to the jaeger service\'s OTLP port', () => {
+    assert.ok(stack['otel-collector']?.volumes?.includes('./otel-collector.yml:/etc/otelcol/config.yaml:ro'), 'mounted where the command reads it');
+    assert.deepEqual(stack['otel-collector']?.command, ['--config=/etc/otelcol/config.yaml']);
+    const pipelines = Object.entries(collector.service.pipelines);
+    assert.deepEqual(pipelines.map(([name]) => name), ['traces']);
+    for (const [name, p] of pipelines) {
+      for (const r of p.receivers) assert.ok(r in collector.receivers, `${name}: receiver ${r} is defined`);
+      for (const r of p.processors ?? []) assert.ok(r in collector.processors, `${name}: processor ${r} is defined`);
+      for (const r of p.exporters) assert.ok(r in collector.exporters, `${name}: exporter ${r} is defined`);
+      assert.ok(p.processors?.includes('batch'), `${name}: batched`);
+    }
+    assert.equal(collector.receivers.otlp?.protocols?.grpc?.endpoint, '0.0.0.0:4317', 'OTLP/gRPC, reachable from the other containers');
+    assert.equal(collector.receivers.otlp?.protocols?.http?.endpoint, '0.0.0.0:4318', 'OTLP/HTTP, reachable from the other containers');
+    const exporters = collector.service.pipelines.traces?.exporters ?? [];
+    assert.equal(exporters.length, 1);
+    const exporter = collector.exporters[exporters[0]!];
+    assert.match(exporters[0]!, /^otlp(\/|$)/, 'OTLP (gRPC) to Jaeger');
+    assert.equal(exporter?.endpoint, 'jaeger:4317', 'the jaeger service\'s OTLP/gRPC port');
+    assert.equal(exporter?.tls?.insecure, true, 'inside the compose network, without TLS');
+    assert.equal(stack.jaeger?.environment?.COLLECTOR_OTLP_ENABLED, 'true', 'Jaeger takes OTLP');
+  });
+
+  it('provisions Jaeger as a Grafana data source on the jaeger service\'s UI port, which is published on loopback', () => {
+    const ds = parse(read('deploy/grafana/provisioning/datasources/jaeger.yml')) as { datasources: Array<{ uid: string; type: string; url: string }> };
+    assert.deepEqual(ds.datasources.map((d) => [d.uid, d.type, d.url]), [['jaeger', 'jaeger', 'http://jaeger:16686']]);
+    assert.ok(stack.jaeger?.ports?.includes('127.0.0.1:16686:16686'), 'the UI on 127.0.0.1:16686, like Prometheus on loopback only');
+  });
+});
+
+describe('deploy/prometheus.yml: the stores\' scrape targets in each variant', () => {
+  const prom = parse(read('deploy/prometheus.yml')) as {
+    scrape_configs: Array<{ job_name: string; file_sd_configs?: Array<{ files: string[] }>; relabel_configs?: Array<{ replacement?: string; target_label?: string }> }>;
+  };
+  const storeJobs = ['database', 'redis', 'kafka'];
+  /** Which stores a variant runs, by its files. */
+  const expected = (files: string[]) => ({
+    database: files.includes('docker-compose.mysql.yml') ? 'mysql' : 'postgres',
+    redis: files.includes('docker-compose.sentinel.yml') ? 'redis-sentinel' : files.includes('docker-compose.cluster.yml') ? 'redis-cluster' : 'redis',
+    kafka: files.includes('docker-compose.kafka.yml'),
+  });
+
+  it('reads the store jobs\' targets from targets/ beside itself, and the redis job asks redis-exporter for each node', () => {
+    for (const job of storeJobs) {
+      const files = prom.scrape_configs.find((j) => j.job_name === job)?.file_sd_configs?.flatMap((c) => c.files) ?? [];
+      assert.ok(files.length > 0 && files.every((f) => f.startsWith('targets/')), `${job}: file_sd over targets/`);
+    }
+    const redis = prom.scrape_configs.find((j) => j.job_name === 'redis');
+    const address = redis?.relabel_configs?.find((r) => r.target_label === '__address__')?.replacement ?? '';
+    const [host = '', port] = address.split(':');
+    assert.equal(exporterPort(services[host]?.image), Number(port), `the redis job scrapes ${address}, the redis-exporter service's port`);
+  });
+
+  for (const files of VARIANTS) {
+    const label = files.slice(1).join(' + ') || 'the base file';
+    it(`${label}: mounts the targets of the stores it runs, each at a service it defines on its exporter's or Redis's port`, () => {
+      const stack = mergeStack(files);
+      const mounted = targetsFiles(stack);
+      const want = expected(files);
+      assert.equal(mounted.get('database.yml'), `prometheus/targets/${want.database}.yml`, 'the database job');
+      assert.equal(mounted.get('redis.yml'), `prometheus/targets/${want.redis}.yml`, 'the redis job');
+      assert.equal(mounted.get('kafka.yml'), want.kafka ? 'prometheus/targets/kafka.yml' : undefined, 'the kafka job');
+      for (const [name, source] of mounted) {
+        const groups = parse(read(`deploy/${source}`)) as Array<{ targets: string[]; labels?: Record<string, string> }>;
+        assert.ok(Array.isArray(groups) && groups.length > 0, `${source}: a list of target groups`);
+        for (const target of groups.flatMap((g) => g.targets)) {
+          if (name === 'redis.yml') {
+            const u = new URL(target);
+            const node = stack[u.hostname];
+            assert.equal(u.protocol, 'redis:', `${source}: ${target}`);
+            assert.match(node?.image ?? '', /^redis:/, `${source}: ${u.hostname} is a Redis service of ${label}`);
+            assert.notDeepEqual(node?.command, ['true'], `${source}: ${u.hostname} runs a Redis (not the Cluster variant's placeholder)`);
+            assert.equal(u.port || '6379', '6379', `${source}: ${target} is the port Redis listens on`);
+          } else {
+            const [host = '', port] = target.split(':');
+            assert.equal(exporterPort(stack[host]?.image), Number(port), `${source}: ${target} is an exporter service of ${label}, on its port`);
+          }
+        }
+      }
+      if (files.includes('docker-compose.cluster.yml')) {
+        const nodes = [1, 2, 3, 4, 5, 6].map((i) => `redis-node-${i}`);
+        assert.deepEqual(networkNamesOf(stack['redis-exporter']).sort(), ['default', 'redis-cluster'], 'redis-exporter reaches the nodes on their network');
+        const listed = (parse(read('deploy/prometheus/targets/redis-cluster.yml')) as Array<{ targets: string[] }>).flatMap((g) => g.targets).map((t) => new URL(t).hostname);
+        assert.deepEqual(listed, nodes, 'every node is scraped');
+      }
+      if (files.includes('docker-compose.sentinel.yml')) {
+        const listed = (parse(read('deploy/prometheus/targets/redis-sentinel.yml')) as Array<{ targets: string[] }>).flatMap((g) => g.targets).map((t) => new URL(t).hostname);
+        assert.deepEqual(listed, ['redis', 'redis-replica'], 'both data nodes are scraped');
+      }
+    });
+
+    it(`${label}: promtool accepts the configuration with those targets in place, and discovers them`, async (t) => {
+      if (!has('promtool')) return toolMissing(t, 'promtool', `prometheus.yml with ${label}'s targets`);
+      const dir = mkdtempSync(join(tmpdir(), 'couponrush-prometheus-'));
+      try {
+        // The container's layout: prometheus.yml, alerts.yml and targets/ side by side.
+        writeFileSync(join(dir, 'prometheus.yml'), read('deploy/prometheus.yml'));
+        writeFileSync(join(dir, 'alerts.yml'), read('deploy/alerts.yml'));
+        const targets = join(dir, 'targets');
+        mkdirSync(targets);
+        for (const [name, source] of targetsFiles(mergeStack(files))) writeFileSync(join(targets, name), read(`deploy/${source}`));
+        const check = spawnSync('promtool', ['check', 'config', join(dir, 'prometheus.yml')], { encoding: 'utf8' });
+        assert.equal(check.status, 0, check.stdout + check.stderr);
+        const stack = mergeStack(files);
+        // File discovery reads its files as it starts; promtool then waits out --timeout (30 s by
+        // default) for other mechanisms, so a short one, and the jobs side by side.
+        const runs = await Promise.all(
+          storeJobs.map((job) => execFileAsync('promtool', ['check', 'service-discovery', '--timeout=1s', join(dir, 'prometheus.yml'), job], { encoding: 'utf8' })),
+        );
+        for (const [i, job] of storeJobs.entries()) {
+          const discovered = JSON.parse(runs[i]!.stdout) as Array<{ labels: Record<string, string> }>;
+          if (job === 'kafka' && !files.includes('docker-compose.kafka.yml')) {
+            assert.deepEqual(discovered, [], 'no Kafka, no kafka targets');
+            continue;
+          }
+          assert.ok(discovered.length > 0, `${job}: targets discovered`);
+          for (const { labels } of discovered) {
+            const [host = '', port] = (labels.__address__ ?? '').split(':');
+            assert.equal(exporterPort(stack[host]?.image), Number(port), `${job}: Prometheus scrapes ${labels.__address__}, an exporter of ${label}`);
+            if (job === 'redis') {
+              const node = new URL(labels.__param_target ?? '');
+              assert.match(stack[node.hostname]?.image ?? '', /^redis:/, `redis: ?target=${labels.__param_target} is a Redis service`);
+              assert.equal(labels.instance, node.host, 'redis: each node is an instance of its own');
+            }
+          }
+        }
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
+    if (files.length > 1) {
+      it(`${label}: docker-compose merges the prometheus mounts as these checks do`, (t) => {
+        const res = composeConfig(t, files, false);
+        if (res === undefined) return;
+        assert.equal(res.status, 0, res.stderr);
+        const merged = parse(res.stdout) as { services: Record<string, StackService> };
+        const theirs = new Map(
+          (merged.services.prometheus?.volumes ?? []).flatMap((v) => {
+            const [source = '', target = ''] = typeof v === 'string' ? v.split(':') : [(v as { source: string }).source, (v as { target: string }).target];
+            return target.startsWith('/etc/prometheus/targets/') ? [[target.slice('/etc/prometheus/targets/'.length), source.slice(DEPLOY.length)] as const] : [];
+          }),
+        );
+        assert.deepEqual(Object.fromEntries(theirs), Object.fromEntries(targetsFiles(mergeStack(files))));
+      });
+    }
+  }
+});
+
+function networkNamesOf(service: StackService | undefined): string[] {
+  return Array.isArray(service?.networks) ? service.networks : Object.keys(service?.networks ?? {});
+}
+
+describe('deploy/grafana: every dashboard', () => {
+  interface DashboardPanel {
+    id?: number;
+    type: string;
+    title: string;
+    gridPos?: { x: number; y: number; w: number; h: number };
+    datasource?: { type?: string; uid?: string };
+    targets?: Array<{ datasource?: { type?: string; uid?: string } }>;
+    panels?: DashboardPanel[];
+  }
+  const dir = new URL('deploy/grafana/dashboards/', root);
+  const names = readdirSync(dir).filter((f) => f.endsWith('.json'));
+  const provisioned = new Map(
+    readdirSync(new URL('deploy/grafana/provisioning/datasources/', root)).flatMap((f) =>
+      (parse(read(`deploy/grafana/provisioning/datasources/${f}`)) as { datasources: Array<{ uid: string; type: string }> }).datasources.map((d) => [d.uid, d.type] as const),
+    ),
+  );
+
+  it('has the stores dashboard beside the campaign one', () => {
+    assert.deepEqual(names.sort(), ['couponrush.json', 'stores.json']);
+  });
+
+  for (const name of names) {
+    it(`${name}: valid JSON, a unique uid, unique panel ids, every query on a provisioned data source of its type`, () => {
+      const dashboard = JSON.parse(read(`deploy/grafana/dashboards/${name}`)) as { uid?: string; title?: string; panels: DashboardPanel[] };
+      assert.ok((dashboard.uid ?? '') !== '' && (dashboard.title ?? '') !== '', 'uid and title');
+      const others = names.filter((n) => n !== name).map((n) => (JSON.parse(read(`deploy/grafana/dashboards/${n}`)) as { uid?: string }).uid);
+      assert.ok(!others.includes(dashboard.uid), `uid ${dashboard.uid} is this dashboard's alone`);
+      const panels = dashboard.panels.flatMap((p) => [p, ...(p.panels ?? [])]);
+      const ids = panels.map((p) => p.id);
+      assert.ok(ids.every((id) => Number.isInteger(id)), 'every panel has an id');
+      assert.equal(new Set(ids).size, ids.length, `panel ids are unique: ${ids.join(', ')}`);
+      for (const p of panels.filter((x) => x.type !== 'row')) {
+        assert.ok(p.gridPos !== undefined && p.gridPos.x + p.gridPos.w <= 24, `${p.title}: placed within the grid`);
+        for (const ds of [p.datasource, ...(p.targets ?? []).map((q) => q.datasource)]) {
+          assert.ok(ds?.uid !== undefined && provisioned.has(ds.uid), `${p.title}: data source ${ds?.uid} is provisioned`);
+          assert.equal(ds.type, provisioned.get(ds.uid), `${p.title}: data source ${ds.uid} is of type ${provisioned.get(ds.uid)}`);
+        }
+      }
+    });
+  }
+
+  it('stores.json shows what an operator watches during a drop', () => {
+    interface Query {
+      expr?: string;
+      service?: string;
+      datasource?: { uid?: string };
+    }
+    const dashboard = JSON.parse(read('deploy/grafana/dashboards/stores.json')) as { panels: Array<{ targets?: Query[] }> };
+    const exprs = dashboard.panels.flatMap((p) => (p.targets ?? []).map((q) => q.expr ?? ''));
+    for (const series of ['pg_stat_activity_count', 'pg_locks_count', 'pg_stat_database_xact_commit', 'mysql_global_status_threads_connected', 'mysql_global_status_innodb_row_lock_current_waits', 'mysql_global_status_commands_total{command="commit"}', 'redis_commands_processed_total', 'redis_memory_used_bytes', 'redis_master_repl_offset', 'kafka_consumergroup_lag']) {
+      assert.ok(exprs.some((e) => e.includes(series)), `a panel reads ${series}`);
+    }
+    const traces = dashboard.panels.flatMap((p) => p.targets ?? []).filter((q) => q.datasource?.uid === 'jaeger');
+    assert.deepEqual(traces.map((q) => q.service), [envOf('api1').OTEL_SERVICE_NAME], 'a traces panel for the service name the APIs trace under');
   });
 });
