@@ -352,6 +352,9 @@ export const TRACING_VARIABLES = [
   'OTEL_SERVICE_NAME',
   'OTEL_TRACES_SAMPLER',
   'OTEL_TRACES_SAMPLER_ARG',
+  'OTEL_BSP_SCHEDULE_DELAY',
+  'OTEL_BSP_MAX_QUEUE_SIZE',
+  'OTEL_BSP_MAX_EXPORT_BATCH_SIZE',
 ] as const;
 
 /** Where OTLP/HTTP traces go when OTEL_TRACES_EXPORTER=otlp names no endpoint (the SDK's default). */
@@ -378,10 +381,16 @@ function tracingVar(env: Env): TracingSettings | undefined {
     ratio = Number(rawRatio);
     if (!/^\d*\.?\d+(e-?\d+)?$/i.test(rawRatio) || !(ratio >= 0 && ratio <= 1)) throw new ConfigError('OTEL_TRACES_SAMPLER_ARG', `must be a number between 0 and 1, got "${rawRatio}"`);
   }
+  // The SDK's delay; a queue and batches larger than its (2,048 and 512), which a stampede traced
+  // at 100 % overflows within a second.
+  const maxQueueSize = intVar(env, 'OTEL_BSP_MAX_QUEUE_SIZE', 65_536, 1, 10_000_000);
+  const maxExportBatchSize = intVar(env, 'OTEL_BSP_MAX_EXPORT_BATCH_SIZE', Math.min(4_096, maxQueueSize), 1, 10_000_000);
+  if (maxExportBatchSize > maxQueueSize) throw new ConfigError('OTEL_BSP_MAX_EXPORT_BATCH_SIZE', `must be at most OTEL_BSP_MAX_QUEUE_SIZE (${maxQueueSize})`);
+  const batch = Object.freeze({ scheduleDelayMs: intVar(env, 'OTEL_BSP_SCHEDULE_DELAY', 5_000, 1, 3_600_000), maxQueueSize, maxExportBatchSize });
   if (exporters.includes('none')) return undefined;
   if (!exporters.includes('otlp') && tracesUrl === undefined && baseUrl === undefined) return undefined;
   const url = tracesUrl ?? (baseUrl === undefined ? DEFAULT_TRACES_URL : `${baseUrl.replace(/\/+$/, '')}/v1/traces`);
-  return Object.freeze({ url, serviceName: nonEmpty(env, 'OTEL_SERVICE_NAME') ?? 'couponrush', sampler, ratio });
+  return Object.freeze({ url, serviceName: nonEmpty(env, 'OTEL_SERVICE_NAME') ?? 'couponrush', sampler, ratio, batch });
 }
 
 function rateLimitVar(env: Env, name: string, fallback: string): RateLimit | undefined {

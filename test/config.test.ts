@@ -136,17 +136,24 @@ describe('loadConfig', () => {
       assert.equal(tracing({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318', OTEL_TRACES_EXPORTER: 'otlp,none' }), undefined);
     });
     it('is on with an endpoint (plus v1/traces), a traces endpoint (as given, and preferred), or OTEL_TRACES_EXPORTER=otlp (the default endpoint)', () => {
-      assert.deepEqual(tracing({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318/' }), { url: 'http://collector:4318/v1/traces', serviceName: 'couponrush', sampler: 'parentbased_always_on', ratio: 1 });
+      assert.deepEqual(tracing({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318/' }), {
+        url: 'http://collector:4318/v1/traces',
+        serviceName: 'couponrush',
+        sampler: 'parentbased_always_on',
+        ratio: 1,
+        batch: { scheduleDelayMs: 5_000, maxQueueSize: 65_536, maxExportBatchSize: 4_096 },
+      });
       assert.equal(tracing({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://a:4318', OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'https://b/traces' })?.url, 'https://b/traces');
       assert.equal(tracing({ OTEL_TRACES_EXPORTER: 'otlp' })?.url, 'http://localhost:4318/v1/traces');
     });
     it('reads the service name, the sampler and its ratio', () => {
       const on = { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318' };
-      assert.deepEqual(tracing({ ...on, OTEL_SERVICE_NAME: 'api-1', OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.01' }), {
+      assert.deepEqual(tracing({ ...on, OTEL_SERVICE_NAME: 'api-1', OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.01', OTEL_BSP_SCHEDULE_DELAY: '1000', OTEL_BSP_MAX_QUEUE_SIZE: '2048' }), {
         url: 'http://collector:4318/v1/traces',
         serviceName: 'api-1',
         sampler: 'parentbased_traceidratio',
         ratio: 0.01,
+        batch: { scheduleDelayMs: 1_000, maxQueueSize: 2_048, maxExportBatchSize: 2_048 },
       });
       assert.equal(tracing({ ...on, OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: '1' })?.ratio, 1);
       assert.equal(tracing({ ...on, OTEL_TRACES_SAMPLER: 'always_off' })?.sampler, 'always_off');
@@ -161,6 +168,8 @@ describe('loadConfig', () => {
       throwsNaming({ ...base, OTEL_TRACES_EXPORTER: 'none', OTEL_TRACES_SAMPLER_ARG: '-0.1', OTEL_TRACES_SAMPLER: 'traceidratio' }, 'OTEL_TRACES_SAMPLER_ARG');
       // A ratio for a sampler that takes none would be a setting nothing reads.
       throwsNaming({ ...base, OTEL_TRACES_SAMPLER_ARG: '0.5' }, 'OTEL_TRACES_SAMPLER_ARG');
+      throwsNaming({ ...base, OTEL_BSP_SCHEDULE_DELAY: '1s' }, 'OTEL_BSP_SCHEDULE_DELAY');
+      throwsNaming({ ...base, OTEL_BSP_MAX_QUEUE_SIZE: '100', OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '200' }, 'OTEL_BSP_MAX_EXPORT_BATCH_SIZE');
     });
     it('the worker reads them too (its spans are half of an issuance)', () => {
       assert.equal(loadStoresConfig({ DATABASE_URL: PG, OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318' }).tracing?.url, 'http://c:4318/v1/traces');

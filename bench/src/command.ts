@@ -1,7 +1,7 @@
 // The `couponrush bench` command: flags (commander), then the runner, loaded lazily so that
 // `serve` never pays for the load generator and the chart renderer.
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { BenchOptionsError, DEFAULTS, parseArrivals, parseStrategyList, PUBLISHED_DIR, resolveBenchOptions, type BenchFlags, type BenchOptions } from './options.js';
+import { BenchOptionsError, DEFAULTS, parseArrivals, parseStrategyList, PUBLISHED_DIR, resolveBenchOptions, samplingRatio, type BenchFlags, type BenchOptions } from './options.js';
 import { STRATEGY_NAMES, type StrategyName } from '../../src/coupons/strategies/index.js';
 import { benchEnvironment } from '../../src/config.js';
 import { GENERATORS } from './load.js';
@@ -83,6 +83,7 @@ export function benchCommand(): Command {
     .option('--cpu-prof', 'write a V8 CPU profile of each API process and ceiling server to <out>/profiles/')
     .option('--watch-console', 'keep a live console (GET /admin/console/stream) open on each campaign while it runs, to measure what one costs')
     .option('--worker-apart', 'with Redis: run the stream worker as its own process instead of inside the API, and report its CPU apart from the API\'s')
+    .option('--trace-sampling <ratio>', 'tracing on in the processes the bench starts, sampling this ratio of requests (0.01 = 1 %), exported to an OTLP receiver inside the bench: what tracing costs', asArgument(samplingRatio))
     .option('--keep', 'keep the scratch database, Redis keys and process logs')
     .option('--json', 'print the JSON report on stdout instead of the table')
     .option('--no-progress', 'no live progress bars')

@@ -29,6 +29,7 @@ import {
 } from './processes.js';
 import { deleteKafkaTopics } from '../../src/kafka/client.js';
 import { watchConsole } from './console-watch.js';
+import { startOtlpReceiver, type OtlpReceiver } from './otlp-receiver.js';
 import { Progress, type Phase } from './progress.js';
 import { relateToCeiling, renderMarkdown, type BenchReport, type CeilingRun, type StrategyResult } from './report.js';
 import { verify, waitForDrain } from './verify.js';
@@ -189,6 +190,9 @@ class Run {
     this.keepWorkDir = options.keep;
   }
 
+  /** --trace-sampling: where the processes the bench starts send their spans. */
+  private receiver: OtlpReceiver | undefined;
+
   private readonly killAll = () => this.children.forEach((c) => c.killNow());
   private readonly onAbort = () => this.current?.stop();
 
@@ -206,6 +210,10 @@ class Run {
     const plan = this.mintPlan(jwtSecret);
     const ceilingBodyBytes = Buffer.byteLength(JSON.stringify({ couponId: 1, userId: plan.users[0]!.id, status: 'ISSUED' }));
     const fx: Fixtures = { db, plan, openLoop: this.arrivalPlan(), adminToken, jwtSecret, ceilingBodyBytes };
+    if (options.traceSampling !== undefined && this.selfManaged) {
+      this.receiver = await startOtlpReceiver();
+      this.progress.say(`tracing on at ${options.traceSampling * 100} % sampling, spans to the bench's OTLP receiver at ${this.receiver.endpoint}`);
+    }
 
     this.ceiling = await this.measureCeiling(fx, 'ceiling', 'ceiling', 'ceiling (node:http)');
     const sharedTarget: Target | undefined =
@@ -368,6 +376,13 @@ class Run {
     };
     // The bench talks to admin routes on PORT.
     delete env.ADMIN_PORT;
+    // Tracing only as --trace-sampling says (the environment handed on names no OTEL_* variable).
+    if (this.receiver !== undefined) {
+      env.OTEL_EXPORTER_OTLP_ENDPOINT = this.receiver.endpoint;
+      env.OTEL_TRACES_SAMPLER = 'parentbased_traceidratio';
+      env.OTEL_TRACES_SAMPLER_ARG = String(options.traceSampling);
+      env.OTEL_SERVICE_NAME = 'couponrush-bench';
+    }
     for (const name of REDIS_VARIABLES) delete env[name];
     delete env.REDIS_PREFIX;
     delete env.KAFKA_BROKERS;
@@ -404,6 +419,7 @@ class Run {
     let rowsSoFar = 0;
     // --watch-console: a console follows the campaign from before the first request to the drain.
     const consoleWatch = options.watchConsole ? await watchConsole(target.baseUrl, target.adminToken, couponId) : undefined;
+    const spansBefore = this.receiver?.count();
     const { load, usage, workerUsage, after } = await this.stampede(fx, name, target.baseUrl, couponId, { api: target.api?.pid, worker: target.worker?.pid }, (running) => {
       acknowledgedUsers = countAcknowledged(running.ackedByUser);
       return waitForDrain(fx.db, couponId, acknowledgedUsers, running.lastResponseAt(), options.drainTimeoutMs, (n) => {
@@ -422,6 +438,8 @@ class Run {
     const stopNotes = target.api === undefined ? [] : await this.stopApi(target.api);
     if (target.worker !== undefined) stopNotes.push(...(await this.stopApi(target.worker)));
     const workerCpu = workerUsage?.cpuMs === undefined || load.completed === 0 ? undefined : (workerUsage.cpuMs * 1000) / load.completed;
+    // The processes have stopped, and a stop sends the spans still queued.
+    const spans = spansBefore === undefined ? undefined : this.receiver!.count() - spansBefore;
 
     const v = await verify({
       db: fx.db,
@@ -441,6 +459,7 @@ class Run {
       couponId,
       ...measured(load, usage),
       ...(workerCpu === undefined ? {} : { workerCpuUsPerResponse: workerCpu }),
+      ...(spans === undefined ? {} : { spansReceived: spans }),
       rows: v.rows,
       overIssue: v.overIssue,
       duplicates: v.duplicates,
@@ -451,6 +470,7 @@ class Run {
         ...v.notes,
         ...stopNotes,
         ...(workerCpu === undefined ? [] : [`the stream worker ran as a process of its own (--worker-apart): ${workerCpu.toFixed(1)} µs of CPU per response, not in the API's CPU µs/req`]),
+        ...(spans === undefined ? [] : [`traced at ${options.traceSampling! * 100} % sampling (--trace-sampling): ${spans} spans received, ${((spans * 1000) / Math.max(1, load.completed)).toFixed(1)} per 1,000 responses`]),
         ...(consoleWatch === undefined ? [] : [`a console was open: ${consoleWatch.samples.length} samples received`])],
     };
   }
@@ -585,6 +605,7 @@ class Run {
     for (const c of this.children) await c.stop();
     process.removeListener('exit', this.killAll);
     await this.verifyDb?.close();
+    await this.receiver?.close();
     if (!options.keep) {
       const scratch = this.scratch;
       await scratch?.drop().catch((err: unknown) => this.progress.say(`could not drop ${scratch?.name}: ${(err as Error).message}`));
@@ -646,6 +667,7 @@ class Run {
         warmupRequests: options.warmupRequests,
         generator: options.generator,
         ...(options.workerApart ? { workerApart: true } : {}),
+        ...(options.traceSampling === undefined ? {} : { traceSampling: options.traceSampling }),
       },
       ceiling: ceilings.before,
       ceilingAfter: ceilings.after,

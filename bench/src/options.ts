@@ -113,6 +113,12 @@ export interface BenchOptions {
    * (`serve --with-worker`): the API's CPU then excludes the worker's, which is reported apart.
    */
   readonly workerApart: boolean;
+  /**
+   * --trace-sampling: tracing on in the processes the bench starts, at this ratio
+   * (parentbased_traceidratio), exported to the bench's own OTLP receiver; undefined = off (the
+   * bench hands no OTEL_* variable of its own environment on, so it never traces by accident).
+   */
+  readonly traceSampling: number | undefined;
   /** Print the JSON report on stdout instead of the table. */
   readonly json: boolean;
   readonly color: boolean;
@@ -149,12 +155,20 @@ export interface BenchFlags {
   cpuProf?: boolean;
   watchConsole?: boolean;
   workerApart?: boolean;
+  traceSampling?: number;
   json?: boolean;
   progress?: boolean;
 }
 
 export class BenchOptionsError extends Error {
   override name = 'BenchOptionsError';
+}
+
+/** --trace-sampling: a ratio in (0, 1]. */
+export function samplingRatio(value: string): number {
+  const n = Number(value.trim());
+  if (!/^\d*\.?\d+$/.test(value.trim()) || !(n > 0 && n <= 1)) throw new BenchOptionsError('must be a ratio above 0 and at most 1 (0.01 samples 1 % of the requests)');
+  return n;
 }
 
 /** Parses `a,b,c` into known strategy names; throws with the list of valid ones. */
@@ -291,6 +305,9 @@ export function resolveBenchOptions(
 
   const { url, adminToken, jwtSecret } = targetOf(flags, env);
   if (flags.workerApart === true && url !== undefined) throw new BenchOptionsError('--worker-apart starts the worker beside the API the bench starts; it cannot with --url');
+  if (flags.traceSampling !== undefined && url !== undefined) {
+    throw new BenchOptionsError('--trace-sampling turns tracing on in the API the bench starts; with --url, set OTEL_* on your server instead');
+  }
 
   const rawDb = nonEmpty(env.DATABASE_URL);
   if (rawDb === undefined) {
@@ -332,6 +349,7 @@ export function resolveBenchOptions(
     cpuProf: flags.cpuProf === true,
     watchConsole: flags.watchConsole === true,
     workerApart: flags.workerApart === true,
+    traceSampling: flags.traceSampling,
     json: flags.json === true,
     color: extra.color && flags.json !== true,
     progress: flags.progress !== false && extra.interactive,

@@ -52,6 +52,8 @@ export interface StrategyResult {
    * `cpuUsPerResponse` and the ratios are the API's alone).
    */
   readonly workerCpuUsPerResponse?: number;
+  /** --trace-sampling: the spans the bench's OTLP receiver got from this strategy's processes. */
+  readonly spansReceived?: number;
   /** The load generator's own CPU (the bench process) per response, µs. */
   readonly generatorCpuUsPerResponse?: number;
   /** The stampede before and after its first 410 SOLD_OUT (admissions, then refusals). */
@@ -91,6 +93,8 @@ export interface BenchReport {
     readonly generator?: string;
     /** --worker-apart: the stream worker ran as a process of its own, its CPU reported apart. */
     readonly workerApart?: boolean;
+    /** --trace-sampling: the sampling ratio the servers traced at (absent: tracing off). */
+    readonly traceSampling?: number;
   };
   /** The bare node:http server, measured before the strategies (null with --no-ceiling)… */
   readonly ceiling: StrategyResult | null;

@@ -135,8 +135,9 @@ export class CouponService {
     if (closed !== undefined) return closed;
     const strategy = this.strategyFor(coupon);
     if (strategy === undefined) return unavailable(`strategy ${coupon.strategy} is not available on this instance`);
-    if (request === undefined || this.tracing === undefined) return strategy.issue(coupon, userId, new Date(nowMs), requestId);
-    return this.traced(strategy, coupon, userId, nowMs, requestId, this.tracing.child(request, 'coupon.admit', { attributes: { [ATTR.couponId]: coupon.id, [ATTR.strategy]: coupon.strategy } }));
+    const span = request === undefined ? undefined : this.tracing?.child(request, 'coupon.admit', { attributes: { [ATTR.couponId]: coupon.id, [ATTR.strategy]: coupon.strategy } });
+    if (span === undefined) return strategy.issue(coupon, userId, new Date(nowMs), requestId);
+    return this.traced(strategy, coupon, userId, nowMs, requestId, span);
   }
 
   /** The strategy's call under the admission's span, which records the outcome (or the error). */

@@ -184,10 +184,8 @@ export class IssuanceProducer {
     } finally {
       clearTimeout(timer);
     }
-    if (span !== undefined) {
-      span.setAttribute(ATTR.outcome, outcome);
-      endSpan(span, outcome === 'acked' ? undefined : new Error(`produce ${outcome}`));
-    }
+    span?.setAttribute(ATTR.outcome, outcome);
+    endSpan(span, outcome === 'acked' ? undefined : new Error(`produce ${outcome}`));
     for (const w of batch) w.resolve(outcome);
   }
 

@@ -83,12 +83,12 @@ export class AdmissionBatcher<R> {
           });
     this.admitBatch(queue.keys, queue.couponId, batch).then(
       (results) => {
-        if (span !== undefined) endSpan(span);
+        endSpan(span);
         for (let i = 0; i < batch.length; i++) batch[i]!.resolve(results[i]!);
         this.settled(queue);
       },
       (err: unknown) => {
-        if (span !== undefined) endSpan(span, err);
+        endSpan(span, err);
         for (const attempt of batch) attempt.reject(err);
         this.settled(queue);
       },

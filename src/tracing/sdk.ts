@@ -2,12 +2,13 @@
 // process with tracing off never loads it (test/tracing.test.ts checks that).
 //
 // Configured from the settings config.ts parsed out of the standard OTEL_* variables, passed here
-// explicitly (the SDK reads no sampler or endpoint of its own): spans go to the OTLP/HTTP endpoint
-// as JSON through a batch processor; the sampler is the one OTEL_TRACES_SAMPLER names, except that
-// a batch span with a sampled link is always sampled (BatchAwareSampler).
-import { diag, DiagLogLevel, ROOT_CONTEXT, trace, type Context, type Link, type SpanContext } from '@opentelemetry/api';
+// explicitly (the SDK reads no sampler, endpoint or batch setting of its own): spans go to the
+// OTLP/HTTP endpoint as JSON through a batch processor; the sampler is the one OTEL_TRACES_SAMPLER
+// names, except that a batch span with a sampled link is always sampled (BatchAwareSampler).
+import { diag, DiagLogLevel, ROOT_CONTEXT, trace, type Context, type Link, type Span, type SpanContext } from '@opentelemetry/api';
 import { parseTraceParent } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import {
   AlwaysOffSampler,
@@ -22,11 +23,6 @@ import {
 } from '@opentelemetry/sdk-trace';
 import type { Logger } from '../util/logger.js';
 import { MAX_TRACEPARENT, type SamplerName, type SpanOptions, type Tracing, type TracingSettings } from './tracing.js';
-
-/** Spans waiting to be exported; past this the processor drops new ones (at 100 % under a stampede). */
-const MAX_QUEUED_SPANS = 65_536;
-const EXPORT_BATCH = 4_096;
-const EXPORT_EVERY_MS = 1_000;
 
 function baseSampler(name: SamplerName, ratio: number): Sampler {
   switch (name) {
@@ -105,9 +101,9 @@ export function otelTracing(settings: TracingSettings, linkLimit: number, log?: 
   }
   const processor = new BatchSpanProcessor({
     exporter: new OTLPTraceExporter({ url: settings.url }),
-    maxQueueSize: MAX_QUEUED_SPANS,
-    maxExportBatchSize: EXPORT_BATCH,
-    scheduledDelayMillis: EXPORT_EVERY_MS,
+    maxQueueSize: settings.batch.maxQueueSize,
+    maxExportBatchSize: settings.batch.maxExportBatchSize,
+    scheduledDelayMillis: settings.batch.scheduleDelayMs,
   });
   const provider = new TracerProvider({
     resource: resourceFromAttributes({ 'service.name': settings.serviceName }),
@@ -116,12 +112,14 @@ export function otelTracing(settings: TracingSettings, linkLimit: number, log?: 
     spanProcessors: [processor],
   });
   const tracer = provider.getTracer('couponrush');
-  const startIn = (ctx: Context, name: string, options: SpanOptions | undefined, root = false) =>
-    tracer.startSpan(
-      name,
-      { kind: options?.kind, attributes: options?.attributes, links: linksOf(options?.links), startTime: options?.startTime, root },
-      ctx,
-    );
+  // The attributes are set once the sampler said yes: an unsampled span costs no attribute object.
+  // (The samplers couponrush offers decide on the trace id, the parent and the links alone.)
+  const startIn = (ctx: Context, name: string, options: SpanOptions | undefined, root = false): Span | undefined => {
+    const span = tracer.startSpan(name, { kind: options?.kind, links: linksOf(options?.links), startTime: options?.startTime, root }, ctx);
+    if (!span.isRecording()) return undefined;
+    if (options?.attributes !== undefined) span.setAttributes(options.attributes);
+    return span;
+  };
   return {
     start: (name, traceparent, options) => startIn(parentContext(traceparent), name, options),
     child: (parent, name, options) => startIn(trace.setSpan(ROOT_CONTEXT, parent), name, options),

@@ -2,9 +2,13 @@
 // interface, which is present only when tracing is on (`openTracing` returns undefined when it is
 // off, and then the SDK is never imported: every hot path pays one `undefined` check).
 //
-// The spans are placed by hand where an issuance spends its time (docs/operations.md, "Following
-// one issuance"), not by auto-instrumentation, and their context is passed along explicitly (no
-// AsyncLocalStorage context manager: it would tax every promise of every request, sampled or not):
+// The spans are placed by hand where an issuance spends its time (docs/operations.md, "Traces:
+// following one issuance"), not by auto-instrumentation, and their context is passed along
+// explicitly (no AsyncLocalStorage context manager: it would tax every promise of every request,
+// sampled or not). A span the sampler does not record is never handed out: `start`, `child` and
+// `batch` return undefined for it, so an unsampled request runs exactly the code of tracing off
+// after one sampling decision (docs/performance.md, "Tracing": what a non-recording span, its
+// attributes and its children cost every request was most of tracing's cost at 1 %):
 //
 //   issue request   routes/issue-handler.ts: `POST /coupons/{id}/issues` (SERVER), from the token
 //                   to the answer; a child of the caller's `traceparent` only when it came from a
@@ -36,6 +40,14 @@ export interface TracingSettings {
   readonly sampler: SamplerName;
   /** The ratio of the traceidratio samplers, in [0, 1]. */
   readonly ratio: number;
+  /** The batch span processor (OTEL_BSP_*). */
+  readonly batch: {
+    /** How often spans are sent. */
+    readonly scheduleDelayMs: number;
+    /** Spans waiting to be sent; past this, new ones are dropped (and the SDK warns). */
+    readonly maxQueueSize: number;
+    readonly maxExportBatchSize: number;
+  };
 }
 
 /** How a span starts: its kind, its first attributes, its links, and when (ms since epoch) if not now. */
@@ -46,17 +58,20 @@ export interface SpanOptions {
   readonly startTime?: number;
 }
 
-/** The tracer the code calls; only there when tracing is on. */
+/**
+ * The tracer the code calls; only there when tracing is on. Each method returns the span when the
+ * sampler records it, else undefined (nothing to do, nothing to carry).
+ */
 export interface Tracing {
   /** A new trace's root span, or a child of `traceparent` (a W3C header value) when it parses. */
-  start(name: string, traceparent: string | undefined, options?: SpanOptions): Span;
+  start(name: string, traceparent: string | undefined, options?: SpanOptions): Span | undefined;
   /** A child of `parent`. */
-  child(parent: Span, name: string, options?: SpanOptions): Span;
+  child(parent: Span, name: string, options?: SpanOptions): Span | undefined;
   /**
    * A span over work done for many: the root of a trace of its own, linked to `links` (the sampled
    * ones), and sampled whenever one of them is — so a sampled request's batch is always recorded.
    */
-  batch(name: string, links: readonly SpanContext[], options?: SpanOptions): Span;
+  batch(name: string, links: readonly SpanContext[], options?: SpanOptions): Span | undefined;
   /** The span context a W3C `traceparent` names, or undefined when it does not parse. */
   contextOf(traceparent: string): SpanContext | undefined;
   /** Sends what is left and stops; the process is closing. */
@@ -88,32 +103,31 @@ export function traceparentOf(context: SpanContext): string {
 
 /** The `traceparent` to carry into a queued issuance: a sampled span's, else '' (nothing to follow). */
 export function carriedTraceparent(span: Span | undefined): string {
-  return span !== undefined && span.isRecording() ? traceparentOf(span.spanContext()) : '';
-}
-
-/** The sampled contexts among these spans: what a batch span links to. */
-export function sampledContexts(spans: Iterable<Span | undefined>): SpanContext[] {
-  const out: SpanContext[] = [];
-  for (const s of spans) if (s !== undefined && s.isRecording()) out.push(s.spanContext());
-  return out;
+  return span === undefined ? '' : traceparentOf(span.spanContext());
 }
 
 /**
- * A span over work done for many (a Lua call, a Kafka send, a group commit), linked to the
- * sampled spans it serves, and each of them linked back to it: from a request's trace one reaches
- * the batch, and from the batch every request in it.
+ * A span over work done for many requests (a Lua call, a Kafka send, a group commit) when one of
+ * them is traced: linked to each traced one, and each of them linked back to it, so that from a
+ * request's trace one reaches the batch, and from the batch every traced request in it. A batch
+ * that serves no traced request has no span.
  */
-export function batchSpan(tracing: Tracing, name: string, served: ReadonlyArray<Span | undefined>, options?: SpanOptions): Span {
-  const span = tracing.batch(name, sampledContexts(served), options);
-  if (span.isRecording()) {
+export function batchSpan(tracing: Tracing | undefined, name: string, served: ReadonlyArray<Span | undefined>, options?: SpanOptions): Span | undefined {
+  if (tracing === undefined) return undefined;
+  let links: SpanContext[] | undefined;
+  for (const s of served) if (s !== undefined) (links ??= []).push(s.spanContext());
+  if (links === undefined) return undefined;
+  const span = tracing.batch(name, links, options);
+  if (span !== undefined) {
     const context = span.spanContext();
-    for (const s of served) if (s !== undefined && s.isRecording()) s.addLink({ context });
+    for (const s of served) s?.addLink({ context });
   }
   return span;
 }
 
-/** Ends a span with an error status when `err` is set. */
-export function endSpan(span: Span, err?: unknown): void {
+/** Ends a span (if there is one) with an error status when `err` is set. */
+export function endSpan(span: Span | undefined, err?: unknown): void {
+  if (span === undefined) return;
   if (err !== undefined) {
     span.recordException(err instanceof Error ? err : String(err));
     span.setStatus({ code: 2, message: err instanceof Error ? err.message : String(err) });

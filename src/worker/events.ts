@@ -91,10 +91,10 @@ export class EventPublisher {
     try {
       await this.send(messages);
     } catch (err) {
-      if (span !== undefined) endSpan(span, err);
+      endSpan(span, err);
       throw err;
     }
-    if (span !== undefined) endSpan(span);
+    endSpan(span);
   }
 
   /** Turns the outbox capture on (from now on every issuance is recorded), then publishes. */

@@ -213,6 +213,7 @@ export class PersistLoop<D> {
       if (v.ok) valid.push({ delivery, issue: v.issue, traceparent: v.traceparent });
       else outcome.doomed.push({ delivery, kind: 'invalid', reason: boundedReason(`invalid ${this.source.noun}: ${v.reason}`), deliveries: await this.source.deliveries(delivery, 1) });
     }
+    // The batch's span: recorded when it persists a traced issuance, or as a new trace is sampled.
     const span = this.tracing === undefined ? undefined : this.batchSpan(this.tracing, batch.length, valid, startedAt);
     try {
       await this.write(valid, outcome, span);
@@ -221,7 +222,7 @@ export class PersistLoop<D> {
       this.written += outcome.written.length;
       for (const c of outcome.commits) this.observer?.batchWritten(c.issuances, (performance.now() - c.started) / 1000);
       this.logPersisted(outcome.written);
-      const traced = span?.isRecording() === true ? { trace_id: span.spanContext().traceId } : {};
+      const traced = span === undefined ? {} : { trace_id: span.spanContext().traceId };
       for (const { doomed, letter } of letters) {
         this.deadLettered++;
         this.observer?.deadLettered?.(doomed.kind);
@@ -229,14 +230,14 @@ export class PersistLoop<D> {
       }
       if (span !== undefined) this.traceIssuances(this.tracing!, span, valid, new Set(outcome.written), startedAt);
     } catch (err) {
-      if (span !== undefined) endSpan(span, err);
+      endSpan(span, err);
       throw err;
     }
-    if (span !== undefined) endSpan(span);
+    endSpan(span);
   }
 
   /** The batch's span, sampled when any issuance in it was traced, and linked to each of those. */
-  private batchSpan(tracing: Tracing, size: number, valid: ReadonlyArray<Valid<D>>, startedAt: number): Span {
+  private batchSpan(tracing: Tracing, size: number, valid: ReadonlyArray<Valid<D>>, startedAt: number): Span | undefined {
     const links: SpanContext[] = [];
     for (const v of valid) {
       const context = v.traceparent === undefined ? undefined : tracing.contextOf(v.traceparent);
@@ -247,26 +248,25 @@ export class PersistLoop<D> {
 
   /** Each traced issuance now a row: `coupon.persist` in its own trace, from the batch's start to now. */
   private traceIssuances(tracing: Tracing, batch: Span, valid: ReadonlyArray<Valid<D>>, written: ReadonlySet<D>, startedAt: number): void {
-    if (!batch.isRecording()) return;
     const links = [batch.spanContext()];
     for (const v of valid) {
       if (v.traceparent === undefined || !written.has(v.delivery)) continue;
       const attributes = { [ATTR.queue]: this.source.queue, [ATTR.couponId]: v.issue.couponId, [ATTR.userId]: v.issue.userId, [ATTR.queuedMs]: startedAt - v.issue.issuedAt.getTime() };
-      tracing.start('coupon.persist', v.traceparent, { kind: KIND.consumer, startTime: startedAt, links, attributes }).end();
+      tracing.start('coupon.persist', v.traceparent, { kind: KIND.consumer, startTime: startedAt, links, attributes })?.end();
     }
   }
 
   /** The valid ones in one transaction; a batch the database refuses (not an outage), one by one. */
   private async write(valid: ReadonlyArray<Valid<D>>, outcome: Outcome<D>, batch: Span | undefined): Promise<void> {
     if (valid.length === 0) return;
-    const insert = batch?.isRecording() === true ? this.tracing!.child(batch, 'db.insert', { kind: KIND.client, attributes: { [ATTR.batchSize]: valid.length } }) : undefined;
+    const insert = batch === undefined ? undefined : this.tracing?.child(batch, 'db.insert', { kind: KIND.client, attributes: { [ATTR.batchSize]: valid.length } });
     try {
       await this.writeAll(valid, outcome);
     } catch (err) {
-      if (insert !== undefined) endSpan(insert, err);
+      endSpan(insert, err);
       throw err;
     }
-    if (insert !== undefined) endSpan(insert);
+    endSpan(insert);
   }
 
   private async writeAll(valid: ReadonlyArray<Valid<D>>, outcome: Outcome<D>): Promise<void> {

@@ -114,7 +114,7 @@ class DbBatch implements IssueStrategy {
     try {
       await this.decideAll(couponId, batch);
     } finally {
-      if (span !== undefined) endSpan(span);
+      endSpan(span);
     }
   }
 
