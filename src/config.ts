@@ -344,19 +344,6 @@ function recordSecretVar(env: Env, name: string): string | undefined {
   return value;
 }
 
-/** The variables tracing reads: the OpenTelemetry SDK's standard names. */
-export const TRACING_VARIABLES = [
-  'OTEL_EXPORTER_OTLP_ENDPOINT',
-  'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT',
-  'OTEL_TRACES_EXPORTER',
-  'OTEL_SERVICE_NAME',
-  'OTEL_TRACES_SAMPLER',
-  'OTEL_TRACES_SAMPLER_ARG',
-  'OTEL_BSP_SCHEDULE_DELAY',
-  'OTEL_BSP_MAX_QUEUE_SIZE',
-  'OTEL_BSP_MAX_EXPORT_BATCH_SIZE',
-] as const;
-
 /** Where OTLP/HTTP traces go when OTEL_TRACES_EXPORTER=otlp names no endpoint (the SDK's default). */
 const DEFAULT_TRACES_URL = 'http://localhost:4318/v1/traces';
 

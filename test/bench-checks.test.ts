@@ -14,7 +14,7 @@ import { benchCommand } from '../bench/src/command.js';
 import { splitAtSellOut, type LoadResult } from '../bench/src/load.js';
 import { chunkedLength, parseHead, startSocketLoad } from '../bench/src/socket-client.js';
 import { writeReport } from '../bench/src/index.js';
-import { BenchOptionsError, PUBLISHED_DIR, resolveBenchOptions, type BenchFlags } from '../bench/src/options.js';
+import { BenchOptionsError, PUBLISHED_DIR, resolveBenchOptions, samplingRatio, type BenchFlags } from '../bench/src/options.js';
 import { relateToCeiling, renderMarkdown, renderOpenLoopTable, renderSellOutTable, renderTerminal, type BenchReport, type StrategyResult } from '../bench/src/report.js';
 import type { OpenLoopSummary } from '../bench/src/open-loop.js';
 import { benchUserId, buildOrder, type BenchUser } from '../bench/src/plan.js';
@@ -68,6 +68,15 @@ describe('couponrush bench flags', () => {
     );
     assert.equal(resolve({ workerApart: true }, { ...ENV, REDIS_URL: 'redis://127.0.0.1:6379' }).workerApart, true);
     assert.equal(resolve({}, { ...ENV, REDIS_URL: 'redis://127.0.0.1:6379' }).workerApart, false);
+  });
+
+  it('--trace-sampling: a ratio in (0, 1], for the processes the bench starts itself', () => {
+    assert.equal(samplingRatio('0.01'), 0.01);
+    assert.equal(samplingRatio('1'), 1);
+    for (const bad of ['0', '1.5', '-0.1', 'half', '', '1e-2']) assert.throws(() => samplingRatio(bad), BenchOptionsError, bad);
+    assert.equal(resolve({ traceSampling: 0.01 }).traceSampling, 0.01);
+    assert.equal(resolve({}).traceSampling, undefined);
+    assert.throws(() => resolve({ traceSampling: 0.01, url: 'http://127.0.0.1:3000' }, { ...ENV, ADMIN_TOKEN: 'a'.repeat(20), JWT_SECRET: 's'.repeat(40) }), /set OTEL_\* on your server/);
   });
 
   it('refuses fewer requests than users, and more connections than requests', () => {

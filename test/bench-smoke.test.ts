@@ -128,6 +128,20 @@ describe('couponrush bench (smoke)', () => {
     assert.ok(s.notes.some((n) => n.includes('--worker-apart')), 'the report says the worker ran apart');
   });
 
+  it('--trace-sampling 1: the API and its worker trace every issuance to the bench\'s OTLP receiver, and the invariants hold', async (t) => {
+    if (!(await needServer(t, 'PostgreSQL', PG_ADMIN_URL))) return;
+    if (!(await needServer(t, 'Redis', REDIS_URL))) return;
+    const report = await smokeWithRedis({ strategies: ['redis-lua-async'], traceSampling: 1 }, 'traced');
+    const s = report.strategies[0]!;
+    assert.deepEqual(s.violations, [], 'no invariant violation');
+    assert.equal(s.rows, STOCK, 'every admission persisted');
+    assert.equal(report.config.traceSampling, 1);
+    // Each of the STOCK admissions has its request, admission and persist spans at least (the
+    // refusals after the sell-out are answered before the token: no span).
+    assert.ok(s.spansReceived !== undefined && s.spansReceived >= 3 * STOCK, `spans received: ${s.spansReceived}`);
+    assert.ok(s.notes.some((n) => n.includes('--trace-sampling')), 'the report says it traced');
+  });
+
   it('open loop (--arrivals): a drop verified like any stampede, reported with offered vs achieved and the time to a final answer', async (t) => {
     if (!(await needServer(t, 'PostgreSQL', PG_ADMIN_URL))) return;
     const out = mkdtempSync(join(tmpdir(), 'couponrush-bench-smoke-'));
