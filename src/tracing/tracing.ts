@@ -7,8 +7,7 @@
 // explicitly (no AsyncLocalStorage context manager: it would tax every promise of every request,
 // sampled or not). A span the sampler does not record is never handed out: `start`, `child` and
 // `batch` return undefined for it, so an unsampled request runs exactly the code of tracing off
-// after one sampling decision (docs/performance.md, "Tracing": what a non-recording span, its
-// attributes and its children cost every request was most of tracing's cost at 1 %):
+// after one sampling decision (what tracing costs all the same: docs/performance.md, "Tracing"):
 //
 //   issue request   routes/issue-handler.ts: `POST /coupons/{id}/issues` (SERVER), from the token
 //                   to the answer; a child of the caller's `traceparent` only when it came from a
