@@ -5,9 +5,9 @@
 // The spans are placed by hand where an issuance spends its time (docs/operations.md, "Traces:
 // following one issuance"), not by auto-instrumentation, and their context is passed along
 // explicitly (no AsyncLocalStorage context manager: it would tax every promise of every request,
-// sampled or not). A span the sampler does not record is never handed out: `start`, `child` and
-// `batch` return undefined for it, so an unsampled request runs exactly the code of tracing off
-// after one sampling decision (what tracing costs all the same: docs/performance.md, "Tracing"):
+// sampled or not). Sampling is decided before a span is made (sdk.ts says how), and a span that
+// is not recorded is never made: `start` and `batch` return undefined, so an unsampled request
+// runs the code of tracing off after one Math.random() (docs/performance.md, "Tracing"):
 //
 //   issue request   routes/issue-handler.ts: `POST /coupons/{id}/issues` (SERVER), from the token
 //                   to the answer; a child of the caller's `traceparent` only when it came from a
@@ -58,17 +58,24 @@ export interface SpanOptions {
 }
 
 /**
- * The tracer the code calls; only there when tracing is on. Each method returns the span when the
- * sampler records it, else undefined (nothing to do, nothing to carry).
+ * The tracer the code calls; only there when tracing is on. Each method returns the span when it
+ * is recorded, else undefined (nothing to do, nothing to carry).
  */
 export interface Tracing {
-  /** A new trace's root span, or a child of `traceparent` (a W3C header value) when it parses. */
-  start(name: string, traceparent: string | undefined, options?: SpanOptions): Span | undefined;
-  /** A child of `parent`. */
-  child(parent: Span, name: string, options?: SpanOptions): Span | undefined;
   /**
-   * A span over work done for many: the root of a trace of its own, linked to `links` (the sampled
-   * ones), and sampled whenever one of them is — so a sampled request's batch is always recorded.
+   * A request's span: the root of a new trace (recorded as OTEL_TRACES_SAMPLER says of a root), or
+   * under `traceparent` (a W3C header value a trusted proxy sent) when it parses, recorded as the
+   * sampler says of such a parent.
+   */
+  start(name: string, traceparent: string | undefined, options?: SpanOptions): Span | undefined;
+  /** A span under a traceparent the queue carried: recorded when that admission was. */
+  follow(name: string, traceparent: string, options?: SpanOptions): Span | undefined;
+  /** A child of a recorded span: recorded too. */
+  child(parent: Span, name: string, options?: SpanOptions): Span;
+  /**
+   * A span over work done for many: the root of a trace of its own, linked to `links` (recorded
+   * spans), and recorded whenever there is one — so a traced request's batch is always there —
+   * else as a new trace would be.
    */
   batch(name: string, links: readonly SpanContext[], options?: SpanOptions): Span | undefined;
   /** The span context a W3C `traceparent` names, or undefined when it does not parse. */

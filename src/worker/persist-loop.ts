@@ -252,7 +252,7 @@ export class PersistLoop<D> {
     for (const v of valid) {
       if (v.traceparent === undefined || !written.has(v.delivery)) continue;
       const attributes = { [ATTR.queue]: this.source.queue, [ATTR.couponId]: v.issue.couponId, [ATTR.userId]: v.issue.userId, [ATTR.queuedMs]: startedAt - v.issue.issuedAt.getTime() };
-      tracing.start('coupon.persist', v.traceparent, { kind: KIND.consumer, startTime: startedAt, links, attributes })?.end();
+      tracing.follow('coupon.persist', v.traceparent, { kind: KIND.consumer, startTime: startedAt, links, attributes })?.end();
     }
   }
 
