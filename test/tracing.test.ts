@@ -17,6 +17,8 @@ import { brokerForFile, needKafka, startKafkaServer, STRATEGY as KAFKA_STRATEGY,
 import { freePort, waitFor as waitUntil } from './ops-helpers.js';
 import { exited, REDIS_URL, spawnWorker, startRedisTestServer, waitForDrain } from './redis-helpers.js';
 import { signUserToken } from '../src/http/auth.js';
+import { otelTracing } from '../src/tracing/sdk.js';
+import type { SamplerName, TracingSettings } from '../src/tracing/tracing.js';
 
 /** OTLP's SpanKind numbers (the JSON encoding's, not the API's). */
 const OTLP_KIND = { internal: 1, server: 2, client: 3, producer: 4, consumer: 5 } as const;
@@ -259,5 +261,52 @@ describe('tracing off', () => {
     assert.equal(sdkLoaded(on.modules), true);
     assert.ok(on.spans >= 2, `the request and its admission were sent at shutdown (got ${on.spans})`);
     assert.ok(spans((s) => s.service === 'couponrush-on' && s.name === REQUEST_SPAN && s.attributes['couponrush.user_id'] === 'traced-user').length === 1);
+  });
+});
+
+describe("OTEL_TRACES_SAMPLER's rules, applied before the SDK is asked for a span", () => {
+  const sampled = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+  const unsampled = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00';
+  const tracerFor = (sampler: SamplerName, ratio = 1) => {
+    const settings: TracingSettings = { url: `${receiver.endpoint}/v1/traces`, serviceName: 'rules', sampler, ratio, batch: { scheduleDelayMs: 60_000, maxQueueSize: 1024, maxExportBatchSize: 512 } };
+    return otelTracing(settings, 1000);
+  };
+  const recorded = (n: number, make: () => unknown) => Array.from({ length: n }, make).filter((s) => s !== undefined).length;
+
+  it('a new trace: always, never, or about the ratio', async () => {
+    const on = tracerFor('parentbased_always_on');
+    const off = tracerFor('parentbased_always_off');
+    const tenth = tracerFor('parentbased_traceidratio', 0.1);
+    try {
+      assert.equal(recorded(100, () => on.start('r', undefined)), 100);
+      assert.equal(recorded(100, () => off.start('r', undefined)), 0);
+      const n = recorded(10_000, () => tenth.start('r', undefined));
+      assert.ok(n > 800 && n < 1200, `about 1,000 of 10,000 at 0.1 (got ${n})`);
+      // A batch: recorded when it serves a recorded span, else as a new trace.
+      assert.equal(off.batch('b', []), undefined);
+      const root = on.start('r', undefined)!;
+      assert.notEqual(off.batch('b', [root.spanContext()]), undefined, 'a traced request always has its batch');
+      // A child of a recorded span is recorded, in its trace.
+      assert.equal(on.child(root, 'c').spanContext().traceId, root.spanContext().traceId);
+    } finally {
+      await Promise.all([on, off, tenth].map((t) => t.shutdown().catch(() => undefined)));
+    }
+  });
+
+  it("a trusted proxy's traceparent: its flag for the parentbased samplers, its trace id for traceidratio; the queue's: its flag", async () => {
+    const parentBased = tracerFor('parentbased_traceidratio', 0);
+    const byTraceId = tracerFor('traceidratio', 0.5);
+    try {
+      assert.equal(parentBased.start('r', sampled)?.spanContext().traceId, '4bf92f3577b34da6a3ce929d0e0e4736', 'a sampled parent is followed even at ratio 0');
+      assert.equal(parentBased.start('r', unsampled), undefined);
+      // traceidratio ignores the flag and decides on the trace id: the same every time.
+      const decisions = new Set(Array.from({ length: 20 }, () => byTraceId.start('r', unsampled) !== undefined));
+      assert.equal(decisions.size, 1, 'deterministic on the trace id');
+      assert.notEqual(parentBased.follow('p', sampled), undefined);
+      assert.equal(parentBased.follow('p', unsampled), undefined);
+      assert.equal(parentBased.follow('p', 'not a traceparent'), undefined);
+    } finally {
+      await Promise.all([parentBased, byTraceId].map((t) => t.shutdown().catch(() => undefined)));
+    }
   });
 });
