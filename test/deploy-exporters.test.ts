@@ -7,10 +7,10 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import net from 'node:net';
 import { after, describe, it, type TestContext } from 'node:test';
 import { parse } from 'yaml';
 import { createTestDatabase, missing, MYSQL_ADMIN_URL, needServer, openTestDb, PG_ADMIN_URL, type TestDatabase } from './helpers.js';
+import { freePort } from './ops-helpers.js';
 
 const root = new URL('../', import.meta.url);
 const read = (path: string) => readFileSync(new URL(path, root), 'utf8');
@@ -126,17 +126,6 @@ function lacking(exporter: string, scrape: Scrape, values: Record<string, Record
     const wanted = Object.entries(equals).map(([l, v]) => [l, values[l]?.[v] ?? v] as const);
     if (!samples.some((s) => wanted.every(([l, v]) => s[l] === v))) return [`${panel}: no ${name} sample with ${wanted.map(([l, v]) => `${l}="${v}"`).join(', ')}`];
     return [];
-  });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
   });
 }
 
