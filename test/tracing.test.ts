@@ -305,6 +305,10 @@ describe("OTEL_TRACES_SAMPLER's rules, applied before the SDK is asked for a spa
       assert.notEqual(parentBased.follow('p', sampled), undefined);
       assert.equal(parentBased.follow('p', unsampled), undefined);
       assert.equal(parentBased.follow('p', 'not a traceparent'), undefined);
+      // A malformed or oversized header from the proxy is no parent: a new trace, at the root's ratio (0 here).
+      for (const bad of ['not a traceparent', `${sampled}-${'f'.repeat(10_000)}`, sampled.toUpperCase(), '00-00000000000000000000000000000000-00f067aa0ba902b7-01']) {
+        assert.equal(parentBased.start('r', bad), undefined, bad.slice(0, 40));
+      }
     } finally {
       await Promise.all([parentBased, byTraceId].map((t) => t.shutdown().catch(() => undefined)));
     }

@@ -95,7 +95,6 @@ export class AdmissionBatcher<R> {
     );
   }
 
-
   private settled(queue: CampaignQueue<R>): void {
     queue.inFlight = false;
     if (queue.waiting.length > 0) this.schedule(queue);

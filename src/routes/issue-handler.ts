@@ -25,6 +25,7 @@
 // the drain's 503, the per-address 429, a foregone refusal, load shedding — get no span: they cost
 // less than a span would, and they are counted by the route's metrics all the same.
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import proxyAddr from '@fastify/proxy-addr';
 import type { FastifyServerFactory } from 'fastify';
 import type { TrustProxy } from '../config.js';
@@ -34,7 +35,7 @@ import { answerForError, answerForProblem, jsonAnswer, OUTCOME_UNKNOWN_ANSWER, r
 import { Deadlines, REQUEST_ID_HEADER, requestId, TIMEOUT_ANSWER, type DeadlineNode, type IssueLimits, type LoadGuard } from '../http/protection.js';
 import type { Cell } from '../metrics/cells.js';
 import type { RouteRecorder, ShedReason } from '../metrics/index.js';
-import { ATTR, endSpan, KIND, type Span, type Tracing } from '../tracing/tracing.js';
+import { ATTR, endSpan, KIND, STATUS_ERROR, type Span, type Tracing } from '../tracing/tracing.js';
 
 /** ISSUE_ROUTE_URL as a path: /coupons/<id>/issues, the id as the route's params schema allows it. */
 const ISSUE_PATH = new RegExp(`^/coupons/(${COUPON_ID_DIGITS})/issues(?:\\?|$)`);
@@ -82,7 +83,7 @@ export class IssueHandler {
   private readonly deadlines: Deadlines<Pending> | undefined;
   private readonly addressOf: (req: IncomingMessage) => string;
   /** Whether the TCP peer is one of TRUST_PROXY's proxies (whose `traceparent` is honoured). */
-  private readonly trusted: (peer: string) => boolean;
+  private readonly trustedPeer: (socket: Socket | null) => boolean;
 
   constructor(private readonly options: IssueHandlerOptions) {
     const { timeoutMs, trustProxy } = options;
@@ -97,18 +98,19 @@ export class IssueHandler {
     // Fastify's request.ip, for the same TRUST_PROXY (a comma-separated list of proxies).
     const trust = typeof trustProxy === 'string' ? proxyAddr.compile(trustProxy.split(',').map((p) => p.trim())) : undefined;
     this.addressOf = trust === undefined ? (req) => req.socket.remoteAddress ?? '' : (req) => proxyAddr(req, trust);
-    this.trusted = trust === undefined ? () => false : (peer) => trust(peer, 0);
+    this.trustedPeer = trust === undefined ? () => false : (socket) => socket !== null && trust(socket.remoteAddress ?? '', 0);
   }
 
   /**
    * The request's span when tracing is on: a child of the caller's `traceparent` when the TCP
-   * peer is a TRUST_PROXY proxy, else the root of a new trace.
+   * peer is a TRUST_PROXY proxy, else the root of a new trace. The peer's address is read only
+   * when there is a traceparent to judge (most requests carry none).
    */
-  traceRequest(id: number, headers: IncomingHttpHeaders, peer: string | undefined, reqId: string): Span | undefined {
+  traceRequest(id: number, headers: IncomingHttpHeaders, socket: Socket | null, reqId: string): Span | undefined {
     const tracing = this.options.tracing;
     if (tracing === undefined) return undefined;
     const header = headers.traceparent;
-    const traceparent = typeof header === 'string' && peer !== undefined && this.trusted(peer) ? header : undefined;
+    const traceparent = typeof header === 'string' && this.trustedPeer(socket) ? header : undefined;
     // Attributes only for a sampled request: the others cost one sampling decision.
     const span = tracing.start(SPAN_NAME, traceparent, SERVER_SPAN);
     span?.setAttributes({ 'http.request.method': 'POST', 'http.route': SPAN_ROUTE, [ATTR.requestId]: reqId, [ATTR.couponId]: id });
@@ -119,7 +121,7 @@ export class IssueHandler {
   static endRequestSpan(span: Span | undefined, status: number): void {
     if (span === undefined) return;
     span.setAttribute('http.response.status_code', status);
-    if (status >= 500) span.setStatus({ code: 2 });
+    if (status >= 500) span.setStatus({ code: STATUS_ERROR });
     endSpan(span);
   }
 
@@ -220,7 +222,7 @@ export class IssueHandler {
       const shed = load.refuse();
       if (shed !== undefined) return this.send(res, reqId, shed, startedAt);
     }
-    const span = this.options.tracing === undefined ? undefined : this.traceRequest(id, headers, res.socket?.remoteAddress, reqId);
+    const span = this.options.tracing === undefined ? undefined : this.traceRequest(id, headers, res.socket, reqId);
     const deadlines = this.deadlines;
     if (deadlines === undefined) {
       this.send(res, reqId, await this.decide(id, headers, reqId, undefined, span), startedAt);

@@ -75,7 +75,7 @@ export async function issueRoutes(app: FastifyInstance, { service, requireUser, 
       const foregone = service.refusalForAnyone(id);
       if (foregone !== undefined) return sendAnswer(reply, refusalAnswer(foregone));
       deadline?.arm(reply);
-      const span = issues.traceRequest(id, request.headers, request.socket.remoteAddress, request.id);
+      const span = issues.traceRequest(id, request.headers, request.socket, request.id);
       const answer = await issues.decide(id, request.headers, request.id, span === undefined ? request.log : request.log.child({ trace_id: span.spanContext().traceId }), span);
       deadline?.disarm(reply);
       // The deadline may have answered 504 TIMEOUT while we waited.

@@ -25,7 +25,7 @@
 import type { Attributes, Span, SpanContext, SpanKind } from '@opentelemetry/api';
 import type { Logger } from '../util/logger.js';
 
-export type { Attributes, Span, SpanContext } from '@opentelemetry/api';
+export type { Span, SpanContext } from '@opentelemetry/api';
 
 /** The OTEL_TRACES_SAMPLER values couponrush accepts (the SDK's built-in samplers). */
 export const SAMPLER_NAMES = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'] as const;
@@ -99,6 +99,9 @@ export const ATTR = {
 /** SpanKind's values (the API's enum, without importing the API at run time). */
 export const KIND = { internal: 0 as SpanKind, server: 1 as SpanKind, client: 2 as SpanKind, producer: 3 as SpanKind, consumer: 4 as SpanKind } as const;
 
+/** SpanStatusCode.ERROR (the API's enum, without importing the API at run time). */
+export const STATUS_ERROR = 2;
+
 /** The longest value a `traceparent` can have (version 00 is exactly 55 characters). */
 export const MAX_TRACEPARENT = 55;
 
@@ -136,7 +139,7 @@ export function endSpan(span: Span | undefined, err?: unknown): void {
   if (span === undefined) return;
   if (err !== undefined) {
     span.recordException(err instanceof Error ? err : String(err));
-    span.setStatus({ code: 2, message: err instanceof Error ? err.message : String(err) });
+    span.setStatus({ code: STATUS_ERROR, message: err instanceof Error ? err.message : String(err) });
   }
   span.end();
 }
